@@ -1,0 +1,248 @@
+"""The ``gateway`` command line. The only place that reads the environment or the terminal.
+
+Exit codes: 0 success (``verify``: accepted), 1 rejected / check failed, 2 usage or configuration error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import json
+import os
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from gateway._json import parse_json
+from gateway.errors import GatewayError, Reason
+from gateway.keys import (
+    ALG_ED25519,
+    SIGNATURE_ALGORITHMS,
+    PublicKey,
+    SealingKey,
+    SigningKey,
+    write_private_pem,
+)
+from gateway.registry import Registry
+from gateway.schemas import SchemaStore, default_schema_root
+from gateway.sign import Signer, build_event
+from gateway.verify import Accepted, Verifier
+
+__all__ = ["main"]
+
+ENV_REGISTRY = "XCHG_REGISTRY"
+ENV_SCHEMAS = "XCHG_SCHEMAS"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except GatewayError as exc:
+        print(f"error: {exc.reason}: {exc.detail}", file=sys.stderr)
+        return 2
+
+
+# ---- keys ---------------------------------------------------------------------------------------------
+def _keys_new(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True, mode=0o700)
+    passphrase = _read_secret(args.passphrase_file) if args.passphrase_file else None
+    now = datetime.now(UTC).replace(microsecond=0)
+    until = now + timedelta(days=args.valid_days)
+    signing = SigningKey.generate(args.alg)
+    sealing = SealingKey.generate()
+    entries = []
+    for use, private_pem, public in (
+        ("sig", signing.to_pem(passphrase), signing.public_key),
+        ("seal", sealing.to_pem(passphrase), sealing.public_key),
+    ):
+        kid = f"{args.party}-{use}-{now:%Y%m%d}-{hashlib.sha256(public.raw).hexdigest()[:8]}"
+        write_private_pem(out / f"{kid}.pem", private_pem)
+        entries.append(_registry_entry(kid, use, public, now, until))
+        print(f"wrote {out / (kid + '.pem')} (mode 0600)", file=sys.stderr)
+    print(f"# public registry entries for party {args.party!r}: add under its [[parties]] table")
+    print("\n".join(entries), end="")
+    return 0
+
+
+def _registry_entry(kid: str, use: str, public: PublicKey, since: datetime, until: datetime) -> str:
+    return (
+        "[[parties.keys]]\n"
+        f'kid = "{kid}"\n'
+        f'use = "{use}"\n'
+        f'alg = "{public.alg}"\n'
+        f'public_key = "{base64.b64encode(public.raw).decode("ascii")}"\n'
+        f"valid_from = {since:%Y-%m-%dT%H:%M:%SZ}\n"
+        f"valid_until = {until:%Y-%m-%dT%H:%M:%SZ}\n\n"
+    )
+
+
+# ---- sign / verify ------------------------------------------------------------------------------------
+def _sign(args: argparse.Namespace) -> int:
+    registry = _registry(args)
+    passphrase = _read_secret(args.passphrase_file) if args.passphrase_file else None
+    key = SigningKey.load(Path(args.key), passphrase)
+    kid = args.kid or _kid_for(registry, args.party, key.public_key)
+    data = parse_json(_read_input(args.data))
+    if not isinstance(data, dict):
+        raise GatewayError(Reason.SCHEMA_INVALID, "the payload must be a JSON object")
+    event = build_event(
+        signer=Signer(party=args.party, kid=kid, key=key),
+        registry=registry,
+        schemas=_schemas(args),
+        event_type=args.type,
+        data=data,
+        recipients=args.recipient,
+        subject=args.subject,
+        dataschema=args.dataschema,
+    )
+    sys.stdout.buffer.write(event.to_structured() + b"\n")
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    registry = _registry(args)
+    passphrase = _read_secret(args.passphrase_file) if args.passphrase_file else None
+    sealing = {}
+    for path in args.seal_key:
+        key = SealingKey.load(Path(path), passphrase)
+        sealing[_kid_for(registry, args.party, key.public_key)] = key
+    verifier = Verifier(registry=registry, schemas=_schemas(args), party=args.party, sealing_keys=sealing)
+    verdict = verifier.verify_structured(_read_input(args.event))
+    if isinstance(verdict, Accepted):
+        event = verdict.event
+        opened = "yes" if verdict.unsealed is not None else "no"
+        print(
+            f"ACCEPTED id={event.id} source={event.source} type={event.type} "
+            f"dataschema={event.dataschema} kid={verdict.kid} unsealed={opened}"
+        )
+        if args.show_payload:
+            sys.stdout.buffer.write(_pretty(verdict.payload()))
+        return 0
+    print(f"REJECTED {verdict.reason} {verdict.detail}")
+    return 1
+
+
+# ---- schemas ------------------------------------------------------------------------------------------
+def _schemas_list(args: argparse.Namespace) -> int:
+    for schema in _schemas(args).schemas():
+        sealed = ",".join(sorted(set(schema.sealed_fields.values()))) or "-"
+        print(f"{schema.id}  type={schema.type}  class={schema.classification}  sealed={sealed}")
+    return 0
+
+
+def _schemas_check(args: argparse.Namespace) -> int:
+    store = _schemas(args)
+    problems = store.check()
+    for problem in problems:
+        print(f"FAIL {problem}")
+    print(f"{len(store.schemas())} schemas checked, {len(problems)} problems")
+    return 1 if problems else 0
+
+
+# ---- helpers ------------------------------------------------------------------------------------------
+def _registry(args: argparse.Namespace) -> Registry:
+    path = args.registry or os.environ.get(ENV_REGISTRY)
+    if not path:
+        raise GatewayError(Reason.CONFIG_INVALID, f"--registry or ${ENV_REGISTRY} is required")
+    return Registry.load(Path(path))
+
+
+def _schemas(args: argparse.Namespace) -> SchemaStore:
+    root = args.schemas or os.environ.get(ENV_SCHEMAS)
+    return SchemaStore.load(Path(root) if root else default_schema_root())
+
+
+def _kid_for(registry: Registry, party_id: str | None, public: PublicKey) -> str:
+    """Find the registry kid of a private key we hold (by its public half) so users need not type kids."""
+    party = registry.party(party_id or "")
+    if party is None:
+        raise GatewayError(Reason.CONFIG_INVALID, f"--party {party_id!r} is not in the registry")
+    for key in party.keys:
+        if key.public_key.raw == public.raw and key.public_key.alg == public.alg:
+            return key.kid
+    raise GatewayError(Reason.KEYFILE_INVALID, f"the key file's public key is not registered for {party.id}")
+
+
+def _read_input(name: str) -> bytes:
+    if name == "-":
+        return sys.stdin.buffer.read()
+    try:
+        return Path(name).read_bytes()
+    except OSError as exc:
+        raise GatewayError(Reason.CONFIG_INVALID, f"cannot read {name}: {exc.strerror}") from exc
+
+
+def _read_secret(name: str) -> bytes:
+    return _read_input(name).rstrip(b"\r\n")
+
+
+def _pretty(value: object) -> bytes:
+    return (json.dumps(value, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gateway", description="Inter-agency exchange gateway: signed, sealed CloudEvents over Kafka."
+    )
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    def common(p: argparse.ArgumentParser, *, registry: bool = True) -> None:
+        if registry:
+            p.add_argument("--registry", help=f"party registry TOML (default ${ENV_REGISTRY})")
+        p.add_argument("--schemas", help=f"schema directory (default ${ENV_SCHEMAS} or the bundled schemas/)")
+
+    keys = sub.add_parser("keys", help="key management").add_subparsers(required=True, metavar="ACTION")
+    new = keys.add_parser("new", help="create a signing and a sealing key for a party")
+    new.add_argument("--party", required=True)
+    new.add_argument("--out", default="keys", help="directory for the private key files (mode 0600)")
+    new.add_argument("--alg", default=ALG_ED25519, choices=sorted(SIGNATURE_ALGORITHMS))
+    new.add_argument("--valid-days", type=int, default=365)
+    new.add_argument("--passphrase-file", help="encrypt the private keys with the passphrase in this file")
+    new.set_defaults(handler=_keys_new)
+
+    sign = sub.add_parser("sign", help="payload JSON -> signed structured CloudEvent on stdout")
+    common(sign)
+    sign.add_argument("--party", required=True, help="producing party (the event source)")
+    sign.add_argument("--key", required=True, help="private signing key file (PEM)")
+    sign.add_argument("--kid", help="key id (default: looked up in the registry by public key)")
+    sign.add_argument("--passphrase-file")
+    sign.add_argument("--type", required=True, help="e.g. id.trafficking.case.referral")
+    sign.add_argument("--subject", help="case or alert id; must equal the payload's partition key")
+    sign.add_argument("--dataschema", help="exact schema id (default: newest version for the type)")
+    sign.add_argument("--recipient", action="append", default=[], help="party to seal sensitive fields for")
+    sign.add_argument("data", nargs="?", default="-", help="payload JSON file (default stdin)")
+    sign.set_defaults(handler=_sign)
+
+    verify = sub.add_parser(
+        "verify",
+        help="verify a structured CloudEvent; exit 0 only if accepted",
+        description="Verify a structured CloudEvent and print one verdict line; exit 0 only if accepted, "
+        "1 if rejected, 2 on a usage or configuration error.",
+    )
+    common(verify)
+    verify.add_argument("--party", help="verify as this party (needed to open sealed fields)")
+    verify.add_argument("--seal-key", action="append", default=[], help="our private sealing key file(s)")
+    verify.add_argument("--passphrase-file")
+    verify.add_argument("--show-payload", action="store_true", help="print the verified payload")
+    verify.add_argument("event", nargs="?", default="-", help="event JSON file (default stdin)")
+    verify.set_defaults(handler=_verify)
+
+    schemas = sub.add_parser("schemas", help="message schemas").add_subparsers(
+        required=True, metavar="ACTION"
+    )
+    listing = schemas.add_parser("list", help="list schema versions")
+    common(listing, registry=False)
+    listing.set_defaults(handler=_schemas_list)
+    check = schemas.add_parser("check", help="meta-schema, examples and minor-version compatibility")
+    common(check, registry=False)
+    check.set_defaults(handler=_schemas_check)
+    return parser
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

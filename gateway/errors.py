@@ -1,0 +1,95 @@
+"""One exception root and the machine-readable reason codes every rejection carries.
+
+A rejection is a value (:class:`Rejected`) so tests and the dead-letter path can assert on it; code that
+cannot return a value raises :class:`GatewayError` carrying the same :class:`Reason`. Library exceptions
+(``InvalidSignature``, ``jsonschema.ValidationError``, aiokafka errors, ``InvalidTag``) are converted at the
+boundary where they occur and never escape a public function.
+
+The codes are stable: they are written into DLQ headers, metrics labels and audit reports. Add new codes;
+never rename one. ``docs/REASON_CODES.md`` lists them with the check that produces each.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+__all__ = ["GatewayError", "Reason", "Rejected"]
+
+
+class Reason(enum.StrEnum):
+    """Stable reason codes, in the order the verification pipeline applies its checks."""
+
+    # limits
+    SIZE_EXCEEDED = "size.exceeded"
+    # parsing (strict JSON)
+    PARSE_UTF8 = "parse.invalid-utf8"
+    PARSE_JSON = "parse.invalid-json"
+    PARSE_DUPLICATE_KEY = "parse.duplicate-key"
+    PARSE_NON_FINITE = "parse.non-finite-number"
+    PARSE_TOO_DEEP = "parse.too-deep"
+    # CloudEvents envelope
+    CE_MISSING_ATTRIBUTE = "ce.missing-attribute"
+    CE_INVALID_ATTRIBUTE = "ce.invalid-attribute"
+    CE_UNSUPPORTED_SPECVERSION = "ce.unsupported-specversion"
+    CE_DATA_NOT_CANONICAL = "ce.data-not-canonical"
+    CE_TIME_IN_FUTURE = "ce.time-in-future"
+    # signature (Verifiable CloudEvents with DSSE)
+    SIG_MISSING = "sig.missing"
+    SIG_MALFORMED = "sig.malformed"
+    SIG_PAYLOAD_TYPE = "sig.payload-type"
+    SIG_EXTATTRS_INVALID = "sig.extattrs-invalid"
+    SIG_INVALID = "sig.invalid"
+    SIG_DIGEST_MISMATCH = "sig.digest-mismatch"
+    # keys (party registry)
+    KEY_UNKNOWN = "key.unknown"
+    KEY_WRONG_PARTY = "key.wrong-party"
+    KEY_WRONG_USE = "key.wrong-use"
+    KEY_NOT_YET_VALID = "key.not-yet-valid"
+    KEY_EXPIRED = "key.expired"
+    KEY_REVOKED = "key.revoked"
+    # authorisation
+    AUTHZ_UNKNOWN_SOURCE = "authz.unknown-source"
+    AUTHZ_TYPE_NOT_PERMITTED = "authz.type-not-permitted"
+    # schema
+    SCHEMA_UNKNOWN = "schema.unknown"
+    SCHEMA_TYPE_MISMATCH = "schema.type-mismatch"
+    SCHEMA_INVALID = "schema.invalid"
+    SCHEMA_CLASSIFICATION = "schema.classification-mismatch"
+    SCHEMA_PARTITIONKEY = "schema.partitionkey-mismatch"
+    # sealed fields (HPKE)
+    SEAL_MALFORMED = "seal.malformed"
+    SEAL_OPEN_FAILED = "seal.open-failed"
+    SEAL_NO_RECIPIENTS = "seal.no-recipients"
+    SEAL_UNKNOWN_RECIPIENT = "seal.unknown-recipient"
+    SEAL_RECIPIENT_NOT_PERMITTED = "seal.recipient-not-permitted"
+    # configuration and local key material (raised, never a record rejection)
+    CONFIG_INVALID = "config.invalid"
+    REGISTRY_INVALID = "registry.invalid"
+    KEYFILE_INVALID = "keyfile.invalid"
+    # runtime (bus, sinks)
+    DUPLICATE = "dedup.duplicate"
+    SINK_FAILED = "sink.failed"
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """Why a record was not accepted. ``detail`` is for operators: it never contains personal data."""
+
+    reason: Reason
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.reason}: {self.detail}"
+
+
+class GatewayError(Exception):
+    """Root of every exception this package raises on purpose."""
+
+    def __init__(self, reason: Reason, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+    def rejected(self) -> Rejected:
+        return Rejected(self.reason, self.detail)

@@ -1,0 +1,279 @@
+"""Topic names of the exchange and idempotent topic provisioning.
+
+Why names are computed, never typed: topic ACLs are granted per producer prefix (``xchg.<party>.``), the
+subscriber derives what to read from the party registry, and a new major schema version gets new topics.
+One function builds every name and one parses it back, so the scheme cannot drift between roles:
+
+* ``xchg.<party>.case.v<major>``  — case messages published by ``<party>`` (key = case id)
+* ``xchg.<party>.alert.v<major>`` — alerts published by ``<party>`` (key = alert id)
+* ``xchg.<party>.dlq.v1``         — records ``<party>``'s gateway rejected, with a reason header
+
+``<party>`` is a party id (``^[a-z][a-z0-9-]*(\\.[a-z][a-z0-9-]*)*$``, e.g. ``kemlu.kbri-kuching``), so a
+name is parsed from the right: the last label is the version, the one before it the kind. Names never
+contain ``_``, which Kafka treats as colliding with ``.`` in metric names.
+
+:func:`ensure_topics` creates missing topics and checks existing ones. It lists topics first and only
+describes names that exist: Tansu auto-creates a topic (with 4 partitions) on any metadata request naming
+it, so "describe to see if it exists" would create it with the wrong shape.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final, Literal, get_args
+
+import structlog
+
+from gateway.errors import GatewayError, Reason
+
+__all__ = [
+    "MESSAGE_KINDS",
+    "PARTY_ID_RE",
+    "TOPIC_PREFIX",
+    "MessageKind",
+    "TopicKind",
+    "TopicName",
+    "TopicState",
+    "dlq_topic",
+    "ensure_topics",
+    "parse_topic",
+    "topic_for",
+]
+
+_log = structlog.get_logger(__name__)
+
+MessageKind = Literal["case", "alert"]
+TopicKind = Literal["case", "alert", "dlq"]
+MESSAGE_KINDS: Final[tuple[MessageKind, ...]] = get_args(MessageKind)
+_TOPIC_KINDS: Final[tuple[TopicKind, ...]] = get_args(TopicKind)
+
+TOPIC_PREFIX: Final = "xchg"
+PARTY_ID_RE: Final = re.compile(r"^[a-z][a-z0-9-]*(\.[a-z][a-z0-9-]*)*$")
+_DLQ_MAJOR: Final = 1
+_MAX_TOPIC_LEN: Final = 249  # Kafka's limit
+_KAFKA_TOPIC_RE: Final = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+_VERSION_RE: Final = re.compile(r"^v([1-9][0-9]{0,5})$")
+
+# Errors talking to the cluster are runtime, not configuration; errors.py has no bus code yet
+# ("bus.unavailable" has been proposed). Until then they carry CONFIG_INVALID.
+_BUS_UNAVAILABLE = Reason.CONFIG_INVALID
+_UNKNOWN_TOPIC = 3  # UNKNOWN_TOPIC_OR_PARTITION: the topic is not (yet) in the metadata
+_LEADER_NOT_AVAILABLE = 5  # right after creation on real Kafka
+_TOPIC_ALREADY_EXISTS = 36
+_AUTHORIZATION_FAILED = frozenset({29, 31})  # TOPIC_ / CLUSTER_AUTHORIZATION_FAILED
+
+
+@dataclass(frozen=True, slots=True)
+class TopicName:
+    """A parsed exchange topic name."""
+
+    party: str
+    kind: TopicKind
+    major: int
+
+    def __str__(self) -> str:
+        return f"{TOPIC_PREFIX}.{self.party}.{self.kind}.v{self.major}"
+
+
+@dataclass(frozen=True, slots=True)
+class TopicState:
+    """What :func:`ensure_topics` found (or made) for one topic."""
+
+    name: str
+    partitions: int
+    replication: int
+    created: bool
+
+
+def _check_party(party: object) -> str:
+    if not isinstance(party, str) or not PARTY_ID_RE.match(party):
+        raise GatewayError(
+            Reason.CONFIG_INVALID,
+            f"topic: party id {party!r} does not match {PARTY_ID_RE.pattern}",
+        )
+    return party
+
+
+def _check_major(major: object) -> int:
+    if isinstance(major, bool) or not isinstance(major, int) or not 1 <= major <= 999_999:
+        raise GatewayError(
+            Reason.CONFIG_INVALID, f"topic: major version must be an integer >= 1, got {major!r}"
+        )
+    return major
+
+
+def _checked_name(name: TopicName) -> str:
+    text = str(name)
+    if len(text) > _MAX_TOPIC_LEN:
+        raise GatewayError(
+            Reason.CONFIG_INVALID, f"topic: {text[:40]}... is longer than Kafka's {_MAX_TOPIC_LEN} characters"
+        )
+    return text
+
+
+def topic_for(party: str, kind: MessageKind, major: int) -> str:
+    """``xchg.<party>.<case|alert>.v<major>``: where ``party`` publishes messages of ``kind``."""
+    if kind not in MESSAGE_KINDS:
+        raise GatewayError(Reason.CONFIG_INVALID, f"topic: kind must be 'case' or 'alert', got {kind!r}")
+    return _checked_name(TopicName(_check_party(party), kind, _check_major(major)))
+
+
+def dlq_topic(party: str) -> str:
+    """``xchg.<party>.dlq.v1``: where ``party``'s gateway dead-letters the records it rejected."""
+    return _checked_name(TopicName(_check_party(party), "dlq", _DLQ_MAJOR))
+
+
+def parse_topic(name: str) -> TopicName:
+    """Parse an exchange topic name; raises ``GatewayError(CONFIG_INVALID)`` naming what is wrong."""
+    if not isinstance(name, str) or not _KAFKA_TOPIC_RE.match(name):
+        raise GatewayError(Reason.CONFIG_INVALID, f"topic: {name!r} is not a valid Kafka topic name")
+    labels = name.split(".")
+    if len(labels) < 4 or labels[0] != TOPIC_PREFIX:
+        raise GatewayError(
+            Reason.CONFIG_INVALID,
+            f"topic: {name!r} is not an exchange topic ({TOPIC_PREFIX}.<party>.<case|alert|dlq>.v<major>)",
+        )
+    version = _VERSION_RE.match(labels[-1])
+    if version is None:
+        raise GatewayError(Reason.CONFIG_INVALID, f"topic: {name!r} does not end in .v<major>")
+    kind = labels[-2]
+    if kind not in _TOPIC_KINDS:
+        raise GatewayError(
+            Reason.CONFIG_INVALID, f"topic: {name!r} has kind {kind!r}; expected case, alert or dlq"
+        )
+    party = ".".join(labels[1:-2])
+    _check_party(party)
+    major = int(version.group(1))
+    if kind == "dlq" and major != _DLQ_MAJOR:
+        raise GatewayError(Reason.CONFIG_INVALID, f"topic: {name!r}: dead-letter topics are v{_DLQ_MAJOR}")
+    return TopicName(party, kind, major)
+
+
+def _error_name(code: int) -> str:
+    from aiokafka.errors import for_code  # noqa: PLC0415 -- aiokafka is imported only when talking to Kafka
+
+    return str(for_code(code).__name__)
+
+
+async def ensure_topics(
+    admin_kwargs: Mapping[str, Any],
+    names: Iterable[str],
+    partitions: int,
+    replication: int,
+) -> dict[str, TopicState]:
+    """Create the topics in ``names`` that are missing; check that every one has at least ``partitions``
+    partitions and ``replication`` replicas. Idempotent and safe to race with another gateway doing the same
+    (TOPIC_ALREADY_EXISTS is not an error). Works on Apache Kafka and on Tansu.
+
+    ``admin_kwargs`` are keyword arguments for ``AIOKafkaAdminClient`` (``KafkaSettings.admin_kwargs()``);
+    their ``request_timeout_ms`` also bounds how long to wait for new topics to appear in the metadata.
+    Returns the state of each topic by name. Raises :class:`GatewayError`: CONFIG_INVALID for bad names,
+    too few partitions or replicas, or missing ACLs.
+    """
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # noqa: PLC0415 -- see _error_name
+    from aiokafka.errors import KafkaError  # noqa: PLC0415 -- same
+
+    wanted = list(dict.fromkeys(names))
+    for name in wanted:
+        if not isinstance(name, str) or not _KAFKA_TOPIC_RE.match(name) or name in {".", ".."}:
+            raise GatewayError(Reason.CONFIG_INVALID, f"topic: {name!r} is not a valid Kafka topic name")
+    for label, value in (("partitions", partitions), ("replication", replication)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise GatewayError(
+                Reason.CONFIG_INVALID, f"topic: {label} must be an integer >= 1, got {value!r}"
+            )
+    if not wanted:
+        return {}
+
+    timeout_ms = int(admin_kwargs.get("request_timeout_ms", 30_000))
+    admin = AIOKafkaAdminClient(**admin_kwargs)
+    try:
+        await admin.start()
+        existing = set(await admin.list_topics())
+        missing = [name for name in wanted if name not in existing]
+        created: set[str] = set()
+        if missing:
+            response = await admin.create_topics(
+                [NewTopic(name, partitions, replication) for name in missing], timeout_ms=timeout_ms
+            )
+            for item in response.topic_errors:
+                topic, code = item[0], item[1]
+                message = item[2] if len(item) > 2 and item[2] else ""
+                if code == 0:
+                    created.add(topic)
+                elif code == _TOPIC_ALREADY_EXISTS:
+                    pass  # created concurrently by another gateway: checked below like any existing topic
+                elif code in _AUTHORIZATION_FAILED:
+                    raise GatewayError(
+                        Reason.CONFIG_INVALID,
+                        f"topic: not authorised to create {topic!r} ({_error_name(code)}); "
+                        "create it out of band or grant CREATE on the prefix",
+                    )
+                else:
+                    raise GatewayError(
+                        Reason.CONFIG_INVALID,
+                        f"topic: cannot create {topic!r}: {_error_name(code)} {message}".rstrip(),
+                    )
+            for name in created:
+                _log.info("topic.created", topic=name, partitions=partitions, replication=replication)
+        described = await _describe_until_ready(admin, wanted, timeout_ms / 1000)
+    except KafkaError as exc:
+        raise GatewayError(_BUS_UNAVAILABLE, f"topic: cannot provision topics: {exc!r}") from exc
+    finally:
+        await admin.close()
+
+    states: dict[str, TopicState] = {}
+    for name in wanted:
+        have_partitions, have_replication = described[name]
+        if have_partitions < partitions:
+            raise GatewayError(
+                Reason.CONFIG_INVALID,
+                f"topic: {name!r} has {have_partitions} partitions, fewer than the {partitions} required",
+            )
+        if have_replication < replication:
+            raise GatewayError(
+                Reason.CONFIG_INVALID,
+                f"topic: {name!r} has replication factor {have_replication}, "
+                f"below the {replication} required",
+            )
+        states[name] = TopicState(name, have_partitions, have_replication, name in created)
+    return states
+
+
+async def _describe_until_ready(admin: Any, names: list[str], limit_s: float) -> dict[str, tuple[int, int]]:
+    """Describe topics known to exist, retrying while new ones propagate (UNKNOWN_TOPIC, LEADER_NOT_AVAIL.).
+
+    Only ever called with names that ``list_topics`` showed or ``create_topics`` made, so it cannot trigger
+    Tansu's auto-creation with the wrong partition count.
+    """
+    deadline = time.monotonic() + limit_s
+    result: dict[str, tuple[int, int]] = {}
+    pending = list(names)
+    while True:
+        retry: list[str] = []
+        for entry in await admin.describe_topics(pending):
+            name, code = entry["topic"], entry["error_code"]
+            parts = entry["partitions"]
+            if code in (_UNKNOWN_TOPIC, _LEADER_NOT_AVAILABLE) or (code == 0 and not parts):
+                retry.append(name)
+            elif code in _AUTHORIZATION_FAILED:
+                raise GatewayError(
+                    Reason.CONFIG_INVALID, f"topic: not authorised to describe {name!r} ({_error_name(code)})"
+                )
+            elif code != 0:
+                raise GatewayError(_BUS_UNAVAILABLE, f"topic: cannot describe {name!r}: {_error_name(code)}")
+            else:
+                replication = min(len(p["replicas"]) for p in parts)
+                result[name] = (len(parts), replication)
+        if not retry:
+            return result
+        if time.monotonic() >= deadline:
+            raise GatewayError(
+                _BUS_UNAVAILABLE, f"topic: {', '.join(retry)} not visible in metadata after {limit_s:g}s"
+            )
+        pending = retry
+        await asyncio.sleep(0.1)

@@ -1,0 +1,332 @@
+"""Fixtures for tests that talk to a real Kafka-protocol broker over TCP.
+
+Every test in this directory is marked ``integration`` (see :func:`pytest_collection_modifyitems`).
+
+Which broker: ``XCHG_TEST_KAFKA`` (one variable: a comma-separated ``host:port`` list of any Kafka cluster
+reachable with PLAINTEXT, no TLS or SASL; topics are created through the admin API, so the test principal
+needs CREATE) or, when it is unset, an :class:`~gateway.broker.EmbeddedBroker` (Tansu) on a free loopback
+port for the whole session. Tests that freeze, stop or restart a broker use ``embedded_broker`` (a fresh
+one per test) and are skipped when ``XCHG_TEST_KAFKA`` is set. ``tls_proxy`` puts stunnel in front of a
+fresh embedded broker with a throwaway CA.
+
+Isolation: tests never share topics or consumer groups (``unique_topic`` / ``unique_group``), so they can
+run against one long-lived broker in any order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import os
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from gateway.broker import EmbeddedBroker, free_port
+from gateway.kafka import KafkaSettings
+
+ENV_VAR = "XCHG_TEST_KAFKA"
+_HERE = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test collected from this directory ``integration`` (the marker is registered)."""
+    for item in items:
+        if _HERE in Path(str(item.path)).resolve().parents:
+            item.add_marker(pytest.mark.integration)
+
+
+def _external_kafka() -> str | None:
+    value = os.environ.get(ENV_VAR, "").strip()
+    return value or None
+
+
+@pytest.fixture(scope="session")
+def external_kafka() -> str | None:
+    """The value of ``XCHG_TEST_KAFKA`` (bootstrap servers of an external cluster), or None."""
+    return _external_kafka()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(external_kafka: str | None) -> Iterator[str]:
+    """Bootstrap servers for the session: ``XCHG_TEST_KAFKA`` if set, else a session-wide embedded broker.
+
+    A plain (sync) fixture: :class:`EmbeddedBroker` is a Popen-owned process bound to no event loop, so it is
+    started and stopped with ``asyncio.run`` and serves tests running in their own loops.
+    """
+    if external_kafka is not None:
+        yield external_kafka
+        return
+    broker = EmbeddedBroker()
+    asyncio.run(broker.start())
+    try:
+        yield broker.bootstrap_servers
+    finally:
+        asyncio.run(broker.stop())
+
+
+@pytest.fixture(scope="session")
+def kafka_settings(kafka_bootstrap: str, external_kafka: str | None) -> KafkaSettings:
+    """PLAINTEXT settings for ``kafka_bootstrap``.
+
+    On the embedded broker: no idempotence (Tansu cannot) and short group sessions, because Tansu holds
+    JoinGroup for about half the session timeout and aiokafka never sends LeaveGroup from generation 0 (see
+    gateway.broker). Real Kafka refuses sessions below 6 s by default, so an external cluster gets 6 s.
+    """
+    servers = tuple(s.strip() for s in kafka_bootstrap.split(",") if s.strip())
+    if external_kafka is None:
+        return KafkaSettings(
+            bootstrap_servers=servers,
+            enable_idempotence=False,
+            session_timeout_ms=1_000,
+            heartbeat_interval_ms=100,
+            request_timeout_ms=10_000,
+            client_id="xchg-tests",
+        )
+    return KafkaSettings(
+        bootstrap_servers=servers,
+        allow_plaintext=True,
+        session_timeout_ms=6_000,
+        heartbeat_interval_ms=1_000,
+        request_timeout_ms=10_000,
+        client_id="xchg-tests",
+    )
+
+
+@pytest.fixture
+def unique_topic() -> Callable[[str], str]:
+    """Factory of fresh topic names: ``unique_topic("orders")`` -> ``it.orders.<uuid hex>``."""
+
+    def make(label: str = "t") -> str:
+        return f"it.{label}.{uuid.uuid4().hex}"
+
+    return make
+
+
+@pytest.fixture
+def unique_group() -> Callable[[str], str]:
+    """Factory of fresh consumer group ids: ``unique_group("sub")`` -> ``it-sub-<uuid hex>``."""
+
+    def make(label: str = "g") -> str:
+        return f"it-{label}-{uuid.uuid4().hex}"
+
+    return make
+
+
+@pytest.fixture
+async def embedded_broker(external_kafka: str | None) -> AsyncIterator[EmbeddedBroker]:
+    """A fresh embedded broker owned by this test (pause, stop, restart it at will); always stopped after."""
+    if external_kafka is not None:
+        pytest.skip(f"{ENV_VAR} is set: tests that control the broker process need the embedded broker")
+    broker = EmbeddedBroker()
+    await broker.start()
+    try:
+        yield broker
+    finally:
+        await broker.stop()
+
+
+# -- TLS: a throwaway CA and stunnel in front of an embedded broker --------------------------------------
+
+
+@dataclass(frozen=True)
+class Pki:
+    """PEM files of a throwaway CA and a server certificate for 127.0.0.1 / localhost."""
+
+    ca_cert: Path
+    server_cert: Path
+    server_key: Path
+
+
+def make_ca(
+    directory: Path, name: str = "xchg test CA"
+) -> tuple[Path, ec.EllipticCurvePrivateKey, x509.Certificate]:
+    """A self-signed P-256 CA valid for a day; returns (PEM path, key, certificate)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(hours=1))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    path = directory / "ca.pem"
+    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return path, key, cert
+
+
+def make_pki(directory: Path) -> Pki:
+    """A CA plus a server certificate (SAN: 127.0.0.1, ::1, localhost) signed by it."""
+    ca_path, ca_key, ca_cert = make_ca(directory)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(hours=1))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [
+                    x509.DNSName("localhost"),
+                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                    x509.IPAddress(ipaddress.ip_address("::1")),
+                ]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    server_cert = directory / "server.pem"
+    server_key = directory / "server.key"
+    server_cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    server_key.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    server_key.chmod(0o600)
+    return Pki(ca_cert=ca_path, server_cert=server_cert, server_key=server_key)
+
+
+@dataclass(frozen=True)
+class TlsProxy:
+    """stunnel on ``port`` (TLS) forwarding to ``broker`` (PLAINTEXT), which advertises ``port``."""
+
+    broker: EmbeddedBroker
+    port: int
+    pki: Pki
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+def _stunnel_binary() -> str | None:
+    return shutil.which("stunnel4") or shutil.which("stunnel")
+
+
+def _spawn(stunnel: str, conf: Path, console: Path) -> subprocess.Popen[bytes]:
+    with console.open("wb") as out:
+        return subprocess.Popen([stunnel, str(conf)], stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL after 5 s; always reaped (stunnel exits within milliseconds of SIGTERM)."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+async def _wait_for_port(port: int, proc: subprocess.Popen[bytes], logs: list[Path]) -> None:
+    deadline = time.monotonic() + 10.0
+    while True:
+        if proc.poll() is not None:
+            text = "\n".join(p.read_text(errors="replace")[-2000:] for p in logs if p.exists())
+            pytest.fail(f"stunnel exited with {proc.returncode}:\n{text}")
+        try:
+            _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            if time.monotonic() > deadline:
+                pytest.fail(f"stunnel not listening on {port} within 10s")
+            await asyncio.sleep(0.01)
+            continue
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        return
+
+
+@pytest.fixture
+async def tls_proxy(external_kafka: str | None, tmp_path: Path) -> AsyncIterator[TlsProxy]:
+    """A fresh embedded broker behind stunnel with a throwaway CA (``.pki.ca_cert`` for clients).
+
+    The broker listens on port A and advertises stunnel's port B, so clients bootstrap *and* reconnect
+    through TLS. Needs stunnel (Debian ``stunnel4``, installed by ``.ci/install-system-deps``): skipped
+    without it locally, a failure under CI.
+    """
+    if external_kafka is not None:
+        pytest.skip(f"{ENV_VAR} is set: the TLS proxy fronts the embedded broker")
+    stunnel = _stunnel_binary()
+    if stunnel is None:
+        if os.environ.get("CI"):
+            pytest.fail("stunnel is not installed; run .ci/install-system-deps")
+        pytest.skip("stunnel is not installed (apt-get install stunnel4, or .ci/install-system-deps)")
+    pki = make_pki(tmp_path / "pki")
+    tls_port = free_port()
+    log = tmp_path / "stunnel.log"
+    console = tmp_path / "stunnel.console"
+    broker = EmbeddedBroker(advertised_port=tls_port)
+    await broker.start()
+    try:
+        conf = tmp_path / "stunnel.conf"
+        conf.write_text(
+            "\n".join(
+                [
+                    "foreground = yes",
+                    "pid =",
+                    f"output = {log}",
+                    "debug = notice",
+                    "[kafka]",
+                    f"accept = 127.0.0.1:{tls_port}",
+                    f"connect = 127.0.0.1:{broker.port}",
+                    f"cert = {pki.server_cert}",
+                    f"key = {pki.server_key}",
+                    "sslVersionMin = TLSv1.2",
+                    "",
+                ]
+            )
+        )
+        proc = _spawn(stunnel, conf, console)
+        try:
+            await _wait_for_port(tls_port, proc, [console, log])
+            yield TlsProxy(broker=broker, port=tls_port, pki=pki)
+        finally:
+            _stop(proc)
+    finally:
+        await broker.stop()
