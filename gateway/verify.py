@@ -8,7 +8,8 @@ Checks run in a fixed order and the first failure decides the reason code (``doc
 7. key valid at the event time (not before ``valid_from``, not at/after ``valid_until`` or ``revoked_at``),
 event time not in the future; 8. source permitted to publish the type; 9. schema of the exact version
 named, matching the type, classification and partition key; wire form valid; every sealed recipient known
-and entitled to the topic; 10. our sealed entry opened (if addressed to us) and the full payload valid against the logical schema.
+and entitled to the topic; 10. our sealed entry opened (if addressed to us) and the full payload valid
+against the logical schema.
 """
 
 from __future__ import annotations
@@ -113,9 +114,15 @@ class Verifier:
         if len(dsse.payload) != 32:
             raise GatewayError(Reason.SIG_MALFORMED, "DSSE payload is not a 32-byte digest")
 
-        key, signature = self._signing_key(dsse, envelope.source)
-        if not key.public_key.verify(signature, dsse.signed_message()):
-            raise GatewayError(Reason.SIG_INVALID, f"signature by {key.kid} does not verify")
+        missing = [name for name in signed_ext if name not in envelope.extensions]
+        if missing:
+            raise GatewayError(Reason.SIG_EXTATTRS_INVALID, f"signed extension {missing[0]!r} is absent")
+
+        message = dsse.signed_message()
+        candidates = self._signing_keys(dsse, envelope.source)
+        key = next((k for k, sig in candidates if k.public_key.verify(sig, message)), None)
+        if key is None:
+            raise GatewayError(Reason.SIG_INVALID, f"signature by {candidates[0][0].kid} does not verify")
         if verification_material(envelope.attributes(), envelope.data, signed_ext) != dsse.payload:
             raise GatewayError(Reason.SIG_DIGEST_MISMATCH, "event differs from what was signed")
 
@@ -162,9 +169,10 @@ class Verifier:
             unsealed=unsealed,
         )
 
-    def _signing_key(self, dsse: DsseEnvelope, source: str) -> tuple[KeyEntry, bytes]:
-        """The first signature whose keyid is a registered signing key of ``source``."""
+    def _signing_keys(self, dsse: DsseEnvelope, source: str) -> list[tuple[KeyEntry, bytes]]:
+        """Signatures whose keyid is a registered signing key of ``source`` (DSSE: filter by keyid)."""
         foreign: KeyEntry | None = None
+        found: list[tuple[KeyEntry, bytes]] = []
         for signature in dsse.signatures:
             key = self.registry.key(signature.keyid)
             if key is None:
@@ -174,7 +182,9 @@ class Verifier:
                 continue
             if key.use != "sig":
                 raise GatewayError(Reason.KEY_WRONG_USE, f"{key.kid} is not a signing key")
-            return key, signature.sig
+            found.append((key, signature.sig))
+        if found:
+            return found
         if foreign is not None:
             raise GatewayError(
                 Reason.KEY_WRONG_PARTY,

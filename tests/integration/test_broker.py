@@ -69,7 +69,7 @@ async def test_round_trip_keeps_keys_headers_and_order(
         metas = [await producer.send_and_wait(topic, value, key=key, headers=headers) for key, value in sent]
     finally:
         await producer.stop()
-    by_key = {key: {m.partition for m, (k, _) in zip(metas, sent, strict=True) if k == key} for key, _ in sent}
+    by_key = {k: {m.partition for m, (key, _) in zip(metas, sent, strict=True) if key == k} for k, _ in sent}
     assert all(len(parts) == 1 for parts in by_key.values()), "one key must map to one partition"
 
     consumer = AIOKafkaConsumer(**kafka_settings.consumer_kwargs(None))
@@ -98,9 +98,8 @@ async def test_ensure_topics_is_idempotent_and_checks_shape(
 
     admin = kafka_settings.admin_kwargs()
     first = await ensure_topics(admin, names, partitions=2, replication=1)
-    assert {n: (s.created, s.partitions, s.replication) for n, s in first.items()} == {
-        n: (True, 2, 1) for n in names
-    }
+    summary = {n: (s.created, s.partitions, s.replication) for n, s in first.items()}
+    assert summary == dict.fromkeys(names, (True, 2, 1))
     second = await ensure_topics(admin, [*names, names[0]], partitions=2, replication=1)
     assert list(second) == names
     assert all(not s.created and s.partitions == 2 for s in second.values())
@@ -246,10 +245,8 @@ async def test_start_fails_clearly_when_port_is_taken(tmp_path: Path) -> None:
     async with EmbeddedBroker(port=port) as first:
         assert first.port == port
         second = EmbeddedBroker(port=port, startup_timeout=10)
-        with pytest.raises(GatewayError) as info:
+        with pytest.raises(GatewayError, match=f"port 127.0.0.1:{port} is already in use"):
             await second.start()
-        assert "exited during startup" in info.value.detail
-        assert "Address in use" in info.value.detail  # the tail of the broker's own log
         assert not second.running
 
 
