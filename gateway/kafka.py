@@ -634,7 +634,9 @@ async def check_connection(settings: KafkaSettings) -> tuple[str, ...]:
         conn.close()
     if len(failures) == len(settings.bootstrap_servers):
         raise GatewayError(
-            _BUS_UNAVAILABLE, f"kafka.bootstrap_servers: no broker reachable ({'; '.join(failures)})"
+            _BUS_UNAVAILABLE,
+            f"kafka.bootstrap_servers: no broker reachable ({'; '.join(failures)}); "
+            f"security_protocol is {settings.security_protocol}",
         )
 
     client = AIOKafkaClient(**kwargs)
