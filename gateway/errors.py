@@ -68,6 +68,9 @@ class Reason(enum.StrEnum):
     REGISTRY_INVALID = "registry.invalid"
     KEYFILE_INVALID = "keyfile.invalid"
     # runtime (bus, sinks)
+    BUS_UNAVAILABLE = "bus.unavailable"
+    STOPPING = "gateway.stopping"
+    OUTBOX_FULL = "outbox.full"
     DUPLICATE = "dedup.duplicate"
     SINK_FAILED = "sink.failed"
 

@@ -221,7 +221,7 @@ async def ensure_topics(
             for name in created:
                 _log.info("topic.created", topic=name, partitions=partitions, replication=replication)
         described = await _describe_until_ready(admin, wanted, timeout_ms / 1000)
-    except KafkaError as exc:
+    except (KafkaError, OSError, TimeoutError) as exc:
         raise GatewayError(_BUS_UNAVAILABLE, f"topic: cannot provision topics: {exc!r}") from exc
     finally:
         await admin.close()

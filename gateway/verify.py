@@ -161,7 +161,7 @@ class Verifier:
                 unsealed = open_sealed(data["sealed"], binding, self.party, self.sealing_keys)
         if unsealed is not None:
             if not set(unsealed) <= set(schema.sealed_fields):  # a sealed copy must not override clear fields
-                raise GatewayError(Reason.SEAL_MALFORMED, "sealed plaintext holds properties that are not sealed")
+                raise GatewayError(Reason.SEAL_MALFORMED, "sealed plaintext holds unsealed properties")
             schema.validate({**{k: v for k, v in data.items() if k != "sealed"}, **unsealed})
         return Accepted(
             event=envelope.only_extensions((*signed_ext, "signedextattrs", "dssematerial")),

@@ -29,6 +29,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -77,13 +79,27 @@ def kafka_bootstrap(external_kafka: str | None) -> Iterator[str]:
         asyncio.run(broker.stop())
 
 
+async def _supports_idempotence(bootstrap: str) -> bool:
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, enable_idempotence=True, request_timeout_ms=5_000
+    )
+    try:
+        await producer.start()
+    except KafkaError:
+        return False
+    finally:
+        await producer.stop()
+    return True
+
+
 @pytest.fixture(scope="session")
 def kafka_settings(kafka_bootstrap: str, external_kafka: str | None) -> KafkaSettings:
     """PLAINTEXT settings for ``kafka_bootstrap``.
 
     On the embedded broker: no idempotence (Tansu cannot) and short group sessions, because Tansu holds
     JoinGroup for about half the session timeout and aiokafka never sends LeaveGroup from generation 0 (see
-    gateway.broker). Real Kafka refuses sessions below 6 s by default, so an external cluster gets 6 s.
+    gateway.broker). Real Kafka refuses sessions below 6 s by default, so an external cluster gets 6 s, and
+    idempotence if it supports it (probed once, so ``XCHG_TEST_KAFKA`` may also name a separate Tansu).
     """
     servers = tuple(s.strip() for s in kafka_bootstrap.split(",") if s.strip())
     if external_kafka is None:
@@ -98,6 +114,7 @@ def kafka_settings(kafka_bootstrap: str, external_kafka: str | None) -> KafkaSet
     return KafkaSettings(
         bootstrap_servers=servers,
         allow_plaintext=True,
+        enable_idempotence=asyncio.run(_supports_idempotence(kafka_bootstrap)),
         session_timeout_ms=6_000,
         heartbeat_interval_ms=1_000,
         request_timeout_ms=10_000,

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import KafkaConnectionError, UnknownError
+from aiokafka.errors import KafkaConnectionError, RequestTimedOutError, UnknownError
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from gateway.broker import EmbeddedBroker, free_port
@@ -179,6 +179,39 @@ async def test_send_in_flight_while_broker_frozen_completes_after_resume(
         if embedded_broker.paused:
             embedded_broker.resume()
         await producer.stop()
+
+
+async def test_send_that_timed_out_while_frozen_is_still_written(
+    embedded_broker: EmbeddedBroker, unique_topic: TopicFactory
+) -> None:
+    """Why consumers must deduplicate: a failed send is not proof that nothing was written."""
+    settings = plain_settings(embedded_broker.bootstrap_servers)
+    topic = unique_topic("dup")
+    await ensure_topics(settings.admin_kwargs(), [topic], partitions=1, replication=1)
+    producer = AIOKafkaProducer(**{**settings.producer_kwargs(), "request_timeout_ms": 1_000})
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, b"before", key=b"k")  # connected to the partition leader
+        embedded_broker.pause()
+        with pytest.raises(RequestTimedOutError):
+            async with asyncio.timeout(10):
+                await producer.send_and_wait(topic, b"maybe", key=b"k")
+        embedded_broker.resume()
+        await producer.send_and_wait(topic, b"after", key=b"k")
+    finally:
+        if embedded_broker.paused:
+            embedded_broker.resume()
+        await producer.stop()
+    consumer = AIOKafkaConsumer(**settings.consumer_kwargs(None))
+    await consumer.start()
+    try:
+        tp = TopicPartition(topic, 0)
+        consumer.assign([tp])
+        consumer.seek(tp, 0)
+        records = await consume(consumer, 3)
+    finally:
+        await consumer.stop()
+    assert [r.value for r in records] == [b"before", b"maybe", b"after"]
 
 
 async def test_restart_on_same_port_and_clients_reconnect(
@@ -348,3 +381,9 @@ async def test_check_connection_reports_unreachable_broker() -> None:
     with pytest.raises(GatewayError, match="no broker reachable"):
         await check_connection(settings)
 
+
+
+async def test_ensure_topics_reports_unreachable_cluster() -> None:
+    admin = {"bootstrap_servers": f"127.0.0.1:{free_port()}", "request_timeout_ms": 2_000}
+    with pytest.raises(GatewayError, match="cannot provision topics: KafkaConnectionError"):
+        await ensure_topics(admin, ["it.unreachable"], partitions=1, replication=1)

@@ -15,7 +15,7 @@ from cryptography.x509.oid import NameOID
 
 from gateway.errors import GatewayError, Reason
 from gateway.kafka import KafkaSettings, SaslSettings, TlsSettings
-from gateway.topics import TopicName, dlq_topic, parse_topic, topic_for
+from gateway.topics import TopicName, dlq_topic, ensure_topics, parse_topic, topic_for
 
 # -- material ----------------------------------------------------------------------------------------------
 
@@ -436,3 +436,26 @@ def test_topic_for_rejects(party: str, kind: str, major: int, fragment: str) -> 
     with pytest.raises(GatewayError) as info:
         topic_for(party, kind, major)  # type: ignore[arg-type]  # invalid kinds are part of the test
     assert fragment in info.value.detail
+
+
+@pytest.mark.parametrize(
+    ("names", "partitions", "replication", "fragment"),
+    [
+        (["ok"], 0, 1, "partitions must be an integer >= 1"),
+        (["ok"], 1, True, "replication must be an integer >= 1"),
+        (["bad name"], 1, 1, "'bad name' is not a valid Kafka topic name"),
+        ([".."], 1, 1, "is not a valid Kafka topic name"),
+        (["x" * 250], 1, 1, "is not a valid Kafka topic name"),
+    ],
+)
+async def test_ensure_topics_validates_before_connecting(
+    names: list[str], partitions: int, replication: int, fragment: str
+) -> None:
+    # no broker at this address: validation must fail first
+    with pytest.raises(GatewayError) as info:
+        await ensure_topics({"bootstrap_servers": "127.0.0.1:1"}, names, partitions, replication)
+    assert fragment in info.value.detail
+
+
+async def test_ensure_topics_with_nothing_to_do_does_not_connect() -> None:
+    assert await ensure_topics({"bootstrap_servers": "127.0.0.1:1"}, [], 1, 1) == {}

@@ -1,0 +1,235 @@
+"""The subscriber: one consumer group per party, every record through the verification pipeline.
+
+For each record, in partition order: verify -> (rejected) dead-letter with the reason code and the original
+bytes -> (accepted) skip if the inbox has it -> deliver to the routed sinks with retries -> record the outcome
+in the inbox. Offsets are committed (offset + 1) only after a record's outcome is durable, at the end of each
+fetched batch and when partitions are revoked in a rebalance. The loop survives broker errors: it logs, backs
+off and continues; a record is never skipped without an outcome (delivered, duplicate or dead-lettered).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import structlog
+from aiokafka import ConsumerRebalanceListener, TopicPartition
+
+from gateway.errors import Reason, Rejected
+from gateway.inbox import Inbox
+from gateway.metrics import GatewayMetrics
+from gateway.sinks import RetryPolicy, Sink, SinkError, deliver_with_retry
+from gateway.verify import Accepted, Verifier
+
+__all__ = ["DLQ_HEADERS", "Route", "Subscriber"]
+
+_log = structlog.get_logger(__name__)
+
+#: Headers added to a dead-lettered record (the original headers, key and value are kept as they were).
+DLQ_HEADERS = (
+    "xchg-reason",
+    "xchg-detail",
+    "xchg-origin-topic",
+    "xchg-origin-partition",
+    "xchg-origin-offset",
+    "xchg-dead-lettered-by",
+    "xchg-dead-lettered-at",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Deliver accepted events whose type matches one of ``types`` (fnmatch) to ``sink``."""
+
+    sink: Sink
+    types: tuple[str, ...] = ("*",)
+
+    def matches(self, event_type: str) -> bool:
+        return any(fnmatch.fnmatchcase(event_type, pattern) for pattern in self.types)
+
+
+class ConsumerLike(Protocol):
+    """The part of ``aiokafka.AIOKafkaConsumer`` the loop uses."""
+
+    async def getmany(self, *partitions: TopicPartition, timeout_ms: int = ..., max_records: int | None = ...
+                      ) -> Mapping[TopicPartition, list[Any]]: ...  # fmt: skip
+    async def commit(self, offsets: Mapping[TopicPartition, int] | None = ...) -> None: ...
+    def highwater(self, partition: TopicPartition) -> int | None: ...
+
+
+class ProducerLike(Protocol):
+    async def send_and_wait(
+        self, topic: str, value: bytes | None, key: bytes | None, headers: list[tuple[str, bytes]]
+    ) -> Any: ...
+
+
+class Subscriber:
+    def __init__(
+        self,
+        *,
+        party: str,
+        verifier: Verifier,
+        inbox: Inbox,
+        routes: Sequence[Route],
+        dlq_topic: str,
+        metrics: GatewayMetrics,
+        retry: RetryPolicy | None = None,
+        max_records: int = 500,
+        error_backoff: float = 1.0,
+    ) -> None:
+        self.party = party
+        self._verifier = verifier
+        self._inbox = inbox
+        self._routes = tuple(routes)
+        self.dlq_topic = dlq_topic
+        self._metrics = metrics
+        self._retry = retry or RetryPolicy()
+        self._max_records = max_records
+        self._error_backoff = error_backoff
+        self._done: dict[TopicPartition, int] = {}
+        self._committed: dict[TopicPartition, int] = {}
+        self.handled_total = 0
+
+    # ---- the loop ----------------------------------------------------------------------------------
+    async def run(self, consumer: ConsumerLike, producer: ProducerLike, stop: asyncio.Event) -> None:
+        """Consume until ``stop`` is set; the batch in hand is finished and committed before returning."""
+        while not stop.is_set():
+            try:
+                batches = await consumer.getmany(timeout_ms=500, max_records=self._max_records)
+            except Exception as exc:  # noqa: BLE001 - broker trouble: log, back off, continue
+                _log.warning("fetch failed; retrying", error=type(exc).__name__, party=self.party)
+                await asyncio.sleep(self._error_backoff)
+                continue
+            for tp, records in batches.items():
+                for record in records:
+                    await self._handle(record, producer)
+                    self._done[tp] = record.offset + 1
+                self._update_lag(consumer, tp)
+            await self.commit(consumer)
+
+    async def commit(self, consumer: ConsumerLike) -> None:
+        """Commit every handled offset not yet committed (also called from the rebalance listener)."""
+        pending = {tp: off for tp, off in self._done.items() if self._committed.get(tp) != off}
+        if not pending:
+            return
+        try:
+            await consumer.commit(pending)
+        except Exception as exc:  # noqa: BLE001 - the records are safe in the inbox; redelivery is deduplicated
+            _log.warning("offset commit failed; records will be redelivered and deduplicated",
+                         error=type(exc).__name__, party=self.party)  # fmt: skip
+            return
+        self._committed.update(pending)
+
+    def forget(self, partitions: Iterable[TopicPartition]) -> None:
+        for tp in partitions:
+            self._done.pop(tp, None)
+            self._committed.pop(tp, None)
+
+    # ---- one record ---------------------------------------------------------------------------------
+    async def _handle(self, record: Any, producer: ProducerLike) -> None:
+        log = _log.bind(
+            party=self.party, topic=record.topic, partition=record.partition, offset=record.offset
+        )
+        verdict = self._verifier.verify_kafka(record.value, record.headers or (), record.key)
+        self.handled_total += 1
+        if isinstance(verdict, Rejected):
+            self._metrics.rejected.labels(reason=str(verdict.reason)).inc()
+            log.warning("record rejected", reason=str(verdict.reason), detail=verdict.detail)
+            await self._dead_letter(record, verdict, producer)
+            return
+        event = verdict.event
+        log = log.bind(event_id=event.id, source=event.source, type=event.type)
+        key = (event.source, event.id)
+        if key in await self._inbox.seen([key]):
+            self._metrics.duplicates.inc()
+            log.info("duplicate ignored")
+            return
+        self._metrics.accepted.labels(type=event.type).inc()
+        try:
+            await self._deliver(verdict)
+        except SinkError as exc:
+            log.error("delivery failed; dead-lettering", reason=str(exc.reason), detail=exc.detail)
+            await self._dead_letter(record, Rejected(Reason.SINK_FAILED, exc.detail), producer)
+            await self._inbox.record(event.source, event.id, "dead-lettered")
+            return
+        await self._inbox.record(event.source, event.id, "delivered")
+        self._metrics.delivery_latency.observe(max(0.0, time.time() - _event_timestamp(event.time)))
+        log.info("delivered")
+
+    async def _deliver(self, accepted: Accepted) -> None:
+        for route in self._routes:
+            if not route.matches(accepted.event.type):
+                continue
+            try:
+                await deliver_with_retry(route.sink, accepted, self._retry)
+            except SinkError:
+                self._metrics.sink_failures.labels(sink=route.sink.name).inc()
+                raise
+            self._metrics.delivered.labels(sink=route.sink.name).inc()
+
+    async def _dead_letter(self, record: Any, rejected: Rejected, producer: ProducerLike) -> None:
+        """Produce the original record, plus reason headers, to our DLQ; retry until the broker acks."""
+        headers = [*(record.headers or ()), *(
+            (name, value.encode("utf-8")) for name, value in (
+                ("xchg-reason", str(rejected.reason)),
+                ("xchg-detail", rejected.detail[:500]),
+                ("xchg-origin-topic", record.topic),
+                ("xchg-origin-partition", str(record.partition)),
+                ("xchg-origin-offset", str(record.offset)),
+                ("xchg-dead-lettered-by", self.party),
+                ("xchg-dead-lettered-at", datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")),
+            )
+        )]  # fmt: skip
+        delay = self._error_backoff
+        while True:
+            try:
+                await producer.send_and_wait(
+                    self.dlq_topic, value=record.value, key=record.key, headers=headers
+                )
+            except Exception as exc:  # noqa: BLE001 - the record must not be skipped: retry until it lands
+                _log.warning(
+                    "dead-letter produce failed; retrying", error=type(exc).__name__, party=self.party
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+                continue
+            self._metrics.dead_lettered.labels(reason=str(rejected.reason)).inc()
+            return
+
+    def _update_lag(self, consumer: ConsumerLike, tp: TopicPartition) -> None:
+        highwater = consumer.highwater(tp)
+        if highwater is not None and tp in self._done:
+            lag = max(0, highwater - self._done[tp])
+            self._metrics.consumer_lag.labels(topic=tp.topic, partition=str(tp.partition)).set(lag)
+
+    @property
+    def lag(self) -> float:
+        """Total consumer lag across partitions (for /readyz)."""
+        total = 0.0
+        for metric in self._metrics.consumer_lag.collect():
+            total += sum(sample.value for sample in metric.samples)
+        return total
+
+
+class CommitOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka ships no type information
+    """Commit what we handled before partitions move to another member; forget state for lost ones."""
+
+    def __init__(self, subscriber: Subscriber, consumer: ConsumerLike) -> None:
+        self._subscriber = subscriber
+        self._consumer = consumer
+
+    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        await self._subscriber.commit(self._consumer)
+        self._subscriber.forget(revoked)
+
+    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        _log.info("partitions assigned", party=self._subscriber.party, count=len(list(assigned)))
+
+
+def _event_timestamp(value: str) -> float:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
