@@ -83,11 +83,6 @@ __all__ = ["EmbeddedBroker", "free_port", "resolve_tansu_binary"]
 
 _log = structlog.get_logger(__name__)
 
-# The broker failing to start is, in practice, a configuration problem (missing binary, port in use, bad
-# storage URL). A dedicated runtime code ("bus.unavailable") has been proposed; until it exists every
-# failure here carries CONFIG_INVALID.
-_FAILED = Reason.CONFIG_INVALID
-
 _LOG_TAIL_LINES = 20
 _POLL_INTERVAL = 0.01
 
@@ -292,7 +287,8 @@ class EmbeddedBroker:
                 if attempt < attempts:
                     continue
                 raise GatewayError(
-                    _FAILED, f"embedded broker: port {self._host}:{self._port} is already in use"
+                    Reason.BUS_UNAVAILABLE,
+                    f"embedded broker: port {self._host}:{self._port} is already in use",
                 )
             try:
                 await self._start_once(binary)
@@ -408,13 +404,13 @@ class EmbeddedBroker:
         if rc is not None:
             # Tansu exits 0 even when it panics on a taken port: any exit during startup is a failure.
             raise GatewayError(
-                _FAILED,
+                Reason.BUS_UNAVAILABLE,
                 f"embedded broker exited during startup with status {rc}; last log lines:\n{self.log_tail()}",
             )
 
     def _raise_not_ready(self, port: int) -> None:
         raise GatewayError(
-            _FAILED,
+            Reason.BUS_UNAVAILABLE,
             f"embedded broker on {self._host}:{port} not ready within {self._startup_timeout:g}s; "
             f"last log lines:\n{self.log_tail()}",
         )
@@ -495,7 +491,7 @@ class EmbeddedBroker:
 
     def _require_running(self) -> subprocess.Popen[bytes]:
         if self._proc is None or self._proc.poll() is not None:
-            raise GatewayError(_FAILED, "embedded broker is not running")
+            raise GatewayError(Reason.BUS_UNAVAILABLE, "embedded broker is not running")
         return self._proc
 
     @staticmethod

@@ -62,9 +62,6 @@ SaslMechanism = Literal["SCRAM-SHA-256", "SCRAM-SHA-512"]
 SECURITY_PROTOCOLS: Final[tuple[SecurityProtocol, ...]] = get_args(SecurityProtocol)
 SASL_MECHANISMS: Final[tuple[SaslMechanism, ...]] = get_args(SaslMechanism)
 
-# The broker being unreachable is not a configuration error, but errors.py has no runtime bus code yet
-# ("bus.unavailable" has been proposed); until it exists these failures carry CONFIG_INVALID.
-_BUS_UNAVAILABLE = Reason.CONFIG_INVALID
 
 _CLIENT_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
@@ -590,7 +587,9 @@ async def check_connection(settings: KafkaSettings) -> tuple[str, ...]:
     credentials, refused connections. Then it does a metadata round trip and connects to every advertised
     broker, which catches a broker advertising an address clients cannot reach (e.g. the port behind a TLS
     terminator). Each step is bounded by ``request_timeout_ms``; wrap the call in ``asyncio.timeout`` for an
-    overall bound. Raises :class:`GatewayError`.
+    overall bound. Raises :class:`GatewayError`: CONFIG_INVALID when TLS or SASL refuse us (the detail
+    names the ``kafka.tls``/``kafka.sasl`` field), BUS_UNAVAILABLE when no broker can be reached or the
+    advertised addresses are unreachable.
     """
     from aiokafka import errors  # noqa: PLC0415 -- keep importing settings cheap
     from aiokafka.client import AIOKafkaClient  # noqa: PLC0415 -- same
@@ -634,7 +633,7 @@ async def check_connection(settings: KafkaSettings) -> tuple[str, ...]:
         conn.close()
     if len(failures) == len(settings.bootstrap_servers):
         raise GatewayError(
-            _BUS_UNAVAILABLE,
+            Reason.BUS_UNAVAILABLE,
             f"kafka.bootstrap_servers: no broker reachable ({'; '.join(failures)}); "
             f"security_protocol is {settings.security_protocol}",
         )
@@ -645,7 +644,7 @@ async def check_connection(settings: KafkaSettings) -> tuple[str, ...]:
             await asyncio.wait_for(client.bootstrap(), timeout=timeout)
         except (errors.KafkaError, OSError, TimeoutError) as exc:
             raise GatewayError(
-                _BUS_UNAVAILABLE,
+                Reason.BUS_UNAVAILABLE,
                 f"kafka.bootstrap_servers: no metadata from {', '.join(settings.bootstrap_servers)} "
                 f"({type(exc).__name__}); is it a Kafka listener with security_protocol "
                 f"{settings.security_protocol}?",
@@ -655,7 +654,7 @@ async def check_connection(settings: KafkaSettings) -> tuple[str, ...]:
             address = f"{broker.host}:{broker.port}"
             if not await asyncio.wait_for(client.ready(broker.nodeId), timeout=timeout):
                 raise GatewayError(
-                    _BUS_UNAVAILABLE,
+                    Reason.BUS_UNAVAILABLE,
                     f"kafka.bootstrap_servers: broker {broker.nodeId} advertises {address}, "
                     "which this client cannot connect to",
                 )

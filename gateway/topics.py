@@ -58,9 +58,6 @@ _MAX_TOPIC_LEN: Final = 249  # Kafka's limit
 _KAFKA_TOPIC_RE: Final = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 _VERSION_RE: Final = re.compile(r"^v([1-9][0-9]{0,5})$")
 
-# Errors talking to the cluster are runtime, not configuration; errors.py has no bus code yet
-# ("bus.unavailable" has been proposed). Until then they carry CONFIG_INVALID.
-_BUS_UNAVAILABLE = Reason.CONFIG_INVALID
 _UNKNOWN_TOPIC = 3  # UNKNOWN_TOPIC_OR_PARTITION: the topic is not (yet) in the metadata
 _LEADER_NOT_AVAILABLE = 5  # right after creation on real Kafka
 _TOPIC_ALREADY_EXISTS = 36
@@ -172,7 +169,8 @@ async def ensure_topics(
     ``admin_kwargs`` are keyword arguments for ``AIOKafkaAdminClient`` (``KafkaSettings.admin_kwargs()``);
     their ``request_timeout_ms`` also bounds how long to wait for new topics to appear in the metadata.
     Returns the state of each topic by name. Raises :class:`GatewayError`: CONFIG_INVALID for bad names,
-    too few partitions or replicas, or missing ACLs.
+    too few partitions or replicas, refused creation or missing ACLs; BUS_UNAVAILABLE when the cluster
+    cannot be reached or new topics do not show up in its metadata in time.
     """
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # noqa: PLC0415 -- see _error_name
     from aiokafka.errors import KafkaError  # noqa: PLC0415 -- same
@@ -222,7 +220,7 @@ async def ensure_topics(
                 _log.info("topic.created", topic=name, partitions=partitions, replication=replication)
         described = await _describe_until_ready(admin, wanted, timeout_ms / 1000)
     except (KafkaError, OSError, TimeoutError) as exc:
-        raise GatewayError(_BUS_UNAVAILABLE, f"topic: cannot provision topics: {exc!r}") from exc
+        raise GatewayError(Reason.BUS_UNAVAILABLE, f"topic: cannot provision topics: {exc!r}") from exc
     finally:
         await admin.close()
 
@@ -265,7 +263,9 @@ async def _describe_until_ready(admin: Any, names: list[str], limit_s: float) ->
                     Reason.CONFIG_INVALID, f"topic: not authorised to describe {name!r} ({_error_name(code)})"
                 )
             elif code != 0:
-                raise GatewayError(_BUS_UNAVAILABLE, f"topic: cannot describe {name!r}: {_error_name(code)}")
+                raise GatewayError(
+                    Reason.BUS_UNAVAILABLE, f"topic: cannot describe {name!r}: {_error_name(code)}"
+                )
             else:
                 replication = min(len(p["replicas"]) for p in parts)
                 result[name] = (len(parts), replication)
@@ -273,7 +273,8 @@ async def _describe_until_ready(admin: Any, names: list[str], limit_s: float) ->
             return result
         if time.monotonic() >= deadline:
             raise GatewayError(
-                _BUS_UNAVAILABLE, f"topic: {', '.join(retry)} not visible in metadata after {limit_s:g}s"
+                Reason.BUS_UNAVAILABLE,
+                f"topic: {', '.join(retry)} not visible in metadata after {limit_s:g}s",
             )
         pending = retry
         await asyncio.sleep(0.1)

@@ -297,6 +297,7 @@ async def test_start_fails_clearly_when_binary_exits_early(tmp_path: Path) -> No
     fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
     with pytest.raises(GatewayError) as info:
         await EmbeddedBroker(binary=fake, port=free_port()).start()
+    assert info.value.reason is Reason.BUS_UNAVAILABLE
     assert "status 3" in info.value.detail
     assert "boom: cannot start" in info.value.detail
 
@@ -378,12 +379,14 @@ async def test_plaintext_client_against_tls_port_does_not_connect(tls_proxy: Tls
 
 async def test_check_connection_reports_unreachable_broker() -> None:
     settings = KafkaSettings(bootstrap_servers=(f"127.0.0.1:{free_port()}",), request_timeout_ms=2_000)
-    with pytest.raises(GatewayError, match="no broker reachable"):
+    with pytest.raises(GatewayError, match="no broker reachable") as info:
         await check_connection(settings)
+    assert info.value.reason is Reason.BUS_UNAVAILABLE
 
 
 
 async def test_ensure_topics_reports_unreachable_cluster() -> None:
     admin = {"bootstrap_servers": f"127.0.0.1:{free_port()}", "request_timeout_ms": 2_000}
-    with pytest.raises(GatewayError, match="cannot provision topics: KafkaConnectionError"):
+    with pytest.raises(GatewayError, match="cannot provision topics: KafkaConnectionError") as info:
         await ensure_topics(admin, ["it.unreachable"], partitions=1, replication=1)
+    assert info.value.reason is Reason.BUS_UNAVAILABLE
