@@ -6,16 +6,23 @@ Exit codes: 0 success (``verify``: accepted), 1 rejected / check failed, 2 usage
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
 import hashlib
 import json
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
+
+import structlog
 
 from gateway._json import parse_json
+from gateway.broker import EmbeddedBroker
+from gateway.config import GatewayConfig, env_overrides
 from gateway.errors import GatewayError, Reason
 from gateway.keys import (
     ALG_ED25519,
@@ -25,12 +32,16 @@ from gateway.keys import (
     SigningKey,
     write_private_pem,
 )
+from gateway.logs import configure_logging
 from gateway.registry import Registry
+from gateway.runtime import Gateway
 from gateway.schemas import SchemaStore, default_schema_root
 from gateway.sign import Signer, build_event
 from gateway.verify import Accepted, Verifier
 
 __all__ = ["main"]
+
+_log = structlog.get_logger(__name__)
 
 ENV_REGISTRY = "XCHG_REGISTRY"
 ENV_SCHEMAS = "XCHG_SCHEMAS"
@@ -144,6 +155,53 @@ def _schemas_check(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
+# ---- run / broker -------------------------------------------------------------------------------------
+def _run(args: argparse.Namespace) -> int:
+    configure_logging(level=args.log_level, json_output=True if args.log_json else None)
+    config = GatewayConfig.load(Path(args.config), env_overrides(os.environ))
+    asyncio.run(_run_gateway(config))
+    return 0
+
+
+async def _run_gateway(config: GatewayConfig) -> None:
+    broker: EmbeddedBroker | None = None
+    kafka = config.kafka
+    if kafka.embedded:
+        broker = EmbeddedBroker(log_path=config.data_dir / "embedded-broker.log")
+        config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        await broker.start()
+        kafka = kafka.for_embedded(broker.bootstrap_servers)
+        _log.info("embedded broker started", bootstrap_servers=broker.bootstrap_servers)
+    gateway = Gateway(config, kafka=kafka)
+    try:
+        await gateway.start()
+        print(f"gateway {config.party} running; ops http://{config.ops.host}:{gateway.ops_port}/readyz",
+              file=sys.stderr, flush=True)  # fmt: skip
+        await gateway.run_until_signalled()
+    finally:
+        if broker is not None:
+            await broker.stop()
+
+
+def _broker(args: argparse.Namespace) -> int:
+    configure_logging(level=args.log_level)
+    asyncio.run(_run_broker(args.host, args.port))
+    return 0
+
+
+async def _run_broker(host: str, port: int | None) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    async with EmbeddedBroker(host=host, port=port) as broker:
+        print(
+            f"embedded Kafka-protocol broker (Tansu) on {broker.bootstrap_servers}; Ctrl-C stops it",
+            flush=True,
+        )
+        await stop.wait()
+
+
 # ---- helpers ------------------------------------------------------------------------------------------
 def _registry(args: argparse.Namespace) -> Registry:
     path = args.registry or os.environ.get(ENV_REGISTRY)
@@ -232,6 +290,8 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("event", nargs="?", default="-", help="event JSON file (default stdin)")
     verify.set_defaults(handler=_verify)
 
+    _add_runtime_commands(sub)
+
     schemas = sub.add_parser("schemas", help="message schemas").add_subparsers(
         required=True, metavar="ACTION"
     )
@@ -242,6 +302,20 @@ def _parser() -> argparse.ArgumentParser:
     common(check, registry=False)
     check.set_defaults(handler=_schemas_check)
     return parser
+
+
+def _add_runtime_commands(sub: Any) -> None:
+    run = sub.add_parser("run", help="run one party's gateway until SIGTERM/SIGINT")
+    run.add_argument("--config", required=True, help="gateway TOML configuration (see docs/CONFIGURATION.md)")
+    run.add_argument("--log-level", default="info")
+    run.add_argument("--log-json", action="store_true", help="JSON logs even on a terminal")
+    run.set_defaults(handler=_run)
+
+    broker = sub.add_parser("broker", help="run the embedded Kafka-protocol broker alone")
+    broker.add_argument("--host", default="127.0.0.1")
+    broker.add_argument("--port", type=int, default=9092)
+    broker.add_argument("--log-level", default="info")
+    broker.set_defaults(handler=_broker)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -210,7 +210,10 @@ def _sink(raw: object, index: int) -> SinkConfig:
     if not isinstance(types, list) or not all(isinstance(t, str) and t for t in types):
         raise _fail(f"{where}.types", "must be a list of type patterns")
     return SinkConfig(
-        kind=kind, url=_str(raw, "url", where), types=tuple(types), timeout=_float(raw, "timeout", 10.0, where)
+        kind=kind,
+        url=_str(raw, "url", where),
+        types=tuple(types),
+        timeout=_float(raw, "timeout", 10.0, where),
     )
 
 

@@ -64,7 +64,9 @@ def readable_topics(registry: Registry, schemas: SchemaStore, party: str) -> lis
     me = registry.party(party)
     if me is None:
         return []
-    majors = {kind: sorted({s.version[0] for s in schemas.schemas() if s.kind == kind}) for kind in MESSAGE_KINDS}
+    majors = {
+        kind: sorted({s.version[0] for s in schemas.schemas() if s.kind == kind}) for kind in MESSAGE_KINDS
+    }
     topics = []
     for producer in sorted(registry.parties):
         if producer == party:
@@ -176,7 +178,9 @@ class Gateway:
                 )
             )
 
-        app = build_ops_app(metrics=self.metrics, checks=self._checks(), check_timeout=config.ops.check_timeout)
+        app = build_ops_app(
+            metrics=self.metrics, checks=self._checks(), check_timeout=config.ops.check_timeout
+        )
         self._runner, self.ops_port = await start_ops_server(app, config.ops.host, config.ops.port)
 
         self._tasks["sender"] = asyncio.create_task(self._run_sender(), name=f"{self.party}-sender")
@@ -194,7 +198,9 @@ class Gateway:
         for key in party.keys:
             if key.use == use and key.public_key.raw == raw:
                 return key.kid
-        raise GatewayError(Reason.KEYFILE_INVALID, f"{path}: its public key is not a {use} key of {self.party}")
+        raise GatewayError(
+            Reason.KEYFILE_INVALID, f"{path}: its public key is not a {use} key of {self.party}"
+        )
 
     def _checks(self) -> list[Any]:
         return [
@@ -330,4 +336,3 @@ async def _finish(tasks: Sequence[asyncio.Task[None]], deadline: float) -> None:
 async def _sleep_unless(event: asyncio.Event, seconds: float) -> None:
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(event.wait(), timeout=seconds)
-

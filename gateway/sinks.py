@@ -211,19 +211,22 @@ class MemorySink:
     """Keeps delivered events in memory, deduplicated by ``(source, id)`` like a real agency system.
 
     ``events`` holds each distinct event once, in first-delivery order; ``deliveries`` counts every call of
-    :meth:`deliver` (so a test can tell a redelivery from a new event).
+    :meth:`deliver` and ``log`` records the ``(source, id)`` of each call (so a test can tell a redelivery
+    from a new event).
     """
 
     def __init__(self, name: str = "memory") -> None:
         self.name = name
         self.events: list[Accepted] = []
         self.deliveries = 0
+        self.log: list[tuple[str, str]] = []
         self.closed = False
         self._seen: set[tuple[str, str]] = set()
 
     async def deliver(self, accepted: Accepted) -> None:
         self.deliveries += 1
         key = (accepted.event.source, accepted.event.id)
+        self.log.append(key)
         if key not in self._seen:
             self._seen.add(key)
             self.events.append(accepted)

@@ -39,9 +39,7 @@ async def consume(consumer: AIOKafkaConsumer, count: int, limit_s: float = 20.0)
 
 
 def plain_settings(bootstrap: str) -> KafkaSettings:
-    return KafkaSettings(
-        bootstrap_servers=(bootstrap,), enable_idempotence=False, request_timeout_ms=10_000
-    )
+    return KafkaSettings(bootstrap_servers=(bootstrap,), enable_idempotence=False, request_timeout_ms=10_000)
 
 
 # -- round trip ------------------------------------------------------------------------------------------
@@ -382,7 +380,6 @@ async def test_check_connection_reports_unreachable_broker() -> None:
     with pytest.raises(GatewayError, match="no broker reachable") as info:
         await check_connection(settings)
     assert info.value.reason is Reason.BUS_UNAVAILABLE
-
 
 
 async def test_ensure_topics_reports_unreachable_cluster() -> None:

@@ -1,0 +1,100 @@
+"""Helpers for end-to-end exchange tests: a sandbox deployment of several gateways on one broker."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gateway.config import GatewayConfig
+from gateway.kafka import KafkaSettings
+from gateway.runtime import Gateway
+from gateway.sandbox import SandboxParty, create_sandbox
+from gateway.sinks import MemorySink
+from gateway.subscriber import Route
+
+#: Group timings the embedded broker needs (see gateway.broker); an external Kafka gets its own settings.
+EMBEDDED_KAFKA = {"session_timeout_ms": 1000, "heartbeat_interval_ms": 100, "request_timeout_ms": 10000}
+
+
+@dataclass
+class Node:
+    party: str
+    sandbox: SandboxParty
+    sink: MemorySink
+    gateway: Gateway
+
+
+def kafka_table(settings: KafkaSettings) -> dict[str, Any]:
+    table: dict[str, Any] = {
+        "bootstrap_servers": list(settings.bootstrap_servers),
+        "session_timeout_ms": settings.session_timeout_ms,
+        "heartbeat_interval_ms": settings.heartbeat_interval_ms,
+        "request_timeout_ms": settings.request_timeout_ms,
+        "enable_idempotence": settings.idempotence,
+    }
+    if settings.allow_plaintext:
+        table["allow_plaintext"] = True
+    return table
+
+
+@contextlib.asynccontextmanager
+async def exchange(
+    root: Path,
+    parties: Sequence[str],
+    settings: KafkaSettings,
+    *,
+    extra_parties: Sequence[Mapping[str, Any]] = (),
+    overrides: Mapping[str, Any] | None = None,
+) -> AsyncIterator[dict[str, Node]]:
+    """Start one gateway per party (each with a MemorySink for everything it receives); stop them all after."""
+    sandbox = create_sandbox(
+        root, parties, bootstrap_servers=settings.bootstrap_servers, extra_parties=extra_parties,
+        settings={"kafka": kafka_table(settings), "shutdown": {"timeout_seconds": 10.0}, **(overrides or {})},
+    )  # fmt: skip
+    nodes: dict[str, Node] = {}
+    try:
+        for party in parties:
+            nodes[party] = await start_node(sandbox[party])
+        yield nodes
+    finally:
+        for node in nodes.values():
+            await node.gateway.stop()
+
+
+async def start_node(sandbox: SandboxParty, sink: MemorySink | None = None) -> Node:
+    config = GatewayConfig.load(sandbox.config)
+    sink = sink or MemorySink(name=f"{sandbox.party}-sink")
+    gateway = Gateway(config, routes=[Route(sink)])
+    await gateway.start()
+    return Node(sandbox.party, sandbox, sink, gateway)
+
+
+async def eventually(
+    predicate: Callable[[], bool], *, timeout: float = 30.0, what: str = "condition"
+) -> None:
+    """Poll ``predicate`` until true; fail with ``what`` after ``timeout`` (a bound, not a timing assertion)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+def received_ids(node: Node, ours: set[str]) -> list[str]:
+    """Ids of *our* events this node's sink received, once per delivery call (a duplicate would repeat)."""
+    return [event_id for _, event_id in node.sink.log if event_id in ours]
+
+
+def metric_total(node: Node, name: str, **labels: str) -> float:
+    """Sum of a metric's samples (optionally only those with ``labels``) in the node's own registry."""
+    total = 0.0
+    for family in node.gateway.metrics.registry.collect():
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                total += sample.value
+    return total
