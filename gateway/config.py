@@ -44,22 +44,26 @@ class OpsConfig:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SourceConfig:
-    kind: str  # "file-drop"
-    directory: Path
-    poll_interval: float = 0.5
+    """A ``[[sources]]`` table: ``kind`` names a built-in or adapter source; the rest are its options."""
+
+    kind: str
+    options: Mapping[str, Any]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SinkConfig:
-    kind: str  # "webhook"
-    url: str
+    """A ``[[sinks]]`` table: ``kind``, ``types`` (fnmatch patterns of event types routed to it), options."""
+
+    kind: str
+    options: Mapping[str, Any]
     types: tuple[str, ...] = ("*",)
-    timeout: float = 10.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class GatewayConfig:
     party: str
+    base_dir: Path
+    """The configuration file's folder; relative paths in adapter options are resolved against it."""
     data_dir: Path
     registry: Path
     signing_key: Path
@@ -120,6 +124,7 @@ class GatewayConfig:
             raise _fail("retry", str(exc)) from exc
         return cls(
             party=_str(document, "party"),
+            base_dir=base_dir,
             data_dir=path(document.get("data_dir"), "data_dir"),
             registry=path(document.get("registry"), "registry"),
             schemas=path(document["schemas"], "schemas") if "schemas" in document else None,
@@ -147,7 +152,7 @@ class GatewayConfig:
             ),
             retry=retry_policy,
             shutdown_timeout=_float(_table(document, "shutdown"), "timeout_seconds", 30.0, "shutdown"),
-            sources=tuple(_source(s, i, path) for i, s in enumerate(_list(document, "sources"))),
+            sources=tuple(_source(s, i) for i, s in enumerate(_list(document, "sources"))),
             sinks=tuple(_sink(s, i) for i, s in enumerate(_list(document, "sinks"))),
         )
 
@@ -185,36 +190,23 @@ def _merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, A
     return merged
 
 
-def _source(raw: object, index: int, path: Any) -> SourceConfig:
+def _source(raw: object, index: int) -> SourceConfig:
     where = f"sources[{index}]"
     if not isinstance(raw, Mapping):
         raise _fail(where, "must be a table")
-    kind = _str(raw, "kind", where)
-    if kind != "file-drop":
-        raise _fail(f"{where}.kind", f"{kind!r} is not a known source (file-drop)")
-    return SourceConfig(
-        kind=kind,
-        directory=path(raw.get("directory"), f"{where}.directory"),
-        poll_interval=_float(raw, "poll_interval", 0.5, where),
-    )
+    options = {k: v for k, v in raw.items() if k != "kind"}
+    return SourceConfig(kind=_str(raw, "kind", where), options=options)
 
 
 def _sink(raw: object, index: int) -> SinkConfig:
     where = f"sinks[{index}]"
     if not isinstance(raw, Mapping):
         raise _fail(where, "must be a table")
-    kind = _str(raw, "kind", where)
-    if kind != "webhook":
-        raise _fail(f"{where}.kind", f"{kind!r} is not a known sink (webhook)")
     types = raw.get("types", ["*"])
-    if not isinstance(types, list) or not all(isinstance(t, str) and t for t in types):
-        raise _fail(f"{where}.types", "must be a list of type patterns")
-    return SinkConfig(
-        kind=kind,
-        url=_str(raw, "url", where),
-        types=tuple(types),
-        timeout=_float(raw, "timeout", 10.0, where),
-    )
+    if not isinstance(types, list) or not types or not all(isinstance(t, str) and t for t in types):
+        raise _fail(f"{where}.types", "must be a non-empty list of event type patterns")
+    options = {k: v for k, v in raw.items() if k not in ("kind", "types")}
+    return SinkConfig(kind=_str(raw, "kind", where), options=options, types=tuple(types))
 
 
 def _fail(name: str, message: str) -> GatewayError:
@@ -242,7 +234,7 @@ def _str(table: Mapping[str, Any], name: str, where: str = "") -> str:
     return value
 
 
-def _int(table: Mapping[str, Any], name: str, default: int, low: int, high: int, where: str) -> int:
+def _int(table: Mapping[str, Any], name: str, default: int, low: int, high: int, where: str) -> int:  # noqa: PLR0917 - reads like the bounds table it checks
     value = table.get(name, default)
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise _fail(f"{where}.{name}", f"must be an integer in {low}..{high}, got {value!r}")

@@ -23,9 +23,10 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiohttp import web
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from gateway._sqlite import Database
 from gateway.config import GatewayConfig
 from gateway.errors import GatewayError, Reason
 from gateway.inbox import Inbox
@@ -33,6 +34,7 @@ from gateway.kafka import KafkaSettings
 from gateway.keys import SealingKey, SigningKey
 from gateway.metrics import GatewayMetrics
 from gateway.ops import (
+    ReadinessCheck,
     build_ops_app,
     kafka_check,
     registry_check,
@@ -43,16 +45,16 @@ from gateway.ops import (
     threshold_check,
 )
 from gateway.outbox import Outbox
+from gateway.plugins import PluginContext, build_sink, build_source
 from gateway.publisher import Publisher
 from gateway.registry import Registry
 from gateway.schemas import SchemaStore
 from gateway.sign import Signer
-from gateway.sinks import Sink, WebhookSink
-from gateway.sources import FileDropSource, Source
+from gateway.sinks import Sink
+from gateway.sources import Source
 from gateway.subscriber import CommitOnRevoke, Route, Subscriber
 from gateway.topics import MESSAGE_KINDS, dlq_topic, ensure_topics, topic_for
 from gateway.verify import Verifier
-from gateway._sqlite import Database
 
 __all__ = ["Gateway", "readable_topics"]
 
@@ -156,9 +158,11 @@ class Gateway:
             metrics=self.metrics, batch_size=config.batch_size,
         )  # fmt: skip
         routes = list(self._extra_routes)
-        for sink_config in config.sinks:
-            sink = WebhookSink(sink_config.url, name=f"webhook-{len(routes)}", timeout=sink_config.timeout)
-            routes.append(Route(sink, sink_config.types))
+        for index, sink_config in enumerate(config.sinks):
+            context = self._plugin_context(f"sinks[{index}]")
+            routes.append(
+                Route(build_sink(sink_config.kind, sink_config.options, context), sink_config.types)
+            )
         self._sinks = list(dict.fromkeys(route.sink for route in routes))
         self.topics = readable_topics(self.registry, self.schemas, self.party)
         self.subscriber = Subscriber(
@@ -167,16 +171,9 @@ class Gateway:
             max_records=config.batch_size,
         )  # fmt: skip
         self.sources = list(self._extra_sources)
-        for source_config in config.sources:
-            self.sources.append(
-                FileDropSource(
-                    source_config.directory,
-                    poll_interval=source_config.poll_interval,
-                    on_quarantine=lambda name, reason: self.metrics.quarantined.labels(
-                        source=name, reason=reason
-                    ).inc(),
-                )
-            )
+        for index, source_config in enumerate(config.sources):
+            context = self._plugin_context(f"sources[{index}]")
+            self.sources.append(build_source(source_config.kind, source_config.options, context))
 
         app = build_ops_app(
             metrics=self.metrics, checks=self._checks(), check_timeout=config.ops.check_timeout
@@ -192,6 +189,12 @@ class Gateway:
         _log.info("gateway started", party=self.party, ops_port=self.ops_port, reads=len(self.topics),
                   kafka=self.kafka.redacted())  # fmt: skip
 
+    def _plugin_context(self, where: str) -> PluginContext:
+        return PluginContext(
+            party=self.party, base_dir=self.config.base_dir, data_dir=self.config.data_dir,
+            metrics=self.metrics, where=where,
+        )  # fmt: skip
+
     def _own_kid(self, raw: bytes, use: str, path: Path) -> str:
         party = self.registry.party(self.party)
         assert party is not None  # noqa: S101 - checked in start()
@@ -202,16 +205,18 @@ class Gateway:
             Reason.KEYFILE_INVALID, f"{path}: its public key is not a {use} key of {self.party}"
         )
 
-    def _checks(self) -> list[Any]:
+    def _checks(self) -> list[ReadinessCheck]:
+        ops = self.config.ops
         return [
-            kafka_check(self.kafka, timeout=max(0.5, self.config.ops.check_timeout * 0.75)),
+            kafka_check(self.kafka, timeout=max(0.5, ops.check_timeout * 0.75)),
             signing_key_check(self.signer, self.signer.key.public_key),
-            registry_check(self.registry, self.party, kid=self.signer.kid, min_days=self.config.ops.key_expiry_days),
+            registry_check(self.registry, self.party, kid=self.signer.kid, min_days=ops.key_expiry_days),
             schemas_check(self.schemas),
-            threshold_check("outbox-backlog", lambda: float(self.outbox.depth), self.config.ops.max_outbox_backlog,
-                            "events"),
-            threshold_check("consumer-lag", lambda: self.subscriber.lag, self.config.ops.max_consumer_lag, "records"),
-        ]  # fmt: skip
+            threshold_check(
+                "outbox-backlog", lambda: float(self.outbox.depth), ops.max_outbox_backlog, "events"
+            ),
+            threshold_check("consumer-lag", lambda: self.subscriber.lag, ops.max_consumer_lag, "records"),
+        ]
 
     # ---- background work ----------------------------------------------------------------------------
     async def _connect(self, factory: Any, what: str) -> Any:
