@@ -16,13 +16,14 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import structlog
 
 from gateway._json import parse_json
 from gateway.broker import EmbeddedBroker
 from gateway.config import GatewayConfig, env_overrides
+from gateway.demo import run_demo
 from gateway.errors import GatewayError, Reason
 from gateway.keys import (
     ALG_ED25519,
@@ -183,6 +184,18 @@ async def _run_gateway(config: GatewayConfig) -> None:
             await broker.stop()
 
 
+def _demo(args: argparse.Namespace) -> int:
+    configure_logging(level=args.log_level, json_output=True, stream=_demo_log(args.log_file))
+    asyncio.run(run_demo(directory=Path(args.dir) if args.dir else None, once=args.once))
+    return 0
+
+
+def _demo_log(name: str) -> TextIO:
+    path = Path(name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path.open("a", encoding="utf-8")
+
+
 def _broker(args: argparse.Namespace) -> int:
     configure_logging(level=args.log_level)
     asyncio.run(_run_broker(args.host, args.port))
@@ -310,6 +323,15 @@ def _add_runtime_commands(sub: Any) -> None:
     run.add_argument("--log-level", default="info")
     run.add_argument("--log-json", action="store_true", help="JSON logs even on a terminal")
     run.set_defaults(handler=_run)
+
+    demo = sub.add_parser("demo", help="the three-agency scenario on an embedded broker")
+    demo.add_argument(
+        "--once", action="store_true", help="exit after the summary instead of serving /metrics"
+    )
+    demo.add_argument("--dir", help="keep the generated deployment here (default: a temporary folder)")
+    demo.add_argument("--log-file", default="var/demo.log", help="JSON logs go here, not to the terminal")
+    demo.add_argument("--log-level", default="info")
+    demo.set_defaults(handler=_demo)
 
     broker = sub.add_parser("broker", help="run the embedded Kafka-protocol broker alone")
     broker.add_argument("--host", default="127.0.0.1")

@@ -148,3 +148,6 @@ def configure_logging(
         old.close()
     root.addHandler(handler)
     root.setLevel(levelno)
+    # aiokafka's DEBUG messages print whole records ("Sending (key=... value=...)"): record values are case
+    # data, so its loggers never go below INFO, whatever level the operator asks for.
+    logging.getLogger("aiokafka").setLevel(max(levelno, logging.INFO))

@@ -85,12 +85,15 @@ class Publisher:
             dataschema=dataschema,
             event_id=event_id,
         )
-        topic = event_topic(event.source, self._schemas.get(event.dataschema))
+        topic = self.topic_of(event)
         await self.outbox.put(topic, event)
-        self._metrics.published.labels(type=event_type).inc()
-        self._metrics.outbox_depth.set(self.outbox.depth)
+        self._metrics.outbox_depth.set(self.outbox.depth)  # xchg_published_total counts broker acks (_send)
         _log.info("event accepted into outbox", event_id=event.id, type=event_type, topic=topic)
         return event
+
+    def topic_of(self, event: Envelope) -> str:
+        """The topic ``event`` is (or was) published to."""
+        return event_topic(event.source, self._schemas.get(event.dataschema))
 
     def stop_intake(self) -> None:
         """Refuse new events (first step of the shutdown order)."""
@@ -136,12 +139,17 @@ class Publisher:
             if isinstance(result, BaseException):
                 continue
             acked.append(entry.seq)
+            self._metrics.published.labels(type=_header(entry.headers, "ce_type")).inc()
             self._metrics.publish_latency.observe(max(0.0, now - entry.created_at))
         if len(acked) < len(batch):
             await self.outbox.mark_sent(acked)
             failed = next(r for r in results if isinstance(r, BaseException))
             raise failed if isinstance(failed, Exception) else RuntimeError(repr(failed))
         return acked
+
+
+def _header(headers: Sequence[tuple[str, bytes]], name: str) -> str:
+    return next((value.decode("utf-8") for key, value in headers if key == name), "")
 
 
 async def _wait_any(*events: asyncio.Event, seconds: float) -> bool:
