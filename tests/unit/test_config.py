@@ -71,7 +71,9 @@ def test_environment_overrides(secrets: dict[str, object]) -> None:
         ({"colour": "blue"}, "colour"),
     ],
 )
-def test_mistakes_name_the_setting(secrets: dict[str, object], override: dict[str, object], fragment: str) -> None:
+def test_mistakes_name_the_setting(
+    secrets: dict[str, object], override: dict[str, object], fragment: str
+) -> None:
     document = dict(secrets)
     for key, value in override.items():
         if isinstance(value, dict) and isinstance(document.get(key), dict):
