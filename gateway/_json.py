@@ -12,7 +12,7 @@ from typing import Any, Final
 
 from gateway.errors import GatewayError, Reason
 
-__all__ = ["DEFAULT_MAX_DEPTH", "parse_json"]
+__all__ = ["DEFAULT_MAX_DEPTH", "depth_exceeds", "parse_json"]
 
 DEFAULT_MAX_DEPTH = 32
 
@@ -60,7 +60,7 @@ def _safe_int(text: str) -> int:
     return value
 
 
-def _depth_exceeds(value: Any, limit: int) -> bool:
+def depth_exceeds(value: Any, limit: int) -> bool:
     """Iterative depth check (no recursion): True when containers nest deeper than ``limit``."""
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
@@ -109,6 +109,6 @@ def parse_json(raw: bytes | str, *, max_depth: int = DEFAULT_MAX_DEPTH) -> Any:
         raise GatewayError(Reason.PARSE_TOO_DEEP, f"nesting deeper than {max_depth}") from exc
     except json.JSONDecodeError as exc:
         raise GatewayError(Reason.PARSE_JSON, f"{exc.msg} at line {exc.lineno} column {exc.colno}") from exc
-    if _depth_exceeds(value, max_depth):
+    if depth_exceeds(value, max_depth):
         raise GatewayError(Reason.PARSE_TOO_DEEP, f"nesting deeper than {max_depth}")
     return value

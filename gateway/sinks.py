@@ -116,6 +116,11 @@ class WebhookSink:
     ``session`` lets the runtime share one connection pool; a session created here is created lazily (it
     needs a running event loop) and closed by :meth:`close`. ``ssl`` is the client TLS context (e.g. with
     the agency's private CA or a client certificate); ``None`` means aiohttp's default verification.
+
+    ``body`` replaces the body document for agencies whose system takes its own shape (an adapter's
+    transform, e.g. ``adapters.kemensos``); headers and outcomes stay exactly as above. A ``GatewayError``
+    it raises propagates (:func:`deliver_with_retry` dead-letters it without retrying), so its detail must
+    not contain payload values.
     """
 
     def __init__(
@@ -127,6 +132,7 @@ class WebhookSink:
         headers: Mapping[str, str] | None = None,
         session: aiohttp.ClientSession | None = None,
         ssl: _ssl.SSLContext | None = None,
+        body: Callable[[Accepted], Mapping[str, Any]] | None = None,
     ) -> None:
         parsed = URL(url)
         if parsed.scheme not in ("http", "https") or not parsed.host:
@@ -142,10 +148,16 @@ class WebhookSink:
         self._session = session
         self._owns_session = session is None
         self._ssl: _ssl.SSLContext | bool = ssl if ssl is not None else True
+        self._body = body
 
     async def deliver(self, accepted: Accepted) -> None:
         event = accepted.event
-        body = canonical_json({"event": _event_summary(accepted), "payload": accepted.payload()})
+        document = (
+            self._body(accepted)
+            if self._body is not None
+            else {"event": _event_summary(accepted), "payload": accepted.payload()}
+        )
+        body = canonical_json(dict(document))
         headers = {
             **self._headers,
             "Content-Type": "application/json",

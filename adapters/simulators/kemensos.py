@@ -1,0 +1,198 @@
+"""SIMULATOR of the Kemensos case system, and synthetic Kemensos CSV exports. For tests and the demo only.
+
+Kemensos' case-management system is not public, so this stands in for it: a small aiohttp server on a
+loopback port that accepts what the ``kemensos-case-system`` sink sends (``POST /kasus``, the native
+record shape of :mod:`adapters.kemensos.outbound`) and behaves the way a well-built agency API should:
+
+* ``201`` the first time it sees an ``Idempotency-Key``, ``409 Conflict`` for a repeat (the sink counts a
+  409 as delivered), ``400`` without a key or without a JSON object body;
+* ``fail_next(n)``: the next ``n`` requests get ``503`` before anything is stored (a system that is down),
+  to exercise the sink's retries;
+* every request is recorded (:attr:`requests`, raw) and every accepted record kept once (:attr:`cases`,
+  unique); ``GET /kasus`` lists the accepted records (for the demo).
+
+It holds what the real system would hold, unsealed personal data included, so it only ever binds to a
+loopback address. :func:`write_sample_drops` writes the CSV exports of the seed article's scenario (RPTC
+Pontianak admitting workers returned from Sarawak through Entikong, its bed capacity, the group arriving
+at Pos Pemulangan Pontianak) with invented people only.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final, Self
+
+from aiohttp import web
+
+from adapters.kemensos.inbound import write_drop
+
+__all__ = [
+    "SAMPLE_DROPS",
+    "CaseRequest",
+    "KemensosCaseSystemSimulator",
+    "write_sample_drops",
+]
+
+_PATH: Final = "/kasus"
+
+
+@dataclass(frozen=True, slots=True)
+class CaseRequest:
+    """One request as the simulator received it: its key, the status it answered and the parsed body."""
+
+    idempotency_key: str | None
+    status: int
+    body: Mapping[str, Any] | None
+
+
+class KemensosCaseSystemSimulator:
+    """SIMULATOR: ``async with KemensosCaseSystemSimulator() as sim:`` serves ``sim.url`` (``.../kasus``)."""
+
+    def __init__(self, *, host: str = "127.0.0.1", port: int = 0) -> None:
+        if not ipaddress.ip_address(host).is_loopback:
+            raise ValueError("the simulator holds unsealed personal data: bind it to a loopback address")
+        self._host = host
+        self._requested_port = port
+        self._runner: web.AppRunner | None = None
+        self._failures = 0
+        self.port: int | None = None
+        self.requests: list[CaseRequest] = []
+        self.cases: dict[str, Mapping[str, Any]] = {}
+
+    # ---- what tests and the demo read ---------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        if self.port is None:
+            raise RuntimeError("simulator not started")
+        return f"http://{self._host}:{self.port}{_PATH}"
+
+    @property
+    def raw_count(self) -> int:
+        """Every request received, failed and repeated ones included."""
+        return len(self.requests)
+
+    @property
+    def unique_count(self) -> int:
+        """Distinct records accepted (one per idempotency key)."""
+        return len(self.cases)
+
+    def fail_next(self, count: int) -> None:
+        """Answer the next ``count`` requests with 503 without storing them."""
+        if count < 0:
+            raise ValueError("count must not be negative")
+        self._failures = count
+
+    def statuses(self, key: str) -> list[int]:
+        """The status answered to each request carrying ``key``, in arrival order."""
+        return [r.status for r in self.requests if r.idempotency_key == key]
+
+    # ---- server -------------------------------------------------------------------------------------
+    async def _post(self, request: web.Request) -> web.Response:
+        key = request.headers.get("Idempotency-Key")
+        try:
+            body = json.loads(await request.read())
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            body = None
+        if self._failures > 0:
+            self._failures -= 1
+            return self._answer(key, body, 503, {"status": "tidak-tersedia"})
+        if not key or body is None:
+            return self._answer(key, body, 400, {"status": "ditolak"})
+        if key in self.cases:
+            return self._answer(key, body, 409, {"status": "sudah-diterima"})
+        self.cases[key] = body
+        return self._answer(key, body, 201, {"status": "diterima"})
+
+    def _answer(
+        self, key: str | None, body: Mapping[str, Any] | None, status: int, reply: Any
+    ) -> web.Response:
+        self.requests.append(CaseRequest(key, status, body))
+        return web.json_response(reply, status=status)
+
+    async def _list(self, _request: web.Request) -> web.Response:
+        return web.json_response({"kasus": list(self.cases.values())})
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post(_PATH, self._post)
+        app.router.add_get(_PATH, self._list)
+        runner = web.AppRunner(app, access_log=None)  # an access log line would be harmless, but is noise
+        await runner.setup()
+        site = web.TCPSite(runner, self._host, self._requested_port)
+        await site.start()
+        self._runner = runner
+        self.port = int(runner.addresses[0][1])
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+
+#: The seed article's scenario as Kemensos CSV exports: file name -> (header, rows). Invented people only.
+SAMPLE_DROPS: Final[Mapping[str, tuple[tuple[str, ...], tuple[tuple[str, ...], ...]]]] = {
+    "kedatangan_2020-08-18.csv": (
+        ("no_kedatangan", "pos", "tanggal_kedatangan", "jumlah", "asal_negara", "asal_wilayah",
+         "pos_lintas_batas", "jenis_kepulangan", "moda", "kebutuhan", "koordinator", "pendamping", "status"),
+        (
+            ("KDT-PTK-2020-0045", "Pos Pemulangan Pontianak", "18/08/2020", "14", "Malaysia", "Sarawak",
+             "PLBN Entikong", "campuran", "darat", "skrining-kesehatan;karantina;penampungan;hygiene-kit",
+             "KBRI Kuching", "IOM", "aktif"),
+            ("KDT-PTK-2020-0046", "Pos Pemulangan Pontianak", "20/08/2020", "6", "Malaysia", "Sarawak",
+             "PLBN Entikong", "deportasi", "darat", "skrining-kesehatan;karantina", "KBRI Kuching", "",
+             "aktif"),
+        ),
+    ),
+    "penerimaan_2020-08-19.csv": (
+        ("no_kasus", "nama", "jenis_kelamin", "tanggal_lahir", "kewarganegaraan", "id_rptc", "tanggal_masuk",
+         "asal", "jenis_penerimaan", "karantina", "kondisi_kesehatan", "status_covid", "karantina_sampai",
+         "anak", "tanpa_pendamping", "dirujuk_oleh"),
+        (
+            ("KBRI-KCH-2020-000123", "Siti Contoh", "P", "14/03/1996", "Indonesia", "RPTC-PTK",
+             "19/08/2020 14:20", "Pos Pemulangan Pontianak", "pos-pemulangan", "y",
+             "Luka ringan di tangan, sedang pulih.", "negatif", "01/09/2020", "t", "", "KBRI Kuching"),
+            ("KBRI-KCH-2020-000124", "Budi Sampel", "L", "01/01/2004", "Indonesia", "RPTC-PTK",
+             "2020-08-19T14:45:00+07:00", "Pos Pemulangan Pontianak", "rujukan", "y", "", "menunggu", "",
+             "y", "y", ""),
+        ),
+    ),
+    "kapasitas_2020-08-26.csv": (
+        ("id_rptc", "waktu", "kapasitas", "terisi", "tersedia", "karantina_tersedia", "menerima",
+         "menerima_kelompok"),
+        (("RPTC-PTK", "26/08/2020 08:00", "60", "52", "4", "2", "y", "perempuan;laki-laki;anak"),),
+    ),
+    "keluar_2020-09-15.csv": (
+        ("no_kasus", "nama", "id_rptc", "tanggal_masuk", "tanggal_keluar", "tujuan", "negara_tujuan",
+         "provinsi_tujuan", "tindak_lanjut", "pihak_tindak_lanjut", "telepon", "kabupaten_kota", "provinsi"),
+        (
+            ("KBRI-KCH-2020-000123", "Siti Contoh", "RPTC-PTK", "19/08/2020 14:20", "15/09/2020 09:00",
+             "keluarga", "Indonesia", "Kalimantan Barat", "y", "Kemensos", "+44 7700 900123",
+             "Kabupaten Sambas", "Kalimantan Barat"),
+        ),
+    ),
+}  # fmt: skip
+
+
+def write_sample_drops(directory: Path, names: tuple[str, ...] | None = None) -> list[Path]:
+    """Write the :data:`SAMPLE_DROPS` (or those named) into ``directory/inbox/`` the atomic-rename way."""
+    written = []
+    for name in names or tuple(SAMPLE_DROPS):
+        header, rows = SAMPLE_DROPS[name]
+        written.append(write_drop(directory, name, header, rows))
+    return written

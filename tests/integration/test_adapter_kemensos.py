@@ -1,0 +1,196 @@
+"""The Kemensos adapter on a real broker: KBRI Kuching and Kemensos gateways, each as an operator runs it.
+
+* KBRI Kuching refers a worker and plans her return; Kemensos' gateway delivers both, unsealed for Kemensos,
+  into the case-system SIMULATOR in Kemensos' own field names, exactly once, although the case system
+  answers 503 to the first two requests.
+* RPTC Pontianak drops an admissions CSV with one malformed row; KBRI Kuching receives the good admissions
+  (health unsealed for it), and the quarantine report holds exactly the bad row, by column, without values.
+
+Kemensos' adapter plug-ins are configured only in Kemensos' ``gateway.toml`` (``[[sources]]``/``[[sinks]]``,
+as an operator writes them), which is why this module builds the sandbox itself from the pieces of
+``tests.integration.exchange`` instead of calling ``exchange()``, whose overrides go to every gateway.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import tomllib
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+import tomli_w
+
+from adapters.kemensos import csv_event_id, write_drop
+from adapters.simulators.kemensos import KemensosCaseSystemSimulator
+from gateway.broker import EmbeddedBroker
+from gateway.kafka import KafkaSettings
+from gateway.sandbox import create_sandbox
+from tests.integration.exchange import EMBEDDED_KAFKA, Node, eventually, kafka_table, metric_total, start_node
+from tests.world import example
+
+KBRI = "kemlu.kbri-kuching"
+ADMISSION = "id.trafficking.case.shelter-admission"
+
+
+@pytest.fixture
+async def isolated_kafka(
+    external_kafka: str | None, kafka_settings: KafkaSettings
+) -> AsyncIterator[KafkaSettings]:
+    """A fresh embedded broker per test (exchange topics have fixed names), or the external cluster."""
+    if external_kafka is not None:
+        yield kafka_settings
+        return
+    async with EmbeddedBroker() as broker:
+        yield KafkaSettings(
+            bootstrap_servers=(broker.bootstrap_servers,), enable_idempotence=False, **EMBEDDED_KAFKA
+        )
+
+
+@contextlib.asynccontextmanager
+async def kemensos_exchange(
+    root: Path, settings: KafkaSettings, kemensos: Mapping[str, Any]
+) -> AsyncIterator[dict[str, Node]]:
+    """KBRI Kuching and Kemensos gateways; ``kemensos`` is merged into Kemensos' configuration only."""
+    sandbox = create_sandbox(
+        root,
+        [KBRI, "kemensos"],
+        bootstrap_servers=settings.bootstrap_servers,
+        settings={
+            "kafka": kafka_table(settings),
+            "shutdown": {"timeout_seconds": 10.0},
+            "retry": {"attempts": 5, "base_delay": 0.05, "max_delay": 0.5},
+            "sources": [],  # no generic file drop: only what a test gives Kemensos
+        },
+    )
+    config = sandbox["kemensos"].config
+    document = tomllib.loads(config.read_text("utf-8"))
+    config.write_text(tomli_w.dumps({**document, **kemensos}), "utf-8")
+    nodes: dict[str, Node] = {}
+    try:
+        for party in (KBRI, "kemensos"):
+            nodes[party] = await start_node(sandbox[party])
+        yield nodes
+    finally:
+        for node in nodes.values():
+            await node.gateway.stop()
+
+
+async def test_referral_and_plan_reach_the_case_system_in_its_own_shape_once(
+    tmp_path: Path, isolated_kafka: KafkaSettings
+) -> None:
+    referral = example("case.referral", "1.0")[0][1]  # Siti Contoh, KBRI-KCH-2020-000123
+    plan = next(p for _, p in example("case.repatriation-plan", "1.0") if p["case_id"] == referral["case_id"])
+    async with KemensosCaseSystemSimulator() as simulator:
+        simulator.fail_next(2)  # the case system is down for the first two requests
+        sink = {"kind": "kemensos-case-system", "url": simulator.url, "timeout": 5.0}
+        async with kemensos_exchange(tmp_path, isolated_kafka, {"sinks": [sink]}) as nodes:
+            kbri = nodes[KBRI].gateway.publisher
+            sent_referral = await kbri.publish(
+                "id.trafficking.case.referral", referral, recipients=["kemensos"]
+            )
+            sent_plan = await kbri.publish(
+                "id.trafficking.case.repatriation-plan", plan, recipients=["kemensos"]
+            )
+            referral_key = f"{KBRI}/{sent_referral.id}"
+            plan_key = f"{KBRI}/{sent_plan.id}"
+            await eventually(
+                lambda: {referral_key, plan_key} <= set(simulator.cases),
+                what="the case system to hold the referral and the plan",
+            )
+            kemensos = nodes["kemensos"]
+            assert metric_total(kemensos, "xchg_rejected_total") == 0
+            assert metric_total(kemensos, "xchg_dead_lettered_total") == 0
+
+    # delivered once each; the same partition (same case), so the referral met the outage
+    assert simulator.statuses(referral_key) == [503, 503, 201]
+    assert simulator.statuses(plan_key) == [201]
+    assert simulator.raw_count == 4
+    assert simulator.unique_count == 2
+
+    received = simulator.cases[referral_key]
+    assert received["jenis_data"] == "rujukan"
+    assert received["no_kasus"] == "KBRI-KCH-2020-000123"
+    assert received["nama_lengkap"] == "Siti Contoh"  # sealed for Kemensos, unsealed by its gateway
+    assert received["jenis_kelamin"] == "P"
+    assert received["asal_rujukan"] == KBRI
+    assert received["kesehatan"]["status_covid"] == "negatif"
+    assert received["pesan"] == {
+        "id": sent_referral.id,
+        "sumber": KBRI,
+        "jenis": "id.trafficking.case.referral",
+        "waktu": sent_referral.time,
+        "skema": sent_referral.dataschema,
+        "klasifikasi": "restricted",
+    }
+    planned = simulator.cases[plan_key]
+    assert planned["jenis_data"] == "rencana_kepulangan"
+    assert planned["nama_lengkap"] == "Siti Contoh"
+    assert planned["nomor_identitas"] == "SPLP-0000001"
+    assert planned["rencana_kepulangan"]["titik_kedatangan"] == "pos-pemulangan-pontianak"
+    assert planned["rencana_kepulangan"]["tanggal"] == "2020-08-18"
+    assert planned["rencana_kepulangan"]["moda_transportasi"] == "darat"
+
+
+ADMISSION_HEADER = (
+    "no_kasus", "nama", "jenis_kelamin", "id_rptc", "tanggal_masuk", "asal", "jenis_penerimaan", "karantina",
+    "status_covid", "karantina_sampai", "anak", "dirujuk_oleh",
+)  # fmt: skip
+ADMISSION_ROWS = (
+    ("KBRI-KCH-2020-000123", "Siti Contoh", "P", "RPTC-PTK", "19/08/2020 14:20", "PP-PTK", "pos-pemulangan",
+     "y", "negatif", "01/09/2020", "t", "KBRI Kuching"),
+    ("KBRI-KCH-2020-000131", "Rina Rekaan", "P", "RPTC-PTK", "19/08/2020 25:61", "PP-PTK", "pos-pemulangan",
+     "y", "negatif", "", "t", ""),  # an impossible time: quarantined, the rest continues
+    ("KBRI-KCH-2020-000124", "Budi Sampel", "L", "RPTC-PTK", "2020-08-19T14:45:00+07:00", "PP-PTK", "rujukan",
+     "y", "menunggu", "", "y", ""),
+)  # fmt: skip
+
+
+async def test_an_admissions_drop_reaches_the_embassy_and_the_bad_row_is_quarantined(
+    tmp_path: Path, isolated_kafka: KafkaSettings
+) -> None:
+    source = {"kind": "kemensos-csv", "directory": "drop", "poll_interval": 0.1}
+    async with kemensos_exchange(tmp_path, isolated_kafka, {"sources": [source]}) as nodes:
+        drop = nodes["kemensos"].sandbox.drop_dir
+        name = "penerimaan_2020-08-19.csv"
+        path = write_drop(drop, name, ADMISSION_HEADER, ADMISSION_ROWS)
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        kbri = nodes[KBRI]
+
+        def admissions() -> list[Any]:
+            return [a for a in kbri.sink.events if a.event.type == ADMISSION]
+
+        await eventually(
+            lambda: len(admissions()) == 2 and (drop / "done" / name).exists(),
+            what="KBRI Kuching to receive the two good admissions",
+        )
+        assert metric_total(nodes["kemensos"], "xchg_quarantined_total", source="kemensos-csv") == 1
+        assert metric_total(kbri, "xchg_rejected_total") == 0
+
+    received = {a.event.id: a.payload() for a in admissions()}
+    assert set(received) == {csv_event_id(digest, 2), csv_event_id(digest, 4)}
+    siti = received[csv_event_id(digest, 2)]
+    assert siti["case_id"] == "KBRI-KCH-2020-000123"
+    assert siti["admitted_at"] == "2020-08-19T14:20:00+07:00"
+    assert siti["health"] == {"covid19_status": "negative", "quarantine_until": "2020-09-01"}  # unsealed
+    budi = received[csv_event_id(digest, 4)]
+    assert budi["child"] == {"is_minor": True}  # sealed for the referrer found by the case id prefix
+    assert all("identity" not in payload for payload in received.values())
+
+    reports = (drop / "quarantine" / f"{name}.rejected.jsonl").read_text("utf-8")
+    assert [json.loads(line) for line in reports.splitlines()] == [
+        {
+            "file": name,
+            "row": 3,
+            "field": "tanggal_masuk",
+            "reason": "schema.invalid",
+            "problem": "invalid-datetime",
+            "detail": json.loads(reports)["detail"],
+        }
+    ]
+    for value in ("Rina Rekaan", "KBRI-KCH-2020-000131", "25:61", "Siti Contoh"):
+        assert value not in reports
+    assert list((drop / "inbox").iterdir()) == []
