@@ -35,7 +35,7 @@ from aiohttp import web
 
 from gateway.errors import GatewayError, Reason
 from gateway.kafka import KafkaSettings, check_connection
-from gateway.keys import PublicKey
+from gateway.keys import PublicKey, SigningKey
 from gateway.metrics import METRICS_CONTENT_TYPE, GatewayMetrics
 from gateway.registry import Registry
 from gateway.schemas import SchemaStore
@@ -217,22 +217,45 @@ async def stop_ops_server(runner: web.AppRunner) -> None:
 # ---- check factories --------------------------------------------------------------------------------------
 
 
-def signing_key_check(signer: Signer, public_key: PublicKey, *, name: str = "signing-key") -> ReadinessCheck:
+def signing_key_check(
+    signer: Signer,
+    public_key: PublicKey,
+    *,
+    load: Callable[[], SigningKey] | None = None,
+    name: str = "signing-key",
+) -> ReadinessCheck:
     """Sign a fresh random nonce with the gateway's key and verify it with the registered public key.
 
     Catches a key file that does not belong to the registry entry (wrong file deployed after a rotation)
-    before any peer rejects our events with ``sig.invalid``.
+    before any peer rejects our events with ``sig.invalid``. With ``load`` (re-reads the key file as start-up
+    does, raising ``GatewayError(keyfile.invalid)``), the key *file* is checked too, in a worker thread: a
+    file that was deleted, made unreadable, corrupted or replaced by another key fails the check, because
+    the next restart would fail or sign with a key peers do not accept.
     """
 
     async def probe() -> str:
-        message = _SELF_TEST_CONTEXT + secrets.token_bytes(32)
-        try:
-            signature = signer.key.sign(message)
-        except Exception as exc:  # noqa: BLE001 - reported by type only
-            raise CheckFailed(f"signing with key {signer.kid} failed ({type(exc).__name__})") from None
-        if signer.key.alg != public_key.alg or not public_key.verify(signature, message):
-            raise CheckFailed(f"key {signer.kid} does not match the registered {public_key.alg} public key")
-        return f"{signer.kid} ({signer.key.alg}) signs and verifies"
+        keys = [("in-memory key", signer.key)]
+        if load is not None:
+            try:
+                keys.append(("key file", await asyncio.to_thread(load)))
+            except GatewayError as exc:
+                raise CheckFailed(f"{exc.reason}: {exc.detail}") from None
+            except Exception as exc:  # noqa: BLE001 - reported by type only
+                raise CheckFailed(
+                    f"key file of {signer.kid} cannot be loaded ({type(exc).__name__})"
+                ) from None
+        for what, key in keys:
+            message = _SELF_TEST_CONTEXT + secrets.token_bytes(32)
+            try:
+                signature = key.sign(message)
+            except Exception as exc:  # noqa: BLE001 - reported by type only
+                raise CheckFailed(f"signing with {what} {signer.kid} failed ({type(exc).__name__})") from None
+            if key.alg != public_key.alg or not public_key.verify(signature, message):
+                raise CheckFailed(
+                    f"{what} of {signer.kid} does not match the registered {public_key.alg} public key"
+                )
+        checked = " and key file" if load is not None else ""
+        return f"{signer.kid} ({signer.key.alg}) signs and verifies{checked}"
 
     return ReadinessCheck(name, probe)
 

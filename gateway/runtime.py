@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -129,8 +129,8 @@ class Gateway:
         self.schemas = SchemaStore.load(config.schemas)
         if self.registry.party(self.party) is None:
             raise GatewayError(Reason.CONFIG_INVALID, f"party: {self.party!r} is not in {config.registry}")
-        passphrase = config.passphrase_file.read_bytes().rstrip(b"\r\n") if config.passphrase_file else None
-        signing = SigningKey.load(config.signing_key, passphrase)
+        passphrase = self._passphrase()
+        signing = self._load_signing_key()
         kid = self._own_kid(signing.public_key.raw, "sig", config.signing_key)
         sealing = {}
         for path in config.sealing_keys:
@@ -205,11 +205,28 @@ class Gateway:
             Reason.KEYFILE_INVALID, f"{path}: its public key is not a {use} key of {self.party}"
         )
 
+    def _passphrase(self) -> bytes | None:
+        path = self.config.passphrase_file
+        if path is None:
+            return None
+        try:
+            return path.read_bytes().rstrip(b"\r\n")
+        except OSError as exc:
+            raise GatewayError(
+                Reason.KEYFILE_INVALID, f"cannot read passphrase file {path}: {exc.strerror}"
+            ) from exc
+
+    def _load_signing_key(self) -> SigningKey:
+        """Read the signing key file (and passphrase file) as configured: at start-up and by /readyz."""
+        return SigningKey.load(self.config.signing_key, self._passphrase())
+
     def _checks(self) -> list[ReadinessCheck]:
         ops = self.config.ops
+        registered = self.registry.key(self.signer.kid)
+        assert registered is not None  # noqa: S101 - _own_kid found it in start()
         return [
             kafka_check(self.kafka, timeout=max(0.5, ops.check_timeout * 0.75)),
-            signing_key_check(self.signer, self.signer.key.public_key),
+            signing_key_check(self.signer, registered.public_key, load=self._load_signing_key),
             registry_check(self.registry, self.party, kid=self.signer.kid, min_days=ops.key_expiry_days),
             schemas_check(self.schemas),
             threshold_check(
@@ -219,10 +236,13 @@ class Gateway:
         ]
 
     # ---- background work ----------------------------------------------------------------------------
-    async def _connect(self, factory: Any, what: str) -> Any:
-        """Start a Kafka client, retrying with backoff until it works or the gateway closes."""
+    async def _connect(
+        self, factory: Any, what: str, give_up: Callable[[], bool], wake: asyncio.Event
+    ) -> Any:
+        """Start a Kafka client, retrying with backoff until it works, the gateway closes or ``give_up()``
+        (checked again whenever ``wake`` is set)."""
         delay = 0.5
-        while not self._closing.is_set():
+        while not self._closing.is_set() and not give_up():
             client = factory()
             try:
                 await client.start()
@@ -230,14 +250,21 @@ class Gateway:
                 with contextlib.suppress(Exception):
                     await client.stop()
                 _log.warning(f"{what} cannot connect; retrying", error=type(exc).__name__, retry_in=delay)
-                await _sleep_unless(self._closing, delay)
+                watch = [self._closing] if wake.is_set() else [self._closing, wake]  # a set event would spin
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(_wait_first(*watch), timeout=delay)
                 delay = min(delay * 2, 10.0)
                 continue
             return client
         return None
 
     async def _run_sender(self) -> None:
-        producer = await self._connect(lambda: AIOKafkaProducer(**self.kafka.producer_kwargs()), "producer")
+        producer = await self._connect(
+            lambda: AIOKafkaProducer(**self.kafka.producer_kwargs()),
+            "producer",
+            give_up=lambda: self._send_stop.is_set() and self.outbox.depth == 0,  # nothing left to drain
+            wake=self._send_stop,
+        )
         if producer is None:
             return
         self._producer = producer
@@ -255,9 +282,14 @@ class Gateway:
         if not self.topics:
             _log.info("this party reads no topics", party=self.party)
             return
-        await self._producer_ready.wait()
+        await _wait_first(self._producer_ready, self._consume_stop)
+        if self._consume_stop.is_set():
+            return
         consumer = await self._connect(
-            lambda: AIOKafkaConsumer(**self.kafka.consumer_kwargs(self.group_id)), "consumer"
+            lambda: AIOKafkaConsumer(**self.kafka.consumer_kwargs(self.group_id)),
+            "consumer",
+            give_up=self._consume_stop.is_set,
+            wake=self._consume_stop,
         )
         if consumer is None:
             return
@@ -336,6 +368,17 @@ async def _finish(tasks: Sequence[asyncio.Task[None]], deadline: float) -> None:
     for task in tasks:
         if task.done() and not task.cancelled() and task.exception() is not None:
             _log.error("task failed", task=task.get_name(), error=type(task.exception()).__name__)
+
+
+async def _wait_first(*events: asyncio.Event) -> None:
+    """Wait until one of ``events`` is set (the waiters are cancelled and awaited)."""
+    waiters = [asyncio.create_task(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+        await asyncio.gather(*waiters, return_exceptions=True)
 
 
 async def _sleep_unless(event: asyncio.Event, seconds: float) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
+import functools
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from typing import Any, Protocol
 
 import structlog
 from aiokafka import ConsumerRebalanceListener, TopicPartition
+from prometheus_client import Counter
 
 from gateway.errors import Reason, Rejected
 from gateway.inbox import Inbox
@@ -81,6 +83,7 @@ class Subscriber:
         retry: RetryPolicy | None = None,
         max_records: int = 500,
         error_backoff: float = 1.0,
+        commit_timeout: float = 5.0,
     ) -> None:
         self.party = party
         self._verifier = verifier
@@ -91,6 +94,7 @@ class Subscriber:
         self._retry = retry or RetryPolicy()
         self._max_records = max_records
         self._error_backoff = error_backoff
+        self._commit_timeout = commit_timeout
         self._done: dict[TopicPartition, int] = {}
         self._committed: dict[TopicPartition, int] = {}
         self.handled_total = 0
@@ -113,12 +117,16 @@ class Subscriber:
             await self.commit(consumer)
 
     async def commit(self, consumer: ConsumerLike) -> None:
-        """Commit every handled offset not yet committed (also called from the rebalance listener)."""
+        """Commit every handled offset not yet committed (also called from the rebalance listener).
+
+        Bounded by ``commit_timeout``: aiokafka retries a commit that fails with a retriable error (e.g.
+        UNKNOWN_TOPIC_OR_PARTITION) forever, which would stall the loop and every delivery behind it.
+        """
         pending = {tp: off for tp, off in self._done.items() if self._committed.get(tp) != off}
         if not pending:
             return
         try:
-            await consumer.commit(pending)
+            await asyncio.wait_for(consumer.commit(pending), timeout=self._commit_timeout)
         except Exception as exc:  # noqa: BLE001 - the records are safe in the inbox; redelivery is deduplicated
             _log.warning("offset commit failed; records will be redelivered and deduplicated",
                          error=type(exc).__name__, party=self.party)  # fmt: skip
@@ -165,11 +173,11 @@ class Subscriber:
         for route in self._routes:
             if not route.matches(accepted.event.type):
                 continue
-            try:
-                await deliver_with_retry(route.sink, accepted, self._retry)
-            except SinkError:
-                self._metrics.sink_failures.labels(sink=route.sink.name).inc()
-                raise
+            # every failed attempt counts (docs: "failed delivery attempts"), also one a retry recovers from
+            failures = self._metrics.sink_failures.labels(sink=route.sink.name)
+            await deliver_with_retry(
+                route.sink, accepted, self._retry, on_failure=functools.partial(_count_failure, failures)
+            )
             self._metrics.delivered.labels(sink=route.sink.name).inc()
 
     async def _dead_letter(self, record: Any, rejected: Rejected, producer: ProducerLike) -> None:
@@ -229,6 +237,10 @@ class CommitOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokaf
 
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
         _log.info("partitions assigned", party=self._subscriber.party, count=len(list(assigned)))
+
+
+def _count_failure(counter: Counter, _error: SinkError, _attempt: int) -> None:
+    counter.inc()
 
 
 def _event_timestamp(value: str) -> float:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gateway.broker import EmbeddedBroker
 from gateway.config import GatewayConfig
 from gateway.kafka import KafkaSettings
 from gateway.runtime import Gateway
@@ -39,7 +40,35 @@ def kafka_table(settings: KafkaSettings) -> dict[str, Any]:
     }
     if settings.allow_plaintext:
         table["allow_plaintext"] = True
+    if settings.security_protocol != "PLAINTEXT":
+        table["security_protocol"] = settings.security_protocol
+    if settings.tls is not None:  # as an operator writes it: [kafka.tls] ca_file = "..."
+        table["tls"] = {"ca_file": str(settings.tls.ca_file), "check_hostname": settings.tls.check_hostname}
+    if settings.sasl is not None:  # the password stays in its file
+        sasl = settings.sasl
+        table["sasl"] = {
+            "mechanism": sasl.mechanism,
+            "username": sasl.username,
+            "password_file": str(sasl.password_file),
+        }
     return table
+
+
+def kafka_settings_for(bootstrap_servers: str, **extra: Any) -> KafkaSettings:
+    """Settings for an embedded broker (or a TLS proxy in front of one): no idempotence, its group timings."""
+    return KafkaSettings(
+        bootstrap_servers=(bootstrap_servers,),
+        enable_idempotence=False,
+        session_timeout_ms=EMBEDDED_KAFKA["session_timeout_ms"],
+        heartbeat_interval_ms=EMBEDDED_KAFKA["heartbeat_interval_ms"],
+        request_timeout_ms=EMBEDDED_KAFKA["request_timeout_ms"],
+        **extra,
+    )
+
+
+def embedded_settings(broker: EmbeddedBroker) -> KafkaSettings:
+    """PLAINTEXT settings for an embedded broker, with the group timings it needs."""
+    return kafka_settings_for(broker.bootstrap_servers)
 
 
 @contextlib.asynccontextmanager
@@ -50,8 +79,13 @@ async def exchange(
     *,
     extra_parties: Sequence[Mapping[str, Any]] = (),
     overrides: Mapping[str, Any] | None = None,
+    sinks: Mapping[str, MemorySink] | None = None,
 ) -> AsyncIterator[dict[str, Node]]:
-    """Start one gateway per party (each with a MemorySink for everything it receives); stop them all after."""
+    """Start one gateway per party (each with a MemorySink for everything it receives); stop them all after.
+
+    ``sinks`` replaces the MemorySink of some parties (e.g. one that fails); ``overrides`` are merged into
+    every gateway's configuration file.
+    """
     sandbox = create_sandbox(
         root, parties, bootstrap_servers=settings.bootstrap_servers, extra_parties=extra_parties,
         settings={"kafka": kafka_table(settings), "shutdown": {"timeout_seconds": 10.0}, **(overrides or {})},
@@ -59,7 +93,7 @@ async def exchange(
     nodes: dict[str, Node] = {}
     try:
         for party in parties:
-            nodes[party] = await start_node(sandbox[party])
+            nodes[party] = await start_node(sandbox[party], (sinks or {}).get(party))
         yield nodes
     finally:
         for node in nodes.values():
@@ -75,9 +109,12 @@ async def start_node(sandbox: SandboxParty, sink: MemorySink | None = None) -> N
 
 
 async def eventually(
-    predicate: Callable[[], bool], *, timeout: float = 30.0, what: str = "condition"
+    predicate: Callable[[], bool],
+    *,
+    timeout: float = 30.0,  # noqa: ASYNC109 - a bound on polling, not a cancellation scope
+    what: str = "condition",
 ) -> None:
-    """Poll ``predicate`` until true; fail with ``what`` after ``timeout`` (a bound, not a timing assertion)."""
+    """Poll ``predicate`` until true; fail with ``what`` after ``timeout`` (a bound, not a timing check)."""
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
