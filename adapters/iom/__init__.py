@@ -1,0 +1,104 @@
+"""IOM adapter: IOM's HTCDS v2.0 case data on the exchange.
+
+Inbound (source ``iom-htcds``) reads IOM exports in the column layout of the HTCDS v2.0 Excel template (CSV
+or XLSX, header row of HTCDS field names followed by a few IOM operational columns) and publishes assistance
+records (hygiene kits, psychoeducation, ...) and supply alerts (e.g. 2,500 hygiene kits to Pos Pemulangan
+Pontianak). Outbound (sink ``iom-htcds``) posts referrals to IOM's case system as HTCDS-shaped JSON. Codes
+are translated per ``mapping.toml``; the HTCDS column list is ``htcds_v2_columns.txt``. Configuration::
+
+    [[sources]]
+    kind = "iom-htcds"
+    directory = "iom-exports"     # inbox/, done/, quarantine/ are created inside (mode 0700)
+    poll_interval = 2.0
+    sheet = "HTCDS"               # optional: worksheet to read (default: the first one)
+
+    [[sinks]]
+    kind = "iom-htcds"
+    types = ["id.trafficking.case.referral"]
+    url = "https://cases.iom.example/api/v1/referrals"
+    token_file = "secrets/iom-token"   # optional bearer token; ca_file = "..." optional private CA
+
+See docs/ADAPTERS.md ("IOM") for the file and JSON layouts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Final
+
+from adapters._io import check_base_url, client_options, refuse_unknown_options
+from adapters.iom._mapping import (
+    COLUMNS_FILE,
+    EVENT_ID_NAMESPACE,
+    MAPPING_FILE,
+    ROW_MESSAGES,
+    IomMapping,
+    htcds_columns,
+    row_event_id,
+)
+from adapters.iom._reader import FileProblem, Sheet, read_sheet
+from adapters.iom._sink import referral_sink
+from adapters.iom._source import FileReport, HtcdsExportSource, RowRejection
+from gateway.plugins import PluginContext, option
+from gateway.sinks import WebhookSink
+
+__all__ = [
+    "COLUMNS_FILE",
+    "EVENT_ID_NAMESPACE",
+    "MAPPING_FILE",
+    "ROW_MESSAGES",
+    "FileProblem",
+    "FileReport",
+    "HtcdsExportSource",
+    "IomMapping",
+    "RowRejection",
+    "Sheet",
+    "htcds_columns",
+    "htcds_sink",
+    "htcds_source",
+    "read_sheet",
+    "referral_sink",
+    "row_event_id",
+]
+
+
+_SOURCE_OPTIONS: Final = frozenset(
+    {"directory", "name", "poll_interval", "sheet", "max_file_bytes", "mapping"}
+)
+_SINK_OPTIONS: Final = frozenset({"url", "name", "timeout", "token_file", "ca_file", "mapping"})
+
+
+def _mapping(options: Mapping[str, Any], ctx: PluginContext) -> IomMapping:
+    path = option(options, "mapping", str, ctx, None)
+    return IomMapping.load(ctx.path(path, "mapping")) if path is not None else IomMapping.load()
+
+
+def htcds_source(options: Mapping[str, Any], ctx: PluginContext) -> HtcdsExportSource:
+    """Entry point ``xchg_gateway.sources: iom-htcds``."""
+    refuse_unknown_options(options, _SOURCE_OPTIONS, ctx)
+    return HtcdsExportSource(
+        ctx.path(options.get("directory"), "directory"),
+        party=ctx.party,
+        mapping=_mapping(options, ctx),
+        name=option(options, "name", str, ctx, "iom-htcds"),
+        poll_interval=option(options, "poll_interval", float, ctx, 2.0),
+        sheet=option(options, "sheet", str, ctx, None),
+        max_file_bytes=option(options, "max_file_bytes", int, ctx, 50 * 1024 * 1024),
+        on_quarantine=ctx.quarantined,
+    )
+
+
+def htcds_sink(options: Mapping[str, Any], ctx: PluginContext) -> WebhookSink:
+    """Entry point ``xchg_gateway.sinks: iom-htcds``."""
+    refuse_unknown_options(options, _SINK_OPTIONS, ctx)
+    url = option(options, "url", str, ctx)
+    check_base_url(url, f"{ctx.where}.url")
+    headers, ssl = client_options(options, ctx)
+    return referral_sink(
+        url,
+        _mapping(options, ctx),
+        name=option(options, "name", str, ctx, "iom-htcds"),
+        timeout=option(options, "timeout", float, ctx, 10.0),
+        headers=headers,
+        ssl=ssl,
+    )

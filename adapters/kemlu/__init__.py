@@ -1,0 +1,147 @@
+"""Kemlu / KBRI adapter: the embassies' citizen-protection case API on the exchange.
+
+Each embassy (``kemlu.kbri-kuching``, ``kemlu.kbri-kuala-lumpur``) is its own party with its own keys and runs
+its own gateway; this adapter is the same code for all of them and only reads its gateway's party and the
+``mission`` option. Inbound (source ``kemlu-case-api``) polls the case API and publishes trafficking (TPPO)
+cases as referrals, repatriation plans and network alerts; outbound (sink ``kemlu-case-api``) posts shelter
+admissions and case closures back to the case API. Field names and codes are translated per
+``mapping.toml``. Configuration (``gateway.toml``)::
+
+    [[sources]]
+    kind = "kemlu-case-api"
+    url = "https://pwni.kemlu.example/"     # base URL of the case API
+    mission = "kuching"                     # default: derived from the party (kemlu.kbri-<mission>)
+    poll_interval = 30.0                    # seconds between polls when all is well
+    page_size = 100
+    timeout = 10.0
+    since = "2020-01-01T00:00:00+07:00"     # where a fresh gateway starts (default: the beginning)
+    backoff_base = 1.0                      # first retry delay after an API failure (doubles, jittered)
+    backoff_max = 60.0                      # cap of the retry delay
+    token_file = "secrets/kemlu-token"      # optional bearer token; ca_file = "..." optional private CA
+
+    [[sinks]]
+    kind = "kemlu-case-api"
+    types = ["id.trafficking.case.shelter-admission", "id.trafficking.case.closure"]
+    url = "https://pwni.kemlu.example/"
+
+See docs/ADAPTERS.md ("Kemlu / KBRI") for the API layouts.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any, Final
+
+from adapters._io import check_base_url, client_options, refuse_unknown_options
+from adapters.kemlu._mapping import (
+    EVENT_ID_NAMESPACE,
+    MAPPING_FILE,
+    KemluMapping,
+    MessageProblem,
+    PlannedMessage,
+    case_event_id,
+)
+from adapters.kemlu._sink import KemluUpdatesSink, update_url
+from adapters.kemlu._source import Cursor, KemluCaseApiSource, PollResult, parse_instant
+from gateway.errors import GatewayError, Reason
+from gateway.plugins import PluginContext, option
+from gateway.sinks import RetryPolicy
+
+__all__ = [
+    "EVENT_ID_NAMESPACE",
+    "MAPPING_FILE",
+    "Cursor",
+    "KemluCaseApiSource",
+    "KemluMapping",
+    "KemluUpdatesSink",
+    "MessageProblem",
+    "PlannedMessage",
+    "PollResult",
+    "case_api_sink",
+    "case_api_source",
+    "case_event_id",
+    "mission_of",
+    "parse_instant",
+    "update_url",
+]
+
+_MISSION_RE: Final = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
+_NAME_RE: Final = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+_HTTP_OPTIONS: Final = frozenset({"url", "name", "timeout", "token_file", "ca_file", "mapping"})
+_SOURCE_OPTIONS: Final = _HTTP_OPTIONS | {
+    "mission",
+    "poll_interval",
+    "page_size",
+    "since",
+    "backoff_base",
+    "backoff_max",
+}
+
+
+def mission_of(party: str) -> str | None:
+    """``kemlu.kbri-kuching`` -> ``kuching``: the mission an embassy party's gateway serves by default."""
+    prefix = "kemlu.kbri-"
+    return party[len(prefix) :] if party.startswith(prefix) and len(party) > len(prefix) else None
+
+
+def _mapping(options: Mapping[str, Any], ctx: PluginContext) -> KemluMapping:
+    path = option(options, "mapping", str, ctx, None)
+    return KemluMapping.load(ctx.path(path, "mapping") if path is not None else MAPPING_FILE)
+
+
+def case_api_source(options: Mapping[str, Any], ctx: PluginContext) -> KemluCaseApiSource:
+    """Entry point ``xchg_gateway.sources: kemlu-case-api``."""
+    refuse_unknown_options(options, _SOURCE_OPTIONS, ctx)
+    mission = option(options, "mission", str, ctx, None) or mission_of(ctx.party)
+    if mission is None or not _MISSION_RE.match(mission):
+        raise GatewayError(
+            Reason.CONFIG_INVALID,
+            f"{ctx.where}.mission: required (lower-case, e.g. 'kuching') "
+            "unless the party is kemlu.kbri-<mission>",
+        )
+    name = option(options, "name", str, ctx, f"kemlu-case-api-{mission}")
+    if not _NAME_RE.match(name):
+        raise GatewayError(
+            Reason.CONFIG_INVALID, f"{ctx.where}.name: lower-case letters, digits and '-' only"
+        )
+    headers, ssl = client_options(options, ctx)
+    try:
+        backoff = RetryPolicy(
+            attempts=1,
+            base_delay=option(options, "backoff_base", float, ctx, 1.0),
+            max_delay=option(options, "backoff_max", float, ctx, 60.0),
+            jitter=0.2,
+        )
+    except GatewayError as exc:
+        raise GatewayError(Reason.CONFIG_INVALID, f"{ctx.where}.backoff_*: {exc.detail}") from exc
+    return KemluCaseApiSource(
+        base_url=check_base_url(option(options, "url", str, ctx), f"{ctx.where}.url"),
+        mission=mission,
+        party=ctx.party,
+        state_dir=ctx.data_dir,
+        mapping=_mapping(options, ctx),
+        name=name,
+        poll_interval=option(options, "poll_interval", float, ctx, 30.0),
+        page_size=option(options, "page_size", int, ctx, 100),
+        timeout=option(options, "timeout", float, ctx, 10.0),
+        since=option(options, "since", str, ctx, "1970-01-01T00:00:00Z"),
+        backoff=backoff,
+        headers=headers,
+        ssl=ssl,
+        on_quarantine=ctx.quarantined,
+    )
+
+
+def case_api_sink(options: Mapping[str, Any], ctx: PluginContext) -> KemluUpdatesSink:
+    """Entry point ``xchg_gateway.sinks: kemlu-case-api``."""
+    refuse_unknown_options(options, _HTTP_OPTIONS, ctx)
+    headers, ssl = client_options(options, ctx)
+    return KemluUpdatesSink(
+        check_base_url(option(options, "url", str, ctx), f"{ctx.where}.url"),
+        _mapping(options, ctx),
+        name=option(options, "name", str, ctx, "kemlu-case-api"),
+        timeout=option(options, "timeout", float, ctx, 10.0),
+        headers=headers,
+        ssl=ssl,
+    )

@@ -1,0 +1,612 @@
+"""The Kemlu/KBRI adapter offline: case items -> payloads (against the real schemas), the poll loop against
+the case-API simulator (tppo filter, cursor persistence and resume, dedup on re-poll, keyset paging, an API
+that fails and recovers, publish deferring), quarantine without values, and the outbound case updates.
+
+The stand-in for the runtime's publish function is the real thing minus Kafka: ``build_event`` with the
+sample registry (validate, seal for the recipients, which must be allowed to read the topic, sign) and an
+"outbox" keyed by event id, so a case that "works" here is one the gateway would accept and deduplicate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from structlog.testing import capture_logs
+from yarl import URL
+
+from adapters.kemlu import (
+    KemluCaseApiSource,
+    KemluMapping,
+    KemluUpdatesSink,
+    MessageProblem,
+    PlannedMessage,
+    case_api_sink,
+    case_api_source,
+    case_event_id,
+    mission_of,
+)
+from adapters.simulators.kemlu import KemluCaseApiSimulator, sarawak_cases
+from gateway.envelope import Envelope
+from gateway.errors import GatewayError, Reason
+from gateway.metrics import GatewayMetrics
+from gateway.plugins import PluginContext
+from gateway.schemas import SchemaStore, default_schema_root
+from gateway.sinks import RetryPolicy, SinkError, deliver_with_retry
+from gateway.verify import Accepted
+from tests.world import World, example
+
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "kemlu"
+KBRI = "kemlu.kbri-kuching"
+SYNTHETIC_NAME = "Ratna Kusumawardhani"  # invented; in the malformed fixture; never in a report or a log
+KCH_TPPO = ["KBRI-KCH-2020-000123", "KBRI-KCH-2020-000124", "KBRI-KCH-2020-000125", "KBRI-KCH-2020-000126"]
+FAST = RetryPolicy(attempts=1, base_delay=0.01, max_delay=0.05, jitter=0.1)
+
+
+@pytest.fixture(scope="module")
+def world() -> World:
+    return World.build()
+
+
+@pytest.fixture(scope="module")
+def mapping() -> KemluMapping:
+    return KemluMapping.load()
+
+
+@pytest.fixture(scope="module")
+def schemas() -> SchemaStore:
+    return SchemaStore.load(default_schema_root())
+
+
+def page(name: str) -> list[Any]:
+    items: list[Any] = json.loads((FIXTURES / name).read_text("utf-8"))["items"]
+    return items
+
+
+@dataclass
+class Call:
+    event_type: str
+    data: Mapping[str, Any]
+    recipients: tuple[str, ...]
+    event_id: str | None
+
+
+@dataclass
+class OutboxPublish:
+    """``build_event`` as the party + an outbox that keeps one event per id (``INSERT OR IGNORE``)."""
+
+    world: World
+    party: str = KBRI
+    calls: list[Call] = field(default_factory=list)
+    outbox: dict[str, Envelope] = field(default_factory=dict)
+    refuse_on_call: tuple[int, Reason] | None = None
+
+    async def __call__(
+        self,
+        event_type: str,
+        data: Mapping[str, Any],
+        *,
+        recipients: Sequence[str] = (),
+        dataschema: str | None = None,
+        event_id: str | None = None,
+    ) -> Envelope:
+        self.calls.append(Call(event_type, copy.deepcopy(dict(data)), tuple(recipients), event_id))
+        if self.refuse_on_call is not None and len(self.calls) == self.refuse_on_call[0]:
+            raise GatewayError(self.refuse_on_call[1], "the gateway cannot take events now")
+        event = self.world.event(
+            event_type, data, by=self.party, recipients=recipients, dataschema=dataschema, event_id=event_id
+        )
+        self.outbox.setdefault(event.id, event)
+        return event
+
+    def of_type(self, suffix: str) -> list[Envelope]:
+        return [e for e in self.outbox.values() if e.type.endswith(suffix)]
+
+    def subjects(self, suffix: str) -> set[str]:
+        return {e.subject for e in self.of_type(suffix)}
+
+
+def make_source(
+    api: KemluCaseApiSimulator, state: Path, mapping: KemluMapping, **kwargs: Any
+) -> KemluCaseApiSource:
+    options: dict[str, Any] = {
+        "base_url": _url(api.url), "mission": "kuching", "party": KBRI, "state_dir": state,
+        "mapping": mapping, "poll_interval": 0.05, "backoff": FAST, **kwargs,
+    }  # fmt: skip
+    return KemluCaseApiSource(**options)
+
+
+def _url(text: str) -> URL:
+    return URL(text)
+
+
+# ---- mapping ------------------------------------------------------------------------------------------
+
+
+def test_every_seeded_case_maps_to_payloads_valid_under_the_real_schemas(
+    mapping: KemluMapping, schemas: SchemaStore
+) -> None:
+    produced: dict[str, int] = {}
+    for item in page("cases-page.json"):
+        if item.get("tppo") is not True:
+            continue
+        for planned in mapping.plan(item, version=str(item["version"])):
+            assert isinstance(planned, PlannedMessage), planned
+            schemas.latest(planned.event_type).validate(planned.payload)
+            produced[planned.message] = produced.get(planned.message, 0) + 1
+    assert produced == {"referral": 5, "repatriation_plan": 4, "network_alert": 5}
+
+
+def test_referral_carries_htcds_fields_and_identity_for_sealing(mapping: KemluMapping) -> None:
+    item = page("cases-page.json")[0]
+    referral = mapping.plan(item, version="1")[0]
+    assert isinstance(referral, PlannedMessage)
+    payload = referral.payload
+    assert payload["case_id"] == "KBRI-KCH-2020-000123"
+    assert payload["cas_ReferredOrganisation"] == "kemensos"
+    assert payload["vic_TraffickingStatus"] == "ActualVictimOfTrafficking"
+    assert payload["vic_ForcedLabourIndustry"] == "A_AgricultureForestryAndFishing"
+    assert payload["identity"]["prs_FirstName"] == "Budi"
+    assert payload["identity"]["prs_Gender"] == "Masculine"
+    assert payload["trafficking_events"][2] == {
+        "hte_Type": "Exploitation", "hte_Country": "MY", "hte_State": "Sarawak", "hte_City": "Bintulu",
+        "hte_Date": "2019-12-01",
+    }  # fmt: skip
+    assert payload["perpetrator"][0]["vic_RelationshipToTrafficker"] == "Acquainted"
+    # sealed for the referred party and the party in copy (the person consented to both)
+    assert referral.recipients == ("kemensos", "iom")
+
+
+def test_repatriation_plan_goes_through_entikong_to_pos_pemulangan_pontianak(mapping: KemluMapping) -> None:
+    plan = next(
+        p for p in mapping.plan(page("cases-page.json")[0], version="1") if p.message == "repatriation_plan"
+    )
+    assert isinstance(plan, PlannedMessage)
+    assert plan.payload["border_crossing"] == "plbn-entikong"
+    assert plan.payload["arrival_point"] == "pos-pemulangan-pontianak"
+    assert plan.payload["onward_location_id"] == "rptc-pontianak"
+    assert plan.payload["transport_mode"] == "road"
+    assert plan.recipients == ("kemensos", "iom")  # the escort (IOM) is already in copy
+
+
+def test_network_alert_has_no_person_data_and_suppresses_small_counts(mapping: KemluMapping) -> None:
+    items = page("cases-page.json")
+    kch = next(p for p in mapping.plan(items[0], version="1") if p.message == "network_alert")
+    kl = next(p for p in mapping.plan(items[-1], version="1") if p.message == "network_alert")
+    assert isinstance(kch, PlannedMessage)
+    assert isinstance(kl, PlannedMessage)
+    assert kch.payload["suspected_victim_count"] == 14
+    assert kl.payload["suspected_victim_count"] == "<11"  # 6 people: small-cell suppressed
+    assert kch.recipients == ()  # alerts are not sealed for anyone: there is nothing personal in them
+    text = json.dumps(kch.payload)
+    for personal in ("Budi", "Sampel", "SPLP-", "+44", "Pak Sampel", "Fictional Plantation"):
+        assert personal not in text
+    zero = copy.deepcopy(items[0])
+    zero["jaringan"]["jumlah_korban_terduga"] = 0
+    alert = next(p for p in mapping.plan(zero, version="1") if p.message == "network_alert")
+    assert isinstance(alert, PlannedMessage)
+    assert alert.payload["suspected_victim_count"] == 0
+
+
+def test_event_ids_are_deterministic_per_case_version_and_message(mapping: KemluMapping) -> None:
+    items = page("cases-page.json")
+    first = [p.event_id for p in mapping.plan(items[0], version="1") if isinstance(p, PlannedMessage)]
+    again = [
+        p.event_id
+        for p in mapping.plan(copy.deepcopy(items[0]), version="1")
+        if isinstance(p, PlannedMessage)
+    ]
+    bumped = [p.event_id for p in mapping.plan(items[0], version="2") if isinstance(p, PlannedMessage)]
+    assert first == again
+    assert first[0] == case_event_id("KBRI-KCH-2020-000123", "1", "referral")
+    assert first[0] != bumped[0]
+    assert first[1] != bumped[1]
+    # the network is keyed on the alert and its own version: four cases naming it publish one event
+    assert first[2] == bumped[2]
+    other_case = [p.event_id for p in mapping.plan(items[1], version="1") if isinstance(p, PlannedMessage)]
+    assert other_case[2] == first[2]
+
+
+def test_an_unknown_code_names_the_field_not_the_value(mapping: KemluMapping) -> None:
+    item = copy.deepcopy(page("cases-page.json")[0])
+    item["tppo_detail"]["sektor"] = SYNTHETIC_NAME
+    planned = mapping.plan(item, version="1")
+    problem = planned[0]
+    assert isinstance(problem, MessageProblem)
+    assert (problem.message, problem.error.field) == ("referral", "tppo_detail.sektor")
+    assert SYNTHETIC_NAME not in str(problem) + problem.error.detail
+
+
+def test_a_plan_without_a_referral_is_sealed_for_the_escort_only(mapping: KemluMapping) -> None:
+    item = copy.deepcopy(page("cases-page.json")[0])
+    del item["rujukan"], item["jaringan"]
+    [plan] = mapping.plan(item, version="1")
+    assert isinstance(plan, PlannedMessage)
+    assert (plan.message, plan.recipients) == ("repatriation_plan", ("iom",))
+
+
+def test_mission_of_party() -> None:
+    assert mission_of("kemlu.kbri-kuching") == "kuching"
+    assert mission_of("kemlu.kbri-kuala-lumpur") == "kuala-lumpur"
+    assert mission_of("kemensos") is None
+
+
+# ---- the poll loop --------------------------------------------------------------------------------------
+
+
+async def test_poll_publishes_only_tppo_cases_of_this_mission(
+    tmp_path: Path, world: World, mapping: KemluMapping
+) -> None:
+    publish = OutboxPublish(world)
+    async with KemluCaseApiSimulator() as api:
+        source = make_source(api, tmp_path, mapping)
+        result = await source.poll_once(publish)
+        await source.close()
+    assert publish.subjects("case.referral") == set(KCH_TPPO)
+    assert publish.subjects("case.repatriation-plan") == set(KCH_TPPO)
+    assert publish.subjects("alert.network") == {"ALR-KCH-2020-000031"}
+    assert len(publish.of_type("alert.network")) == 1  # one network, one event
+    assert result.skipped == 1  # the lost-passport case (tppo false); the KL case is not even served
+    assert all(q["mission"] == "kuching" for q in api.gets)
+    published = {e.subject for e in publish.outbox.values()}
+    assert "KBRI-KCH-2020-000130" not in published
+    assert "KBRI-KL-2020-000310" not in published
+
+
+async def test_identity_is_sealed_for_the_referred_party(
+    tmp_path: Path, world: World, mapping: KemluMapping
+) -> None:
+    publish = OutboxPublish(world)
+    async with KemluCaseApiSimulator() as api:
+        source = make_source(api, tmp_path, mapping)
+        await source.poll_once(publish)
+        await source.close()
+    referral = next(e for e in publish.of_type("case.referral") if e.subject == "KBRI-KCH-2020-000123")
+    assert b"Budi" not in referral.data  # the wire form carries identity only inside `sealed`
+    for party in ("kemensos", "iom"):
+        verdict = world.verifier(party).verify_structured(referral.to_structured())
+        assert isinstance(verdict, Accepted), verdict
+        assert verdict.payload()["identity"]["prs_FirstName"] == "Budi"
+    kbri_kl = world.verifier("kemlu.kbri-kuala-lumpur").verify_structured(referral.to_structured())
+    assert not isinstance(kbri_kl, Accepted) or "identity" not in kbri_kl.payload()
+
+
+async def test_cursor_is_persisted_and_resumed_after_restart(
+    tmp_path: Path, world: World, mapping: KemluMapping
+) -> None:
+    publish = OutboxPublish(world)
+    async with KemluCaseApiSimulator() as api:
+        first = make_source(api, tmp_path, mapping)
+        await first.poll_once(publish)
+        await first.close()
+        cursor = json.loads((tmp_path / "kemlu-cursor-kemlu-case-api.json").read_text("utf-8"))
+        assert cursor["updated_since"] == "2020-08-10T09:20:00+08:00"  # the newest Kuching case
+        assert cursor["mission"] == "kuching"
+        published = set(publish.outbox)
+
+        restarted = make_source(api, tmp_path, mapping)  # a new process: state only from the file
+        restarted.cursor.load()
+        api.gets.clear()
+        calls_before = len(publish.calls)
+        await restarted.poll_once(publish)
+        assert api.gets[0]["updated_since"] == "2020-08-10T09:20:00+08:00"
+        assert len(publish.calls) == calls_before  # the newest case was not TPPO: nothing re-published
+        assert set(publish.outbox) == published
+
+        api.update_case(
+            "KBRI-KCH-2020-000125", {"pemulangan": {"status": "BERUBAH", "tanggal_berangkat": "2020-08-25"}}
+        )
+        await restarted.poll_once(publish)
+        await restarted.close()
+    new = set(publish.outbox) - published
+    # a new version: a new referral and plan for that case; the network (its own version) is unchanged
+    assert sorted(publish.outbox[i].type for i in new) == [
+        "id.trafficking.case.referral", "id.trafficking.case.repatriation-plan"
+    ]  # fmt: skip
+    assert {publish.outbox[i].subject for i in new} == {"KBRI-KCH-2020-000125"}
+    plans = [e for e in publish.of_type("case.repatriation-plan") if e.id in new]
+    assert len(plans) == 1
+    assert json.loads(plans[0].data)["plan_status"] == "changed"
+
+
+async def test_re_polling_the_same_page_publishes_nothing_twice(
+    tmp_path: Path, world: World, mapping: KemluMapping
+) -> None:
+    publish = OutboxPublish(world)
+    async with KemluCaseApiSimulator() as api:
+        source = make_source(api, tmp_path, mapping)
+        await source.poll_once(publish)
+        after_first = dict(publish.outbox)
+        (tmp_path / "kemlu-cursor-kemlu-case-api.json").unlink()  # cursor lost: read everything again
+        source.cursor.load()
+        await source.poll_once(publish)
+        await source.close()
+    assert publish.outbox.keys() == after_first.keys()
+    ids = Counter(c.event_id for c in publish.calls)
+    network = next(e.id for e in publish.of_type("alert.network"))
+    assert ids.pop(network) == 8  # named by four cases, polled twice
+    assert set(ids.values()) == {2}  # every referral and plan: once per poll, one event in the outbox
+
+
+async def test_keyset_paging_publishes_every_case_once(
+    tmp_path: Path, world: World, mapping: KemluMapping
+) -> None:
+    cases = []
+    for n in range(7):
+        item = copy.deepcopy(sarawak_cases()[0])
+        item["id_kasus"] = f"KBRI-KCH-2020-0002{n:02d}"
+        item["updated_at"] = f"2020-08-11T09:{n:02d}:00+08:00"
+        cases.append(item)
+    tie = copy.deepcopy(cases[-1])  # two cases with the same timestamp across a page boundary
+    tie["id_kasus"] = "KBRI-KCH-2020-000299"
+    cases.append(tie)
+    publish = OutboxPublish(world)
+    async with KemluCaseApiSimulator(cases) as api:
+        source = make_source(api, tmp_path, mapping, page_size=2)
+        result = await source.poll_once(publish)
+        await source.close()
+    assert publish.subjects("case.referral") == {c["id_kasus"] for c in cases}
+    assert len(publish.of_type("case.referral")) == 8
+    assert result.pages >= 4
+
+
+async def test_api_that_fails_and_recovers_is_retried_with_backoff(
+    tmp_path: Path, world: World, mapping: KemluMapping
+) -> None:
+    publish = OutboxPublish(world)
+    stop = asyncio.Event()
+    async with KemluCaseApiSimulator() as api:
+        api.fail_next(3)
+        source = make_source(api, tmp_path, mapping)
+        with capture_logs() as logs:
+            task = asyncio.create_task(source.run(publish, stop))
+            for _ in range(200):
+                if publish.subjects("case.referral") == set(KCH_TPPO):
+                    break
+                await asyncio.sleep(0.02)
+            stop.set()
+            await asyncio.wait_for(task, timeout=5)
+    assert publish.subjects("case.referral") == set(KCH_TPPO)
+    assert api.failures_served == 3
+    assert source.consecutive_failures == 0
+    unavailable = [e for e in logs if e["event"] == "kemlu_api.unavailable"]
+    assert [e["attempt"] for e in unavailable] == [1, 2, 3]
+    assert all(e["status"] == 503 for e in unavailable)
+    assert any(e["event"] == "kemlu_api.recovered" for e in logs)
+
+
+async def test_a_refusing_api_is_an_operator_error_retried_at_the_longest_delay(
+    tmp_path: Path, world: World, mapping: KemluMapping
+) -> None:
+    publish = OutboxPublish(world)
+    stop = asyncio.Event()
+    async with KemluCaseApiSimulator() as api:
+        api.fail_next(1, status=401)  # e.g. an expired token, renewed by an operator
+        source = make_source(
+            api, tmp_path, mapping, backoff=RetryPolicy(attempts=1, base_delay=5.0, max_delay=0.05)
+        )
+        with capture_logs() as logs:
+            task = asyncio.create_task(source.run(publish, stop))
+            for _ in range(200):
+                if publish.subjects("case.referral") == set(KCH_TPPO):
+                    break
+                await asyncio.sleep(0.02)
+            stop.set()
+            await asyncio.wait_for(task, timeout=5)
+    assert publish.subjects("case.referral") == set(KCH_TPPO)
+    [refused] = [e for e in logs if e["event"] == "kemlu_api.unavailable"]
+    assert (refused["log_level"], refused["status"]) == ("error", 401)
+
+
+async def test_a_crashing_poll_does_not_kill_the_loop(
+    tmp_path: Path, world: World, mapping: KemluMapping
+) -> None:
+    publish = OutboxPublish(world)
+    stop = asyncio.Event()
+    async with KemluCaseApiSimulator() as api:
+        source = make_source(api, tmp_path, mapping)
+        real_fetch = source._fetch
+        calls = 0
+
+        async def flaky(since: str, page_number: int) -> Any:
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                raise RuntimeError("bug in a dependency")
+            return await real_fetch(since, page_number)
+
+        source._fetch = flaky  # type: ignore[method-assign]
+        task = asyncio.create_task(source.run(publish, stop))
+        for _ in range(200):
+            if publish.subjects("case.referral") == set(KCH_TPPO):
+                break
+            await asyncio.sleep(0.02)
+        stop.set()
+        await asyncio.wait_for(task, timeout=5)
+    assert publish.subjects("case.referral") == set(KCH_TPPO)
+
+
+async def test_cursor_stays_when_publish_defers_and_the_page_is_redone(
+    tmp_path: Path, world: World, mapping: KemluMapping
+) -> None:
+    publish = OutboxPublish(world, refuse_on_call=(4, Reason.OUTBOX_FULL))
+    async with KemluCaseApiSimulator() as api:
+        source = make_source(api, tmp_path, mapping)
+        with pytest.raises(Exception, match=r"outbox\.full"):
+            await source.poll_once(publish)
+        assert not (tmp_path / "kemlu-cursor-kemlu-case-api.json").exists()  # the page was not finished
+        await source.poll_once(publish)  # the outbox has room again
+        await source.close()
+    assert publish.subjects("case.referral") == set(KCH_TPPO)
+    assert len(publish.outbox) == 9  # 4 referrals + 4 plans + 1 network alert, none twice
+
+
+async def test_malformed_items_are_quarantined_without_values_and_do_not_block(
+    tmp_path: Path, world: World, mapping: KemluMapping
+) -> None:
+    publish = OutboxPublish(world)
+    quarantined: list[tuple[str, str]] = []
+    async with KemluCaseApiSimulator([]) as api:
+        source = make_source(api, tmp_path, mapping, on_quarantine=lambda s, r: quarantined.append((s, r)))
+        items = page("malformed-page.json")
+
+        async def fixture_page(since: str, page_number: int) -> tuple[list[Any], int | None]:
+            return items, None
+
+        source._fetch = fixture_page  # type: ignore[method-assign]
+        with capture_logs() as logs:
+            result = await source.poll_once(publish)
+        await source.close()
+    report = (tmp_path / "kemlu-quarantine-kemlu-case-api.jsonl").read_text("utf-8")
+    assert SYNTHETIC_NAME not in report
+    assert SYNTHETIC_NAME not in json.dumps(logs, default=str)
+    entries = [json.loads(line) for line in report.splitlines()]
+    where = {(e["case_id"], e["message"], e["field"]) for e in entries}
+    assert (None, "item", "item") in where  # not an object
+    assert ("KBRI-KCH-2020-000901", "case", "updated_at") in where  # missing
+    assert ("KBRI-KCH-2020-000902", "case", "updated_at") in where  # no offset
+    assert ("KBRI-KCH-2020-000903", "referral", "tppo_detail.sektor") in where  # a name in a code field
+    assert (None, "case", "id_kasus") in where  # a name as case id: the report holds no case id at all
+    assert ("KBRI-KCH-2020-000905", "referral", "persetujuan.waktu") in where  # schema pattern
+    assert ("KBRI-KCH-2020-000903", "repatriation_plan", "") in where  # skipped with its referral
+    assert all(e["reason"] == "schema.invalid" for e in entries)
+    assert len(quarantined) == len(entries) == result.quarantined
+    # the valid case went through; the network alert of a quarantined case is independent of it
+    assert publish.subjects("case.referral") == {"KBRI-KCH-2020-000907"}
+    assert "ALR-KCH-2020-000031" in publish.subjects("alert.network")
+    assert "KBRI-KCH-2020-000906" not in {e.subject for e in publish.outbox.values()}  # tppo "true" (string)
+    cursor = json.loads((tmp_path / "kemlu-cursor-kemlu-case-api.json").read_text("utf-8"))
+    assert cursor["updated_since"] == "2020-08-11T09:05:00+08:00"  # bad cases do not block the cursor
+
+
+async def test_cursor_written_for_another_mission_is_ignored(
+    tmp_path: Path, world: World, mapping: KemluMapping
+) -> None:
+    (tmp_path / "kemlu-cursor-kemlu-case-api.json").write_text(
+        json.dumps(
+            {"format": "kemlu-cursor/1", "mission": "kuala-lumpur", "updated_since": "2030-01-01T00:00:00Z"}
+        )
+    )
+    publish = OutboxPublish(world)
+    async with KemluCaseApiSimulator() as api:
+        source = make_source(api, tmp_path, mapping)
+        source.cursor.load()
+        await source.poll_once(publish)
+        await source.close()
+    assert publish.subjects("case.referral") == set(KCH_TPPO)
+
+
+def plugin_context(tmp_path: Path, party: str = KBRI) -> PluginContext:
+    return PluginContext(
+        party=party, base_dir=tmp_path, data_dir=tmp_path / "state", metrics=GatewayMetrics(party=party)
+    )
+
+
+def test_source_options_are_checked(tmp_path: Path) -> None:
+    ctx = plugin_context(tmp_path)
+    source = case_api_source({"url": "http://127.0.0.1:9/"}, ctx)
+    assert (source.mission, source.name) == ("kuching", "kemlu-case-api-kuching")
+    assert source.cursor.path == tmp_path / "state" / "kemlu-cursor-kemlu-case-api-kuching.json"
+    with pytest.raises(GatewayError, match=r"sources\[0\]\.mission"):
+        case_api_source({"url": "http://127.0.0.1:9/"}, plugin_context(tmp_path, "kemensos"))
+    with pytest.raises(GatewayError, match=r"sources\[0\]\.url"):
+        case_api_source({"url": "ftp://example.org/"}, ctx)
+    with pytest.raises(GatewayError, match="page_size"):
+        case_api_source({"url": "http://127.0.0.1:9/", "page_size": 0}, ctx)
+    with pytest.raises(GatewayError, match=r"sources\[0\]\.poll_intervall: unknown option"):
+        case_api_source({"url": "http://127.0.0.1:9/", "poll_intervall": 1.0}, ctx)
+    with pytest.raises(GatewayError, match=r"sources\[0\]\.maping: unknown option"):
+        case_api_sink({"url": "http://127.0.0.1:9/", "maping": "x.toml"}, ctx)
+    (tmp_path / "token").write_text("s3cr3t\n")
+    with_token = case_api_source({"url": "http://127.0.0.1:9/", "token_file": "token"}, ctx)
+    assert with_token._headers["Authorization"] == "Bearer s3cr3t"
+
+
+# ---- outbound ---------------------------------------------------------------------------------------------
+
+
+def accepted_for_kbri(
+    world: World, event_type: str, payload: Mapping[str, Any], *, sealed: bool = True
+) -> Accepted:
+    event = world.event(event_type, payload, by="kemensos", recipients=[KBRI] if sealed else [])
+    verdict = world.verifier(KBRI).verify_structured(event.to_structured())
+    assert isinstance(verdict, Accepted), verdict
+    return verdict
+
+
+async def test_shelter_admission_and_closure_are_posted_as_case_updates(world: World, tmp_path: Path) -> None:
+    admission = accepted_for_kbri(
+        world, "id.trafficking.case.shelter-admission", example("case.shelter-admission", "1.0")[0][1]
+    )
+    closure_payload = next(p for path, p in example("case.closure", "1.0") if "reintegrated" in path.name)
+    closure = accepted_for_kbri(world, "id.trafficking.case.closure", closure_payload)
+    async with KemluCaseApiSimulator() as api:
+        sink = case_api_sink({"url": api.url}, plugin_context(tmp_path))
+        assert isinstance(sink, KemluUpdatesSink)
+        await sink.deliver(admission)
+        await sink.deliver(admission)  # redelivery: the API answers 409, which counts as delivered
+        await sink.deliver(closure)
+        await sink.close()
+    assert [u.case_id for u in api.updates] == ["KBRI-KCH-2020-000123", "KBRI-KCH-2020-000123"]
+    assert api.update_attempts == 3
+    first, second = api.updates
+    assert first.idempotency_key == f"kemensos/{admission.event.id}"
+    assert first.body == {
+        "jenis_pembaruan": "PENERIMAAN_SHELTER",
+        "id_kasus": "KBRI-KCH-2020-000123",
+        "sumber": {"pihak": "KEMENSOS", "id_event": admission.event.id, "waktu_event": admission.event.time},
+        "penerimaan": {
+            "shelter": "RPTC_PONTIANAK", "waktu_masuk": "2020-08-19T14:20:00+07:00",
+            "datang_dari": "POS_PEMULANGAN_PONTIANAK", "jenis": "DARI_POS_PEMULANGAN",
+            "rencana_keluar": "2020-09-15", "karantina": True,
+            "rujukan_event": "5d0c2a4e-3b8f-4c61-9a57-0f1e2d3c4b01",
+        },
+        "kesehatan": {
+            "covid19": "NEGATIF", "jenis_tes": "PCR", "tanggal_tes": "2020-08-19",
+            "karantina_sampai": "2020-09-01", "butuh_dukungan_psikososial": True,
+        },
+    }  # fmt: skip
+    assert second.body["penutupan"] == {
+        "status": "DITUTUP", "tanggal": "2020-10-30", "alasan": "KEMBALI_KE_KELUARGA",
+        "keterangan": closure_payload["cas_ReasonForCaseClosure"],
+    }  # fmt: skip
+
+
+async def test_outbound_without_a_native_mapping_is_dead_lettered_not_retried(
+    world: World, tmp_path: Path
+) -> None:
+    referral = world.event(
+        "id.trafficking.case.referral",
+        example("case.referral", "1.0")[0][1],
+        by="kemensos",
+        recipients=[KBRI],
+    )
+    verdict = world.verifier(KBRI).verify_structured(referral.to_structured())
+    assert isinstance(verdict, Accepted)
+    unknown_case = dict(example("case.closure", "1.0")[0][1], case_id="KBRI-KCH-2020-999999")
+    async with KemluCaseApiSimulator() as api:
+        sink = case_api_sink({"url": api.url}, plugin_context(tmp_path))
+        with pytest.raises(SinkError) as no_mapping:
+            await deliver_with_retry(sink, verdict, RetryPolicy(attempts=3, base_delay=0.0))
+        assert not no_mapping.value.retryable
+        with pytest.raises(SinkError) as unknown:
+            await deliver_with_retry(
+                sink, accepted_for_kbri(world, "id.trafficking.case.closure", unknown_case, sealed=False),
+                RetryPolicy(attempts=3, base_delay=0.0),
+            )  # fmt: skip
+        assert (unknown.value.status, unknown.value.retryable) == (404, False)
+        api.fail_next(1)
+        admission = accepted_for_kbri(
+            world, "id.trafficking.case.shelter-admission", example("case.shelter-admission", "1.0")[0][1]
+        )
+        await deliver_with_retry(sink, admission, RetryPolicy(attempts=3, base_delay=0.0))  # 503 then 201
+        await sink.close()
+    assert api.update_attempts == 3
+    assert len(api.updates) == 1
