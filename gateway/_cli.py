@@ -23,7 +23,6 @@ import structlog
 from gateway._json import parse_json
 from gateway.broker import EmbeddedBroker
 from gateway.config import GatewayConfig, env_overrides
-from gateway.demo import run_demo
 from gateway.errors import GatewayError, Reason
 from gateway.keys import (
     ALG_ED25519,
@@ -185,8 +184,11 @@ async def _run_gateway(config: GatewayConfig) -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    # The scenario composes the agency adapters and their simulators: application code, imported here only.
+    from adapters.scenario import run_scenario  # noqa: PLC0415
+
     configure_logging(level=args.log_level, json_output=True, stream=_demo_log(args.log_file))
-    asyncio.run(run_demo(directory=Path(args.dir) if args.dir else None, once=args.once))
+    asyncio.run(run_scenario(directory=Path(args.dir) if args.dir else None, once=args.once))
     return 0
 
 

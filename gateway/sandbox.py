@@ -42,12 +42,14 @@ def create_sandbox(
     extra_parties: Sequence[Mapping[str, Any]] = (),
     sinks: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
     settings: Mapping[str, Any] | None = None,
+    per_party: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, SandboxParty]:
     """Write keys, ``registry.toml`` and ``<party>/gateway.toml`` under ``root`` for each of ``parties``.
 
     ``extra_parties`` are registry entries added to the template (how a new agency joins); ``sinks`` maps a
     party to its ``[[sinks]]`` tables; ``settings`` are merged into every configuration (e.g. shorter Kafka
-    session timeouts for the embedded broker).
+    session timeouts for the embedded broker), then ``per_party[party]`` into that party's (lists such as
+    ``sources`` are replaced, tables merged).
     """
     root.mkdir(parents=True, exist_ok=True, mode=0o700)
     with template.open("rb") as handle:
@@ -80,7 +82,7 @@ def create_sandbox(
             "sources": [{"kind": "file-drop", "directory": "drop"}],
             "sinks": list((sinks or {}).get(party, ())),
         }
-        config = _merge(config, settings or {})
+        config = _merge(_merge(config, settings or {}), (per_party or {}).get(party, {}))
         config_path = root / party / "gateway.toml"
         config_path.write_bytes(tomli_w.dumps(config).encode("utf-8"))
         result[party] = SandboxParty(party, config_path, root / party / "state", drop_dir)

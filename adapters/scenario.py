@@ -1,0 +1,319 @@
+"""The demo scenario (``gateway demo``): Kemensos, KBRI Kuching and IOM exchanging through their own systems.
+
+Synthetic, after the source article (VIVA, 26 August 2020): IOM delivers 2,500 hygiene kits to Pos Pemulangan
+Pontianak at the ministry's request; KBRI Kuching refers a group of trafficked Indonesian workers from
+Sarawak and plans their return through Entikong; Kemensos' RPTC Pontianak admits them and reports its
+capacity; IOM records psychoeducation; a case is closed.
+
+Everything runs through the real code paths, on an embedded Kafka-protocol broker:
+
+* three agency systems are SIMULATED (their real systems are not public): the Kemlu citizen-protection case
+  API, the Kemensos case system and the IOM case system (``adapters/simulators``);
+* one gateway per party, configured by generated TOML files exactly as ``gateway run`` would load them, with
+  the agency adapters as sources and sinks (Kemlu: case-API poller and updates sink; Kemensos: CSV drops in
+  Indonesian and case-system sink; IOM: HTCDS v2.0 Excel exports and HTCDS referral sink);
+* the steps are native actions: a case in the Kemlu API, CSV files in Kemensos' drop folder, an Excel export
+  in IOM's folder, a JSON-lines file for the closure.
+
+It prints a timeline of deliveries, a per-party summary and what each simulated system received, then keeps
+``/healthz``, ``/readyz`` and ``/metrics`` up until interrupted (``once=True`` returns instead).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from adapters.simulators.iom import IomCaseSystemSimulator, sample_rows, write_htcds_export
+from adapters.simulators.kemensos import KemensosCaseSystemSimulator, write_sample_drops
+from adapters.simulators.kemlu import KemluCaseApiSimulator, sarawak_cases
+from gateway.broker import EmbeddedBroker
+from gateway.config import GatewayConfig
+from gateway.kafka import KafkaSettings
+from gateway.runtime import Gateway
+from gateway.sandbox import create_sandbox
+from gateway.sinks import MemorySink
+from gateway.subscriber import Route
+from gateway.verify import Accepted
+
+__all__ = ["KBRI", "PARTIES", "ScenarioResult", "run_scenario"]
+
+KBRI, KEMENSOS, IOM = "kemlu.kbri-kuching", "kemensos", "iom"
+PARTIES = (KBRI, KEMENSOS, IOM)
+#: Group timings the embedded broker needs (see gateway.broker's notes on Tansu).
+_EMBEDDED_KAFKA: dict[str, Any] = {
+    "session_timeout_ms": 1000,
+    "heartbeat_interval_ms": 100,
+    "enable_idempotence": False,
+}
+_CLOSURE = {
+    "case_id": "KBRI-KCH-2020-000123",
+    "cas_Status": "Closed",
+    "closure_reason_code": "reintegrated",
+    "closed_on": "2020-10-01",
+}
+
+
+@dataclass
+class ScenarioResult:
+    """What happened: per-party counters and what each simulated agency system received."""
+
+    summary: dict[str, dict[str, int]] = field(default_factory=dict)
+    kemensos_cases: list[dict[str, Any]] = field(default_factory=list)
+    kemlu_updates: list[dict[str, Any]] = field(default_factory=list)
+    iom_referrals: list[dict[str, Any]] = field(default_factory=list)
+    timeline: list[str] = field(default_factory=list)
+
+
+class _Timeline(MemorySink):
+    """Observes every event a gateway accepts and prints one timeline line (ids, types, never contents)."""
+
+    def __init__(self, party: str, started: float, out: TextIO, lines: list[str]) -> None:
+        super().__init__(name=f"{party}-timeline")
+        self.party, self._started, self._out, self._lines = party, started, out, lines
+
+    async def deliver(self, accepted: Accepted) -> None:
+        first = (accepted.event.source, accepted.event.id) not in self.log
+        await super().deliver(accepted)
+        if first:
+            event = accepted.event
+            opened = "sealed fields opened" if accepted.unsealed else "clear fields only"
+            kind = event.type.removeprefix("id.trafficking.")
+            elapsed = time.monotonic() - self._started
+            route = f"{self.party:<19} <- {event.source:<19} {kind:<26}"
+            line = f"  +{elapsed:6.2f}s  {route} {event.subject} ({opened})"
+            self._lines.append(line)
+            print(line, file=self._out, flush=True)
+
+
+async def run_scenario(
+    *, directory: Path | None = None, once: bool = False, out: TextIO = sys.stdout, patience: float = 90.0
+) -> ScenarioResult:
+    """Play the scenario; ``patience`` bounds each wait for deliveries (seconds)."""
+    result = ScenarioResult()
+    with contextlib.ExitStack() as stack:
+        root = directory or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="xchg-demo-")))
+        async with (
+            EmbeddedBroker() as broker,
+            KemluCaseApiSimulator(cases=[]) as kemlu_api,
+            KemensosCaseSystemSimulator() as kemensos_system,
+            IomCaseSystemSimulator() as iom_system,
+        ):
+            kafka = KafkaSettings(bootstrap_servers=(broker.bootstrap_servers,), **_EMBEDDED_KAFKA)
+            sandbox = create_sandbox(
+                root,
+                PARTIES,
+                bootstrap_servers=kafka.bootstrap_servers,
+                settings={"kafka": dict(_EMBEDDED_KAFKA), "shutdown": {"timeout_seconds": 10}},
+                per_party=_adapter_settings(kemlu_api.url, kemensos_system.url, iom_system.url),
+            )
+            started = time.monotonic()
+            print("Simulated agency systems (stand-ins for systems that are not public):", file=out)
+            print(f"  Kemlu case API {kemlu_api.url}   Kemensos case system {kemensos_system.url}   "
+                  f"IOM case system {iom_system.url}", file=out)  # fmt: skip
+            print(
+                f"Embedded Kafka-protocol broker {broker.bootstrap_servers}; deployment in {root}", file=out
+            )
+            gateways: dict[str, Gateway] = {}
+            observers: dict[str, _Timeline] = {}
+            try:
+                for party in PARTIES:
+                    config = GatewayConfig.load(sandbox[party].config)
+                    observers[party] = _Timeline(party, started, out, result.timeline)
+                    gateways[party] = Gateway(config, kafka=kafka, routes=[Route(observers[party])])
+                    await gateways[party].start()
+                    print(
+                        f"  gateway {party:<19} http://127.0.0.1:{gateways[party].ops_port}/readyz", file=out
+                    )
+                print("\nTimeline (receiver <- publisher):", file=out, flush=True)
+
+                _say(
+                    out,
+                    started,
+                    "IOM exports 2,500 hygiene kits for Pos Pemulangan Pontianak and a first kit",
+                )
+                write_htcds_export(
+                    _inbox(root / IOM / "htcds") / "iom-export-2020-08-26.xlsx",
+                    _iom_rows(psychoeducation=False),
+                )
+                _say(
+                    out,
+                    started,
+                    "KBRI Kuching records trafficked plantation workers in the citizen-protection API",
+                )
+                for case in sarawak_cases():
+                    kemlu_api.add_case(case)
+                await _until(lambda: len(kemensos_system.cases) >= 2, patience, "referrals at Kemensos")
+
+                _say(
+                    out,
+                    started,
+                    "Kemensos drops CSVs: group arrival at Pos Pemulangan, RPTC admissions, capacity",
+                )
+                csv_dir = sandbox[KEMENSOS].drop_dir.parent / "kemensos-csv"
+                _inbox(csv_dir)
+                write_sample_drops(
+                    csv_dir,
+                    ("kedatangan_2020-08-18.csv", "penerimaan_2020-08-19.csv", "kapasitas_2020-08-26.csv"),
+                )
+                await _until(
+                    lambda: len(kemlu_api.updates) >= 2, patience, "admissions at the Kemlu case API"
+                )
+
+                _say(out, started, "IOM exports psychoeducation sessions")
+                write_htcds_export(
+                    _inbox(root / IOM / "htcds") / "iom-export-2020-09-02.xlsx",
+                    _iom_rows(psychoeducation=True),
+                )
+                _say(out, started, "Kemensos closes case KBRI-KCH-2020-000123")
+                _drop_jsonl(
+                    sandbox[KEMENSOS].drop_dir,
+                    "penutupan.jsonl",
+                    {"type": "id.trafficking.case.closure", "data": _CLOSURE},
+                )
+                closed = ("PENUTUPAN_KASUS",)
+                await _until(lambda: any(u.body.get("jenis_pembaruan") in closed for u in kemlu_api.updates),
+                             patience, "the closure at the Kemlu case API")  # fmt: skip
+                await _until(
+                    lambda: _settled(gateways, observers), patience, "every event to reach its readers"
+                )
+
+                result.summary = _summary(gateways)
+                result.kemensos_cases = [dict(body) for body in kemensos_system.cases.values()]
+                result.kemlu_updates = [update.body for update in kemlu_api.updates]
+                result.iom_referrals = [r.body for r in iom_system.referrals]
+                _print_result(result, out)
+                if not once:
+                    print("\nOperations endpoints stay up; press Ctrl-C to stop.", file=out, flush=True)
+                    await _until_interrupted()
+            finally:
+                for gateway in gateways.values():
+                    await gateway.stop()
+    return result
+
+
+def _adapter_settings(kemlu: str, kemensos: str, iom: str) -> dict[str, dict[str, Any]]:
+    return {
+        KBRI: {
+            "sources": [{"kind": "kemlu-case-api", "url": kemlu, "poll_interval": 0.3, "backoff_max": 2.0}],
+            "sinks": [{"kind": "kemlu-case-api", "url": kemlu,
+                       "types": ["id.trafficking.case.shelter-admission", "id.trafficking.case.closure"]}],
+        },
+        KEMENSOS: {
+            "sources": [
+                {"kind": "kemensos-csv", "directory": "kemensos-csv", "poll_interval": 0.2},
+                {"kind": "file-drop", "directory": "drop", "poll_interval": 0.2},
+            ],
+            "sinks": [{"kind": "kemensos-case-system", "url": kemensos,
+                       "types": ["id.trafficking.case.referral", "id.trafficking.case.repatriation-plan"]}],
+        },
+        IOM: {
+            "sources": [{"kind": "iom-htcds", "directory": "htcds", "poll_interval": 0.2}],
+            "sinks": [{"kind": "iom-htcds", "url": iom, "types": ["id.trafficking.case.referral"]}],
+        },
+    }  # fmt: skip
+
+
+def _iom_rows(*, psychoeducation: bool) -> list[dict[str, Any]]:
+    return [r for r in sample_rows() if (r.get("assistance_type") == "Psychoeducation") is psychoeducation]
+
+
+def _say(out: TextIO, started: float, text: str) -> None:
+    print(f"  +{time.monotonic() - started:6.2f}s  ** {text}", file=out, flush=True)
+
+
+def _inbox(directory: Path) -> Path:
+    """A drop folder's inbox, created if the source has not started watching it yet."""
+    inbox = directory / "inbox"
+    inbox.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return inbox
+
+
+def _drop_jsonl(drop_dir: Path, name: str, *lines: dict[str, Any]) -> None:
+    inbox = _inbox(drop_dir)
+    temporary = inbox / f".{name}.tmp"
+    temporary.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+    temporary.rename(inbox / name)
+
+
+def _settled(gateways: dict[str, Gateway], observers: dict[str, _Timeline]) -> bool:
+    """Every published event was sent and has reached every party the registry lets read it."""
+    if any(g.outbox.depth for g in gateways.values()):
+        return False
+    seen = {(a.event.source, a.event.id): a for o in observers.values() for a in o.events}
+    published = sum(_summary(gateways)[p]["published"] for p in gateways)
+    if len(seen) < published:
+        return False
+    for (source, _), accepted in seen.items():
+        topic = gateways[source].publisher.topic_of(accepted.event)
+        for reader in gateways[source].registry.readers(topic):
+            if (
+                reader != source
+                and reader in observers
+                and (source, accepted.event.id) not in observers[reader].log
+            ):
+                return False
+    return True
+
+
+async def _until(predicate: Callable[[], bool | Awaitable[bool]], patience: float, what: str) -> None:
+    deadline = time.monotonic() + patience
+    while True:
+        done = predicate()
+        if done if isinstance(done, bool) else await done:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the scenario waited {patience:.0f}s for {what}")
+        await asyncio.sleep(0.05)
+
+
+def _summary(gateways: dict[str, Gateway]) -> dict[str, dict[str, int]]:
+    def total(gateway: Gateway, name: str) -> int:
+        return int(
+            sum(s.value for f in gateway.metrics.registry.collect() for s in f.samples if s.name == name)
+        )
+
+    return {
+        party: {
+            "published": total(gateway, "xchg_published_total"),
+            "received": total(gateway, "xchg_accepted_total"),
+            "rejected": total(gateway, "xchg_rejected_total"),
+            "quarantined": total(gateway, "xchg_quarantined_total"),
+        }
+        for party, gateway in gateways.items()
+    }
+
+
+def _print_result(result: ScenarioResult, out: TextIO) -> None:
+    print("\nSummary", file=out)
+    print(f"  {'party':<22}{'published':>10}{'received':>10}{'rejected':>10}{'quarantined':>13}", file=out)
+    for party, row in result.summary.items():
+        print(f"  {party:<22}{row['published']:>10}{row['received']:>10}{row['rejected']:>10}"
+              f"{row['quarantined']:>13}", file=out)  # fmt: skip
+    print("\nWhat the simulated agency systems received", file=out)
+    cases = ", ".join(sorted({str(c.get("jenis_data")) for c in result.kemensos_cases}))
+    updates = ", ".join(sorted({str(u.get("jenis_pembaruan")) for u in result.kemlu_updates}))
+    print(f"  Kemensos case system : {len(result.kemensos_cases)} records ({cases})", file=out)
+    print(f"  Kemlu case API       : {len(result.kemlu_updates)} updates ({updates})", file=out)
+    print(f"  IOM case system      : {len(result.iom_referrals)} HTCDS referrals", file=out, flush=True)
+
+
+async def _until_interrupted() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)

@@ -1,0 +1,20 @@
+"""The audit core: a tamper-evident record of what was exchanged, by whom and when, verifiable by anyone.
+
+Auditors must not have to trust the operator of any gateway, so the notary keeps an RFC 6962 Merkle log with
+one leaf per Kafka record and publishes signed checkpoints that other agencies cosign. Everything here is
+pure (no Kafka) and follows published formats, so an auditor can check it with independent tools; the exact
+formats and algorithms are in ``docs/AUDIT.md``.
+
+* :mod:`.merkle` — RFC 6962 hashes, proofs, iterative verification, a constant-memory accumulator;
+* :mod:`.tiles` — the durable log in the C2SP tlog-tiles layout, crash-safe batch appends;
+* :mod:`.note` — C2SP signed notes, verifier keys, Ed25519 and cosignature/v1 signature types;
+* :mod:`.checkpoint` — C2SP tlog-checkpoint bodies;
+* :mod:`.cosign` — C2SP tlog-cosignature: a witness that only cosigns consistent growth, k-of-n checking;
+* :mod:`.proof` — c2sp.org/tlog-proof@v1 receipts, verifiable offline.
+"""
+
+from __future__ import annotations
+
+from gateway.audit import checkpoint, cosign, merkle, note, proof, tiles
+
+__all__ = ["checkpoint", "cosign", "merkle", "note", "proof", "tiles"]
