@@ -80,14 +80,16 @@ async def exchange(
     extra_parties: Sequence[Mapping[str, Any]] = (),
     overrides: Mapping[str, Any] | None = None,
     sinks: Mapping[str, MemorySink] | None = None,
+    template: Path | None = None,
 ) -> AsyncIterator[dict[str, Node]]:
     """Start one gateway per party (each with a MemorySink for everything it receives); stop them all after.
 
     ``sinks`` replaces the MemorySink of some parties (e.g. one that fails); ``overrides`` are merged into
-    every gateway's configuration file.
+    every gateway's configuration file; ``template`` replaces the sample registry the deployment starts from.
     """
     sandbox = create_sandbox(
         root, parties, bootstrap_servers=settings.bootstrap_servers, extra_parties=extra_parties,
+        **({"template": template} if template is not None else {}),
         settings={"kafka": kafka_table(settings), "shutdown": {"timeout_seconds": 10.0}, **(overrides or {})},
     )  # fmt: skip
     nodes: dict[str, Node] = {}

@@ -1,0 +1,77 @@
+"""A fourth agency joins by configuration and keys only: a registry entry, `keys new`, a gateway config.
+
+BP2MI (Badan Pelindungan Pekerja Migran Indonesia, the migrant-worker protection agency) is not in the sample
+registry and no code knows its name. It gets a registry entry (publish group-arrival alerts; read Kemensos
+alerts), Kemensos' entry is extended to read BP2MI's alerts, fresh keys, and a generated gateway.toml.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from gateway.broker import EmbeddedBroker
+from gateway.kafka import KafkaSettings
+from gateway.sandbox import SAMPLE_REGISTRY
+from tests.integration.exchange import eventually, exchange, kafka_settings_for, metric_total, received_ids
+from tests.world import example
+
+BP2MI = {
+    "id": "bp2mi",
+    "name": "Badan Pelindungan Pekerja Migran Indonesia",
+    "name_en": "Indonesian Migrant Workers Protection Agency",
+    "roles": ["migrant-worker-protection"],
+    "publish": ["id.trafficking.alert.group-arrival"],
+    "read": ["xchg.kemensos.alert.v1"],
+}
+
+
+@pytest.fixture
+async def isolated_kafka(
+    external_kafka: str | None, kafka_settings: KafkaSettings
+) -> AsyncIterator[KafkaSettings]:
+    if external_kafka is not None:
+        yield kafka_settings
+        return
+    async with EmbeddedBroker() as broker:
+        yield kafka_settings_for(broker.bootstrap_servers)
+
+
+async def test_a_new_agency_joins_by_registry_keys_and_config(
+    tmp_path: Path, isolated_kafka: KafkaSettings
+) -> None:
+    template = tmp_path / "registry-template.toml"
+    sample = Path(__file__).resolve().parents[2] / "deploy" / "registry.example.toml"
+    # Kemensos agrees to read BP2MI's alerts: a change to its registry entry, nothing else
+    template.write_text(
+        sample.read_text().replace(
+            'read = [\n  "xchg.kemlu.case.v1",',
+            'read = [\n  "xchg.bp2mi.alert.v1",\n  "xchg.kemlu.case.v1",',
+            1,
+        )
+    )
+    async with exchange(
+        tmp_path / "deployment",
+        ["kemensos", "bp2mi"],
+        isolated_kafka,
+        extra_parties=[BP2MI],
+        template=template,
+    ) as nodes:
+        arrival = await nodes["bp2mi"].gateway.publisher.publish(
+            "id.trafficking.alert.group-arrival", example("alert.group-arrival", "1.0")[0][1]
+        )
+        capacity = await nodes["kemensos"].gateway.publisher.publish(
+            "id.trafficking.alert.shelter-capacity", example("alert.shelter-capacity", "1.0")[0][1]
+        )
+        ours = {arrival.id, capacity.id}
+        await eventually(
+            lambda: (
+                received_ids(nodes["kemensos"], ours) == [arrival.id]
+                and received_ids(nodes["bp2mi"], ours) == [capacity.id]
+            ),
+            what="both agencies to receive each other's alert",
+        )
+        for node in nodes.values():
+            assert metric_total(node, "xchg_rejected_total") == 0
