@@ -14,7 +14,6 @@ import pytest
 
 from gateway.broker import EmbeddedBroker
 from gateway.kafka import KafkaSettings
-from gateway.sandbox import SAMPLE_REGISTRY
 from tests.integration.exchange import eventually, exchange, kafka_settings_for, metric_total, received_ids
 from tests.world import example
 
