@@ -14,6 +14,7 @@ import pytest
 
 from gateway.broker import EmbeddedBroker
 from gateway.kafka import KafkaSettings
+from gateway.sandbox import SAMPLE_REGISTRY
 from tests.integration.exchange import eventually, exchange, kafka_settings_for, metric_total, received_ids
 from tests.world import example
 
@@ -25,6 +26,7 @@ BP2MI = {
     "publish": ["id.trafficking.alert.group-arrival"],
     "read": ["xchg.kemensos.alert.v1"],
 }
+KEMENSOS_READ = 'read = [\n  "xchg.kemlu.case.v1",'
 
 
 @pytest.fixture
@@ -38,19 +40,21 @@ async def isolated_kafka(
         yield kafka_settings_for(broker.bootstrap_servers)
 
 
-async def test_a_new_agency_joins_by_registry_keys_and_config(
-    tmp_path: Path, isolated_kafka: KafkaSettings
-) -> None:
-    template = tmp_path / "registry-template.toml"
-    sample = Path(__file__).resolve().parents[2] / "deploy" / "registry.example.toml"
-    # Kemensos agrees to read BP2MI's alerts: a change to its registry entry, nothing else
-    template.write_text(
-        sample.read_text().replace(
-            'read = [\n  "xchg.kemlu.case.v1",',
-            'read = [\n  "xchg.bp2mi.alert.v1",\n  "xchg.kemlu.case.v1",',
-            1,
-        )
+@pytest.fixture
+def template(tmp_path: Path) -> Path:
+    """The sample registry where Kemensos agrees to read BP2MI's alerts: a change to its entry, nothing else."""
+    text = SAMPLE_REGISTRY.read_text()
+    assert text.count(KEMENSOS_READ) == 1
+    path = tmp_path / "registry-template.toml"
+    path.write_text(
+        text.replace(KEMENSOS_READ, 'read = [\n  "xchg.bp2mi.alert.v1",\n  "xchg.kemlu.case.v1",')
     )
+    return path
+
+
+async def test_a_new_agency_joins_by_registry_keys_and_config(
+    tmp_path: Path, isolated_kafka: KafkaSettings, template: Path
+) -> None:
     async with exchange(
         tmp_path / "deployment",
         ["kemensos", "bp2mi"],
