@@ -42,7 +42,7 @@ async def isolated_kafka(
 
 @pytest.fixture
 def template(tmp_path: Path) -> Path:
-    """The sample registry where Kemensos agrees to read BP2MI's alerts: a change to its entry, nothing else."""
+    """The sample registry where Kemensos agrees to read BP2MI's alerts: one change to its entry."""
     text = SAMPLE_REGISTRY.read_text()
     assert text.count(KEMENSOS_READ) == 1
     path = tmp_path / "registry-template.toml"
