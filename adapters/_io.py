@@ -1,4 +1,4 @@
-"""Plumbing shared by the Kemlu/KBRI and IOM adapters: atomic state files and agency HTTP client settings.
+"""Plumbing shared by the adapters: option checks, agency HTTP client settings, JSON state files.
 
 Posting to agency systems is :class:`gateway.sinks.WebhookSink` with a ``body`` transform (not re-implemented
 here); what the adapters add is how they are configured: a token kept in a file, a private CA, a base URL.
@@ -6,59 +6,33 @@ here); what the adapters add is how they are configured: a token kept in a file,
 
 from __future__ import annotations
 
-import ipaddress
 import json
-import os
 import ssl as _ssl
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
 import structlog
 from yarl import URL
 
 from gateway.errors import GatewayError, Reason
 from gateway.plugins import PluginContext, option
+from gateway.sinks import is_loopback
+from gateway.sources import write_atomically
 
 __all__ = [
     "check_base_url",
     "client_options",
     "read_secret_file",
     "refuse_unknown_options",
-    "write_atomically",
     "write_json_atomically",
 ]
 
 _log = structlog.get_logger(__name__)
 
-_FILE_MODE: Final = 0o600
-
-
-def write_atomically(target: Path, content: bytes) -> None:
-    """Write ``.<name>.tmp`` (mode 0600), fsync, rename over ``target``, fsync the folder.
-
-    A reader (or the next start after a crash) sees the old file or the new one, never half of one; the
-    folder fsync makes the rename itself survive a power cut, which matters for a poll cursor.
-    """
-    temporary = target.with_name(f".{target.name}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, _FILE_MODE)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(content)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, target)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    directory = os.open(target.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
-
 
 def write_json_atomically(target: Path, document: Mapping[str, Any]) -> None:
+    """A state file as indented JSON, written with :func:`gateway.sources.write_atomically`."""
     write_atomically(target, json.dumps(document, indent=2, sort_keys=True).encode("utf-8") + b"\n")
 
 
@@ -79,7 +53,7 @@ def check_base_url(url: str, where: str) -> URL:
     parsed = URL(url)
     if parsed.scheme not in ("http", "https") or not parsed.host:
         raise GatewayError(Reason.CONFIG_INVALID, f"{where}: must be an absolute http(s) URL")
-    if parsed.scheme == "http" and not _is_loopback(parsed.host):
+    if parsed.scheme == "http" and not is_loopback(parsed.host):
         _log.warning("agency_api.plaintext_http", where=where)
     return parsed
 
@@ -108,12 +82,3 @@ def client_options(
         except (OSError, _ssl.SSLError) as exc:
             raise GatewayError(Reason.CONFIG_INVALID, f"{ctx.where}.ca_file: cannot load {path}") from exc
     return headers, context
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

@@ -44,6 +44,7 @@ __all__ = [
     "SinkError",
     "WebhookSink",
     "deliver_with_retry",
+    "is_loopback",
     "is_retryable_status",
 ]
 
@@ -139,7 +140,7 @@ class WebhookSink:
             raise GatewayError(Reason.CONFIG_INVALID, f"sink {name}: url must be an absolute http(s) URL")
         if timeout <= 0:
             raise GatewayError(Reason.CONFIG_INVALID, f"sink {name}: timeout must be positive")
-        if parsed.scheme == "http" and not _is_loopback(parsed.host):
+        if parsed.scheme == "http" and not is_loopback(parsed.host):
             _log.warning("webhook.plaintext_http", sink=name)  # payloads are unsealed personal data
         self.name = name
         self._url = parsed
@@ -210,7 +211,9 @@ class WebhookSink:
         return self._session
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """``localhost`` or a loopback IP address (not a name that merely resolves to one): plain http to it
+    does not leave the machine."""
     if host == "localhost":
         return True
     try:

@@ -5,35 +5,42 @@ calls of :class:`PublishFn` until ``stop`` is set. The runtime owns the publish 
 sign, write to the outbox) and the stop event; a source only decides *what* to publish and *when a record is
 done*. Agency-specific adapters build on the sources here.
 
-:class:`FileDropSource` is the lowest common denominator every agency can feed: an export job (or an
-operator) drops JSON Lines files into ``<directory>/inbox/``. Its guarantees, and why:
+A **drop folder** is the lowest common denominator every agency can feed: an export job (or an operator)
+drops files into ``<directory>/inbox/``. :class:`DropFolderSource` is that mechanism, once, for every file
+format: the built-in :class:`FileDropSource` (JSON Lines) and the agency adapters' drops (Kemensos CSV, IOM
+HTCDS spreadsheets) only say how one file becomes numbered records to publish or reject. Its guarantees,
+and why:
 
-* **No half-written files.** Only names that do not start with ``.`` and end with ``.jsonl`` are read. Writers
-  must create ``inbox/.<name>.tmp`` and ``rename()`` it to ``inbox/<name>.jsonl`` when complete; a rename
-  within one file system is atomic, so the source sees either nothing or the whole file.
-* **Nothing published twice under different ids.** Each line's event id is
-  ``uuid5(EVENT_ID_NAMESPACE, f"{sha256 of the file}:{line number}")``. A crash (or ``stop``) mid-file leaves
-  the file in ``inbox/``; processing it again re-publishes the *same* ids, which the outbox and every
-  consumer deduplicate. The same content dropped twice also yields the same ids.
-* **Nothing half-published.** A line is either published whole or quarantined whole; a bad line never stops
-  the rest of the file. Quarantine reports (``quarantine/<file>.rejected.jsonl``) hold the file name, line
-  number, reason code and detail — never the line's content, which may name a victim.
-* **Done means done.** Only when every line was published or quarantined is the file renamed into
+* **No half-written files.** Only names that do not start with ``.`` and end with the source's suffix are
+  read, and only regular files (not symlinks). Writers must create ``inbox/.<name>.tmp`` and ``rename()`` it
+  to ``inbox/<name>`` when complete; a rename within one file system is atomic, so the source sees either
+  nothing or the whole file.
+* **Nothing published twice under different ids.** Each record's event id is deterministic (for the JSON
+  Lines drop ``uuid5(EVENT_ID_NAMESPACE, f"{sha256 of the file}:{line number}")``). A crash (or ``stop``)
+  mid-file leaves the file in ``inbox/``; processing it again re-publishes the *same* ids, which the outbox
+  and every consumer deduplicate. The same content dropped twice also yields the same ids.
+* **Nothing half-published.** A record is either published whole or quarantined whole; a bad record never
+  stops the rest of the file. Quarantine reports (``quarantine/<done name>.rejected.jsonl``) say where (file,
+  line or row, perhaps the field) and why (a reason code and a detail) — never the record's content, which
+  may name a victim.
+* **Done means done.** Only when every record was published, skipped or quarantined is the file renamed into
   ``done/`` (under a unique name), so ``inbox/`` is exactly the work still to do.
 """
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
+import dataclasses
 import enum
 import hashlib
 import os
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, Protocol
+from typing import Any, ClassVar, Final, Protocol
 
 import structlog
 
@@ -45,11 +52,19 @@ from gateway.errors import GatewayError, Reason
 __all__ = [
     "DROP_SUFFIX",
     "EVENT_ID_NAMESPACE",
+    "DropEvent",
+    "DropFile",
+    "DropFolderSource",
+    "DropOutcome",
+    "DropRecord",
+    "DropRejection",
+    "DropResult",
     "FileDropSource",
     "PublishFn",
     "QuarantineFn",
     "Source",
     "drop_event_id",
+    "write_atomically",
 ]
 
 _log = structlog.get_logger(__name__)
@@ -60,7 +75,7 @@ _log = structlog.get_logger(__name__)
 EVENT_ID_NAMESPACE: Final = uuid.UUID("65e84f46-c50c-579c-85e3-f33fb744a1fc")
 #: Files in ``inbox/`` with this suffix (and not starting with ``.``) are ready to be processed.
 DROP_SUFFIX: Final = ".jsonl"
-#: ``publish`` refusals about the gateway's state, not the line: the file is retried, not quarantined.
+#: ``publish`` refusals about the gateway's state, not the record: the file is retried, not quarantined.
 _DEFERRING_REASONS: Final = frozenset({Reason.OUTBOX_FULL, Reason.STOPPING, Reason.BUS_UNAVAILABLE})
 _LINE_MEMBERS: Final = frozenset({"type", "data", "recipients", "dataschema"})
 _DIR_MODE: Final = 0o700
@@ -93,11 +108,7 @@ class Source(Protocol):
 
 
 QuarantineFn = Callable[[str, str], None]
-"""``on_quarantine(source_name, reason_code)``: called once per quarantined line (the runtime counts them)."""
-
-
-def _no_quarantine(source_name: str, reason: str) -> None:
-    """Default quarantine callback: the report file is the record; nothing else to do."""
+"""``on_quarantine(source_name, reason_code)``: called once per quarantined record (the runtime counts)."""
 
 
 def drop_event_id(file_sha256: str, line_number: int) -> str:
@@ -105,31 +116,403 @@ def drop_event_id(file_sha256: str, line_number: int) -> str:
     return str(uuid.uuid5(EVENT_ID_NAMESPACE, f"{file_sha256}:{line_number}"))
 
 
-class _Outcome(enum.Enum):
-    DONE = "done"  # every line published or quarantined; file moved to done/
+# ---- the drop folder mechanism -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DropEvent:
+    """One record of a drop file that is ready to publish: the arguments of one :class:`PublishFn` call.
+
+    ``refusal_field`` names the native field a ``publish`` refusal is about (e.g. the column behind a schema
+    path), for the quarantine report; without it the report has no field.
+    """
+
+    type: str
+    data: Mapping[str, Any]
+    event_id: str
+    recipients: tuple[str, ...] = ()
+    dataschema: str | None = None
+    refusal_field: Callable[[GatewayError], str | None] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DropRejection:
+    """Why a record (or a whole file) is not published: a reason code and value-free words, never content.
+
+    ``field`` is the native field (column) when known, ``problem`` a source's own finer code; ``event_id``
+    is logged (a record rejected before it had an id has none).
+    """
+
+    reason: str
+    detail: str
+    field: str | None = None
+    problem: str | None = None
+    event_id: str | None = None
+
+
+#: One numbered record of a drop file (line or row number; None: the file as a whole) and what to do with
+#: it: publish a :class:`DropEvent`, quarantine a :class:`DropRejection`, or nothing (``None``: skipped, e.g.
+#: a row that is not for the exchange).
+DropRecord = tuple[int | None, DropEvent | DropRejection | None]
+
+
+@dataclass(frozen=True, slots=True)
+class DropFile:
+    """A drop file as its source reads it: its records, in order, and facts for the ``file_done`` log line.
+
+    ``records`` may be lazy (a generator): it is consumed on the event loop between ``publish`` calls, as
+    the file is processed, so a large file is not mapped all at once. ``facts`` must hold no values.
+    """
+
+    records: Iterable[DropRecord]
+    facts: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+class DropOutcome(enum.Enum):
+    """What became of one file."""
+
+    DONE = "done"  # every record published, skipped or quarantined; file moved to done/
     VANISHED = "vanished"  # the file disappeared from inbox/ while we worked on it
     INTERRUPTED = "interrupted"  # stop was set; file left in inbox/
     DEFERRED = "deferred"  # publish said "not now"; file left in inbox/ for the next poll
 
 
-@dataclass(frozen=True, slots=True)
-class _DropLine:
-    """One parsed line of a drop file: the arguments of one publish call."""
+@dataclass
+class DropResult:
+    """The outcome of one file, with counts (for logs, tests and the sources' own reports)."""
 
-    type: str
-    data: Mapping[str, Any]
-    recipients: tuple[str, ...]
-    dataschema: str | None
+    file: str
+    outcome: DropOutcome
+    published: int = 0
+    skipped: int = 0
+    rejections: list[tuple[int | None, DropRejection]] = dataclasses.field(default_factory=list)
+    facts: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def done(self) -> bool:
+        return self.outcome is DropOutcome.DONE
 
 
-@dataclass(frozen=True, slots=True)
-class _Rejection:
-    line: int
-    reason: str
-    detail: str
+class DropFolderSource(abc.ABC):
+    """A source fed through ``directory/inbox/`` (see the module docstring); subclasses read one file.
+
+    Layout under ``directory`` (created with mode 0700 when absent; existing directories keep their mode, so
+    an export job running as another user may be given group write access to ``inbox/``):
+
+    * ``inbox/``: writers create ``.<name>.tmp`` and rename it to ``<name><suffix>`` when complete. Files
+      are processed in name order, so timestamped names are processed oldest first.
+    * ``done/``: completely processed files (renamed; a numeric suffix keeps names unique).
+    * ``quarantine/``: ``<done name>.rejected.jsonl`` reports, one JSON object per rejected record, in the
+      subclass's :meth:`quarantine_record` shape.
+
+    A ``GatewayError`` from ``publish`` quarantines the record, except the reasons that describe the gateway
+    rather than the record (``outbox.full``, ``gateway.stopping``, ``bus.unavailable``): then the file is
+    left in ``inbox/`` and retried whole at the next poll (same ids, so nothing is duplicated), and later
+    files wait too, which keeps an export's events in order.
+
+    Only one gateway may consume a given directory. Exceptions other than ``GatewayError`` raised by
+    ``publish``, and file-system errors other than a file vanishing from ``inbox/``, propagate out of
+    :meth:`run`: they are not the record's fault, so the file stays in ``inbox/`` to be processed again (with
+    the same event ids) when the source is restarted.
+
+    A subclass sets :attr:`suffixes`, :attr:`ignore_case`, :attr:`log_prefix`, :attr:`record_word` and
+    implements :meth:`read_file` and :meth:`quarantine_record`.
+    """
+
+    #: The name endings of ready files.
+    suffixes: ClassVar[tuple[str, ...]]
+    #: Whether ``suffixes`` match regardless of case (spreadsheet exports are named by people and tools).
+    ignore_case: ClassVar[bool] = False
+    #: Log events are ``<log_prefix>.<what happened>``.
+    log_prefix: ClassVar[str]
+    #: What a numbered record is called in log events and fields: ``"line"`` or ``"row"``.
+    record_word: ClassVar[str]
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        name: str,
+        poll_interval: float,
+        on_quarantine: QuarantineFn | None = None,
+    ) -> None:
+        if poll_interval <= 0:
+            raise GatewayError(Reason.CONFIG_INVALID, f"source {name}: poll_interval must be positive")
+        self.name = name
+        self.directory = Path(directory)
+        self.poll_interval = poll_interval
+        self._on_quarantine = on_quarantine
+        self._skipped: set[str] = set()
+
+    @abc.abstractmethod
+    def read_file(self, path: Path) -> DropFile:
+        """Read ``path`` and say what each record is (runs in a thread; ``FileNotFoundError`` = vanished).
+
+        Problems of the file as a whole are records too (number None, or the row a format counts them at).
+        """
+
+    @abc.abstractmethod
+    def quarantine_record(self, file: str, number: int | None, rejection: DropRejection) -> dict[str, Any]:
+        """The quarantine report object of one rejection, in the shape this source documents."""
+
+    @property
+    def inbox(self) -> Path:
+        return self.directory / "inbox"
+
+    @property
+    def done(self) -> Path:
+        return self.directory / "done"
+
+    @property
+    def quarantine(self) -> Path:
+        return self.directory / "quarantine"
+
+    def ensure_directories(self) -> None:
+        """Create ``directory`` and its ``inbox/``, ``done/``, ``quarantine/`` (mode 0700) if absent."""
+        for path in (self.directory, self.inbox, self.done, self.quarantine):
+            if not path.is_dir():
+                path.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
+                path.chmod(_DIR_MODE)  # mkdir's mode is filtered by the umask; be exact
+
+    async def run(self, publish: PublishFn, stop: asyncio.Event) -> None:
+        """Process ready files, then wait ``poll_interval`` (or until ``stop``), until ``stop`` is set.
+
+        ``stop`` is also checked between records: a file interrupted by it stays in ``inbox/`` and is
+        processed again, with the same event ids, on the next start. A ``publish`` call in progress is
+        awaited, not cancelled; cancel the task for a harder stop (the file then also stays in ``inbox/``).
+        """
+        await asyncio.to_thread(self.ensure_directories)
+        _log.info(f"{self.log_prefix}.started", source=self.name, directory=str(self.directory))
+        while not stop.is_set():
+            await self._process_ready(publish, stop)
+            with contextlib.suppress(TimeoutError):  # the poll interval elapsed: look again
+                await asyncio.wait_for(stop.wait(), timeout=self.poll_interval)
+        _log.info(f"{self.log_prefix}.stopped", source=self.name)
+
+    async def _process_ready(self, publish: PublishFn, stop: asyncio.Event | None = None) -> list[DropResult]:
+        """Process every file ready in ``inbox/`` once, in name order, until one must wait.
+
+        A file left in ``inbox/`` because of ``stop`` or a deferring refusal ends the round (later files would
+        fail alike, and waiting keeps an export's events in order); a vanished file does not. Expects
+        :meth:`ensure_directories` to have run.
+        """
+        results = []
+        for path in await asyncio.to_thread(self._ready_files):
+            result = await self._process_path(path, publish, stop)
+            results.append(result)
+            if result.outcome in (DropOutcome.INTERRUPTED, DropOutcome.DEFERRED):
+                break
+        return results
+
+    async def _process_path(
+        self, path: Path, publish: PublishFn, stop: asyncio.Event | None = None
+    ) -> DropResult:
+        """Publish, skip or quarantine every record of ``path``, then move it to ``done/``.
+
+        The file stays where it is if it vanished, ``stop`` was set mid-file, or ``publish`` refused with a
+        deferring reason: those say "not now", not "not this record", so the file is retried whole (same
+        event ids; the records already committed are ignored by the outbox) instead of being quarantined.
+        """
+        result = DropResult(path.name, DropOutcome.INTERRUPTED)
+        if stop is not None and stop.is_set():
+            return result
+        try:
+            drop = await asyncio.to_thread(self.read_file, path)
+        except FileNotFoundError:  # taken away by an operator between listing and reading
+            return self._vanished(result)
+        result.facts = drop.facts
+        for number, record in drop.records:
+            if stop is not None and stop.is_set():
+                _log.info(
+                    f"{self.log_prefix}.file_interrupted", source=self.name, file=path.name,
+                    **{self.record_word: number},
+                )  # fmt: skip
+                return result
+            if record is None:
+                result.skipped += 1
+            elif isinstance(record, DropRejection):
+                self._reject(result, number, record)
+            else:
+                try:
+                    await publish(
+                        record.type, record.data, recipients=record.recipients, dataschema=record.dataschema,
+                        event_id=record.event_id,
+                    )  # fmt: skip
+                except GatewayError as exc:
+                    if exc.reason in _DEFERRING_REASONS:
+                        _log.warning(
+                            f"{self.log_prefix}.file_deferred", source=self.name, file=path.name,
+                            reason=str(exc.reason), **{self.record_word: number},
+                        )  # fmt: skip
+                        result.outcome = DropOutcome.DEFERRED
+                        return result
+                    field = record.refusal_field(exc) if record.refusal_field is not None else None
+                    rejection = DropRejection(
+                        str(exc.reason), exc.detail, field, "publish-refused", record.event_id
+                    )
+                    self._reject(result, number, rejection)
+                    continue
+                result.published += 1
+                _log.debug(
+                    f"{self.log_prefix}.{self.record_word}_published", source=self.name, file=path.name,
+                    event_id=record.event_id, **{self.record_word: number},
+                )  # fmt: skip
+
+        destination = await asyncio.to_thread(self._finish, path, result.rejections)
+        if destination is None:
+            return self._vanished(result)
+        result.outcome = DropOutcome.DONE
+        if self._on_quarantine is not None:
+            for _, rejection in result.rejections:
+                self._on_quarantine(self.name, rejection.reason)
+        _log.info(
+            f"{self.log_prefix}.file_done", source=self.name, file=path.name, done=destination.name,
+            published=result.published, skipped=result.skipped, quarantined=len(result.rejections),
+            **result.facts,
+        )  # fmt: skip
+        return result
+
+    def _reject(self, result: DropResult, number: int | None, rejection: DropRejection) -> None:
+        result.rejections.append((number, rejection))
+        extra = {
+            key: value
+            for key, value in (
+                ("field", rejection.field), ("problem", rejection.problem), ("event_id", rejection.event_id)
+            )
+            if value is not None
+        }  # fmt: skip
+        _log.warning(
+            f"{self.log_prefix}.{self.record_word}_rejected", source=self.name, file=result.file,
+            reason=rejection.reason, **{self.record_word: number}, **extra,
+        )  # fmt: skip
+
+    def _vanished(self, result: DropResult) -> DropResult:
+        _log.warning(f"{self.log_prefix}.file_vanished", source=self.name, file=result.file)
+        result.outcome = DropOutcome.VANISHED
+        return result
+
+    # ---- file-system work (run in a thread: none of it may block the event loop) -------------------
+    def _ready_files(self) -> list[Path]:
+        ready = []
+        with os.scandir(self.inbox) as entries:
+            for entry in entries:
+                ending = entry.name.casefold() if self.ignore_case else entry.name
+                if entry.name.startswith(".") or not ending.endswith(self.suffixes):
+                    continue  # being written (atomic-rename convention) or not ours
+                if not entry.is_file(follow_symlinks=False):
+                    if entry.name not in self._skipped:  # warn once, not every poll
+                        self._skipped.add(entry.name)
+                        _log.warning(
+                            f"{self.log_prefix}.not_a_regular_file", source=self.name, file=entry.name
+                        )
+                    continue
+                ready.append(Path(entry.path))
+        return sorted(ready)
+
+    def _finish(self, path: Path, rejections: Sequence[tuple[int | None, DropRejection]]) -> Path | None:
+        """Write the quarantine report (if any), then rename ``path`` into ``done/``.
+
+        The report is written first and atomically, so after a crash between the two steps the file is
+        processed again and the report is rewritten under the same name (the ``done/`` name it is derived
+        from is still free), not duplicated.
+        """
+        if not path.exists():
+            return None
+        destination = self._unique_done_name(path.name)
+        if rejections:
+            report = b"".join(
+                canonical_json(self.quarantine_record(path.name, number, rejection)) + b"\n"
+                for number, rejection in rejections
+            )
+            write_atomically(self.quarantine / f"{destination.name}.rejected.jsonl", report)
+        try:
+            path.rename(destination)
+        except FileNotFoundError:
+            return None
+        return destination
+
+    def _unique_done_name(self, name: str) -> Path:
+        """``done/<name>``, else ``done/<stem>.<n><suffix>`` for the smallest free n.
+
+        Check-then-rename is race-free only because one gateway consumes a directory.
+        """
+        candidate = self.done / name
+        stem, suffix = os.path.splitext(name)
+        counter = 1
+        while candidate.exists():
+            candidate = self.done / f"{stem}.{counter}{suffix}"
+            counter += 1
+        return candidate
 
 
-def _parse_line(raw: bytes, max_line_bytes: int) -> _DropLine:
+# ---- the JSON Lines file drop ----------------------------------------------------------------------------
+
+
+class FileDropSource(DropFolderSource):
+    """Publish every line of ``*.jsonl`` files dropped into ``directory/inbox/`` (see the module docstring).
+
+    The drop folder is :class:`DropFolderSource`'s; quarantine reports hold one ``{"file", "line", "reason",
+    "detail"}`` object per rejected line.
+
+    Each line is ``{"type": ..., "data": {...}, "recipients": [...], "dataschema": ...}`` (``recipients``
+    and ``dataschema`` optional, nothing else allowed). Blank lines are skipped but still counted, so line
+    numbers match what an editor shows.
+    """
+
+    suffixes = (DROP_SUFFIX,)
+    log_prefix = "file_drop"
+    record_word = "line"
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        name: str = "file-drop",
+        poll_interval: float = 0.5,
+        on_quarantine: QuarantineFn | None = None,
+        max_line_bytes: int = 256 * 1024,
+    ) -> None:
+        super().__init__(directory, name=name, poll_interval=poll_interval, on_quarantine=on_quarantine)
+        if max_line_bytes <= 0:
+            raise GatewayError(Reason.CONFIG_INVALID, f"source {name}: max_line_bytes must be positive")
+        self.max_line_bytes = max_line_bytes
+
+    async def process_pending(self, publish: PublishFn, stop: asyncio.Event | None = None) -> int:
+        """Process every file ready in ``inbox/`` once; return how many were completed (moved to ``done/``).
+
+        Useful on its own for a one-shot import. Expects :meth:`ensure_directories` to have run.
+        """
+        return sum(result.done for result in await self._process_ready(publish, stop))
+
+    async def process_file(self, path: Path, publish: PublishFn, stop: asyncio.Event | None = None) -> bool:
+        """Publish or quarantine every line of ``path``, then move it to ``done/``; False if it must wait.
+
+        See :meth:`DropFolderSource._process_path` for when a file is left where it is.
+        """
+        return (await self._process_path(path, publish, stop)).done
+
+    def read_file(self, path: Path) -> DropFile:
+        content = path.read_bytes()
+        digest = hashlib.sha256(content).hexdigest()
+        return DropFile(self._lines(content, digest), {"sha256": digest})
+
+    def quarantine_record(self, file: str, number: int | None, rejection: DropRejection) -> dict[str, Any]:
+        return {"file": file, "line": number, "reason": rejection.reason, "detail": rejection.detail}
+
+    def _lines(self, content: bytes, digest: str) -> Iterator[DropRecord]:
+        for number, raw in enumerate(_split_lines(content), start=1):
+            if not raw.strip():
+                continue
+            event_id = drop_event_id(digest, number)
+            record: DropEvent | DropRejection
+            try:
+                record = _parse_line(raw, self.max_line_bytes, event_id)
+            except GatewayError as exc:
+                record = DropRejection(str(exc.reason), exc.detail, event_id=event_id)
+            yield number, record
+
+
+def _parse_line(raw: bytes, max_line_bytes: int, event_id: str) -> DropEvent:
     """Parse one JSONL line strictly; ``GatewayError`` names what is wrong, never a value or unknown key."""
     if len(raw) > max_line_bytes:
         raise GatewayError(Reason.SIZE_EXCEEDED, f"line of {len(raw)} bytes exceeds {max_line_bytes}")
@@ -154,7 +537,7 @@ def _parse_line(raw: bytes, max_line_bytes: int) -> _DropLine:
     dataschema = record.get("dataschema")
     if dataschema is not None and (not isinstance(dataschema, str) or not dataschema):
         raise GatewayError(Reason.SCHEMA_INVALID, "'dataschema' is not a string")
-    return _DropLine(event_type, data, tuple(recipients), dataschema)
+    return DropEvent(event_type, data, event_id, tuple(recipients), dataschema)
 
 
 def _split_lines(content: bytes) -> list[bytes]:
@@ -165,234 +548,14 @@ def _split_lines(content: bytes) -> list[bytes]:
     return [line.removesuffix(b"\r") for line in lines]
 
 
-class FileDropSource:
-    """Publish every line of ``*.jsonl`` files dropped into ``directory/inbox/`` (see the module docstring).
+def write_atomically(target: Path, content: bytes) -> None:
+    """Write ``.<name>.tmp`` (mode 0600), fsync, rename over ``target``, fsync the folder.
 
-    Layout under ``directory`` (created with mode 0700 when absent; existing directories keep their mode, so
-    an export job running as another user may be given group write access to ``inbox/``):
-
-    * ``inbox/``: writers create ``.<name>.tmp`` and rename it to ``<name>.jsonl`` when complete.
-      Files are processed in name order, so timestamped names are processed oldest first.
-    * ``done/``: completely processed files (renamed; a numeric suffix keeps names unique).
-    * ``quarantine/``: ``<done name>.rejected.jsonl`` reports, one JSON object per rejected line:
-      ``{"file", "line", "reason", "detail"}``.
-
-    Each line is ``{"type": ..., "data": {...}, "recipients": [...], "dataschema": ...}`` (``recipients``
-    and ``dataschema`` optional, nothing else allowed). Blank lines are skipped but still counted, so line
-    numbers match what an editor shows.
-
-    A ``GatewayError`` from ``publish`` quarantines the line, except the reasons that describe the gateway
-    rather than the line (``outbox.full``, ``gateway.stopping``, ``bus.unavailable``): then the file is left
-    in ``inbox/`` and retried from its first line at the next poll (same ids, so nothing is duplicated), and
-    later files wait too, which keeps an export's events in order.
-
-    Only one gateway may consume a given directory. Exceptions other than ``GatewayError`` raised by
-    ``publish``, and file-system errors other than a file vanishing from ``inbox/``, propagate out of
-    :meth:`run`: they are not the record's fault, so the file stays in ``inbox/`` to be processed again (with
-    the same event ids) when the source is restarted.
+    A reader (or the next start after a crash) sees the old file or the new one, never half of one; the
+    folder fsync makes the rename itself survive a power cut (a quarantine report, an adapter's poll
+    cursor). The one atomic writer of the gateway and its adapters (the audit log keeps its own, which
+    batches fsyncs).
     """
-
-    def __init__(
-        self,
-        directory: Path,
-        *,
-        name: str = "file-drop",
-        poll_interval: float = 0.5,
-        on_quarantine: QuarantineFn = _no_quarantine,
-        max_line_bytes: int = 256 * 1024,
-    ) -> None:
-        if poll_interval <= 0:
-            raise GatewayError(Reason.CONFIG_INVALID, "poll_interval must be positive")
-        if max_line_bytes <= 0:
-            raise GatewayError(Reason.CONFIG_INVALID, "max_line_bytes must be positive")
-        self.name = name
-        self.directory = Path(directory)
-        self.poll_interval = poll_interval
-        self.max_line_bytes = max_line_bytes
-        self._on_quarantine = on_quarantine
-        self._skipped: set[str] = set()
-
-    @property
-    def inbox(self) -> Path:
-        return self.directory / "inbox"
-
-    @property
-    def done(self) -> Path:
-        return self.directory / "done"
-
-    @property
-    def quarantine(self) -> Path:
-        return self.directory / "quarantine"
-
-    def ensure_directories(self) -> None:
-        """Create ``directory`` and its ``inbox/``, ``done/``, ``quarantine/`` (mode 0700) if absent."""
-        for path in (self.directory, self.inbox, self.done, self.quarantine):
-            if not path.is_dir():
-                path.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
-                path.chmod(_DIR_MODE)  # mkdir's mode is filtered by the umask; be exact
-
-    async def run(self, publish: PublishFn, stop: asyncio.Event) -> None:
-        """Process ready files, then wait ``poll_interval`` (or until ``stop``), until ``stop`` is set.
-
-        ``stop`` is also checked between lines: a file interrupted by it stays in ``inbox/`` and is
-        processed again, with the same event ids, on the next start. A ``publish`` call in progress is
-        awaited, not cancelled; cancel the task for a harder stop (the file then also stays in ``inbox/``).
-        """
-        await asyncio.to_thread(self.ensure_directories)
-        _log.info("file_drop.started", source=self.name, directory=str(self.directory))
-        while not stop.is_set():
-            await self.process_pending(publish, stop)
-            with contextlib.suppress(TimeoutError):  # the poll interval elapsed: look again
-                await asyncio.wait_for(stop.wait(), timeout=self.poll_interval)
-        _log.info("file_drop.stopped", source=self.name)
-
-    async def process_pending(self, publish: PublishFn, stop: asyncio.Event | None = None) -> int:
-        """Process every file ready in ``inbox/`` once; return how many were completed (moved to ``done/``).
-
-        Useful on its own for a one-shot import. Expects :meth:`ensure_directories` to have run.
-        """
-        completed = 0
-        for path in await asyncio.to_thread(self._ready_files):
-            outcome = await self._process(path, publish, stop)
-            if outcome is _Outcome.DONE:
-                completed += 1
-            elif outcome in (_Outcome.INTERRUPTED, _Outcome.DEFERRED):
-                break  # stopping, or the publisher cannot take events now: later files would fail alike
-        return completed
-
-    async def process_file(self, path: Path, publish: PublishFn, stop: asyncio.Event | None = None) -> bool:
-        """Publish or quarantine every line of ``path``, then move it to ``done/``.
-
-        Returns False, leaving the file where it is, if the file vanished, ``stop`` was set mid-file, or
-        ``publish`` refused with a deferring reason (``outbox.full``, ``gateway.stopping``,
-        ``bus.unavailable``): those say "not now", not "not this line", so the file is retried whole (same
-        event ids; the lines already committed are ignored by the outbox) instead of being quarantined.
-        """
-        return await self._process(path, publish, stop) is _Outcome.DONE
-
-    async def _process(self, path: Path, publish: PublishFn, stop: asyncio.Event | None) -> _Outcome:
-        if stop is not None and stop.is_set():
-            return _Outcome.INTERRUPTED
-        try:
-            content = await asyncio.to_thread(path.read_bytes)
-        except FileNotFoundError:  # taken away by an operator between listing and reading
-            _log.warning("file_drop.file_vanished", source=self.name, file=path.name)
-            return _Outcome.VANISHED
-        digest = hashlib.sha256(content).hexdigest()
-        published = 0
-        rejections: list[_Rejection] = []
-        for number, raw in enumerate(_split_lines(content), start=1):
-            if stop is not None and stop.is_set():
-                _log.info("file_drop.file_interrupted", source=self.name, file=path.name, line=number)
-                return _Outcome.INTERRUPTED
-            if not raw.strip():
-                continue
-            event_id = drop_event_id(digest, number)
-            try:
-                line = _parse_line(raw, self.max_line_bytes)
-                await publish(
-                    line.type,
-                    line.data,
-                    recipients=line.recipients,
-                    dataschema=line.dataschema,
-                    event_id=event_id,
-                )
-            except GatewayError as exc:
-                if exc.reason in _DEFERRING_REASONS:
-                    _log.warning(
-                        "file_drop.file_deferred",
-                        source=self.name,
-                        file=path.name,
-                        line=number,
-                        reason=str(exc.reason),
-                    )
-                    return _Outcome.DEFERRED
-                rejections.append(_Rejection(number, str(exc.reason), exc.detail))
-                _log.warning(
-                    "file_drop.line_rejected",
-                    source=self.name,
-                    file=path.name,
-                    line=number,
-                    reason=str(exc.reason),
-                    event_id=event_id,
-                )
-                continue
-            published += 1
-            _log.debug(
-                "file_drop.line_published", source=self.name, file=path.name, line=number, event_id=event_id
-            )
-
-        destination = await asyncio.to_thread(self._finish, path, rejections)
-        if destination is None:
-            _log.warning("file_drop.file_vanished", source=self.name, file=path.name)
-            return _Outcome.VANISHED
-        for rejection in rejections:
-            self._on_quarantine(self.name, rejection.reason)
-        _log.info(
-            "file_drop.file_done",
-            source=self.name,
-            file=path.name,
-            done=destination.name,
-            sha256=digest,
-            published=published,
-            quarantined=len(rejections),
-        )
-        return _Outcome.DONE
-
-    # ---- file-system work (run in a thread: none of it may block the event loop) -------------------
-    def _ready_files(self) -> list[Path]:
-        ready = []
-        with os.scandir(self.inbox) as entries:
-            for entry in entries:
-                if entry.name.startswith(".") or not entry.name.endswith(DROP_SUFFIX):
-                    continue  # being written (atomic-rename convention) or not ours
-                if not entry.is_file(follow_symlinks=False):
-                    if entry.name not in self._skipped:  # warn once, not every poll
-                        self._skipped.add(entry.name)
-                        _log.warning("file_drop.not_a_regular_file", source=self.name, file=entry.name)
-                    continue
-                ready.append(Path(entry.path))
-        return sorted(ready)
-
-    def _finish(self, path: Path, rejections: Sequence[_Rejection]) -> Path | None:
-        """Write the quarantine report (if any), then rename ``path`` into ``done/``.
-
-        The report is written first and atomically, so after a crash between the two steps the file is
-        processed again and the report is rewritten under the same name (the ``done/`` name it is derived
-        from is still free), not duplicated.
-        """
-        if not path.exists():
-            return None
-        destination = self._unique_done_name(path.name)
-        if rejections:
-            report = b"".join(
-                canonical_json({"file": path.name, "line": r.line, "reason": r.reason, "detail": r.detail})
-                + b"\n"
-                for r in rejections
-            )
-            _write_atomically(self.quarantine / f"{destination.name}.rejected.jsonl", report)
-        try:
-            path.rename(destination)
-        except FileNotFoundError:
-            return None
-        return destination
-
-    def _unique_done_name(self, name: str) -> Path:
-        """``done/<name>``, else ``done/<stem>.<n>.jsonl`` for the smallest free n.
-
-        Check-then-rename is race-free only because one gateway consumes a directory.
-        """
-        candidate = self.done / name
-        stem = name.removesuffix(DROP_SUFFIX)
-        counter = 1
-        while candidate.exists():
-            candidate = self.done / f"{stem}.{counter}{DROP_SUFFIX}"
-            counter += 1
-        return candidate
-
-
-def _write_atomically(target: Path, content: bytes) -> None:
-    """Write ``.<name>.tmp`` (mode 0600), fsync, rename over ``target``: readers never see a partial file."""
     temporary = target.with_name(f".{target.name}.tmp")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, _FILE_MODE)
     try:
@@ -404,3 +567,8 @@ def _write_atomically(target: Path, content: bytes) -> None:
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+    directory = os.open(target.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)

@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from functools import partial
 from typing import Any, Final
 
+from adapters._io import refuse_unknown_options
 from adapters.kemensos.inbound import CsvDropSource, RowMapper, csv_event_id, suppress_count, write_drop
 from adapters.kemensos.mapping import DEFAULT_MAPPING, KemensosMapping, load_mapping
 from adapters.kemensos.outbound import native_record, to_native
@@ -54,13 +55,6 @@ _SOURCE_OPTIONS: Final = frozenset({"directory", "poll_interval", "mapping", "na
 _SINK_OPTIONS: Final = frozenset({"url", "timeout", "mapping", "name"})
 
 
-def _check_options(options: Mapping[str, Any], allowed: frozenset[str], ctx: PluginContext) -> None:
-    """Unknown options are errors: a misspelt ``maping`` must not silently fall back to the default file."""
-    unknown = sorted(set(options) - allowed)
-    if unknown:
-        raise GatewayError(Reason.CONFIG_INVALID, f"{ctx.where}.{unknown[0]}: unknown option")
-
-
 def _mapping(options: Mapping[str, Any], ctx: PluginContext) -> KemensosMapping:
     if "mapping" not in options:
         return load_mapping()
@@ -69,7 +63,7 @@ def _mapping(options: Mapping[str, Any], ctx: PluginContext) -> KemensosMapping:
 
 def csv_source(options: Mapping[str, Any], ctx: PluginContext) -> Source:
     """Factory of the ``kemensos-csv`` source (see the module docstring for the options)."""
-    _check_options(options, _SOURCE_OPTIONS, ctx)
+    refuse_unknown_options(options, _SOURCE_OPTIONS, ctx)
     directory = ctx.path(options.get("directory"), "directory")
     poll_interval = option(options, "poll_interval", float, ctx, 1.0)
     if poll_interval <= 0:
@@ -85,7 +79,7 @@ def csv_source(options: Mapping[str, Any], ctx: PluginContext) -> Source:
 
 def case_system_sink(options: Mapping[str, Any], ctx: PluginContext) -> Sink:
     """Factory of the ``kemensos-case-system`` sink: a :class:`WebhookSink` with the Kemensos body."""
-    _check_options(options, _SINK_OPTIONS, ctx)
+    refuse_unknown_options(options, _SINK_OPTIONS, ctx)
     mapping = _mapping(options, ctx)
     timeout = option(options, "timeout", float, ctx, 10.0)
     if timeout <= 0:

@@ -1,12 +1,12 @@
 """Inbound: Kemensos CSV drops (RPTC shelters, Pos Pemulangan return posts) -> exchange events.
 
 Kemensos' systems are spreadsheets and a case register that can export CSV; a drop folder is the interface
-every office can run today. The folder convention is :class:`gateway.sources.FileDropSource`'s, for the same
-reasons (see its docstring): writers create ``inbox/.<name>.tmp`` and rename it to ``inbox/<name>.csv``
-when complete (atomic); each row's event id is ``uuid5(NAMESPACE, "<sha256 of the file>:<row>")``, so a
-file processed again after a crash or dropped twice re-publishes the *same* ids, which the outbox and every
-consumer deduplicate; a row is one event, published whole or quarantined whole; only when every row is
-done does the file move to ``done/``.
+every office can run today. The folder mechanism is :class:`gateway.sources.DropFolderSource`, the one the
+JSON Lines file drop uses, for the same reasons (see :mod:`gateway.sources`): writers create
+``inbox/.<name>.tmp`` and rename it to ``inbox/<name>.csv`` when complete (atomic); each row's event id is
+``uuid5(NAMESPACE, "<sha256 of the file>:<row>")``, so a file processed again after a crash or dropped twice
+re-publishes the *same* ids, which the outbox and every consumer deduplicate; a row is one event, published
+whole or quarantined whole; only when every row is done does the file move to ``done/``.
 
 What is different from the JSON Lines drop, and why:
 
@@ -29,15 +29,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import csv
-import enum
 import hashlib
 import io
-import os
 import re
 import uuid
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, tzinfo
+from functools import partial
 from pathlib import Path
 from typing import Any, Final
 
@@ -51,9 +50,17 @@ from adapters.kemensos.mapping import (
     UnknownCode,
     normalise_header,
 )
-from gateway.canonical import canonical_json
 from gateway.errors import GatewayError, Reason
-from gateway.sources import PublishFn, QuarantineFn
+from gateway.sources import (
+    DropEvent,
+    DropFile,
+    DropFolderSource,
+    DropRecord,
+    DropRejection,
+    PublishFn,
+    QuarantineFn,
+    write_atomically,
+)
 
 __all__ = [
     "DROP_SUFFIX",
@@ -73,12 +80,9 @@ _log = structlog.get_logger(__name__)
 #: every event id and defeat deduplication across an upgrade.
 EVENT_ID_NAMESPACE: Final = uuid.UUID("496cfa35-de3f-529f-a178-518545252c62")
 DROP_SUFFIX: Final = ".csv"
-#: ``publish`` refusals about the gateway's state, not the row: the file is retried, not quarantined.
-_DEFERRING: Final = frozenset({Reason.OUTBOX_FULL, Reason.STOPPING, Reason.BUS_UNAVAILABLE})
 _SMALL_CELL: Final = 11
 _SUPPRESSED: Final = "<11"
 _DIR_MODE: Final = 0o700
-_FILE_MODE: Final = 0o600
 _PHONE_RE: Final = re.compile(r"^\+[1-9][0-9]{1,14}$")
 _PHONE_JUNK_RE: Final = re.compile(r"[\s().-]")
 _SCHEMA_PATH_RE: Final = re.compile(r"\$((?:\.[A-Za-z_][A-Za-z0-9_]*|\[\d+\])*)")
@@ -351,51 +355,18 @@ def _schema_field(kind: FileKind, detail: str) -> str | None:
 # ---- the drop folder ---------------------------------------------------------------------------------
 
 
-class _Outcome(enum.Enum):
-    DONE = "done"
-    VANISHED = "vanished"
-    INTERRUPTED = "interrupted"
-    DEFERRED = "deferred"
-
-
-@dataclass(frozen=True, slots=True)
-class _Rejection:
-    row: int | None
-    field: str | None
-    reason: str
-    problem: str
-    detail: str
-
-    def report(self, file_name: str) -> dict[str, Any]:
-        return {
-            "file": file_name, "row": self.row, "field": self.field, "reason": self.reason,
-            "problem": self.problem, "detail": self.detail,
-        }  # fmt: skip
-
-
-@dataclass
-class _FileJob:
-    """One file being processed: what its rows need to know, and what became of them."""
-
-    name: str
-    kind: FileKind
-    digest: str
-    published: int = 0
-    rejections: list[_Rejection] = field(default_factory=list)
-
-
-class CsvDropSource:
+class CsvDropSource(DropFolderSource):
     """Publish every row of ``*.csv`` files dropped into ``directory/inbox/`` (see the module docstring).
 
-    Layout under ``directory`` (created 0700 when absent): ``inbox/`` (writers rename complete files in),
-    ``done/`` (processed files; a numeric suffix keeps names unique), ``quarantine/`` (``<done name>
-    .rejected.jsonl`` reports). Files are processed in name order. A file whose name matches no kind is
+    The drop folder (layout, name order, deferring, done/ and quarantine/) is
+    :class:`gateway.sources.DropFolderSource`'s; this class maps rows. A file whose name matches no kind is
     reported as one rejection (``schema.unknown``) and moved to ``done/``, so ``inbox/`` stays "work to do".
-
-    ``publish`` refusals ``outbox.full``, ``gateway.stopping`` and ``bus.unavailable`` leave the file in
-    ``inbox/`` for the next poll (same ids); any other ``GatewayError`` quarantines the row. Only one gateway
-    may consume a directory.
     """
+
+    suffixes = (DROP_SUFFIX,)
+    ignore_case = True
+    log_prefix = "kemensos_csv"
+    record_word = "row"
 
     def __init__(
         self,
@@ -406,184 +377,60 @@ class CsvDropSource:
         poll_interval: float = 1.0,
         on_quarantine: QuarantineFn | None = None,
     ) -> None:
-        if poll_interval <= 0:
-            raise GatewayError(Reason.CONFIG_INVALID, f"source {name}: poll_interval must be positive")
-        self.name = name
-        self.directory = Path(directory)
-        self.poll_interval = poll_interval
+        super().__init__(directory, name=name, poll_interval=poll_interval, on_quarantine=on_quarantine)
         self.mapper = RowMapper(mapping)
-        self._on_quarantine = on_quarantine
-        self._skipped: set[str] = set()
-
-    @property
-    def inbox(self) -> Path:
-        return self.directory / "inbox"
-
-    @property
-    def done(self) -> Path:
-        return self.directory / "done"
-
-    @property
-    def quarantine(self) -> Path:
-        return self.directory / "quarantine"
-
-    def ensure_directories(self) -> None:
-        for path in (self.directory, self.inbox, self.done, self.quarantine):
-            if not path.is_dir():
-                path.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
-                path.chmod(_DIR_MODE)
-
-    async def run(self, publish: PublishFn, stop: asyncio.Event) -> None:
-        """Process ready files, then wait ``poll_interval`` (or until ``stop``), until ``stop`` is set."""
-        await asyncio.to_thread(self.ensure_directories)
-        _log.info("kemensos_csv.started", source=self.name, directory=str(self.directory))
-        while not stop.is_set():
-            await self.process_pending(publish, stop)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=self.poll_interval)
-        _log.info("kemensos_csv.stopped", source=self.name)
 
     async def process_pending(self, publish: PublishFn, stop: asyncio.Event | None = None) -> int:
         """Process every ready file once; return how many were moved to ``done/``."""
-        completed = 0
-        for path in await asyncio.to_thread(self._ready_files):
-            outcome = await self._process(path, publish, stop)
-            if outcome is _Outcome.DONE:
-                completed += 1
-            elif outcome in (_Outcome.INTERRUPTED, _Outcome.DEFERRED):
-                break  # later files would fail alike, and waiting keeps an export's events in order
-        return completed
+        return sum(result.done for result in await self._process_ready(publish, stop))
 
-    async def _process(self, path: Path, publish: PublishFn, stop: asyncio.Event | None) -> _Outcome:
-        if stop is not None and stop.is_set():
-            return _Outcome.INTERRUPTED
-        try:
-            content = await asyncio.to_thread(path.read_bytes)
-        except FileNotFoundError:
-            _log.warning("kemensos_csv.file_vanished", source=self.name, file=path.name)
-            return _Outcome.VANISHED
+    def read_file(self, path: Path) -> DropFile:
+        content = path.read_bytes()
         digest = hashlib.sha256(content).hexdigest()
         kind = self.mapper.inbound.kind_of(path.name)
-        rejections: list[_Rejection] = []
-        published = 0
+        facts = {"kind": kind.name if kind else None, "sha256": digest}
         if kind is None:
-            rejections.append(
-                _Rejection(None, None, str(Reason.SCHEMA_UNKNOWN), "unknown-file-kind",
-                           "the file name matches no kind's prefix in the mapping"),
-            )  # fmt: skip
             _log.warning("kemensos_csv.unknown_file_kind", source=self.name, file=path.name)
-        else:
-            job = _FileJob(path.name, kind, digest)
-            outcome = await self._rows(job, content, publish, stop)
-            if outcome is not None:
-                return outcome
-            rejections, published = job.rejections, job.published
-        destination = await asyncio.to_thread(self._finish, path, rejections)
-        if destination is None:
-            _log.warning("kemensos_csv.file_vanished", source=self.name, file=path.name)
-            return _Outcome.VANISHED
-        if self._on_quarantine is not None:
-            for rejection in rejections:
-                self._on_quarantine(self.name, rejection.reason)
-        _log.info(
-            "kemensos_csv.file_done", source=self.name, file=path.name, done=destination.name,
-            kind=kind.name if kind else None, sha256=digest, published=published, quarantined=len(rejections),
-        )  # fmt: skip
-        return _Outcome.DONE
+            unknown = DropRejection(
+                str(Reason.SCHEMA_UNKNOWN), "the file name matches no kind's prefix in the mapping",
+                problem="unknown-file-kind",
+            )  # fmt: skip
+            return DropFile([(None, unknown)], facts)
+        return DropFile(self._rows(kind, digest, content), facts)
 
-    async def _rows(
-        self, job: _FileJob, content: bytes, publish: PublishFn, stop: asyncio.Event | None
-    ) -> _Outcome | None:
-        """Publish or reject each row; returns an outcome only when the file must stay in ``inbox/``."""
+    def quarantine_record(self, file: str, number: int | None, rejection: DropRejection) -> dict[str, Any]:
+        return {
+            "file": file, "row": number, "field": rejection.field, "reason": rejection.reason,
+            "problem": rejection.problem, "detail": rejection.detail,
+        }  # fmt: skip
+
+    def _rows(self, kind: FileKind, digest: str, content: bytes) -> Iterator[DropRecord]:
+        """Each record row as an event to publish or a rejection naming the column (header row first)."""
         text = content.decode("utf-8-sig", errors="surrogateescape")  # bad bytes are reported per row
         header: _Header | None = None
         for number, cells, syntax_error in _records(text, self.mapper.inbound.delimiter):
-            if stop is not None and stop.is_set():
-                _log.info("kemensos_csv.file_interrupted", source=self.name, file=job.name, row=number)
-                return _Outcome.INTERRUPTED
             if header is None:
                 if syntax_error is None:
-                    header = self.mapper.header(job.kind, cells)
+                    header = self.mapper.header(kind, cells)
                 else:
                     header = _Header((), RowError(Reason.SCHEMA_INVALID, None, "csv-syntax", syntax_error))
                 continue
             if syntax_error is None and not any(c.strip() for c in cells):
                 continue  # a blank line: skipped, still counted
-            event_id = csv_event_id(job.digest, number)
+            event_id = csv_event_id(digest, number)
+            record: DropEvent | DropRejection
             try:
                 if syntax_error is not None:
                     raise RowError(Reason.SCHEMA_INVALID, None, "csv-syntax", syntax_error)
-                mapped = self.mapper.row(job.kind, header, cells)
-                await publish(
-                    mapped.type, mapped.data, recipients=mapped.recipients, dataschema=mapped.dataschema,
-                    event_id=event_id,
-                )  # fmt: skip
+                mapped = self.mapper.row(kind, header, cells)
             except RowError as exc:
-                rejection = _Rejection(number, exc.field, str(exc.reason), exc.problem, exc.explanation)
-                self._reject(job, event_id, rejection)
-                continue
-            except GatewayError as exc:
-                if exc.reason in _DEFERRING:
-                    _log.warning(
-                        "kemensos_csv.file_deferred", source=self.name, file=job.name, row=number,
-                        reason=str(exc.reason),
-                    )  # fmt: skip
-                    return _Outcome.DEFERRED
-                column = _publish_field(job.kind, exc)
-                self._reject(
-                    job, event_id, _Rejection(number, column, str(exc.reason), "publish-refused", exc.detail)
-                )
-                continue
-            job.published += 1
-            _log.debug(
-                "kemensos_csv.row_published", source=self.name, file=job.name, row=number, event_id=event_id
-            )
-        return None
-
-    def _reject(self, job: _FileJob, event_id: str, rejection: _Rejection) -> None:
-        job.rejections.append(rejection)
-        _log.warning(
-            "kemensos_csv.row_rejected", source=self.name, file=job.name, row=rejection.row,
-            field=rejection.field, reason=rejection.reason, problem=rejection.problem, event_id=event_id,
-        )  # fmt: skip
-
-    # ---- file-system work (in a thread) ----------------------------------------------------------------
-    def _ready_files(self) -> list[Path]:
-        ready = []
-        with os.scandir(self.inbox) as entries:
-            for entry in entries:
-                if entry.name.startswith(".") or not entry.name.casefold().endswith(DROP_SUFFIX):
-                    continue
-                if not entry.is_file(follow_symlinks=False):
-                    if entry.name not in self._skipped:
-                        self._skipped.add(entry.name)
-                        _log.warning("kemensos_csv.not_a_regular_file", source=self.name, file=entry.name)
-                    continue
-                ready.append(Path(entry.path))
-        return sorted(ready)
-
-    def _finish(self, path: Path, rejections: Sequence[_Rejection]) -> Path | None:
-        """Write the quarantine report (atomically, first), then move the file into ``done/``."""
-        if not path.exists():
-            return None
-        destination = self._unique_done_name(path.name)
-        if rejections:
-            report = b"".join(canonical_json(r.report(path.name)) + b"\n" for r in rejections)
-            _write_atomically(self.quarantine / f"{destination.name}.rejected.jsonl", report)
-        try:
-            path.rename(destination)
-        except FileNotFoundError:
-            return None
-        return destination
-
-    def _unique_done_name(self, name: str) -> Path:
-        candidate = self.done / name
-        stem, suffix = os.path.splitext(name)
-        counter = 1
-        while candidate.exists():
-            candidate = self.done / f"{stem}.{counter}{suffix}"
-            counter += 1
-        return candidate
+                record = DropRejection(str(exc.reason), exc.explanation, exc.field, exc.problem, event_id)
+            else:
+                record = DropEvent(
+                    mapped.type, mapped.data, event_id, mapped.recipients, mapped.dataschema,
+                    refusal_field=partial(_publish_field, kind),
+                )  # fmt: skip
+            yield number, record
 
 
 def _publish_field(kind: FileKind, exc: GatewayError) -> str | None:
@@ -618,21 +465,6 @@ def _records(text: str, delimiter: str) -> list[tuple[int, list[str], str | None
         records.append((number, cells, None))
 
 
-def _write_atomically(target: Path, content: bytes) -> None:
-    """``.<name>.tmp`` (0600), fsync, rename over ``target``: readers never see a partial report."""
-    temporary = target.with_name(f".{target.name}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, _FILE_MODE)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(content)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, target)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-
-
 def write_drop(directory: Path, name: str, header: Sequence[str], rows: Sequence[Sequence[object]]) -> Path:
     """Write a CSV drop the way an export job must: ``inbox/.<name>.tmp``, then rename to ``inbox/<name>``.
 
@@ -645,5 +477,5 @@ def write_drop(directory: Path, name: str, header: Sequence[str], rows: Sequence
     writer.writerow(header)
     writer.writerows(["" if cell is None else str(cell) for cell in row] for row in rows)
     target = inbox / name
-    _write_atomically(target, buffer.getvalue().encode("utf-8"))
+    write_atomically(target, buffer.getvalue().encode("utf-8"))
     return target

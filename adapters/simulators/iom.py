@@ -12,19 +12,19 @@ Pemulangan Pontianak. Every name and number is invented.
 from __future__ import annotations
 
 import csv
-import ipaddress
+import io
 import json
-import os
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from aiohttp import web
 
 from adapters.iom._mapping import IomMapping, htcds_columns
+from adapters.simulators._server import SimulatorServer
+from gateway.sources import write_atomically
 
 __all__ = [
     "IomCaseSystemSimulator",
@@ -44,32 +44,20 @@ class ReceivedReferral:
     body: dict[str, Any]
 
 
-class IomCaseSystemSimulator:
+class IomCaseSystemSimulator(SimulatorServer):
     """``async with IomCaseSystemSimulator() as iom:`` accepts referrals at ``iom.url``."""
 
     path = "/api/v1/referrals"
 
     def __init__(self, *, host: str = "127.0.0.1") -> None:
-        self._host = host
+        super().__init__(host=host)
         self.referrals: list[ReceivedReferral] = []
         self.attempts: list[str] = []
         """Idempotency key of every POST, repeats and failures included, in arrival order."""
-        self.failures_served = 0
-        self._fail_remaining = 0
-        self._fail_status = 503
-        self._keys: set[str] = set()
-        self._runner: web.AppRunner | None = None
-        self.port: int | None = None
 
     @property
     def url(self) -> str:
-        if self.port is None:
-            raise RuntimeError("simulator not started")
-        return f"http://{self._host}:{self.port}{self.path}"
-
-    def fail_next(self, count: int, status: int = 503) -> None:
-        self._fail_remaining = count
-        self._fail_status = status
+        return f"{self.origin}{self.path}"
 
     def by_case(self) -> dict[str, dict[str, Any]]:
         """The latest referral body per case id."""
@@ -79,16 +67,18 @@ class IomCaseSystemSimulator:
         """Distinct referrals per event id (the simulator deduplicates; above 1 would be a bug)."""
         return Counter(r.event_id for r in self.referrals)
 
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_post(self.path, self._receive)
+
     async def _receive(self, request: web.Request) -> web.Response:
         key = request.headers.get("Idempotency-Key", "")
         self.attempts.append(key)
-        if self._fail_remaining > 0:
-            self._fail_remaining -= 1
-            self.failures_served += 1
-            return web.json_response({"error": "service unavailable (simulated)"}, status=self._fail_status)
+        failing = self._unavailable()
+        if failing is not None:
+            return failing
         if not key:
             return web.json_response({"error": "Idempotency-Key required"}, status=400)
-        if key in self._keys:
+        if self._is_repeat(key):
             return web.json_response({"status": "duplicate"}, status=409)
         try:
             body = json.loads(await request.read())
@@ -96,34 +86,9 @@ class IomCaseSystemSimulator:
             return web.json_response({"error": "body is not JSON"}, status=400)
         if not isinstance(body, dict) or "case_id" not in body:
             return web.json_response({"error": "not an HTCDS referral"}, status=422)
-        self._keys.add(key)
+        self._accept(key)
         self.referrals.append(ReceivedReferral(key, request.headers.get("X-Xchg-Event-Id", ""), body))
         return web.json_response({"status": "recorded"}, status=201)
-
-    async def start(self) -> None:
-        if not _is_loopback(self._host):  # it holds (synthetic, but realistic) unsealed personal data
-            raise ValueError("a simulator binds to a loopback address only")
-        app = web.Application()
-        app.router.add_post(self.path, self._receive)
-        self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self._host, 0)
-        await site.start()
-        self.port = int(self._runner.addresses[0][1])
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
 
 
 # ---- synthetic HTCDS exports ---------------------------------------------------------------------------
@@ -189,7 +154,6 @@ def write_htcds_export(
     half-written file."""
     header = list(columns) if columns is not None else export_columns()
     data = list(rows) if rows is not None else sample_rows()
-    temporary = target.with_name(f".{target.name}.tmp")
     if target.suffix.lower() == ".xlsx":
         from openpyxl import Workbook  # type: ignore[import-untyped]  # noqa: PLC0415 - untyped, only here
 
@@ -199,21 +163,14 @@ def write_htcds_export(
         sheet.append(header)
         for row in data:
             sheet.append([row.get(name) for name in header])
-        workbook.save(temporary)
+        content = io.BytesIO()
+        workbook.save(content)
+        write_atomically(target, content.getvalue())
     else:
-        with temporary.open("w", encoding="utf-8", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(header)
-            for row in data:
-                writer.writerow(["" if row.get(name) is None else str(row[name]) for name in header])
-    os.replace(temporary, target)
+        text = io.StringIO(newline="")
+        writer = csv.writer(text)
+        writer.writerow(header)
+        for row in data:
+            writer.writerow(["" if row.get(name) is None else str(row[name]) for name in header])
+        write_atomically(target, text.getvalue().encode("utf-8"))
     return target
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

@@ -19,17 +19,16 @@ at Pos Pemulangan Pontianak) with invented people only.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Final, Self
+from typing import Any, Final
 
 from aiohttp import web
 
 from adapters.kemensos.inbound import write_drop
+from adapters.simulators._server import SimulatorServer
 
 __all__ = [
     "SAMPLE_DROPS",
@@ -50,26 +49,18 @@ class CaseRequest:
     body: Mapping[str, Any] | None
 
 
-class KemensosCaseSystemSimulator:
+class KemensosCaseSystemSimulator(SimulatorServer):
     """SIMULATOR: ``async with KemensosCaseSystemSimulator() as sim:`` serves ``sim.url`` (``.../kasus``)."""
 
     def __init__(self, *, host: str = "127.0.0.1", port: int = 0) -> None:
-        if not ipaddress.ip_address(host).is_loopback:
-            raise ValueError("the simulator holds unsealed personal data: bind it to a loopback address")
-        self._host = host
-        self._requested_port = port
-        self._runner: web.AppRunner | None = None
-        self._failures = 0
-        self.port: int | None = None
+        super().__init__(host=host, port=port)
         self.requests: list[CaseRequest] = []
         self.cases: dict[str, Mapping[str, Any]] = {}
 
     # ---- what tests and the demo read ---------------------------------------------------------------
     @property
     def url(self) -> str:
-        if self.port is None:
-            raise RuntimeError("simulator not started")
-        return f"http://{self._host}:{self.port}{_PATH}"
+        return f"{self.origin}{_PATH}"
 
     @property
     def raw_count(self) -> int:
@@ -81,17 +72,15 @@ class KemensosCaseSystemSimulator:
         """Distinct records accepted (one per idempotency key)."""
         return len(self.cases)
 
-    def fail_next(self, count: int) -> None:
-        """Answer the next ``count`` requests with 503 without storing them."""
-        if count < 0:
-            raise ValueError("count must not be negative")
-        self._failures = count
-
     def statuses(self, key: str) -> list[int]:
         """The status answered to each request carrying ``key``, in arrival order."""
         return [r.status for r in self.requests if r.idempotency_key == key]
 
     # ---- server -------------------------------------------------------------------------------------
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_post(_PATH, self._post)
+        app.router.add_get(_PATH, self._list)
+
     async def _post(self, request: web.Request) -> web.Response:
         key = request.headers.get("Idempotency-Key")
         try:
@@ -100,13 +89,14 @@ class KemensosCaseSystemSimulator:
             body = None
         if not isinstance(body, dict):
             body = None
-        if self._failures > 0:
-            self._failures -= 1
-            return self._answer(key, body, 503, {"status": "tidak-tersedia"})
+        failure = self._take_failure()
+        if failure is not None:
+            return self._answer(key, body, failure, {"status": "tidak-tersedia"})
         if not key or body is None:
             return self._answer(key, body, 400, {"status": "ditolak"})
-        if key in self.cases:
+        if self._is_repeat(key):
             return self._answer(key, body, 409, {"status": "sudah-diterima"})
+        self._accept(key)
         self.cases[key] = body
         return self._answer(key, body, 201, {"status": "diterima"})
 
@@ -118,31 +108,6 @@ class KemensosCaseSystemSimulator:
 
     async def _list(self, _request: web.Request) -> web.Response:
         return web.json_response({"kasus": list(self.cases.values())})
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_post(_PATH, self._post)
-        app.router.add_get(_PATH, self._list)
-        runner = web.AppRunner(app, access_log=None)  # an access log line would be harmless, but is noise
-        await runner.setup()
-        site = web.TCPSite(runner, self._host, self._requested_port)
-        await site.start()
-        self._runner = runner
-        self.port = int(runner.addresses[0][1])
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
 
 
 #: The seed article's scenario as Kemensos CSV exports: file name -> (header, rows). Invented people only.

@@ -19,15 +19,15 @@ Entikong border post to Pos Pemulangan Pontianak and RPTC Pontianak. Every name,
 from __future__ import annotations
 
 import copy
-import ipaddress
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from aiohttp import web
+
+from adapters.simulators._server import SimulatorServer
 
 __all__ = ["CaseUpdate", "KemluCaseApiSimulator", "sarawak_cases"]
 
@@ -248,11 +248,11 @@ def _merge(base: dict[str, Any], changes: Mapping[str, Any]) -> None:
             base[key] = copy.deepcopy(value)
 
 
-class KemluCaseApiSimulator:
+class KemluCaseApiSimulator(SimulatorServer):
     """``async with KemluCaseApiSimulator() as api:`` serves the case API at ``api.url`` (a base URL)."""
 
     def __init__(self, cases: Iterable[Mapping[str, Any]] | None = None, *, host: str = "127.0.0.1") -> None:
-        self._host = host
+        super().__init__(host=host)
         self._cases: dict[str, dict[str, Any]] = {}
         self._last_stamp = datetime(2000, 1, 1, tzinfo=UTC)
         for case in sarawak_cases() if cases is None else cases:
@@ -260,19 +260,11 @@ class KemluCaseApiSimulator:
         self.updates: list[CaseUpdate] = []
         self.update_attempts = 0
         self.gets: list[dict[str, str]] = []
-        self.failures_served = 0
-        self._fail_remaining = 0
-        self._fail_status = 503
-        self._keys: set[str] = set()
-        self._runner: web.AppRunner | None = None
-        self.port: int | None = None
 
     # ---- test controls ----------------------------------------------------------------------------------
     @property
     def url(self) -> str:
-        if self.port is None:
-            raise RuntimeError("simulator not started")
-        return f"http://{self._host}:{self.port}/"
+        return f"{self.origin}/"
 
     @property
     def cases(self) -> list[dict[str, Any]]:
@@ -298,11 +290,6 @@ class KemluCaseApiSimulator:
         item["updated_at"] = self._stamp()
         return copy.deepcopy(item)
 
-    def fail_next(self, count: int, status: int = 503) -> None:
-        """Answer the next ``count`` requests (GET or POST) with ``status``."""
-        self._fail_remaining = count
-        self._fail_status = status
-
     def _stamp(self) -> str:
         now = max(datetime.now(UTC), self._last_stamp + timedelta(microseconds=1))
         self._last_stamp = now
@@ -314,16 +301,13 @@ class KemluCaseApiSimulator:
         )
 
     # ---- HTTP -----------------------------------------------------------------------------------------
-    def _failing(self) -> web.Response | None:
-        if self._fail_remaining > 0:
-            self._fail_remaining -= 1
-            self.failures_served += 1
-            return web.json_response({"error": "service unavailable (simulated)"}, status=self._fail_status)
-        return None
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_get("/api/v1/cases", self._list)
+        app.router.add_post("/api/v1/cases/{case_id}/updates", self._update)
 
     async def _list(self, request: web.Request) -> web.Response:
         self.gets.append(dict(request.query))
-        failing = self._failing()
+        failing = self._unavailable()
         if failing is not None:
             return failing
         try:
@@ -348,7 +332,7 @@ class KemluCaseApiSimulator:
 
     async def _update(self, request: web.Request) -> web.Response:
         self.update_attempts += 1
-        failing = self._failing()
+        failing = self._unavailable()
         if failing is not None:
             return failing
         key = request.headers.get("Idempotency-Key")
@@ -357,7 +341,7 @@ class KemluCaseApiSimulator:
         case_id = request.match_info["case_id"]
         if case_id not in self._cases:
             return web.json_response({"error": "unknown case"}, status=404)
-        if key in self._keys:
+        if self._is_repeat(key):
             return web.json_response({"status": "duplicate"}, status=409)
         try:
             body = json.loads(await request.read())
@@ -365,41 +349,6 @@ class KemluCaseApiSimulator:
             return web.json_response({"error": "body is not JSON"}, status=400)
         if not isinstance(body, dict) or body.get("id_kasus") != case_id:
             return web.json_response({"error": "body must be an update of this case"}, status=422)
-        self._keys.add(key)
+        self._accept(key)
         self.updates.append(CaseUpdate(case_id, key, body))
         return web.json_response({"status": "recorded"}, status=201)
-
-    async def start(self) -> None:
-        if not _is_loopback(self._host):  # it holds (synthetic, but realistic) unsealed personal data
-            raise ValueError("a simulator binds to a loopback address only")
-        app = web.Application()
-        app.router.add_get("/api/v1/cases", self._list)
-        app.router.add_post("/api/v1/cases/{case_id}/updates", self._update)
-        self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self._host, 0)
-        await site.start()
-        self.port = int(self._runner.addresses[0][1])
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

@@ -6,8 +6,9 @@ Which broker: ``XCHG_TEST_KAFKA`` (one variable: a comma-separated ``host:port``
 reachable with PLAINTEXT, no TLS or SASL; topics are created through the admin API, so the test principal
 needs CREATE) or, when it is unset, an :class:`~gateway.broker.EmbeddedBroker` (Tansu) on a free loopback
 port for the whole session. Tests that freeze, stop or restart a broker use ``embedded_broker`` (a fresh
-one per test) and are skipped when ``XCHG_TEST_KAFKA`` is set. ``tls_proxy`` puts stunnel in front of a
-fresh embedded broker with a throwaway CA.
+one per test) and are skipped when ``XCHG_TEST_KAFKA`` is set. Sandbox exchanges, whose topics have fixed
+names, use ``isolated_kafka``: a fresh embedded broker per test, or the external cluster. ``tls_proxy`` puts
+stunnel in front of a fresh embedded broker with a throwaway CA.
 
 Isolation: tests never share topics or consumer groups (``unique_topic`` / ``unique_group``), so they can
 run against one long-lived broker in any order.
@@ -38,6 +39,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from gateway.broker import EmbeddedBroker, free_port
 from gateway.kafka import KafkaSettings
+from tests.integration.exchange import embedded_settings
 from tests.tls import make_ca
 
 ENV_VAR = "XCHG_TEST_KAFKA"
@@ -154,6 +156,18 @@ async def embedded_broker(external_kafka: str | None) -> AsyncIterator[EmbeddedB
         yield broker
     finally:
         await broker.stop()
+
+
+@pytest.fixture
+async def isolated_kafka(
+    external_kafka: str | None, kafka_settings: KafkaSettings
+) -> AsyncIterator[KafkaSettings]:
+    """A fresh embedded broker per test (exchange topics have fixed names), or the external cluster."""
+    if external_kafka is not None:
+        yield kafka_settings
+        return
+    async with EmbeddedBroker() as broker:
+        yield embedded_settings(broker)
 
 
 # -- TLS: a throwaway CA and stunnel in front of an embedded broker --------------------------------------

@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import tomllib
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import tomli_w
 
 from gateway.broker import EmbeddedBroker
 from gateway.config import GatewayConfig
@@ -79,19 +82,27 @@ async def exchange(
     *,
     extra_parties: Sequence[Mapping[str, Any]] = (),
     overrides: Mapping[str, Any] | None = None,
+    per_party: Mapping[str, Mapping[str, Any]] | None = None,
     sinks: Mapping[str, MemorySink] | None = None,
     template: Path | None = None,
 ) -> AsyncIterator[dict[str, Node]]:
     """Start one gateway per party (each with a MemorySink for everything it receives); stop them all after.
 
     ``sinks`` replaces the MemorySink of some parties (e.g. one that fails); ``overrides`` are merged into
-    every gateway's configuration file; ``template`` replaces the sample registry the deployment starts from.
+    every gateway's configuration file; ``per_party`` gives top-level tables (e.g. an adapter's
+    ``[[sources]]`` / ``[[sinks]]``) written into one party's file only, replacing what the sandbox wrote
+    there, as that agency's operator configures it; ``template`` replaces the sample registry the deployment
+    starts from.
     """
     sandbox = create_sandbox(
         root, parties, bootstrap_servers=settings.bootstrap_servers, extra_parties=extra_parties,
         **({"template": template} if template is not None else {}),
         settings={"kafka": kafka_table(settings), "shutdown": {"timeout_seconds": 10.0}, **(overrides or {})},
     )  # fmt: skip
+    for party, tables in (per_party or {}).items():
+        config = sandbox[party].config
+        document = tomllib.loads(config.read_text("utf-8"))
+        config.write_text(tomli_w.dumps({**document, **tables}), "utf-8")
     nodes: dict[str, Node] = {}
     try:
         for party in parties:

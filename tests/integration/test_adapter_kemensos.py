@@ -7,8 +7,8 @@
   (health unsealed for it), and the quarantine report holds exactly the bad row, by column, without values.
 
 Kemensos' adapter plug-ins are configured only in Kemensos' ``gateway.toml`` (``[[sources]]``/``[[sinks]]``,
-as an operator writes them), which is why this module builds the sandbox itself from the pieces of
-``tests.integration.exchange`` instead of calling ``exchange()``, whose overrides go to every gateway.
+as an operator writes them: ``exchange(per_party=...)``), not through ``overrides``, which go to every
+gateway.
 """
 
 from __future__ import annotations
@@ -16,67 +16,31 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import tomllib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import pytest
-import tomli_w
-
 from adapters.kemensos import csv_event_id, write_drop
 from adapters.simulators.kemensos import KemensosCaseSystemSimulator
-from gateway.broker import EmbeddedBroker
 from gateway.kafka import KafkaSettings
-from gateway.sandbox import create_sandbox
-from tests.integration.exchange import EMBEDDED_KAFKA, Node, eventually, kafka_table, metric_total, start_node
+from tests.integration.exchange import Node, eventually, exchange, metric_total
 from tests.world import example
 
 KBRI = "kemlu.kbri-kuching"
 ADMISSION = "id.trafficking.case.shelter-admission"
 
 
-@pytest.fixture
-async def isolated_kafka(
-    external_kafka: str | None, kafka_settings: KafkaSettings
-) -> AsyncIterator[KafkaSettings]:
-    """A fresh embedded broker per test (exchange topics have fixed names), or the external cluster."""
-    if external_kafka is not None:
-        yield kafka_settings
-        return
-    async with EmbeddedBroker() as broker:
-        yield KafkaSettings(
-            bootstrap_servers=(broker.bootstrap_servers,), enable_idempotence=False, **EMBEDDED_KAFKA
-        )
-
-
-@contextlib.asynccontextmanager
-async def kemensos_exchange(
+def kemensos_exchange(
     root: Path, settings: KafkaSettings, kemensos: Mapping[str, Any]
-) -> AsyncIterator[dict[str, Node]]:
+) -> contextlib.AbstractAsyncContextManager[dict[str, Node]]:
     """KBRI Kuching and Kemensos gateways; ``kemensos`` is merged into Kemensos' configuration only."""
-    sandbox = create_sandbox(
-        root,
-        [KBRI, "kemensos"],
-        bootstrap_servers=settings.bootstrap_servers,
-        settings={
-            "kafka": kafka_table(settings),
-            "shutdown": {"timeout_seconds": 10.0},
+    return exchange(
+        root, [KBRI, "kemensos"], settings, per_party={"kemensos": kemensos},
+        overrides={
             "retry": {"attempts": 5, "base_delay": 0.05, "max_delay": 0.5},
             "sources": [],  # no generic file drop: only what a test gives Kemensos
         },
-    )
-    config = sandbox["kemensos"].config
-    document = tomllib.loads(config.read_text("utf-8"))
-    config.write_text(tomli_w.dumps({**document, **kemensos}), "utf-8")
-    nodes: dict[str, Node] = {}
-    try:
-        for party in (KBRI, "kemensos"):
-            nodes[party] = await start_node(sandbox[party])
-        yield nodes
-    finally:
-        for node in nodes.values():
-            await node.gateway.stop()
+    )  # fmt: skip
 
 
 async def test_referral_and_plan_reach_the_case_system_in_its_own_shape_once(

@@ -16,67 +16,26 @@ from __future__ import annotations
 import contextlib
 import json
 from collections import Counter
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from adapters.simulators.iom import IomCaseSystemSimulator, write_htcds_export
 from adapters.simulators.kemlu import KemluCaseApiSimulator
-from gateway.broker import EmbeddedBroker
-from gateway.config import GatewayConfig
 from gateway.kafka import KafkaSettings
-from gateway.runtime import Gateway
-from gateway.sandbox import create_sandbox
-from gateway.sinks import MemorySink
-from gateway.subscriber import Route
-from tests.integration.exchange import EMBEDDED_KAFKA, Node, eventually, kafka_table, metric_total
+from tests.integration.exchange import Node, eventually, exchange, metric_total
 
 KBRI_KCH = "kemlu.kbri-kuching"
 KCH_TPPO = {"KBRI-KCH-2020-000123", "KBRI-KCH-2020-000124", "KBRI-KCH-2020-000125", "KBRI-KCH-2020-000126"}
 FIRST_NAMES = {"KBRI-KCH-2020-000123": "Budi", "KBRI-KCH-2020-000124": "Dewi", "KBRI-KCH-2020-000125": "Rudi"}
 
 
-@pytest.fixture
-async def isolated_kafka(
-    external_kafka: str | None, kafka_settings: KafkaSettings
-) -> AsyncIterator[KafkaSettings]:
-    """A fresh embedded broker per test (exchange topics have fixed names), or the external cluster."""
-    if external_kafka is not None:
-        yield kafka_settings
-        return
-    async with EmbeddedBroker() as broker:
-        yield KafkaSettings(
-            bootstrap_servers=(broker.bootstrap_servers,), enable_idempotence=False, **EMBEDDED_KAFKA
-        )
-
-
-@contextlib.asynccontextmanager
-async def adapter_exchange(
-    root: Path,
-    settings: KafkaSettings,
-    per_party: Mapping[str, Mapping[str, Any]],
-) -> AsyncIterator[dict[str, Node]]:
+def adapter_exchange(
+    root: Path, settings: KafkaSettings, per_party: Mapping[str, Mapping[str, Any]]
+) -> contextlib.AbstractAsyncContextManager[dict[str, Node]]:
     """One gateway per party of ``per_party``, each with a MemorySink for everything it receives plus the
     ``sources``/``sinks`` tables given for it (which replace the sandbox defaults)."""
-    parties: Sequence[str] = list(per_party)
-    sandbox = create_sandbox(
-        root, parties, bootstrap_servers=settings.bootstrap_servers,
-        settings={"kafka": kafka_table(settings), "shutdown": {"timeout_seconds": 10.0}},
-    )  # fmt: skip
-    nodes: dict[str, Node] = {}
-    try:
-        for party in parties:
-            config = GatewayConfig.load(sandbox[party].config, dict(per_party[party]))
-            sink = MemorySink(name=f"{party}-sink")
-            gateway = Gateway(config, routes=[Route(sink)])
-            await gateway.start()
-            nodes[party] = Node(party, sandbox[party], sink, gateway)
-        yield nodes
-    finally:
-        for node in nodes.values():
-            await node.gateway.stop()
+    return exchange(root, list(per_party), settings, per_party=per_party)
 
 
 def events_of(node: Node, source: str, type_suffix: str) -> list[Any]:

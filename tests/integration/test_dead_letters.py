@@ -14,17 +14,15 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
-from gateway.broker import EmbeddedBroker
 from gateway.canonical import canonical_json
 from gateway.envelope import Envelope
 from gateway.errors import Reason
@@ -40,7 +38,6 @@ from gateway.topics import dlq_topic, topic_for
 from gateway.verify import Accepted
 from tests.integration.exchange import (
     Node,
-    embedded_settings,
     eventually,
     exchange,
     metric_total,
@@ -53,18 +50,6 @@ REFERRAL = "id.trafficking.case.referral"
 TOPIC = topic_for(KCH, "case", 1)  # xchg.kemlu.kbri-kuching.case.v1
 DLQ = dlq_topic(READER)  # xchg.kemensos.dlq.v1
 RETRY = {"retry": {"attempts": 2, "base_delay": 0.05, "max_delay": 0.1}}
-
-
-@pytest.fixture
-async def isolated_kafka(
-    external_kafka: str | None, kafka_settings: KafkaSettings
-) -> AsyncIterator[KafkaSettings]:
-    """A fresh embedded broker per test (exchange topics have fixed names), or the external cluster."""
-    if external_kafka is not None:
-        yield kafka_settings
-        return
-    async with EmbeddedBroker() as broker:
-        yield embedded_settings(broker)
 
 
 def count(actual: float, expected: int, *, exact: bool) -> bool:

@@ -3,32 +3,14 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest
-
-from gateway.broker import EmbeddedBroker
 from gateway.kafka import KafkaSettings
-from tests.integration.exchange import EMBEDDED_KAFKA, eventually, exchange, metric_total, received_ids
+from tests.integration.exchange import eventually, exchange, metric_total, received_ids
 from tests.world import example
 
 KBRI_KCH, KBRI_KL = "kemlu.kbri-kuching", "kemlu.kbri-kuala-lumpur"
 PARTIES = [KBRI_KCH, KBRI_KL, "kemensos", "iom"]
-
-
-@pytest.fixture
-async def isolated_kafka(
-    external_kafka: str | None, kafka_settings: KafkaSettings
-) -> AsyncIterator[KafkaSettings]:
-    """A fresh embedded broker per test (exchange topics have fixed names), or the external cluster."""
-    if external_kafka is not None:
-        yield kafka_settings
-        return
-    async with EmbeddedBroker() as broker:
-        yield KafkaSettings(
-            bootstrap_servers=(broker.bootstrap_servers,), enable_idempotence=False, **EMBEDDED_KAFKA
-        )
 
 
 async def test_each_event_reaches_each_permitted_party_exactly_once(

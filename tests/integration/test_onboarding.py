@@ -7,15 +7,13 @@ alerts), Kemensos' entry is extended to read BP2MI's alerts, fresh keys, and a g
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from gateway.broker import EmbeddedBroker
 from gateway.kafka import KafkaSettings
 from gateway.sandbox import SAMPLE_REGISTRY
-from tests.integration.exchange import eventually, exchange, kafka_settings_for, metric_total, received_ids
+from tests.integration.exchange import eventually, exchange, metric_total, received_ids
 from tests.world import example
 
 BP2MI = {
@@ -27,17 +25,6 @@ BP2MI = {
     "read": ["xchg.kemensos.alert.v1"],
 }
 KEMENSOS_READ = 'read = [\n  "xchg.kemlu.case.v1",'
-
-
-@pytest.fixture
-async def isolated_kafka(
-    external_kafka: str | None, kafka_settings: KafkaSettings
-) -> AsyncIterator[KafkaSettings]:
-    if external_kafka is not None:
-        yield kafka_settings
-        return
-    async with EmbeddedBroker() as broker:
-        yield kafka_settings_for(broker.bootstrap_servers)
 
 
 @pytest.fixture

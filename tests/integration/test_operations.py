@@ -15,7 +15,7 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -47,18 +47,6 @@ from tests.world import example
 KCH, READER = "kemlu.kbri-kuching", "kemensos"
 REFERRAL = "id.trafficking.case.referral"
 CHECKS = ["kafka", "signing-key", "registry", "schemas", "outbox-backlog", "consumer-lag"]
-
-
-@pytest.fixture
-async def isolated_kafka(
-    external_kafka: str | None, kafka_settings: KafkaSettings
-) -> AsyncIterator[KafkaSettings]:
-    """A fresh embedded broker per test (exchange topics have fixed names), or the external cluster."""
-    if external_kafka is not None:
-        yield kafka_settings
-        return
-    async with EmbeddedBroker() as broker:
-        yield embedded_settings(broker)
 
 
 # ---- HTTP helpers -------------------------------------------------------------------------------------

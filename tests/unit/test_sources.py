@@ -18,6 +18,7 @@ from structlog.testing import capture_logs
 from gateway.envelope import Envelope
 from gateway.errors import GatewayError, Reason
 from gateway.sources import EVENT_ID_NAMESPACE, FileDropSource, drop_event_id
+from tests.doubles import Published
 from tests.world import World, example
 
 SYNTHETIC_NAME = "Ratna Kusumawardhani"  # invented; must never reach a quarantine report or a log line
@@ -36,20 +37,11 @@ def envelope() -> Envelope:
 
 
 @dataclass
-class Call:
-    event_type: str
-    data: Mapping[str, Any]
-    recipients: tuple[str, ...]
-    dataschema: str | None
-    event_id: str | None
-
-
-@dataclass
 class FakePublish:
     """Records calls; refuses data with ``"refuse": true`` as the real publisher refuses bad payloads."""
 
     envelope: Envelope
-    calls: list[Call] = field(default_factory=list)
+    calls: list[Published] = field(default_factory=list)
     crash_on_call: int | None = None  # raise a non-GatewayError on this call number (1-based): a crash
     refuse_on_call: tuple[int, Reason] | None = None  # refuse this call number with this reason
     stop_after: asyncio.Event | None = None  # set this event after the first successful call
@@ -70,7 +62,7 @@ class FakePublish:
             raise GatewayError(self.refuse_on_call[1], "the gateway cannot take events now")
         if data.get("refuse"):
             raise GatewayError(Reason.AUTHZ_TYPE_NOT_PERMITTED, f"kemensos may not publish {event_type}")
-        self.calls.append(Call(event_type, data, tuple(recipients), dataschema, event_id))
+        self.calls.append(Published(event_type, dict(data), tuple(recipients), dataschema, event_id))
         self.published.set()
         if self.stop_after is not None:
             self.stop_after.set()

@@ -11,8 +11,6 @@ from __future__ import annotations
 import copy
 import json
 import shutil
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,13 +29,11 @@ from adapters.iom import (
     row_event_id,
 )
 from adapters.simulators.iom import IomCaseSystemSimulator, export_columns, sample_rows, write_htcds_export
-from gateway.envelope import Envelope
 from gateway.errors import GatewayError, Reason
-from gateway.metrics import GatewayMetrics
-from gateway.plugins import PluginContext
 from gateway.schemas import SchemaStore, default_schema_root
 from gateway.sinks import RetryPolicy, SinkError, WebhookSink, deliver_with_retry
 from gateway.verify import Accepted
+from tests.doubles import WorldPublish, plugin_context
 from tests.fixtures.iom import generate
 from tests.world import World, example
 
@@ -47,41 +43,8 @@ PERSON_VALUES = ("Budi", "Dewi", "Rudi", "Sampel", "Fiktif", SYNTHETIC_NAME)
 
 
 @pytest.fixture(scope="module")
-def world() -> World:
-    return World.build()
-
-
-@pytest.fixture(scope="module")
 def mapping() -> IomMapping:
     return IomMapping.load()
-
-
-@dataclass
-class OutboxPublish:
-    world: World
-    party: str = "iom"
-    outbox: dict[str, Envelope] = field(default_factory=dict)
-    calls: int = 0
-    refuse_on_call: tuple[int, Reason] | None = None
-
-    async def __call__(
-        self,
-        event_type: str,
-        data: Mapping[str, Any],
-        *,
-        recipients: Sequence[str] = (),
-        dataschema: str | None = None,
-        event_id: str | None = None,
-    ) -> Envelope:
-        self.calls += 1
-        if self.refuse_on_call is not None and self.calls == self.refuse_on_call[0]:
-            raise GatewayError(self.refuse_on_call[1], "the gateway cannot take events now")
-        event = self.world.event(event_type, data, by=self.party, recipients=recipients, event_id=event_id)
-        self.outbox.setdefault(event.id, event)
-        return event
-
-    def payloads(self, suffix: str) -> list[dict[str, Any]]:
-        return [json.loads(e.data) for e in self.outbox.values() if e.type.endswith(suffix)]
 
 
 def drop(source: HtcdsExportSource, fixture: Path, name: str | None = None) -> Path:
@@ -125,7 +88,7 @@ async def test_export_rows_become_valid_assistance_records_and_a_supply_alert(
 ) -> None:
     source = new_source(tmp_path, mapping)
     drop(source, FIXTURES / fixture)
-    publish = OutboxPublish(world)
+    publish = WorldPublish(world, "iom")
     [report] = await source.process_pending(publish)
     assert report.done
     assert (report.published, report.skipped, report.rejections) == (3, 1, [])
@@ -152,7 +115,7 @@ async def test_a_cumulative_re_export_publishes_nothing_new(
     tmp_path: Path, world: World, mapping: IomMapping
 ) -> None:
     source = new_source(tmp_path, mapping)
-    publish = OutboxPublish(world)
+    publish = WorldPublish(world, "iom")
     drop(source, FIXTURES / "htcds-export-2020-08-26.xlsx")
     await source.process_pending(publish)
     first = set(publish.outbox)
@@ -176,7 +139,7 @@ async def test_malformed_rows_are_quarantined_by_row_and_column_never_by_value(
     counted: list[tuple[str, str]] = []
     source = new_source(tmp_path, mapping, on_quarantine=lambda s, r: counted.append((s, r)))
     drop(source, FIXTURES / "htcds-export-malformed.csv")
-    publish = OutboxPublish(world)
+    publish = WorldPublish(world, "iom")
     with capture_logs() as logs:
         [report] = await source.process_pending(publish)
     assert report.done
@@ -208,7 +171,7 @@ async def test_whole_file_problems_are_quarantined_and_the_file_is_done(
     (source.inbox / "d-broken.xlsx").write_bytes(
         b"PK\x03\x04 not really a workbook " + SYNTHETIC_NAME.encode()
     )
-    reports = await source.process_pending(OutboxPublish(world))
+    reports = await source.process_pending(WorldPublish(world, "iom"))
     assert [r.done for r in reports] == [True] * 4
     found = {}
     for path in sorted(source.quarantine.iterdir()):
@@ -237,7 +200,7 @@ async def test_deferring_leaves_the_file_in_the_inbox_and_redoes_it_with_the_sam
 ) -> None:
     source = new_source(tmp_path, mapping)
     drop(source, FIXTURES / "htcds-export-2020-08-26.xlsx")
-    publish = OutboxPublish(world, refuse_on_call=(2, Reason.OUTBOX_FULL))
+    publish = WorldPublish(world, "iom", refuse_on_call=(2, Reason.OUTBOX_FULL))
     [report] = await source.process_pending(publish)
     assert not report.done
     assert (source.inbox / "htcds-export-2020-08-26.xlsx").exists()
@@ -254,7 +217,7 @@ async def test_half_written_and_foreign_files_are_left_alone(
     source.ensure_directories()
     shutil.copyfile(FIXTURES / "htcds-export-2020-08-26.xlsx", source.inbox / ".htcds-export.xlsx.tmp")
     (source.inbox / "notes.txt").write_text("not an export")
-    assert await source.process_pending(OutboxPublish(world)) == []
+    assert await source.process_pending(WorldPublish(world, "iom")) == []
     assert sorted(p.name for p in source.inbox.iterdir()) == [".htcds-export.xlsx.tmp", "notes.txt"]
 
 
@@ -282,22 +245,16 @@ def test_row_event_ids_follow_content() -> None:
     )
 
 
-def plugin_context(tmp_path: Path, party: str = "iom") -> PluginContext:
-    return PluginContext(
-        party=party, base_dir=tmp_path, data_dir=tmp_path / "state", metrics=GatewayMetrics(party=party)
-    )
-
-
 def test_source_options(tmp_path: Path) -> None:
-    source = htcds_source({"directory": "exports", "poll_interval": 1}, plugin_context(tmp_path))
+    source = htcds_source({"directory": "exports", "poll_interval": 1}, plugin_context(tmp_path, "iom"))
     assert source.directory == tmp_path / "exports"
     assert source.party == "iom"
     with pytest.raises(GatewayError, match=r"sources\[0\]\.directory"):
-        htcds_source({}, plugin_context(tmp_path))
+        htcds_source({}, plugin_context(tmp_path, "iom"))
     with pytest.raises(GatewayError, match=r"sources\[0\]\.sheets: unknown option"):
-        htcds_source({"directory": "exports", "sheets": "HTCDS"}, plugin_context(tmp_path))
+        htcds_source({"directory": "exports", "sheets": "HTCDS"}, plugin_context(tmp_path, "iom"))
     with pytest.raises(GatewayError, match=r"sources\[0\]\.url"):
-        htcds_sink({"url": "iom.example/referrals"}, plugin_context(tmp_path))
+        htcds_sink({"url": "iom.example/referrals"}, plugin_context(tmp_path, "iom"))
 
 
 # ---- outbound: referrals -> IOM's case system ------------------------------------------------------------
@@ -317,7 +274,7 @@ def referral_for_iom(world: World, *, sealed_for_iom: bool) -> Accepted:
 async def test_referral_is_posted_in_htcds_field_names(tmp_path: Path, world: World) -> None:
     accepted = referral_for_iom(world, sealed_for_iom=True)
     async with IomCaseSystemSimulator() as iom:
-        sink = htcds_sink({"url": iom.url}, plugin_context(tmp_path))
+        sink = htcds_sink({"url": iom.url}, plugin_context(tmp_path, "iom"))
         assert isinstance(sink, WebhookSink)
         await sink.deliver(accepted)
         await sink.deliver(accepted)  # redelivery: 409, counted as delivered
@@ -354,7 +311,7 @@ async def test_referral_is_posted_in_htcds_field_names(tmp_path: Path, world: Wo
 async def test_a_referral_not_sealed_for_iom_carries_no_person_fields(tmp_path: Path, world: World) -> None:
     accepted = referral_for_iom(world, sealed_for_iom=False)
     async with IomCaseSystemSimulator() as iom:
-        sink = htcds_sink({"url": iom.url}, plugin_context(tmp_path))
+        sink = htcds_sink({"url": iom.url}, plugin_context(tmp_path, "iom"))
         await sink.deliver(accepted)
         await sink.close()
     body = iom.referrals[0].body
@@ -373,7 +330,7 @@ async def test_other_types_are_dead_lettered_and_outages_retried(tmp_path: Path,
     verdict = world.verifier("iom").verify_structured(record.to_structured())
     assert isinstance(verdict, Accepted)
     async with IomCaseSystemSimulator() as iom:
-        sink = htcds_sink({"url": iom.url}, plugin_context(tmp_path))
+        sink = htcds_sink({"url": iom.url}, plugin_context(tmp_path, "iom"))
         with pytest.raises(SinkError) as refused:
             await deliver_with_retry(sink, verdict, RetryPolicy(attempts=3, base_delay=0.0))
         assert not refused.value.retryable

@@ -12,8 +12,8 @@ import asyncio
 import hashlib
 import json
 import shutil
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,13 +35,12 @@ from adapters.kemensos import (
 )
 from adapters.kemensos.mapping import Column, KemensosMapping
 from adapters.simulators.kemensos import SAMPLE_DROPS, KemensosCaseSystemSimulator, write_sample_drops
-from gateway.envelope import Envelope
 from gateway.errors import GatewayError, Reason
-from gateway.metrics import GatewayMetrics
-from gateway.plugins import PluginContext, build_sink, build_source
+from gateway.plugins import build_sink, build_source
 from gateway.schemas import SchemaStore, default_schema_root
 from gateway.sinks import RetryPolicy, SinkError, WebhookSink, deliver_with_retry
 from gateway.verify import Accepted
+from tests.doubles import Published, WorldPublish, plugin_context
 from tests.world import World, example
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "kemensos"
@@ -67,46 +66,9 @@ def store() -> SchemaStore:
 
 
 @dataclass
-class Published:
-    type: str
-    data: dict[str, Any]
-    recipients: tuple[str, ...]
-    dataschema: str | None
-    event_id: str | None
-
-
-@dataclass
-class RealPublish:
-    """``build_event`` as Kemensos (validate, seal, sign), recording what was published."""
-
-    world: World
-    calls: list[Published] = field(default_factory=list)
-    refuse_on_call: tuple[int, Reason] | None = None
-    attempts: int = 0
-
-    async def __call__(
-        self,
-        event_type: str,
-        data: Mapping[str, Any],
-        *,
-        recipients: Sequence[str] = (),
-        dataschema: str | None = None,
-        event_id: str | None = None,
-    ) -> Envelope:
-        self.attempts += 1
-        if self.refuse_on_call is not None and self.attempts == self.refuse_on_call[0]:
-            raise GatewayError(self.refuse_on_call[1], "refused by the test")
-        envelope = self.world.event(
-            event_type, data, by="kemensos", recipients=recipients, dataschema=dataschema, event_id=event_id
-        )
-        self.calls.append(Published(event_type, dict(data), tuple(recipients), dataschema, event_id))
-        return envelope
-
-
-@dataclass
 class Run:
     source: CsvDropSource
-    publish: RealPublish
+    publish: WorldPublish
     quarantined: list[tuple[str, str]]
 
     @property
@@ -134,14 +96,14 @@ def make_source(
 
 
 async def run_files(
-    tmp_path: Path, world: World, mapping: KemensosMapping, *files: str, publish: RealPublish | None = None
+    tmp_path: Path, world: World, mapping: KemensosMapping, *files: str, publish: WorldPublish | None = None
 ) -> Run:
     """Copy fixture files into a fresh drop folder's inbox and process them once."""
     quarantined: list[tuple[str, str]] = []
     source = make_source(tmp_path / "drop", mapping, quarantined)
     for name in files:
         shutil.copy(FIXTURES / name, source.inbox / name)
-    publish = publish or RealPublish(world)
+    publish = publish or WorldPublish(world, "kemensos")
     await source.process_pending(publish)
     return Run(source, publish, quarantined)
 
@@ -172,15 +134,6 @@ def schema_paths(store: SchemaStore, event_type: str, dataschema: str | None = N
 
     walk(schema.raw, "", store.registry.resolver(base_uri=schema.id))
     return paths
-
-
-def context(tmp_path: Path) -> PluginContext:
-    return PluginContext(
-        party="kemensos",
-        base_dir=tmp_path,
-        data_dir=tmp_path / "state",
-        metrics=GatewayMetrics(party="kemensos"),
-    )
 
 
 # ---- the mapping file --------------------------------------------------------------------------------------
@@ -573,7 +526,7 @@ async def test_a_header_less_export_reports_columns_by_position_only(
     source = make_source(tmp_path, mapping, quarantined)
     lines = (FIXTURES / "penerimaan_2020-08-19.csv").read_text("utf-8").splitlines()[1:]
     (source.inbox / "penerimaan_tanpa_header.csv").write_text("\n".join(lines) + "\n", "utf-8")
-    publish = RealPublish(world)
+    publish = WorldPublish(world, "kemensos")
     await source.process_pending(publish)
     assert publish.calls == []
     report = (source.quarantine / "penerimaan_tanpa_header.csv.rejected.jsonl").read_text("utf-8")
@@ -593,7 +546,7 @@ async def test_a_missing_required_column_quarantines_each_row(
     write_drop(
         source.directory, "penerimaan_x.csv", ["no_kasus", "id_rptc"], [["KBRI-KCH-2020-000123", "RPTC-PTK"]]
     )
-    await source.process_pending(RealPublish(world))
+    await source.process_pending(WorldPublish(world, "kemensos"))
     records = [
         json.loads(x)
         for x in (source.quarantine / "penerimaan_x.csv.rejected.jsonl").read_text().splitlines()
@@ -609,7 +562,7 @@ async def test_invalid_utf8_costs_one_row(tmp_path: Path, world: World, mapping:
         b"KBRI-KCH-2020-000124,RPTC-PTK,19/08/2020,,\r\n"
     )
     (source.inbox / "penerimaan_utf8.csv").write_bytes(content)
-    publish = RealPublish(world)
+    publish = WorldPublish(world, "kemensos")
     await source.process_pending(publish)
     assert [c.data["case_id"] for c in publish.calls] == ["KBRI-KCH-2020-000124"]
     record = json.loads((source.quarantine / "penerimaan_utf8.csv.rejected.jsonl").read_text())
@@ -627,7 +580,7 @@ async def test_a_file_of_no_known_kind_is_reported_and_moved(
     source = make_source(tmp_path, mapping, quarantined)
     shutil.copy(FIXTURES / "penerimaan_2020-08-19.csv", source.inbox / "laporan_bulanan.csv")
     (source.inbox / ".penerimaan_sedang_ditulis.csv.tmp").write_text("half a file", "utf-8")
-    publish = RealPublish(world)
+    publish = WorldPublish(world, "kemensos")
     assert await source.process_pending(publish) == 1
     assert publish.calls == []
     record = json.loads((source.quarantine / "laporan_bulanan.csv.rejected.jsonl").read_text())
@@ -659,7 +612,7 @@ async def test_a_gateway_that_cannot_take_events_now_defers_the_file(
     tmp_path: Path, world: World, mapping: KemensosMapping, reason: Reason
 ) -> None:
     name = "penerimaan_2020-08-19.csv"
-    publish = RealPublish(world, refuse_on_call=(2, reason))
+    publish = WorldPublish(world, "kemensos", refuse_on_call=(2, reason))
     run = await run_files(tmp_path, world, mapping, name, publish=publish)
     assert (run.source.inbox / name).exists()
     assert not (run.source.done / name).exists()
@@ -674,7 +627,7 @@ async def test_a_gateway_that_cannot_take_events_now_defers_the_file(
 
 async def test_run_polls_until_stopped(tmp_path: Path, world: World, mapping: KemensosMapping) -> None:
     source = make_source(tmp_path, mapping, [])
-    publish = RealPublish(world)
+    publish = WorldPublish(world, "kemensos")
     stop = asyncio.Event()
     task = asyncio.create_task(source.run(publish, stop))
     write_sample_drops(source.directory, ("kapasitas_2020-08-26.csv",))
@@ -693,7 +646,7 @@ async def test_the_simulators_sample_drops_are_all_valid(
     quarantined: list[tuple[str, str]] = []
     source = make_source(tmp_path, mapping, quarantined)
     write_sample_drops(source.directory)
-    publish = RealPublish(world)
+    publish = WorldPublish(world, "kemensos")
     assert await source.process_pending(publish) == len(SAMPLE_DROPS)
     assert quarantined == []
     assert len(publish.calls) == sum(len(rows) for _, rows in SAMPLE_DROPS.values())
@@ -828,7 +781,7 @@ async def test_the_sink_posts_the_native_record_once(
     tmp_path: Path, referral_for_kemensos: Accepted, mapping: KemensosMapping
 ) -> None:
     async with KemensosCaseSystemSimulator() as simulator:
-        sink = case_system_sink({"url": simulator.url, "timeout": 5}, context(tmp_path))
+        sink = case_system_sink({"url": simulator.url, "timeout": 5}, plugin_context(tmp_path, "kemensos"))
         assert isinstance(sink, WebhookSink)
         assert sink.name == "kemensos-case-system"
         try:
@@ -851,7 +804,7 @@ async def test_the_sink_retries_a_case_system_that_is_down(
 ) -> None:
     async with KemensosCaseSystemSimulator() as simulator:
         simulator.fail_next(2)
-        sink = case_system_sink({"url": simulator.url}, context(tmp_path))
+        sink = case_system_sink({"url": simulator.url}, plugin_context(tmp_path, "kemensos"))
         try:
             with pytest.raises(SinkError) as caught:
                 await sink.deliver(referral_for_kemensos)
@@ -883,7 +836,7 @@ async def test_the_simulator_refuses_requests_without_a_key(tmp_path: Path) -> N
 
 
 def test_entry_points_resolve_to_the_factories(tmp_path: Path) -> None:
-    ctx = context(tmp_path)
+    ctx = plugin_context(tmp_path, "kemensos")
     source = build_source("kemensos-csv", {"directory": "drop", "poll_interval": 0.2}, ctx)
     assert isinstance(source, CsvDropSource)
     assert source.directory == tmp_path / "drop"
@@ -904,7 +857,7 @@ def test_entry_points_resolve_to_the_factories(tmp_path: Path) -> None:
 )
 def test_source_options_are_checked(tmp_path: Path, options: dict[str, Any], named: str) -> None:
     with pytest.raises(GatewayError) as caught:
-        csv_source(options, context(tmp_path))
+        csv_source(options, plugin_context(tmp_path, "kemensos"))
     assert caught.value.reason is Reason.CONFIG_INVALID
     assert named in caught.value.detail
 
@@ -920,7 +873,7 @@ def test_source_options_are_checked(tmp_path: Path, options: dict[str, Any], nam
 )
 def test_sink_options_are_checked(tmp_path: Path, options: dict[str, Any], named: str) -> None:
     with pytest.raises(GatewayError) as caught:
-        case_system_sink(options, context(tmp_path))
+        case_system_sink(options, plugin_context(tmp_path, "kemensos"))
     assert caught.value.reason is Reason.CONFIG_INVALID
     assert named in caught.value.detail
 
@@ -928,6 +881,8 @@ def test_sink_options_are_checked(tmp_path: Path, options: dict[str, Any], named
 def test_a_mapping_override_is_used(tmp_path: Path) -> None:
     override = tmp_path / "kemensos.toml"
     override.write_text(DEFAULT_MAPPING.read_text("utf-8").replace('"RPTC-PTK" =', '"RPTC-PNK" ='), "utf-8")
-    source = csv_source({"directory": "drop", "mapping": "kemensos.toml"}, context(tmp_path))
+    source = csv_source(
+        {"directory": "drop", "mapping": "kemensos.toml"}, plugin_context(tmp_path, "kemensos")
+    )
     assert isinstance(source, CsvDropSource)
     assert source.mapper.mapping.codes["lokasi"].lookup("RPTC-PNK") == "rptc-pontianak"

@@ -13,8 +13,7 @@ import asyncio
 import copy
 import json
 from collections import Counter
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -34,13 +33,11 @@ from adapters.kemlu import (
     mission_of,
 )
 from adapters.simulators.kemlu import KemluCaseApiSimulator, sarawak_cases
-from gateway.envelope import Envelope
 from gateway.errors import GatewayError, Reason
-from gateway.metrics import GatewayMetrics
-from gateway.plugins import PluginContext
 from gateway.schemas import SchemaStore, default_schema_root
 from gateway.sinks import RetryPolicy, SinkError, deliver_with_retry
 from gateway.verify import Accepted
+from tests.doubles import WorldPublish, plugin_context
 from tests.world import World, example
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "kemlu"
@@ -48,11 +45,6 @@ KBRI = "kemlu.kbri-kuching"
 SYNTHETIC_NAME = "Ratna Kusumawardhani"  # invented; in the malformed fixture; never in a report or a log
 KCH_TPPO = ["KBRI-KCH-2020-000123", "KBRI-KCH-2020-000124", "KBRI-KCH-2020-000125", "KBRI-KCH-2020-000126"]
 FAST = RetryPolicy(attempts=1, base_delay=0.01, max_delay=0.05, jitter=0.1)
-
-
-@pytest.fixture(scope="module")
-def world() -> World:
-    return World.build()
 
 
 @pytest.fixture(scope="module")
@@ -70,49 +62,6 @@ def page(name: str) -> list[Any]:
     return items
 
 
-@dataclass
-class Call:
-    event_type: str
-    data: Mapping[str, Any]
-    recipients: tuple[str, ...]
-    event_id: str | None
-
-
-@dataclass
-class OutboxPublish:
-    """``build_event`` as the party + an outbox that keeps one event per id (``INSERT OR IGNORE``)."""
-
-    world: World
-    party: str = KBRI
-    calls: list[Call] = field(default_factory=list)
-    outbox: dict[str, Envelope] = field(default_factory=dict)
-    refuse_on_call: tuple[int, Reason] | None = None
-
-    async def __call__(
-        self,
-        event_type: str,
-        data: Mapping[str, Any],
-        *,
-        recipients: Sequence[str] = (),
-        dataschema: str | None = None,
-        event_id: str | None = None,
-    ) -> Envelope:
-        self.calls.append(Call(event_type, copy.deepcopy(dict(data)), tuple(recipients), event_id))
-        if self.refuse_on_call is not None and len(self.calls) == self.refuse_on_call[0]:
-            raise GatewayError(self.refuse_on_call[1], "the gateway cannot take events now")
-        event = self.world.event(
-            event_type, data, by=self.party, recipients=recipients, dataschema=dataschema, event_id=event_id
-        )
-        self.outbox.setdefault(event.id, event)
-        return event
-
-    def of_type(self, suffix: str) -> list[Envelope]:
-        return [e for e in self.outbox.values() if e.type.endswith(suffix)]
-
-    def subjects(self, suffix: str) -> set[str]:
-        return {e.subject for e in self.of_type(suffix)}
-
-
 def make_source(
     api: KemluCaseApiSimulator, state: Path, mapping: KemluMapping, **kwargs: Any
 ) -> KemluCaseApiSource:
@@ -121,6 +70,18 @@ def make_source(
         "mapping": mapping, "poll_interval": 0.05, "backoff": FAST, **kwargs,
     }  # fmt: skip
     return KemluCaseApiSource(**options)
+
+
+async def run_until_all_referred(source: KemluCaseApiSource, publish: WorldPublish) -> None:
+    """Run the poll loop until every Kuching TPPO case is referred (a few seconds at most), then stop it."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(source.run(publish, stop))
+    for _ in range(200):
+        if publish.subjects("case.referral") == set(KCH_TPPO):
+            break
+        await asyncio.sleep(0.02)
+    stop.set()
+    await asyncio.wait_for(task, timeout=5)
 
 
 def _url(text: str) -> URL:
@@ -244,7 +205,7 @@ def test_mission_of_party() -> None:
 async def test_poll_publishes_only_tppo_cases_of_this_mission(
     tmp_path: Path, world: World, mapping: KemluMapping
 ) -> None:
-    publish = OutboxPublish(world)
+    publish = WorldPublish(world, KBRI)
     async with KemluCaseApiSimulator() as api:
         source = make_source(api, tmp_path, mapping)
         result = await source.poll_once(publish)
@@ -263,7 +224,7 @@ async def test_poll_publishes_only_tppo_cases_of_this_mission(
 async def test_identity_is_sealed_for_the_referred_party(
     tmp_path: Path, world: World, mapping: KemluMapping
 ) -> None:
-    publish = OutboxPublish(world)
+    publish = WorldPublish(world, KBRI)
     async with KemluCaseApiSimulator() as api:
         source = make_source(api, tmp_path, mapping)
         await source.poll_once(publish)
@@ -281,7 +242,7 @@ async def test_identity_is_sealed_for_the_referred_party(
 async def test_cursor_is_persisted_and_resumed_after_restart(
     tmp_path: Path, world: World, mapping: KemluMapping
 ) -> None:
-    publish = OutboxPublish(world)
+    publish = WorldPublish(world, KBRI)
     async with KemluCaseApiSimulator() as api:
         first = make_source(api, tmp_path, mapping)
         await first.poll_once(publish)
@@ -294,10 +255,10 @@ async def test_cursor_is_persisted_and_resumed_after_restart(
         restarted = make_source(api, tmp_path, mapping)  # a new process: state only from the file
         restarted.cursor.load()
         api.gets.clear()
-        calls_before = len(publish.calls)
+        calls_before = len(publish.attempts)
         await restarted.poll_once(publish)
         assert api.gets[0]["updated_since"] == "2020-08-10T09:20:00+08:00"
-        assert len(publish.calls) == calls_before  # the newest case was not TPPO: nothing re-published
+        assert len(publish.attempts) == calls_before  # the newest case was not TPPO: nothing re-published
         assert set(publish.outbox) == published
 
         api.update_case(
@@ -319,7 +280,7 @@ async def test_cursor_is_persisted_and_resumed_after_restart(
 async def test_re_polling_the_same_page_publishes_nothing_twice(
     tmp_path: Path, world: World, mapping: KemluMapping
 ) -> None:
-    publish = OutboxPublish(world)
+    publish = WorldPublish(world, KBRI)
     async with KemluCaseApiSimulator() as api:
         source = make_source(api, tmp_path, mapping)
         await source.poll_once(publish)
@@ -329,7 +290,7 @@ async def test_re_polling_the_same_page_publishes_nothing_twice(
         await source.poll_once(publish)
         await source.close()
     assert publish.outbox.keys() == after_first.keys()
-    ids = Counter(c.event_id for c in publish.calls)
+    ids = Counter(c.event_id for c in publish.attempts)
     network = next(e.id for e in publish.of_type("alert.network"))
     assert ids.pop(network) == 8  # named by four cases, polled twice
     assert set(ids.values()) == {2}  # every referral and plan: once per poll, one event in the outbox
@@ -347,7 +308,7 @@ async def test_keyset_paging_publishes_every_case_once(
     tie = copy.deepcopy(cases[-1])  # two cases with the same timestamp across a page boundary
     tie["id_kasus"] = "KBRI-KCH-2020-000299"
     cases.append(tie)
-    publish = OutboxPublish(world)
+    publish = WorldPublish(world, KBRI)
     async with KemluCaseApiSimulator(cases) as api:
         source = make_source(api, tmp_path, mapping, page_size=2)
         result = await source.poll_once(publish)
@@ -360,19 +321,12 @@ async def test_keyset_paging_publishes_every_case_once(
 async def test_api_that_fails_and_recovers_is_retried_with_backoff(
     tmp_path: Path, world: World, mapping: KemluMapping
 ) -> None:
-    publish = OutboxPublish(world)
-    stop = asyncio.Event()
+    publish = WorldPublish(world, KBRI)
     async with KemluCaseApiSimulator() as api:
         api.fail_next(3)
         source = make_source(api, tmp_path, mapping)
         with capture_logs() as logs:
-            task = asyncio.create_task(source.run(publish, stop))
-            for _ in range(200):
-                if publish.subjects("case.referral") == set(KCH_TPPO):
-                    break
-                await asyncio.sleep(0.02)
-            stop.set()
-            await asyncio.wait_for(task, timeout=5)
+            await run_until_all_referred(source, publish)
     assert publish.subjects("case.referral") == set(KCH_TPPO)
     assert api.failures_served == 3
     assert source.consecutive_failures == 0
@@ -385,21 +339,14 @@ async def test_api_that_fails_and_recovers_is_retried_with_backoff(
 async def test_a_refusing_api_is_an_operator_error_retried_at_the_longest_delay(
     tmp_path: Path, world: World, mapping: KemluMapping
 ) -> None:
-    publish = OutboxPublish(world)
-    stop = asyncio.Event()
+    publish = WorldPublish(world, KBRI)
     async with KemluCaseApiSimulator() as api:
         api.fail_next(1, status=401)  # e.g. an expired token, renewed by an operator
         source = make_source(
             api, tmp_path, mapping, backoff=RetryPolicy(attempts=1, base_delay=5.0, max_delay=0.05)
         )
         with capture_logs() as logs:
-            task = asyncio.create_task(source.run(publish, stop))
-            for _ in range(200):
-                if publish.subjects("case.referral") == set(KCH_TPPO):
-                    break
-                await asyncio.sleep(0.02)
-            stop.set()
-            await asyncio.wait_for(task, timeout=5)
+            await run_until_all_referred(source, publish)
     assert publish.subjects("case.referral") == set(KCH_TPPO)
     [refused] = [e for e in logs if e["event"] == "kemlu_api.unavailable"]
     assert (refused["log_level"], refused["status"]) == ("error", 401)
@@ -408,8 +355,7 @@ async def test_a_refusing_api_is_an_operator_error_retried_at_the_longest_delay(
 async def test_a_crashing_poll_does_not_kill_the_loop(
     tmp_path: Path, world: World, mapping: KemluMapping
 ) -> None:
-    publish = OutboxPublish(world)
-    stop = asyncio.Event()
+    publish = WorldPublish(world, KBRI)
     async with KemluCaseApiSimulator() as api:
         source = make_source(api, tmp_path, mapping)
         real_fetch = source._fetch
@@ -423,20 +369,14 @@ async def test_a_crashing_poll_does_not_kill_the_loop(
             return await real_fetch(since, page_number)
 
         source._fetch = flaky  # type: ignore[method-assign]
-        task = asyncio.create_task(source.run(publish, stop))
-        for _ in range(200):
-            if publish.subjects("case.referral") == set(KCH_TPPO):
-                break
-            await asyncio.sleep(0.02)
-        stop.set()
-        await asyncio.wait_for(task, timeout=5)
+        await run_until_all_referred(source, publish)
     assert publish.subjects("case.referral") == set(KCH_TPPO)
 
 
 async def test_cursor_stays_when_publish_defers_and_the_page_is_redone(
     tmp_path: Path, world: World, mapping: KemluMapping
 ) -> None:
-    publish = OutboxPublish(world, refuse_on_call=(4, Reason.OUTBOX_FULL))
+    publish = WorldPublish(world, KBRI, refuse_on_call=(4, Reason.OUTBOX_FULL))
     async with KemluCaseApiSimulator() as api:
         source = make_source(api, tmp_path, mapping)
         with pytest.raises(Exception, match=r"outbox\.full"):
@@ -451,7 +391,7 @@ async def test_cursor_stays_when_publish_defers_and_the_page_is_redone(
 async def test_malformed_items_are_quarantined_without_values_and_do_not_block(
     tmp_path: Path, world: World, mapping: KemluMapping
 ) -> None:
-    publish = OutboxPublish(world)
+    publish = WorldPublish(world, KBRI)
     quarantined: list[tuple[str, str]] = []
     async with KemluCaseApiSimulator([]) as api:
         source = make_source(api, tmp_path, mapping, on_quarantine=lambda s, r: quarantined.append((s, r)))
@@ -494,7 +434,7 @@ async def test_cursor_written_for_another_mission_is_ignored(
             {"format": "kemlu-cursor/1", "mission": "kuala-lumpur", "updated_since": "2030-01-01T00:00:00Z"}
         )
     )
-    publish = OutboxPublish(world)
+    publish = WorldPublish(world, KBRI)
     async with KemluCaseApiSimulator() as api:
         source = make_source(api, tmp_path, mapping)
         source.cursor.load()
@@ -503,14 +443,8 @@ async def test_cursor_written_for_another_mission_is_ignored(
     assert publish.subjects("case.referral") == set(KCH_TPPO)
 
 
-def plugin_context(tmp_path: Path, party: str = KBRI) -> PluginContext:
-    return PluginContext(
-        party=party, base_dir=tmp_path, data_dir=tmp_path / "state", metrics=GatewayMetrics(party=party)
-    )
-
-
 def test_source_options_are_checked(tmp_path: Path) -> None:
-    ctx = plugin_context(tmp_path)
+    ctx = plugin_context(tmp_path, KBRI)
     source = case_api_source({"url": "http://127.0.0.1:9/"}, ctx)
     assert (source.mission, source.name) == ("kuching", "kemlu-case-api-kuching")
     assert source.cursor.path == tmp_path / "state" / "kemlu-cursor-kemlu-case-api-kuching.json"
@@ -548,7 +482,7 @@ async def test_shelter_admission_and_closure_are_posted_as_case_updates(world: W
     closure_payload = next(p for path, p in example("case.closure", "1.0") if "reintegrated" in path.name)
     closure = accepted_for_kbri(world, "id.trafficking.case.closure", closure_payload)
     async with KemluCaseApiSimulator() as api:
-        sink = case_api_sink({"url": api.url}, plugin_context(tmp_path))
+        sink = case_api_sink({"url": api.url}, plugin_context(tmp_path, KBRI))
         assert isinstance(sink, KemluUpdatesSink)
         await sink.deliver(admission)
         await sink.deliver(admission)  # redelivery: the API answers 409, which counts as delivered
@@ -592,7 +526,7 @@ async def test_outbound_without_a_native_mapping_is_dead_lettered_not_retried(
     assert isinstance(verdict, Accepted)
     unknown_case = dict(example("case.closure", "1.0")[0][1], case_id="KBRI-KCH-2020-999999")
     async with KemluCaseApiSimulator() as api:
-        sink = case_api_sink({"url": api.url}, plugin_context(tmp_path))
+        sink = case_api_sink({"url": api.url}, plugin_context(tmp_path, KBRI))
         with pytest.raises(SinkError) as no_mapping:
             await deliver_with_retry(sink, verdict, RetryPolicy(attempts=3, base_delay=0.0))
         assert not no_mapping.value.retryable
