@@ -168,7 +168,7 @@ class Gateway:
         self.subscriber = Subscriber(
             party=self.party, verifier=self.verifier, inbox=self.inbox, routes=routes,
             dlq_topic=dlq_topic(self.party), metrics=self.metrics, retry=config.retry,
-            max_records=config.batch_size,
+            max_records=config.batch_size, commit_timeout=self.kafka.request_timeout_ms / 1000,
         )  # fmt: skip
         self.sources = list(self._extra_sources)
         for index, source_config in enumerate(config.sources):
