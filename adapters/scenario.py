@@ -15,6 +15,10 @@ Everything runs through the real code paths, on an embedded Kafka-protocol broke
 * the steps are native actions: a case in the Kemlu API, CSV files in Kemensos' drop folder, an Excel export
   in IOM's folder, a JSON-lines file for the closure.
 
+An audit notary (``gateway.audit.notary``) runs alongside the gateways and logs every record of every
+exchange topic; at the end the scenario waits for it to sign a checkpoint covering everything and replays the
+log against the broker as ``gateway audit verify`` does, printing the checkpoint and the verdict.
+
 It prints a timeline of deliveries, a per-party summary and what each simulated system received, then keeps
 ``/healthz``, ``/readyz`` and ``/metrics`` up until interrupted (``once=True`` returns instead).
 """
@@ -36,14 +40,18 @@ from typing import Any, TextIO
 from adapters.simulators.iom import IomCaseSystemSimulator, sample_rows, write_htcds_export
 from adapters.simulators.kemensos import KemensosCaseSystemSimulator, write_sample_drops
 from adapters.simulators.kemlu import KemluCaseApiSimulator, sarawak_cases
+from gateway.audit.notary import CHECKPOINT_TOPIC, TOPIC_PATTERN, Notary, NotaryConfig
+from gateway.audit.note import verifier_from_vkey
+from gateway.audit.replay import Auditor, audit_kafka
 from gateway.broker import EmbeddedBroker
 from gateway.config import GatewayConfig
 from gateway.kafka import KafkaSettings
+from gateway.keys import SigningKey, write_private_pem
 from gateway.runtime import Gateway
 from gateway.sandbox import create_sandbox
 from gateway.sinks import MemorySink
 from gateway.subscriber import Route
-from gateway.verify import Accepted
+from gateway.verify import Accepted, Verifier
 
 __all__ = ["KBRI", "PARTIES", "ScenarioResult", "run_scenario"]
 
@@ -72,6 +80,11 @@ class ScenarioResult:
     kemlu_updates: list[dict[str, Any]] = field(default_factory=list)
     iom_referrals: list[dict[str, Any]] = field(default_factory=list)
     timeline: list[str] = field(default_factory=list)
+    checkpoint: bytes = b""
+    """The notary's last signed checkpoint note (it covers every record of the run)."""
+    audit: dict[str, Any] | None = None
+    """The JSON report of the audit replayed against the broker at the end."""
+    notary_log: Path | None = None
 
 
 class _Timeline(MemorySink):
@@ -125,6 +138,7 @@ async def run_scenario(
             )
             gateways: dict[str, Gateway] = {}
             observers: dict[str, _Timeline] = {}
+            notary = await _start_notary(root, kafka, out)
             try:
                 for party in PARTIES:
                     config = GatewayConfig.load(sandbox[party].config)
@@ -192,13 +206,74 @@ async def run_scenario(
                 result.kemlu_updates = [update.body for update in kemlu_api.updates]
                 result.iom_referrals = [r.body for r in iom_system.referrals]
                 _print_result(result, out)
+                await _audit(notary, kafka, root, result, out)
                 if not once:
                     print("\nOperations endpoints stay up; press Ctrl-C to stop.", file=out, flush=True)
                     await _until_interrupted()
             finally:
-                for gateway in gateways.values():
-                    await gateway.stop()
+                await _stop(gateways, notary)
     return result
+
+
+async def _stop(gateways: dict[str, Gateway], notary: Notary) -> None:
+    """Gateways first (each in its shutdown order), then the notary, which signs what it logged last."""
+    for gateway in gateways.values():
+        await gateway.stop()
+    await notary.stop()
+
+
+async def _start_notary(root: Path, kafka: KafkaSettings, out: TextIO) -> Notary:
+    """The deployment's audit notary: its own key, the sandbox registry, its log under ``root/notary``."""
+    folder = root / "notary"
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    key_file = folder / "notary.pem"
+    if not key_file.exists():
+        write_private_pem(key_file, SigningKey.generate().to_pem())
+    config = NotaryConfig(
+        deployment="demo",
+        registry=root / "registry.toml",
+        log_dir=folder / "log",
+        key_file=key_file,
+        kafka=kafka,
+        http_port=0,
+        refresh_seconds=1.0,
+    )
+    notary = Notary(config)
+    await notary.start()
+    (folder / "notary.vkey").write_text(notary.vkey + "\n", encoding="utf-8")
+    print(f"  notary  {notary.origin}  http://127.0.0.1:{notary.http_port}/checkpoint", file=out)
+    return notary
+
+
+async def _audit(
+    notary: Notary, kafka: KafkaSettings, root: Path, result: ScenarioResult, out: TextIO
+) -> None:
+    """Wait for a checkpoint covering every record, then replay log + topics as ``gateway audit verify``."""
+    result.notary_log = notary.config.log_dir
+    result.checkpoint = await notary.sync()
+    verifier = Verifier(registry=notary.registry, schemas=notary.schemas)
+    keys = [verifier_from_vkey(notary.vkey)]
+    auditor = Auditor(notary.config.log_dir, notary_keys=keys, event_verifier=verifier)
+    auditor.load_stored_checkpoints()
+    report = await audit_kafka(auditor, kafka, pattern=TOPIC_PATTERN, checkpoint_topic=CHECKPOINT_TOPIC)
+    result.audit = report.to_json()
+    records = report.records or {}
+    print("\nAudit log: the notary's last signed checkpoint", file=out)
+    note = result.checkpoint.decode("utf-8")
+    print("".join(f"  | {line}\n" for line in note.splitlines()), end="", file=out)
+    verdict = "OK" if report.ok else f"FAIL ({len(report.findings)} findings)"
+    print(
+        f"  audit verify: {verdict} - {report.log_size} leaves, {records.get('matched', 0)} of "
+        f"{records.get('read', 0)} Kafka records matched, signed up to size {report.signed_size}",
+        file=out,
+    )
+    vkey = root / "notary" / "notary.vkey"
+    print(
+        f"  offline: gateway audit verify --log {notary.config.log_dir} --vkey {vkey} "
+        f"--registry {root / 'registry.toml'}",
+        file=out,
+        flush=True,
+    )
 
 
 def _adapter_settings(kemlu: str, kemensos: str, iom: str) -> dict[str, dict[str, Any]]:

@@ -307,6 +307,7 @@ def _parser() -> argparse.ArgumentParser:
 
     _add_runtime_commands(sub)
     _add_deploy_commands(sub)
+    _add_audit_commands(sub)
 
     schemas = sub.add_parser("schemas", help="message schemas").add_subparsers(
         required=True, metavar="ACTION"
@@ -341,6 +342,15 @@ def _add_runtime_commands(sub: Any) -> None:
     broker.add_argument("--port", type=int, default=9092)
     broker.add_argument("--log-level", default="info")
     broker.set_defaults(handler=_broker)
+
+
+# ---- audit --------------------------------------------------------------------------------------------
+def _add_audit_commands(sub: Any) -> None:
+    """``gateway notary run`` and ``gateway audit keygen|verify|prove|check-receipt|cosign|export-records``
+    (docs/AUDIT.md). The registry and schemas are found as for every other command (options, then env)."""
+    from gateway.audit._commands import add_commands  # noqa: PLC0415 - audit-only code stays out of start-up
+
+    add_commands(sub, registry=_registry, schemas=_schemas)
 
 
 # ---- deploy -------------------------------------------------------------------------------------------

@@ -82,6 +82,17 @@ class Reason(enum.StrEnum):
     TLOG_CORRUPT = "tlog.corrupt"
     TLOG_IO_FAILED = "tlog.io-failed"
     TLOG_LOCKED = "tlog.locked"
+    # audit replay findings and notary refusals (gateway/audit/replay.py, notary.py; docs/AUDIT.md)
+    LEAF_MALFORMED = "leaf.malformed"
+    LEAF_DUPLICATE = "leaf.duplicate"
+    LEAF_OUT_OF_ORDER = "leaf.out-of-order"
+    LEAF_RECORD_MISSING = "leaf.record-missing"
+    LEAF_RECORD_MISMATCH = "leaf.record-mismatch"
+    LEAF_VERDICT_MISMATCH = "leaf.verdict-mismatch"
+    RECORD_NOT_LOGGED = "record.not-logged"
+    CHECKPOINT_ROOT_MISMATCH = "checkpoint.root-mismatch"
+    CHECKPOINT_BEYOND_LOG = "checkpoint.beyond-log"
+    CHECKPOINT_INCONSISTENT = "checkpoint.inconsistent"
     # configuration and local key material (raised, never a record rejection)
     CONFIG_INVALID = "config.invalid"
     REGISTRY_INVALID = "registry.invalid"

@@ -11,6 +11,13 @@ formats and algorithms are in ``docs/AUDIT.md``.
 * :mod:`.checkpoint` — C2SP tlog-checkpoint bodies;
 * :mod:`.cosign` — C2SP tlog-cosignature: a witness that only cosigns consistent growth, k-of-n checking;
 * :mod:`.proof` — c2sp.org/tlog-proof@v1 receipts, verifiable offline.
+
+Built on them (imported on demand, they need Kafka and the verification pipeline):
+
+* :mod:`.leaf` — what the notary logs per Kafka record: digests, signature, position, verdict; no victim data;
+* :mod:`.notary` — the notary process: every exchange and dead-letter topic into the log, signed checkpoints;
+* :mod:`.cosigning` — the cosigner service any party runs against the notary;
+* :mod:`.replay` — ``gateway audit verify``: replay log, checkpoints and Kafka records, locate discrepancies.
 """
 
 from __future__ import annotations

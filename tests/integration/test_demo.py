@@ -1,9 +1,11 @@
 """The README's first command, through the same code path (`gateway demo --once`): adapters, simulators,
-three gateways on the embedded broker — and no personal data in any log line of the whole run."""
+three gateways on the embedded broker — and no personal data in any log line of the whole run, nor in the
+audit notary's log, whose final checkpoint `gateway audit verify` accepts."""
 
 from __future__ import annotations
 
 import io
+import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +17,9 @@ from adapters.scenario import PARTIES, run_scenario
 from adapters.simulators.iom import sample_rows
 from adapters.simulators.kemensos import SAMPLE_DROPS
 from adapters.simulators.kemlu import sarawak_cases
+from gateway._cli import main
+from gateway.audit.checkpoint import Checkpoint, open_checkpoint
+from gateway.audit.note import verifier_from_vkey
 from gateway.logs import configure_logging
 
 PERSON_FIELDS = ("wni", "kesehatan", "anak", "pelaku")
@@ -77,3 +82,26 @@ async def test_demo_plays_the_scenario_and_leaks_nothing(tmp_path: Path, capture
     assert len(logs.splitlines()) > 100  # a full debug-level run, aiokafka included
     leaked = sorted(s for s in personal if s in logs or s in out.getvalue())
     assert leaked == [], leaked
+
+    # the notary logged every record and its last checkpoint covers them all: the audit replayed against
+    # the broker at the end of the run found nothing, and so does `gateway audit verify` on the log now
+    audit = result.audit
+    assert audit is not None
+    assert (audit["ok"], audit["findings"]) == (True, [])
+    assert audit["log_size"] == audit["records"]["read"] == audit["records"]["matched"] > 10
+    assert "audit verify: OK" in out.getvalue()
+    root = tmp_path / "demo"
+    vkey = (root / "notary" / "notary.vkey").read_text().strip()
+    key = verifier_from_vkey(vkey)
+    signed = open_checkpoint(result.checkpoint, origin=key.name, verifiers=[key])
+    assert signed.checkpoint == Checkpoint.parse(result.checkpoint.decode().split("\n\n")[0] + "\n")
+    assert signed.checkpoint.size == audit["log_size"]
+    assert result.notary_log is not None
+    report = tmp_path / "audit.json"
+    verify = ["audit", "verify", "--log", str(result.notary_log), "--vkey", vkey]
+    verify += ["--registry", str(root / "registry.toml"), "--json", str(report)]
+    assert main(verify) == 0
+    assert json.loads(report.read_text())["signed_size"] == signed.checkpoint.size
+    bundles = (result.notary_log / "tile" / "entries").rglob("*")
+    entries = b"".join(p.read_bytes() for p in bundles if p.is_file())
+    assert sorted(s for s in personal if s.encode() in entries) == []

@@ -1,0 +1,402 @@
+"""The audit log's entry format: one *leaf* per Kafka record of an exchange or dead-letter topic.
+
+Why this shape: an auditor must be able to prove what was exchanged, by whom and when, and locate any
+deletion, reordering or rewrite, without the log ever holding victim data. So a leaf holds
+
+* where the record is: topic, partition, offset, the Kafka record timestamp (and its type);
+* what it is, as digests: SHA-256 of the data bytes (the record value) and of the whole record (key,
+  headers, value), plus the CloudEvents ``id``, ``source``, ``type``, ``time``, ``dataschema`` and the
+  ``dssematerial`` signature exactly as they appear in the record headers;
+* the notary's verdict: ``accepted`` (with the signing key id) or ``rejected`` with the reason code that
+  :class:`gateway.verify.Verifier` gives *without any sealing key* (the notary opens nothing) and with the
+  record timestamp as "now", so the verdict is a pure function of the record, the registry and the schemas
+  and an auditor recomputes it bit for bit;
+* for dead-lettered records, the gateway's reason headers (``xchg-reason``, origin topic/partition/offset,
+  who and when; never the free-text ``xchg-detail``).
+
+Never the data bytes, the key (the case id) or any sealed block. The data digest cannot be reversed into
+content: referrals carry HPKE ciphertext with fresh randomness, and alerts hold no victim identifiers.
+
+Encoding: the RFC 8785 (JCS) canonical JSON of one object with exactly the members listed in
+``docs/AUDIT.md`` (section 10), all always present (``null`` when absent), so a leaf has one spelling and
+anyone can recompute it from the record. Header-derived strings are bounded (:data:`MAX_ATTRIBUTE_CHARS`,
+:data:`MAX_DSSE_CHARS`; longer or undecodable values become ``null``, the record digest still binds them),
+which keeps every leaf far below the log's 65,535-byte entry limit.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime
+from typing import Any, Final, Literal, Protocol
+
+import orjson
+
+from gateway.audit.tiles import MAX_ENTRY_SIZE
+from gateway.canonical import canonical_json
+from gateway.errors import GatewayError, Reason
+from gateway.verify import Accepted, Verifier
+
+__all__ = [
+    "DEAD_LETTER_HEADERS",
+    "LEAF_FORMAT",
+    "MAX_ATTRIBUTE_CHARS",
+    "MAX_DSSE_CHARS",
+    "ConsumedRecord",
+    "Leaf",
+    "RecordLike",
+    "leaf_for_record",
+    "record_sha256",
+]
+
+LEAF_FORMAT: Final = "xchg-audit-leaf/v1"
+#: Header-derived strings longer than this (in characters) are logged as ``null``.
+MAX_ATTRIBUTE_CHARS: Final = 512
+#: ``dssematerial`` is kept only if it is printable ASCII (base64) of at most this many characters.
+MAX_DSSE_CHARS: Final = 16384
+#: Leaf member -> record header, for the CloudEvents attributes a leaf keeps.
+_ATTRIBUTE_HEADERS: Final = {
+    "id": "ce_id",
+    "source": "ce_source",
+    "type": "ce_type",
+    "time": "ce_time",
+    "dataschema": "ce_dataschema",
+}
+#: ``dead_letter`` member -> header a gateway adds when it dead-letters a record (``gateway.subscriber``).
+DEAD_LETTER_HEADERS: Final = {
+    "reason": "xchg-reason",
+    "origin_topic": "xchg-origin-topic",
+    "origin_partition": "xchg-origin-partition",
+    "origin_offset": "xchg-origin-offset",
+    "by": "xchg-dead-lettered-by",
+    "at": "xchg-dead-lettered-at",
+}
+_SAFE_INTEGER: Final = 2**53 - 1
+#: 9999-12-31T23:59:59.999Z: record timestamps are clamped to [0, this] to serve as "now" (a datetime).
+_MAX_TIMESTAMP_MS: Final = 253_402_300_799_999
+_HEX64: Final = frozenset("0123456789abcdef")
+
+
+class RecordLike(Protocol):
+    """What a leaf is computed from: an ``aiokafka`` ``ConsumerRecord`` or a :class:`ConsumedRecord`."""
+
+    @property
+    def topic(self) -> str: ...
+
+    @property
+    def partition(self) -> int: ...
+
+    @property
+    def offset(self) -> int: ...
+
+    @property
+    def timestamp(self) -> int: ...
+
+    @property
+    def timestamp_type(self) -> int: ...
+
+    @property
+    def key(self) -> bytes | None: ...
+
+    @property
+    def value(self) -> bytes | None: ...
+
+    @property
+    def headers(self) -> Sequence[tuple[str, bytes | None]]: ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConsumedRecord:
+    """A Kafka record as consumed (the fields a leaf and a records dump need), independent of aiokafka."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int
+    timestamp_type: int = 0
+    key: bytes | None = None
+    value: bytes | None = None
+    headers: tuple[tuple[str, bytes | None], ...] = ()
+
+    @classmethod
+    def of(cls, record: RecordLike) -> ConsumedRecord:
+        return cls(
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            timestamp=record.timestamp,
+            timestamp_type=record.timestamp_type,
+            key=None if record.key is None else bytes(record.key),
+            value=None if record.value is None else bytes(record.value),
+            headers=tuple((str(k), None if v is None else bytes(v)) for k, v in record.headers or ()),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """One line of a records dump (``docs/AUDIT.md`` section 12): bytes as standard base64."""
+        return {
+            "topic": self.topic,
+            "partition": self.partition,
+            "offset": self.offset,
+            "timestamp": self.timestamp,
+            "timestamp_type": self.timestamp_type,
+            "key": _b64(self.key),
+            "value": _b64(self.value),
+            "headers": [[name, _b64(value)] for name, value in self.headers],
+        }
+
+    @classmethod
+    def from_json(cls, document: object) -> ConsumedRecord:
+        """Parse one records-dump line; raises ``GatewayError(CONFIG_INVALID)`` naming what is wrong."""
+        if not isinstance(document, dict):
+            raise GatewayError(Reason.CONFIG_INVALID, "records dump: a line is not a JSON object")
+        try:
+            headers = tuple((_text(n), _unb64(v)) for n, v in document["headers"])
+            return cls(
+                topic=_text(document["topic"]),
+                partition=_integer(document["partition"]),
+                offset=_integer(document["offset"]),
+                timestamp=_integer(document["timestamp"]),
+                timestamp_type=_integer(document.get("timestamp_type", 0)),
+                key=_unb64(document["key"]),
+                value=_unb64(document["value"]),
+                headers=headers,
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise GatewayError(Reason.CONFIG_INVALID, f"records dump: malformed record ({exc})") from exc
+
+
+def _b64(value: bytes | None) -> str | None:
+    return None if value is None else base64.b64encode(value).decode("ascii")
+
+
+def _unb64(value: object) -> bytes | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise TypeError("bytes must be base64 strings or null")
+    return base64.b64decode(value, validate=True)
+
+
+def _text(value: object) -> str:
+    if not isinstance(value, str):
+        raise TypeError("expected a string")
+    return value
+
+
+def _integer(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError("expected an integer")
+    return value
+
+
+def record_sha256(record: RecordLike) -> str:
+    """Hex SHA-256 binding a whole record: ``JCS({"headers": [[name, b64|null]...], "key": b64|null,
+    "value": b64|null})``, headers in record order. A rewrite of any header, the key or the value shows."""
+    document = {
+        "headers": [[name, _b64(value)] for name, value in record.headers or ()],
+        "key": _b64(record.key),
+        "value": _b64(record.value),
+    }
+    return hashlib.sha256(canonical_json(document)).hexdigest()
+
+
+def _header(headers: Sequence[tuple[str, bytes | None]], name: str) -> str | None:
+    """The header's text if it occurs exactly once, is UTF-8 and at most MAX_ATTRIBUTE_CHARS long."""
+    values = [value for key, value in headers if key == name]
+    if len(values) != 1 or values[0] is None:
+        return None
+    try:
+        text = bytes(values[0]).decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return text if 0 < len(text) <= MAX_ATTRIBUTE_CHARS else None
+
+
+def _dssematerial(headers: Sequence[tuple[str, bytes | None]]) -> str | None:
+    values = [value for key, value in headers if key == "ce_dssematerial"]
+    if len(values) != 1 or values[0] is None:
+        return None
+    raw = bytes(values[0])
+    if not 0 < len(raw) <= MAX_DSSE_CHARS or any(byte < 0x21 or byte > 0x7E for byte in raw):
+        return None
+    return raw.decode("ascii")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Leaf:
+    """One decoded log entry. Build with :func:`leaf_for_record` (notary) or :meth:`decode` (auditor)."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int
+    timestamp_type: int
+    record_sha256: str
+    data_sha256: str | None
+    id: str | None
+    source: str | None
+    type: str | None
+    time: str | None
+    dataschema: str | None
+    dssematerial: str | None
+    verdict: Literal["accepted", "rejected"]
+    reason: str | None
+    kid: str | None
+    dead_letter: Mapping[str, str | None] | None
+
+    @property
+    def position(self) -> tuple[str, int, int]:
+        """``(topic, partition, offset)``: the record this leaf stands for."""
+        return (self.topic, self.partition, self.offset)
+
+    def to_json(self) -> dict[str, Any]:
+        document: dict[str, Any] = {"format": LEAF_FORMAT}
+        for item in fields(self):
+            value = getattr(self, item.name)
+            document[item.name] = dict(value) if isinstance(value, Mapping) else value
+        return document
+
+    def encode(self) -> bytes:
+        """The entry bytes: RFC 8785 canonical JSON of :meth:`to_json` (at most 65,535 bytes)."""
+        entry = canonical_json(self.to_json())
+        if len(entry) > MAX_ENTRY_SIZE:  # unreachable with the bounds above; a guard, not a code path
+            raise GatewayError(Reason.SIZE_EXCEEDED, f"leaf of {len(entry)} bytes > {MAX_ENTRY_SIZE}")
+        return entry
+
+    @classmethod
+    def decode(cls, entry: bytes) -> Leaf:
+        """Strictly parse an entry: canonical JSON, exactly the v1 members, each of its type.
+
+        Raises ``GatewayError(LEAF_MALFORMED)``: a leaf that is not byte-for-byte what the notary writes
+        cannot have been written by an honest notary.
+        """
+        try:
+            document = orjson.loads(entry)
+        except orjson.JSONDecodeError as exc:
+            raise GatewayError(Reason.LEAF_MALFORMED, "entry is not JSON") from exc
+        if not isinstance(document, dict):
+            raise GatewayError(Reason.LEAF_MALFORMED, "entry is not a JSON object")
+        if document.get("format") != LEAF_FORMAT:
+            raise GatewayError(Reason.LEAF_MALFORMED, f"entry format is not {LEAF_FORMAT}")
+        expected = {"format", *(item.name for item in fields(cls))}
+        if set(document) != expected:
+            extra = sorted(set(document) ^ expected)
+            raise GatewayError(Reason.LEAF_MALFORMED, f"entry members differ from v1: {', '.join(extra)}")
+        try:
+            leaf = cls(
+                topic=_need(document["topic"], str),
+                partition=_count(document["partition"]),
+                offset=_count(document["offset"]),
+                timestamp=_int(document["timestamp"]),
+                timestamp_type=_int(document["timestamp_type"]),
+                record_sha256=_digest(document["record_sha256"]),
+                data_sha256=None if document["data_sha256"] is None else _digest(document["data_sha256"]),
+                id=_maybe(document["id"]),
+                source=_maybe(document["source"]),
+                type=_maybe(document["type"]),
+                time=_maybe(document["time"]),
+                dataschema=_maybe(document["dataschema"]),
+                dssematerial=_maybe(document["dssematerial"]),
+                verdict=_verdict(document["verdict"]),
+                reason=_maybe(document["reason"]),
+                kid=_maybe(document["kid"]),
+                dead_letter=_dead_letter(document["dead_letter"]),
+            )
+        except (TypeError, ValueError) as exc:
+            raise GatewayError(Reason.LEAF_MALFORMED, f"entry member of the wrong type ({exc})") from exc
+        if (leaf.verdict == "accepted") != (leaf.reason is None) or (leaf.kid is not None) != (
+            leaf.verdict == "accepted"
+        ):
+            raise GatewayError(Reason.LEAF_MALFORMED, "verdict, reason and kid do not agree")
+        try:
+            canonical = leaf.encode()
+        except GatewayError as exc:
+            raise GatewayError(Reason.LEAF_MALFORMED, exc.detail) from exc
+        if canonical != bytes(entry):
+            raise GatewayError(Reason.LEAF_MALFORMED, "entry is not RFC 8785 canonical JSON")
+        return leaf
+
+
+def _need(value: object, kind: type) -> Any:
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise TypeError(f"expected {kind.__name__}")
+    return value
+
+
+def _int(value: object) -> int:
+    number: int = _need(value, int)
+    if not -_SAFE_INTEGER <= number <= _SAFE_INTEGER:
+        raise ValueError("integer out of range")
+    return number
+
+
+def _count(value: object) -> int:
+    number = _int(value)
+    if number < 0:
+        raise ValueError("negative partition or offset")
+    return number
+
+
+def _maybe(value: object) -> str | None:
+    return None if value is None else str(_need(value, str))
+
+
+def _digest(value: object) -> str:
+    text: str = _need(value, str)
+    if len(text) != 64 or not set(text) <= _HEX64:
+        raise ValueError("digest is not 64 lowercase hex digits")
+    return text
+
+
+def _verdict(value: object) -> Literal["accepted", "rejected"]:
+    if value == "accepted":
+        return "accepted"
+    if value == "rejected":
+        return "rejected"
+    raise ValueError("verdict is neither accepted nor rejected")
+
+
+def _dead_letter(value: object) -> Mapping[str, str | None] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or set(value) != set(DEAD_LETTER_HEADERS):
+        raise ValueError("dead_letter members differ from v1")
+    return {name: _maybe(value[name]) for name in DEAD_LETTER_HEADERS}
+
+
+def leaf_for_record(record: RecordLike, verifier: Verifier) -> Leaf:
+    """The leaf the notary logs for ``record``: a pure function of the record, registry and schemas.
+
+    ``verifier`` must hold no sealing keys (the notary opens nothing); the verdict is computed with the
+    Kafka record timestamp as the current time, so re-running it later gives the same answer unless the
+    registry changed what it says about that time (a retroactive revocation, which the auditor reports).
+    """
+    if verifier.party is not None or verifier.sealing_keys:
+        raise GatewayError(Reason.CONFIG_INVALID, "the notary's verifier must hold no sealing keys")
+    headers = tuple(record.headers or ())
+    now = datetime.fromtimestamp(min(max(record.timestamp, 0), _MAX_TIMESTAMP_MS) / 1000, UTC)
+    verdict = verifier.verify_kafka(record.value, headers, record.key, now=now)
+    accepted = isinstance(verdict, Accepted)
+    dead_letter = {name: _header(headers, header) for name, header in DEAD_LETTER_HEADERS.items()}
+    return Leaf(
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        timestamp=record.timestamp,
+        timestamp_type=record.timestamp_type,
+        record_sha256=record_sha256(record),
+        data_sha256=None if record.value is None else hashlib.sha256(record.value).hexdigest(),
+        id=_header(headers, _ATTRIBUTE_HEADERS["id"]),
+        source=_header(headers, _ATTRIBUTE_HEADERS["source"]),
+        type=_header(headers, _ATTRIBUTE_HEADERS["type"]),
+        time=_header(headers, _ATTRIBUTE_HEADERS["time"]),
+        dataschema=_header(headers, _ATTRIBUTE_HEADERS["dataschema"]),
+        dssematerial=_dssematerial(headers),
+        verdict="accepted" if accepted else "rejected",
+        reason=None if isinstance(verdict, Accepted) else str(verdict.reason),
+        kid=verdict.kid if isinstance(verdict, Accepted) else None,
+        dead_letter=dead_letter if any(v is not None for v in dead_letter.values()) else None,
+    )

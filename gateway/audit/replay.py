@@ -1,0 +1,901 @@
+"""``gateway audit verify``: replay the notary's log, recompute everything, and locate every discrepancy.
+
+Why replay and not trust: the auditor trusts the notary's public key (and, optionally, k of n cosigners),
+nothing on the notary's disk and nothing the broker's operator says. So this module
+
+1. reads every signed checkpoint it can find — the log directory's ``checkpoint`` and ``checkpoints/<size>``,
+   files the auditor brings (receipts' checkpoints kept by agencies), and the notary's Kafka topic
+   ``xchg.notary.checkpoints.v1`` — and verifies each signature (and cosignature quorum);
+2. streams the log's entry bundles (C2SP tlog-tiles layout, read directly and tolerantly: a damaged log is a
+   finding, not a crash) through a constant-memory :class:`~gateway.audit.merkle.MerkleAccumulator`,
+   recomputing every leaf hash (and comparing it with the stored level-0 tile) and the root at every signed
+   checkpoint size; two signed checkpoints of one size with different roots are a proven fork;
+3. decodes every leaf strictly and checks that each partition's offsets strictly increase (a duplicate or a
+   reordering shows exactly where);
+4. when Kafka records are available (from the broker, each partition read from its first offset and fetched
+   by offset, or from a records dump), recomputes the leaf each record must have — which re-verifies its
+   signature, key validity and schema with :class:`gateway.verify.Verifier` against the registry — and
+   requires it to be byte-identical to the logged one; every record must have its leaf and every leaf its
+   record (matched by topic/partition/offset; the data and record digests and the verdict must agree);
+5. checks the upper tile levels against the level below and the ``state`` file's root against the entries.
+
+Every discrepancy becomes a :class:`Finding` with a stable reason code and its exact position (leaf index,
+topic/partition/offset, checkpoint size, source file); the report (:class:`AuditReport`) is printed as a
+summary and written as JSON. Leaves and record digests are kept in a temporary SQLite file, so memory stays
+constant however long the log is.
+
+"The registry as it was at event time": the registry's keys carry ``valid_from``/``valid_until``/
+``revoked_at``, and the verifier checks the key at the event's ``time`` with the Kafka record timestamp as
+"now" — the same rule the notary applied. A verdict that differs from the logged one therefore means the
+registry now says something else about that time (typically a retroactive revocation): reported as
+``leaf.verdict-mismatch`` for a human to judge, never silently re-decided.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import re
+import shutil
+import sqlite3
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, TextIO
+
+import orjson
+
+from gateway.audit import merkle
+from gateway.audit.checkpoint import Checkpoint, open_checkpoint
+from gateway.audit.cosign import verify_cosigned
+from gateway.audit.leaf import ConsumedRecord, Leaf, RecordLike, leaf_for_record
+from gateway.audit.notary import CHECKPOINT_FILE, CHECKPOINT_HISTORY
+from gateway.audit.note import Note, Verifier
+from gateway.audit.tiles import TILE_HEIGHT, TILE_WIDTH, entries_path, tile_path
+from gateway.errors import GatewayError, Reason
+from gateway.kafka import KafkaSettings
+from gateway.verify import Verifier as EventVerifier
+
+__all__ = [
+    "REPORT_FORMAT",
+    "AuditReport",
+    "Auditor",
+    "CheckpointStatus",
+    "Finding",
+    "audit_kafka",
+    "read_kafka_records",
+    "read_records_dump",
+    "write_records_dump",
+]
+
+REPORT_FORMAT: Final = "xchg-audit-report/v1"
+_HASH: Final = merkle.HASH_SIZE
+_STATE_HEADER: Final = b"xchg-tlog-state/v1"
+_FLUSH: Final = 2000
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Finding:
+    """One discrepancy, located as precisely as the evidence allows."""
+
+    reason: Reason
+    detail: str
+    leaf_index: int | None = None
+    topic: str | None = None
+    partition: int | None = None
+    offset: int | None = None
+    checkpoint_size: int | None = None
+    source: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "reason": str(self.reason),
+            "detail": self.detail,
+            "leaf_index": self.leaf_index,
+            "topic": self.topic,
+            "partition": self.partition,
+            "offset": self.offset,
+            "checkpoint_size": self.checkpoint_size,
+            "source": self.source,
+        }
+
+    def where(self) -> str:
+        parts = []
+        if self.leaf_index is not None:
+            parts.append(f"leaf {self.leaf_index}")
+        if self.topic is not None:
+            parts.append(f"{self.topic}:{self.partition}:{self.offset}")
+        if self.checkpoint_size is not None:
+            parts.append(f"checkpoint size {self.checkpoint_size}")
+        if self.source is not None:
+            parts.append(self.source)
+        return ", ".join(parts) or "log"
+
+
+@dataclass(slots=True, kw_only=True)
+class CheckpointStatus:
+    """One distinct signed tree head (size, root) and what the replay found about it."""
+
+    size: int
+    root: bytes
+    sources: list[str] = field(default_factory=list)
+    cosigned: bool = False
+    cosigners: list[str] = field(default_factory=list)
+    matches: bool | None = None
+    """True: the log reproduces it; False: it does not; None: the log is shorter than its size."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "size": self.size,
+            "root": base64.b64encode(self.root).decode("ascii"),
+            "sources": self.sources,
+            "matches_log": self.matches,
+            "cosigned": self.cosigned,
+            "cosigners": self.cosigners,
+        }
+
+
+@dataclass(slots=True, kw_only=True)
+class AuditReport:
+    """The verdict: what was checked, the signed and cosigned sizes, and every finding."""
+
+    origin: str
+    log_dir: str
+    log_size: int = 0
+    state_size: int | None = None
+    root: bytes = merkle.EMPTY_ROOT
+    checkpoints: list[CheckpointStatus] = field(default_factory=list)
+    quorum: int = 0
+    records: dict[str, Any] | None = None
+    verdicts: dict[str, int] = field(default_factory=dict)
+    findings: list[Finding] = field(default_factory=list)
+    suppressed: dict[str, int] = field(default_factory=dict)
+    """Findings beyond the cap, counted per reason."""
+
+    @property
+    def ok(self) -> bool:
+        return not self.findings and not self.suppressed
+
+    @property
+    def signed_size(self) -> int:
+        """The largest signed checkpoint size the log reproduces (0 if none)."""
+        return max((c.size for c in self.checkpoints if c.matches), default=0)
+
+    @property
+    def cosigned_size(self) -> int | None:
+        """The largest size reproduced *and* cosigned by the quorum (None when no quorum was asked)."""
+        if self.quorum <= 0:
+            return None
+        return max((c.size for c in self.checkpoints if c.matches and c.cosigned), default=0)
+
+    def count(self, reason: Reason) -> int:
+        return sum(1 for f in self.findings if f.reason == reason) + self.suppressed.get(str(reason), 0)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": REPORT_FORMAT,
+            "ok": self.ok,
+            "origin": self.origin,
+            "log": self.log_dir,
+            "log_size": self.log_size,
+            "state_size": self.state_size,
+            "root": base64.b64encode(self.root).decode("ascii"),
+            "signed_size": self.signed_size,
+            "unsigned_entries": max(0, self.log_size - self.signed_size),
+            "quorum": self.quorum,
+            "cosigned_size": self.cosigned_size,
+            "checkpoints": [c.to_json() for c in self.checkpoints],
+            "records": self.records,
+            "verdicts": dict(sorted(self.verdicts.items())),
+            "findings": [f.to_json() for f in self.findings],
+            "suppressed_findings": self.suppressed,
+        }
+
+    def summary(self) -> str:
+        lines = [f"audit of {self.log_dir} ({self.origin})"]
+        lines.append(
+            f"  log: {self.log_size} entries; {len(self.checkpoints)} signed checkpoint(s), "
+            f"the log reproduces them up to size {self.signed_size}"
+            + (f"; cosigned by {self.quorum}+ up to size {self.cosigned_size}" if self.quorum else "")
+        )
+        if self.records is None:
+            lines.append("  records: not checked (give --bootstrap-servers or --records)")
+        else:
+            r = self.records
+            lines.append(
+                f"  records ({r['source']}): {r['read']} read, {r['matched']} matched their leaf, "
+                f"{r['pending']} after the log's end tolerated, {r['expired']} leaves past retention"
+            )
+        accepted = self.verdicts.get("accepted", 0)
+        rejected = sum(n for k, n in self.verdicts.items() if k != "accepted")
+        lines.append(f"  verdicts: {accepted} accepted, {rejected} rejected")
+        if self.ok:
+            lines.append("VERDICT: OK - no discrepancy")
+        else:
+            total = len(self.findings) + sum(self.suppressed.values())
+            lines.append(f"VERDICT: FAIL - {total} discrepancy(ies)")
+            for finding in self.findings[:50]:
+                lines.append(f"  {finding.reason}: {finding.where()}: {finding.detail}")
+            if total > 50:
+                lines.append(f"  ... and {total - 50} more (see the JSON report)")
+        return "\n".join(lines)
+
+
+class _Progress:
+    """A one-line progress indicator on stderr, only when it is a terminal (never in logs or pipes)."""
+
+    def __init__(self, stream: TextIO | None) -> None:
+        self._stream = stream if stream is not None and stream.isatty() else None
+        self._last = 0.0
+        self._shown = False
+
+    def update(self, label: str, done: int, total: int | None) -> None:
+        if self._stream is None:
+            return
+        now = time.monotonic()
+        if now - self._last < 0.2:
+            return
+        self._last = now
+        if total:
+            width = 30
+            filled = int(width * min(done, total) / total)
+            bar = "#" * filled + "." * (width - filled)
+            text = f"\r{label} [{bar}] {done:,}/{total:,}"
+        else:
+            text = f"\r{label} {done:,}"
+        self._stream.write(text)
+        self._stream.flush()
+        self._shown = True
+
+    def clear(self) -> None:
+        if self._stream is not None and self._shown:
+            self._stream.write("\r\x1b[K")
+            self._stream.flush()
+            self._shown = False
+
+
+class Auditor:
+    """One audit run. Order: checkpoints (``add_checkpoint`` / ``load_stored_checkpoints``), ``scan_log``,
+    then optionally ``check_record`` for every Kafka record and ``finish_records``, then ``report``.
+
+    ``notary_keys`` are the notary's note verifiers (more than one across a key rotation); the origin is
+    their key name unless given. ``event_verifier`` (registry + schemas, no sealing keys) is needed to check
+    records. With ``quorum > 0`` checkpoints count as cosigned only with ``quorum`` of ``cosigners``.
+    ``tolerate_lag`` accepts records after a partition's last logged offset (a live notary lags by up to a
+    checkpoint interval) and counts them as pending instead of reporting them.
+    """
+
+    def __init__(
+        self,
+        log_dir: Path,
+        *,
+        notary_keys: Sequence[Verifier],
+        origin: str | None = None,
+        event_verifier: EventVerifier | None = None,
+        cosigners: Sequence[Verifier] = (),
+        quorum: int = 0,
+        tolerate_lag: bool = False,
+        max_findings: int = 10_000,
+        progress: TextIO | None = None,
+    ) -> None:
+        if not notary_keys:
+            raise GatewayError(Reason.NOTE_KEY_INVALID, "the notary's verifier key is required")
+        self._dir = Path(log_dir)
+        self._keys = tuple(notary_keys)
+        self._origin = origin or self._keys[0].name
+        self._event_verifier = event_verifier
+        self._cosigners = tuple(cosigners)
+        self._quorum = quorum
+        if quorum and not 1 <= quorum <= len(self._cosigners):
+            raise GatewayError(
+                Reason.NOTE_KEY_INVALID, f"quorum {quorum} of {len(self._cosigners)} cosigners"
+            )
+        self._tolerate_lag = tolerate_lag
+        self._max_findings = max_findings
+        self._progress = _Progress(progress)
+        self.report = AuditReport(origin=self._origin, log_dir=str(self._dir), quorum=quorum)
+        self._checkpoints: dict[tuple[int, bytes], CheckpointStatus] = {}
+        self._last_offset: dict[tuple[str, int], int] = {}
+        self._scanned = False
+        self._records: Counter[str] = Counter()
+        self._record_source: str | None = None
+        self._tmp = Path(tempfile.mkdtemp(prefix="xchg-audit-"))
+        self._db = sqlite3.connect(self._tmp / "leaves.sqlite", isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=OFF")
+        self._db.execute("PRAGMA synchronous=OFF")
+        self._db.execute(
+            "CREATE TABLE leaves (topic TEXT, part INTEGER, off INTEGER, idx INTEGER, hash BLOB, "
+            "record_sha256 TEXT, data_sha256 TEXT, verdict TEXT, matched INTEGER DEFAULT 0, "
+            "PRIMARY KEY (topic, part, off)) WITHOUT ROWID"
+        )
+        self._pending: list[tuple[Any, ...]] = []
+
+    # ---- findings ------------------------------------------------------------------------------------
+    def _find(self, reason: Reason, detail: str, **where: Any) -> None:
+        if len(self.report.findings) < self._max_findings:
+            self.report.findings.append(Finding(reason=reason, detail=detail, **where))
+        else:
+            key = str(reason)
+            self.report.suppressed[key] = self.report.suppressed.get(key, 0) + 1
+
+    # ---- checkpoints ---------------------------------------------------------------------------------
+    def load_stored_checkpoints(self) -> None:
+        """Every checkpoint note in the log directory (``checkpoint`` and ``checkpoints/<size>``)."""
+        latest = self._dir / CHECKPOINT_FILE
+        if latest.is_file():
+            self.add_checkpoint(latest.read_bytes(), str(latest))
+        history = self._dir / CHECKPOINT_HISTORY
+        if history.is_dir():
+            for path in sorted(history.iterdir(), key=lambda p: (len(p.name), p.name)):
+                # only <size> files: a crash may leave a torn "<size>.tmp" that was never a checkpoint
+                if path.is_file() and re.fullmatch(r"0|[1-9][0-9]*", path.name):
+                    self.add_checkpoint(path.read_bytes(), str(path))
+
+    def add_checkpoint(self, note: bytes, source: str) -> None:
+        """A signed checkpoint from ``source``: verified now, compared with the log during the scan."""
+        if self._scanned:
+            raise GatewayError(Reason.CONFIG_INVALID, "add checkpoints before scanning the log")
+        try:
+            signed = open_checkpoint(note, origin=self._origin, verifiers=self._keys)
+        except GatewayError as exc:
+            self._find(
+                exc.reason,
+                f"checkpoint rejected: {exc.detail}",
+                checkpoint_size=_size_hint(note),
+                source=source,
+            )
+            return
+        checkpoint = signed.checkpoint
+        key = (checkpoint.size, checkpoint.root_hash)
+        status = self._checkpoints.get(key)
+        if status is None:
+            for (size, root), other in self._checkpoints.items():
+                if size == checkpoint.size and root != checkpoint.root_hash:
+                    self._find(
+                        Reason.CHECKPOINT_INCONSISTENT,
+                        f"two signed checkpoints of size {size} with different roots (a fork signed by the "
+                        f"notary; the other one is in {', '.join(other.sources)})",
+                        checkpoint_size=size,
+                        source=source,
+                    )
+            status = CheckpointStatus(size=checkpoint.size, root=checkpoint.root_hash)
+            self._checkpoints[key] = status
+        if source not in status.sources:
+            status.sources.append(source)
+        if self._quorum and not status.cosigned:
+            try:
+                cosigned = verify_cosigned(
+                    note,
+                    origin=self._origin,
+                    log_verifiers=self._keys,
+                    cosigners=self._cosigners,
+                    quorum=self._quorum,
+                )
+            except GatewayError:
+                pass  # not (yet) cosigned by the quorum: judged over all checkpoints in report()
+            else:
+                status.cosigned = True
+                status.cosigners = sorted({name for name, _ in cosigned.cosignatures})
+
+    # ---- the log -------------------------------------------------------------------------------------
+    def _read_state(self) -> tuple[int, bytes] | None:
+        path = self._dir / "state"
+        try:
+            lines = path.read_bytes().split(b"\n")
+        except OSError:
+            self._find(Reason.TLOG_CORRUPT, "the log has no readable state file", source=str(path))
+            return None
+        if (
+            len(lines) == 4
+            and lines[0] == _STATE_HEADER
+            and lines[3] == b""
+            and re.fullmatch(rb"0|[1-9][0-9]*", lines[1])
+        ):
+            with contextlib.suppress(ValueError):
+                root = base64.b64decode(lines[2], validate=True)
+                if len(root) == _HASH:
+                    return int(lines[1]), root
+        self._find(Reason.TLOG_CORRUPT, "the state file is malformed", source=str(path))
+        return None
+
+    def _read_file(self, relative: str) -> bytes | None:
+        try:
+            return (self._dir / relative).read_bytes()
+        except OSError:
+            return None
+
+    def _bundle(self, index: int, width: int) -> list[bytes] | None:
+        relative = entries_path(index, width)
+        data = self._read_file(relative)
+        if data is None and width < TILE_WIDTH:  # a partial bundle may be gone once full (tlog-tiles)
+            full = self._read_file(entries_path(index))
+            if full is not None:
+                relative, data = entries_path(index), _bundle_prefix(full, width)
+        if data is None:
+            self._find(
+                Reason.TLOG_CORRUPT,
+                f"entry bundle {relative} is missing",
+                leaf_index=index * TILE_WIDTH,
+                source=relative,
+            )
+            return None
+        entries: list[bytes] = []
+        offset = 0
+        while offset + 2 <= len(data) and len(entries) < width:
+            length = int.from_bytes(data[offset : offset + 2], "big")
+            if offset + 2 + length > len(data):
+                break
+            entries.append(data[offset + 2 : offset + 2 + length])
+            offset += 2 + length
+        if len(entries) != width or offset != len(data):
+            self._find(
+                Reason.TLOG_CORRUPT,
+                f"entry bundle {relative} does not hold exactly {width} length-prefixed entries",
+                leaf_index=index * TILE_WIDTH + len(entries),
+                source=relative,
+            )
+            return None
+        return entries
+
+    def _tile(self, level: int, index: int, width: int) -> list[bytes] | None:
+        relative = tile_path(level, index, width)
+        data = self._read_file(relative)
+        if data is None and width < TILE_WIDTH:  # same for a partial tile
+            full = self._read_file(tile_path(level, index))
+            if full is not None and len(full) == TILE_WIDTH * _HASH:
+                relative, data = tile_path(level, index), full[: width * _HASH]
+        if data is None or len(data) != width * _HASH:
+            what = "missing" if data is None else f"{len(data)} bytes, not {width * _HASH}"
+            self._find(Reason.TLOG_CORRUPT, f"tile {relative} is {what}", source=relative)
+            return None
+        return [data[i : i + _HASH] for i in range(0, len(data), _HASH)]
+
+    def scan_log(self) -> None:
+        """Stream the entries: leaf hashes vs level-0 tiles, roots at checkpoint sizes, leaf decoding,
+        per-partition offset order; then upper tiles and the state root."""
+        self._scanned = True
+        report = self.report
+        state = self._read_state()
+        sizes = {size for size, _ in self._checkpoints}
+        target = state[0] if state is not None else max(sizes, default=0)
+        report.state_size = None if state is None else state[0]
+        if 0 in sizes:
+            self._check_root(0, merkle.EMPTY_ROOT)
+        accumulator = merkle.MerkleAccumulator()
+        complete = True
+        for bundle_index in range(-(-target // TILE_WIDTH)):
+            width = min(TILE_WIDTH, target - bundle_index * TILE_WIDTH)
+            entries = self._bundle(bundle_index, width)
+            if entries is None:
+                complete = False
+                break
+            tile = self._tile(0, bundle_index, width)
+            for position, entry in enumerate(entries):
+                index = bundle_index * TILE_WIDTH + position
+                value = merkle.leaf_hash(entry)
+                if tile is not None and tile[position] != value:
+                    self._find(
+                        Reason.TLOG_CORRUPT,
+                        "the entry does not match its hash in the level-0 tile",
+                        leaf_index=index,
+                        source=tile_path(0, bundle_index, width),
+                    )
+                accumulator.append_leaf_hash(value)
+                self._leaf(index, entry, value)
+                if accumulator.size in sizes:
+                    self._check_root(accumulator.size, accumulator.root())
+            self._progress.update("verifying log", accumulator.size, target)
+        self._flush()
+        self._progress.clear()
+        report.log_size = accumulator.size
+        report.root = accumulator.root()
+        for status in self._checkpoints.values():
+            if status.size > accumulator.size:
+                status.matches = None
+                self._find(
+                    Reason.CHECKPOINT_BEYOND_LOG,
+                    f"signed checkpoint of size {status.size}, but the log "
+                    + (
+                        f"holds only {accumulator.size} entries"
+                        if complete
+                        else f"is unreadable after {accumulator.size} entries"
+                    )
+                    + ": entries were deleted or truncated",
+                    checkpoint_size=status.size,
+                    source=", ".join(status.sources),
+                )
+        if state is not None and complete and state[1] != accumulator.root():
+            self._find(
+                Reason.TLOG_CORRUPT,
+                "the state file's root is not the root of the entries",
+                source=str(self._dir / "state"),
+            )
+        if complete:
+            self._check_upper_tiles(accumulator.size)
+
+    def last_offsets(self) -> dict[tuple[str, int], int]:
+        """The highest offset logged per (topic, partition) (after :meth:`scan_log`)."""
+        return dict(self._last_offset)
+
+    def _check_root(self, size: int, root: bytes) -> None:
+        matched = [s.size for s in self._checkpoints.values() if s.matches and s.size < size]
+        last_good = max(matched, default=0)
+        for status in self._checkpoints.values():
+            if status.size != size:
+                continue
+            status.matches = status.root == root
+            if not status.matches:
+                self._find(
+                    Reason.CHECKPOINT_ROOT_MISMATCH,
+                    f"the log's root at size {size} is not the signed one: entries in [{last_good}, {size}) "
+                    f"differ from what was signed (the last reproduced checkpoint is at size {last_good})",
+                    checkpoint_size=size,
+                    source=", ".join(status.sources),
+                )
+
+    def _check_upper_tiles(self, size: int) -> None:
+        """Each full tile of level L-1, hashed up, must equal its hash in the tile of level L."""
+        level = 1
+        while size >> (TILE_HEIGHT * level):
+            count = size >> (TILE_HEIGHT * level)  # hashes at tile level `level`
+            current: tuple[int, list[bytes] | None] = (-1, None)
+            for j in range(count):
+                below = self._tile(level - 1, j, TILE_WIDTH)
+                parent_index = j // TILE_WIDTH
+                if current[0] != parent_index:
+                    width = TILE_WIDTH if parent_index < count // TILE_WIDTH else count % TILE_WIDTH
+                    current = (parent_index, self._tile(level, parent_index, width))
+                parent = current[1]
+                if below is None or parent is None:
+                    continue
+                if _perfect_root(below) != parent[j % TILE_WIDTH]:
+                    self._find(
+                        Reason.TLOG_CORRUPT,
+                        f"tile {tile_path(level - 1, j)} does not hash to its entry in level {level}",
+                        leaf_index=j << (TILE_HEIGHT * level),
+                        source=tile_path(level, parent_index),
+                    )
+            level += 1
+
+    def _leaf(self, index: int, entry: bytes, value: bytes) -> None:
+        try:
+            leaf = Leaf.decode(entry)
+        except GatewayError as exc:
+            self._find(exc.reason, exc.detail, leaf_index=index)
+            return
+        verdict = "accepted" if leaf.verdict == "accepted" else str(leaf.reason)
+        self.report.verdicts[verdict] = self.report.verdicts.get(verdict, 0) + 1
+        key = (leaf.topic, leaf.partition)
+        where = {"leaf_index": index, "topic": leaf.topic, "partition": leaf.partition, "offset": leaf.offset}
+        last = self._last_offset.get(key)
+        if last is not None and leaf.offset <= last:
+            self._flush()
+            row = self._db.execute(
+                "SELECT idx FROM leaves WHERE topic = ? AND part = ? AND off = ?", (*key, leaf.offset)
+            ).fetchone()
+            if row is not None:
+                self._find(Reason.LEAF_DUPLICATE, f"this record was already logged as leaf {row[0]}", **where)
+                return
+            self._find(
+                Reason.LEAF_OUT_OF_ORDER,
+                f"offset {leaf.offset} logged after offset {last} of the same partition",
+                **where,
+            )
+        self._last_offset[key] = leaf.offset if last is None else max(last, leaf.offset)
+        self._pending.append(
+            (
+                leaf.topic,
+                leaf.partition,
+                leaf.offset,
+                index,
+                value,
+                leaf.record_sha256,
+                leaf.data_sha256,
+                _verdict_text(leaf.verdict, leaf.reason, leaf.kid),
+            )
+        )
+        if len(self._pending) >= _FLUSH:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._pending:
+            self._db.execute("BEGIN")
+            self._db.executemany(
+                "INSERT OR IGNORE INTO leaves (topic, part, off, idx, hash, record_sha256, data_sha256, "
+                "verdict) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                self._pending,
+            )
+            self._db.execute("COMMIT")
+            self._pending = []
+
+    # ---- records ------------------------------------------------------------------------------------
+    def check_record(self, record: RecordLike) -> None:
+        """Cross-check one Kafka record with its leaf (call after :meth:`scan_log`)."""
+        if not self._scanned:
+            raise GatewayError(Reason.CONFIG_INVALID, "scan the log before checking records")
+        if self._event_verifier is None:
+            raise GatewayError(Reason.CONFIG_INVALID, "checking records needs the registry and schemas")
+        self._records["read"] += 1
+        self._progress.update("checking records", self._records["read"], None)
+        topic, partition, offset = record.topic, record.partition, record.offset
+        where = {"topic": topic, "partition": partition, "offset": offset}
+        row = self._db.execute(
+            "SELECT idx, hash, record_sha256, data_sha256, verdict, matched FROM leaves "
+            "WHERE topic = ? AND part = ? AND off = ?",
+            (topic, partition, offset),
+        ).fetchone()
+        if row is None:
+            last = self._last_offset.get((topic, partition))
+            if last is not None and offset < last:
+                self._find(
+                    Reason.RECORD_NOT_LOGGED,
+                    f"the log skips this record (it logs this partition up to offset {last})",
+                    **where,
+                )
+            elif self._tolerate_lag:
+                self._records["pending"] += 1
+            else:
+                self._find(
+                    Reason.RECORD_NOT_LOGGED,
+                    "after the last logged offset of its partition "
+                    f"({'none' if last is None else last}): not logged (yet), or cut from the log",
+                    **where,
+                )
+            return
+        index, stored_hash, stored_record, stored_data, stored_verdict, matched = row
+        if matched:
+            return  # the same record twice in a dump
+        self._db.execute(
+            "UPDATE leaves SET matched = 1 WHERE topic = ? AND part = ? AND off = ?",
+            (topic, partition, offset),
+        )
+        self._records["matched"] += 1
+        expected = leaf_for_record(record, self._event_verifier)
+        entry = expected.encode()
+        if merkle.leaf_hash(entry) == bytes(stored_hash):
+            return
+        where["leaf_index"] = int(index)
+        now_verdict = _verdict_text(expected.verdict, expected.reason, expected.kid)
+        if stored_record != expected.record_sha256 or stored_data != expected.data_sha256:
+            self._find(
+                Reason.LEAF_RECORD_MISMATCH,
+                f"the Kafka record's digest is {expected.record_sha256[:16]}..., the leaf's "
+                f"{str(stored_record)[:16]}...: the record was rewritten on the broker or the leaf altered",
+                **where,
+            )
+        elif stored_verdict != now_verdict:
+            self._find(
+                Reason.LEAF_VERDICT_MISMATCH,
+                f"logged verdict {stored_verdict}, re-verification now gives {now_verdict} "
+                "(registry or schemas changed about that time?)",
+                **where,
+            )
+        else:
+            self._find(
+                Reason.LEAF_RECORD_MISMATCH,
+                "the leaf differs from the one recomputed from the record (attributes, timestamp or "
+                "signature material)",
+                **where,
+            )
+
+    def finish_records(self, source: str, earliest: Mapping[tuple[str, int], int] | None = None) -> None:
+        """Every leaf must have had its record; leaves below a partition's ``earliest`` available offset
+        (broker retention) are counted as expired instead."""
+        self._flush()
+        self._progress.clear()
+        self._record_source = source
+        rows = self._db.execute("SELECT idx, topic, part, off FROM leaves WHERE matched = 0 ORDER BY idx")
+        for index, topic, partition, offset in rows:
+            if earliest is not None and offset < earliest.get((topic, partition), 0):
+                self._records["expired"] += 1
+                continue
+            self._find(
+                Reason.LEAF_RECORD_MISSING,
+                "no Kafka record at this position: the leaf has no record",
+                leaf_index=int(index),
+                topic=topic,
+                partition=int(partition),
+                offset=int(offset),
+            )
+        self.report.records = {
+            "source": source,
+            "read": self._records["read"],
+            "matched": self._records["matched"],
+            "pending": self._records["pending"],
+            "expired": self._records["expired"],
+        }
+
+    # ---- the verdict --------------------------------------------------------------------------------
+    def finish(self) -> AuditReport:
+        """The report (checkpoints sorted by size; quorum judged over all checkpoints)."""
+        self._flush()
+        report = self.report
+        report.checkpoints = sorted(self._checkpoints.values(), key=lambda c: (c.size, c.root))
+        if not report.checkpoints:
+            self._find(Reason.NOTE_UNVERIFIED, "no checkpoint signed by the notary's key was found")
+        if self._quorum and not any(c.cosigned and c.matches for c in report.checkpoints):
+            latest = max((c.size for c in report.checkpoints), default=None)
+            self._find(
+                Reason.COSIGN_QUORUM_NOT_MET,
+                f"no checkpoint the log reproduces carries {self._quorum} trusted cosignatures",
+                checkpoint_size=latest,
+            )
+        self.close()
+        return report
+
+    def close(self) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            self._db.close()
+        shutil.rmtree(self._tmp, ignore_errors=True)
+
+    def __enter__(self) -> Auditor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _verdict_text(verdict: str, reason: str | None, kid: str | None) -> str:
+    return f"accepted by {kid}" if verdict == "accepted" else f"rejected {reason}"
+
+
+def _bundle_prefix(data: bytes, count: int) -> bytes:
+    """The bytes of the first ``count`` length-prefixed entries of a bundle (all of it if shorter)."""
+    offset = 0
+    for _ in range(count):
+        if offset + 2 > len(data):
+            break
+        offset += 2 + int.from_bytes(data[offset : offset + 2], "big")
+    return data[:offset]
+
+
+def _perfect_root(hashes: list[bytes]) -> bytes:
+    while len(hashes) > 1:
+        hashes = [merkle.node_hash(hashes[i], hashes[i + 1]) for i in range(0, len(hashes), 2)]
+    return hashes[0]
+
+
+def _size_hint(note: bytes) -> int | None:
+    """The size an unverified checkpoint claims (only to locate a finding)."""
+    with contextlib.suppress(GatewayError, UnicodeDecodeError):
+        return Checkpoint.parse(Note.parse(note).text).size
+    return None
+
+
+# ---- records: dump files and the broker -----------------------------------------------------------------
+
+
+def write_records_dump(path: Path, records: Iterable[RecordLike]) -> int:
+    """Write a records dump (JSON Lines, one record per line; ``docs/AUDIT.md`` section 12). It holds the
+    records' data bytes — as sensitive as the topics themselves: keep it where the topics may be kept."""
+    count = 0
+    with path.open("wb") as handle:
+        for record in records:
+            handle.write(orjson.dumps(ConsumedRecord.of(record).to_json()) + b"\n")
+            count += 1
+    return count
+
+
+def read_records_dump(path: Path) -> Iterable[ConsumedRecord]:
+    """Stream the records of a dump file (blank lines ignored)."""
+    try:
+        handle = path.open("rb")
+    except OSError as exc:
+        raise GatewayError(Reason.CONFIG_INVALID, f"cannot read {path}: {exc.strerror}") from exc
+    with handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                document = orjson.loads(line)
+            except orjson.JSONDecodeError as exc:
+                raise GatewayError(Reason.CONFIG_INVALID, f"{path}:{number}: not JSON") from exc
+            yield ConsumedRecord.from_json(document)
+
+
+async def read_kafka_records(
+    kafka: KafkaSettings,
+    on_record: Callable[[ConsumedRecord], None],
+    *,
+    pattern: str | None = None,
+    topics: Sequence[str] = (),
+    at_least: Mapping[tuple[str, int], int] | None = None,
+    idle_ms: int = 1000,
+) -> dict[tuple[str, int], int]:
+    """Read every partition of the matching topics from its first available offset to its end, calling
+    ``on_record`` for each record; returns each partition's earliest available offset.
+
+    The end: Tansu's ListOffsets(latest) undercounts multi-record batches (``gateway.broker``), so the end
+    offset is only a lower bound, raised to ``at_least`` (one past what the log says exists); reading goes
+    on until both are reached *and* a fetch of ``idle_ms`` brings nothing. Records are fetched by offset,
+    which is correct on every broker. A partition that never reaches ``at_least`` ends after three idle
+    fetches (its missing records then show as ``leaf.record-missing``).
+    """
+    from aiokafka import AIOKafkaConsumer, TopicPartition  # noqa: PLC0415 - Kafka only when asked
+    from aiokafka.admin import AIOKafkaAdminClient  # noqa: PLC0415 - same
+
+    compiled = re.compile(pattern) if pattern else None
+    admin = AIOKafkaAdminClient(**kafka.admin_kwargs())
+    await admin.start()
+    try:
+        names = sorted(
+            t for t in await admin.list_topics() if t in topics or (compiled and compiled.fullmatch(t))
+        )
+        partitions: list[Any] = []
+        if names:
+            for entry in await admin.describe_topics(names):
+                if entry.get("error_code", 0) == 0:
+                    partitions.extend(
+                        TopicPartition(entry["topic"], p["partition"]) for p in entry["partitions"]
+                    )
+    finally:
+        await admin.close()
+    if not partitions:
+        return {}
+    kwargs = kafka.consumer_kwargs(None)
+    kwargs["fetch_max_wait_ms"] = 100
+    consumer = AIOKafkaConsumer(**kwargs)
+    await consumer.start()
+    try:
+        consumer.assign(partitions)
+        earliest = await consumer.beginning_offsets(partitions)
+        latest = await consumer.end_offsets(partitions)
+        expected = at_least or {}
+        targets = {tp: max(latest[tp], expected.get((tp.topic, tp.partition), 0)) for tp in partitions}
+        positions = {tp: earliest[tp] for tp in partitions}
+        for tp in partitions:
+            consumer.seek(tp, earliest[tp])
+        idle = 0
+        while True:
+            batch = await consumer.getmany(timeout_ms=idle_ms, max_records=1000)
+            if batch:
+                idle = 0
+                for tp, records in batch.items():
+                    for record in records:
+                        on_record(ConsumedRecord.of(record))
+                        positions[tp] = record.offset + 1
+                continue
+            idle += 1
+            if all(positions[tp] >= targets[tp] for tp in partitions) or idle >= 3:
+                break
+        return {(tp.topic, tp.partition): int(earliest[tp]) for tp in partitions}
+    finally:
+        await consumer.stop()
+
+
+async def audit_kafka(
+    auditor: Auditor,
+    kafka: KafkaSettings,
+    *,
+    pattern: str,
+    checkpoint_topic: str | None,
+    idle_ms: int = 1000,
+) -> AuditReport:
+    """A whole audit against a broker: the checkpoints the notary published on ``checkpoint_topic`` (on
+    top of those already added to ``auditor``), the log, then every record of every topic matching
+    ``pattern`` or named by a leaf. Run inside an event loop (the demo, tests); the CLI wraps it."""
+    if checkpoint_topic:
+        notes: list[tuple[bytes, str]] = []
+
+        def collect(record: ConsumedRecord) -> None:
+            if record.value is not None:
+                notes.append((record.value, f"kafka {record.topic}:{record.partition}:{record.offset}"))
+
+        await read_kafka_records(kafka, collect, topics=[checkpoint_topic], idle_ms=idle_ms)
+        for note, where in notes:
+            auditor.add_checkpoint(note, where)
+    auditor.scan_log()
+    at_least = {key: last + 1 for key, last in auditor.last_offsets().items()}
+    earliest = await read_kafka_records(
+        kafka,
+        auditor.check_record,
+        pattern=pattern,
+        topics=sorted({topic for topic, _ in at_least}),
+        at_least=at_least,
+        idle_ms=idle_ms,
+    )
+    auditor.finish_records(f"kafka {','.join(kafka.bootstrap_servers)}", earliest)
+    return auditor.finish()
