@@ -77,6 +77,9 @@ with open(sys.argv[1], "rb") as handle:
 ' "$template")
 
 password >"$out/scram/xchg-notary"
+echo "gen-secrets: the notary's checkpoint signing key (auditors trust secrets/notary/notary.vkey)"
+mkdir -p "$out/notary"
+"$gateway" audit keygen --notary local-trial --out "$out/notary/notary.pem" >/dev/null
 for party in "${parties[@]}"; do
   echo "gen-secrets: keys and SCRAM password of $party"
   password >"$out/scram/xchg-$party"
