@@ -20,10 +20,10 @@ from typing import Any, Final, cast
 import orjson
 import rfc8785
 
-from gateway._json import DEFAULT_MAX_DEPTH, depth_exceeds, parse_json
+from gateway._json import DEFAULT_MAX_DEPTH, parse_json
 from gateway.errors import GatewayError, Reason
 
-__all__ = ["canonical_json", "parse_canonical"]
+__all__ = ["canonical_json", "loads_if_canonical", "parse_canonical"]
 
 _SAFE_INTEGER: Final = 2**53 - 1
 
@@ -53,41 +53,121 @@ def parse_canonical(raw: bytes, *, max_depth: int = DEFAULT_MAX_DEPTH) -> Any:
     A canonical document cannot hide duplicate keys, NaN or formatting differences: anything that does not
     re-serialise to the same bytes is rejected. On failure the strict parser is run to report the most
     precise reason (``parse.duplicate-key``, ``parse.non-finite-number``, ...), else
-    ``ce.data-not-canonical``.
+    ``ce.data-not-canonical``; a canonical document nested deeper than ``max_depth`` is ``parse.too-deep``.
+
+    Hot path (every consumed record): one walk of the parsed value decides both whether the orjson fast
+    path applies and whether the depth limit holds (:func:`_scan_parsed`), instead of two walks.
     """
     try:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError:
         parse_json(raw, max_depth=max_depth)  # raises the precise reason
         raise GatewayError(Reason.PARSE_JSON, "record value is not JSON") from None  # pragma: no cover
-    if canonical_json(value) != raw:
+    scan = _scan_parsed(value, max_depth)
+    if _reserialise(value, fast=scan == _FAST) != raw:
         parse_json(raw, max_depth=max_depth)  # duplicate keys, depth, ...: the precise reason first
         raise GatewayError(Reason.CE_DATA_NOT_CANONICAL, "record value is not RFC 8785 canonical JSON")
-    if depth_exceeds(value, max_depth):
+    if scan == _DEEP:
         raise GatewayError(Reason.PARSE_TOO_DEEP, f"nesting deeper than {max_depth}")
     return value
 
 
+def loads_if_canonical(raw: bytes, *, max_depth: int = DEFAULT_MAX_DEPTH) -> Any | None:
+    """The value of ``raw`` when it is RFC 8785 canonical JSON nested at most ``max_depth`` deep, else None.
+
+    For a document that is canonical and within the depth limit, the value equals what the strict
+    :func:`gateway._json.parse_json` returns (canonical bytes cannot carry duplicate keys, NaN, a BOM,
+    unsafe integers or invalid UTF-8). Callers that also accept non-canonical input fall back to
+    ``parse_json`` on None, which then reports the precise reason for anything it refuses.
+    """
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    scan = _scan_parsed(value, max_depth)
+    if scan == _DEEP:
+        return None
+    try:
+        if _reserialise(value, fast=scan == _FAST) != raw:
+            return None
+    except GatewayError:
+        return None
+    return value
+
+
+def _reserialise(value: Any, *, fast: bool) -> bytes:
+    """:func:`canonical_json` of a value from ``orjson.loads`` whose fast-path domain was already scanned."""
+    if fast:
+        try:
+            return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+        except orjson.JSONEncodeError:  # pragma: no cover - orjson.loads never yields a lone surrogate
+            pass
+    return canonical_json(value)
+
+
+_FAST: Final = 0
+_SLOW: Final = 1
+_DEEP: Final = 2
+
+
+def _scan_parsed(value: Any, max_depth: int) -> int:
+    """One breadth-first walk of a value returned by ``orjson.loads``: ``_DEEP`` when a container nests deeper
+    than ``max_depth`` (as :func:`gateway._json.depth_exceeds` counts: the root container is depth 1), else
+    ``_FAST`` when :func:`_fast_path_applies` holds, else ``_SLOW``.
+
+    orjson only produces exact ``dict``/``list``/``str``/``int``/``float``/``bool``/``None`` with ``str``
+    keys, so the key check reduces to "all ASCII", done on the joined keys in C.
+    """
+    result = _FAST
+    frontier = [value]
+    depth = 0
+    while frontier:
+        depth += 1
+        below: list[Any] = []
+        for node in frontier:
+            kind = type(node)
+            if kind is str or kind is bool or node is None:
+                continue
+            if kind is int:
+                if not -_SAFE_INTEGER <= node <= _SAFE_INTEGER:
+                    result = _SLOW
+            elif kind is dict:
+                if depth > max_depth:
+                    return _DEEP
+                if not "".join(node).isascii():
+                    result = _SLOW
+                below.extend(node.values())
+            elif kind is list:
+                if depth > max_depth:
+                    return _DEEP
+                below.extend(node)
+            else:  # float
+                result = _SLOW
+        frontier = below
+    return result
+
+
 def _fast_path_applies(value: object) -> bool:
     """True when orjson's sorted output is exactly JCS for ``value`` (see the module docstring)."""
-    stack = [value]
+    stack: list[Any] = [value]
+    pop, extend = stack.pop, stack.extend
     while stack:
-        node = stack.pop()
+        node = pop()
         kind = type(node)
         if kind is str or node is None or kind is bool:
             continue
         if kind is int:
-            if -_SAFE_INTEGER <= cast(int, node) <= _SAFE_INTEGER:
+            if -_SAFE_INTEGER <= node <= _SAFE_INTEGER:
                 continue
             return False
         if kind is dict:
-            for key, item in cast(dict[Any, Any], node).items():
+            for key in node:
                 if type(key) is not str or not key.isascii():
                     return False
-                stack.append(item)
+            extend(node.values())
             continue
         if kind is list:
-            stack.extend(cast(list[Any], node))
+            extend(node)
             continue
         return False  # floats, tuples, subclasses: the reference implementation decides
     return True

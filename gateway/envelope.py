@@ -36,6 +36,7 @@ __all__ = [
     "Envelope",
     "KafkaRecord",
     "Limits",
+    "kafka_header_name",
 ]
 
 SPECVERSION: Final = "1.0"
@@ -51,8 +52,20 @@ _PROFILE_REQUIRED: Final = (
     "dataclassification",
 )
 _EXTENSION_NAME: Final = re.compile(r"[a-z0-9]{1,20}")
+_CORE: Final = frozenset(CORE_ATTRIBUTES)
+#: Extension names every event carries; they match _EXTENSION_NAME, so the regex is skipped for them.
+_KNOWN_EXTENSIONS: Final = frozenset({"partitionkey", "dataclassification", "signedextattrs", "dssematerial"})
 _MAX_ATTRIBUTE_LENGTH: Final = 8192  # dssematerial with a few signatures stays far below this
 _HEADER_PREFIX: Final = "ce_"
+#: Header name -> attribute name for the attributes every event has (others are derived by prefix).
+_HEADER_ATTRIBUTES: Final = {
+    "content-type": "datacontenttype",
+    **{
+        _HEADER_PREFIX + name: name
+        for name in (*CORE_ATTRIBUTES, *_KNOWN_EXTENSIONS)
+        if name != "datacontenttype"
+    },
+}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -94,7 +107,7 @@ class Envelope:
         """Build from attribute values and canonical data bytes, checking the profile."""
         _check_attributes(attributes)
         core = {name: attributes[name] for name in CORE_ATTRIBUTES if name in attributes}
-        extensions = {k: v for k, v in attributes.items() if k not in CORE_ATTRIBUTES}
+        extensions = {k: v for k, v in attributes.items() if k not in _CORE}
         return cls(
             **core,  # type: ignore[arg-type]  # every value was checked to be a str by _check_attributes
             extensions=MappingProxyType(dict(sorted(extensions.items()))),  # type: ignore[arg-type]  # same
@@ -125,13 +138,29 @@ class Envelope:
         limits: Limits = DEFAULT_LIMITS,
     ) -> Envelope:
         """Parse a Kafka binary-mode record (CloudEvents Kafka protocol binding)."""
+        return cls.parse_kafka(value, headers, key, limits=limits)[0]
+
+    @classmethod
+    def parse_kafka(
+        cls,
+        value: bytes | None,
+        headers: Iterable[tuple[str, bytes | None]],
+        key: bytes | None,
+        *,
+        limits: Limits = DEFAULT_LIMITS,
+    ) -> tuple[Envelope, Any]:
+        """:meth:`from_kafka`, also returning the data as the JSON value it was parsed into while checking
+        that it is canonical (the verifier needs it; :meth:`data_value` would parse the bytes again)."""
         header_list = list(headers)
-        size = len(value or b"") + sum(len(k) + len(v or b"") for k, v in header_list) + len(key or b"")
+        size = len(value or b"") + len(key or b"")
+        for name, raw_value in header_list:
+            size += len(name) + len(raw_value or b"")
         _check_size(size, limits)
         attributes: dict[str, object] = {}
         for name, raw_value in header_list:
-            if name == "content-type":
-                attr = "datacontenttype"
+            attr = _HEADER_ATTRIBUTES.get(name)
+            if attr is not None:
+                pass
             elif name.startswith(_HEADER_PREFIX):
                 attr = name[len(_HEADER_PREFIX) :]
             else:
@@ -144,11 +173,11 @@ class Envelope:
                 raise GatewayError(Reason.PARSE_UTF8, f"header for {attr!r} is not UTF-8") from exc
         if value is None:
             raise GatewayError(Reason.CE_MISSING_ATTRIBUTE, "record has no value (data)")
-        parse_canonical(value, max_depth=limits.max_depth)
+        parsed = parse_canonical(value, max_depth=limits.max_depth)
         envelope = cls.from_attributes(attributes, bytes(value))
         if key is not None and key.decode("utf-8", "replace") != envelope.partitionkey:
             raise GatewayError(Reason.CE_INVALID_ATTRIBUTE, "record key differs from partitionkey")
-        return envelope
+        return envelope, parsed
 
     # ---- codecs -------------------------------------------------------------------------------------
     def attributes(self) -> dict[str, str]:
@@ -178,8 +207,7 @@ class Envelope:
 
     def to_kafka(self) -> KafkaRecord:
         headers = [
-            (("content-type" if name == "datacontenttype" else _HEADER_PREFIX + name), value.encode("utf-8"))
-            for name, value in self.attributes().items()
+            (kafka_header_name(name), value.encode("utf-8")) for name, value in self.attributes().items()
         ]
         return KafkaRecord(self.partitionkey.encode("utf-8"), self.data, headers)
 
@@ -207,10 +235,46 @@ class Envelope:
         _check_attributes({**self.attributes(), **values})
         return replace(self, extensions=MappingProxyType(dict(sorted(merged.items()))))
 
+    def with_signature(self, signedextattrs: str, dssematerial: str) -> Envelope:
+        """A copy with the ``signedextattrs`` and ``dssematerial`` extensions set (used when signing).
+
+        The same outcome as ``with_extensions(signedextattrs=..., dssematerial=...)`` on an envelope built by
+        a ``from_*`` constructor, whose other attributes were all checked then (and the profile-wide checks
+        do not involve these two): only the two new values are checked, not every attribute again.
+        """
+        _check_attribute("signedextattrs", signedextattrs)
+        _check_attribute("dssematerial", dssematerial)
+        merged = dict(self.extensions)
+        merged["signedextattrs"] = signedextattrs
+        merged["dssematerial"] = dssematerial
+        return self._copy(MappingProxyType(dict(sorted(merged.items()))))
+
     def only_extensions(self, names: Sequence[str]) -> Envelope:
         """A copy keeping only the named extensions (verified events carry signed extensions only)."""
         kept = {k: v for k, v in self.extensions.items() if k in names}
-        return replace(self, extensions=MappingProxyType(kept))
+        if len(kept) == len(self.extensions):
+            return self  # nothing to drop (the usual case): an equal copy of an immutable object is itself
+        return self._copy(MappingProxyType(kept))
+
+    def _copy(self, extensions: Mapping[str, str]) -> Envelope:
+        """``dataclasses.replace(self, extensions=...)``, without its per-call field introspection."""
+        return Envelope(
+            id=self.id,
+            source=self.source,
+            type=self.type,
+            time=self.time,
+            subject=self.subject,
+            dataschema=self.dataschema,
+            datacontenttype=self.datacontenttype,
+            specversion=self.specversion,
+            extensions=extensions,
+            data=self.data,
+        )
+
+
+def kafka_header_name(attribute: str) -> str:
+    """The Kafka header carrying a context attribute in binary mode: ``content-type`` or ``ce_<name>``."""
+    return "content-type" if attribute == "datacontenttype" else _HEADER_PREFIX + attribute
 
 
 def _check_size(size: int, limits: Limits) -> None:
@@ -222,15 +286,11 @@ def _check_attributes(attributes: Mapping[str, object]) -> None:
     for name in _REQUIRED:
         if name not in attributes:
             raise GatewayError(Reason.CE_MISSING_ATTRIBUTE, f"{name} is missing")
-    for name, value in attributes.items():
-        if name not in CORE_ATTRIBUTES and not _EXTENSION_NAME.fullmatch(name):
+    for name, value in attributes.items():  # _check_attribute, inlined for the common case: all is well
+        if name not in _CORE and name not in _KNOWN_EXTENSIONS and not _EXTENSION_NAME.fullmatch(name):
             raise GatewayError(Reason.CE_INVALID_ATTRIBUTE, "an attribute name is not [a-z0-9]{1,20}")
-        if not isinstance(value, str):
-            raise GatewayError(Reason.CE_INVALID_ATTRIBUTE, f"{name} must be a string")
-        if not value:
-            raise GatewayError(Reason.CE_INVALID_ATTRIBUTE, f"{name} must not be empty")
-        if len(value) > _MAX_ATTRIBUTE_LENGTH:
-            raise GatewayError(Reason.CE_INVALID_ATTRIBUTE, f"{name} is longer than {_MAX_ATTRIBUTE_LENGTH}")
+        if not isinstance(value, str) or not value or len(value) > _MAX_ATTRIBUTE_LENGTH:
+            _check_attribute(name, value)  # raises the precise reason
     if attributes["specversion"] != SPECVERSION:
         raise GatewayError(Reason.CE_UNSUPPORTED_SPECVERSION, "specversion must be 1.0")
     for name in _PROFILE_REQUIRED:
@@ -243,3 +303,15 @@ def _check_attributes(attributes: Mapping[str, object]) -> None:
     if attributes["partitionkey"] != attributes["subject"]:
         raise GatewayError(Reason.CE_INVALID_ATTRIBUTE, "partitionkey must equal subject")
     normalize_time(str(attributes["time"]))
+
+
+def _check_attribute(name: str, value: object) -> None:
+    """The checks on one attribute: its name (extensions: ``[a-z0-9]{1,20}``), a non-empty string, bounded."""
+    if name not in _CORE and name not in _KNOWN_EXTENSIONS and not _EXTENSION_NAME.fullmatch(name):
+        raise GatewayError(Reason.CE_INVALID_ATTRIBUTE, "an attribute name is not [a-z0-9]{1,20}")
+    if not isinstance(value, str):
+        raise GatewayError(Reason.CE_INVALID_ATTRIBUTE, f"{name} must be a string")
+    if not value:
+        raise GatewayError(Reason.CE_INVALID_ATTRIBUTE, f"{name} must not be empty")
+    if len(value) > _MAX_ATTRIBUTE_LENGTH:
+        raise GatewayError(Reason.CE_INVALID_ATTRIBUTE, f"{name} is longer than {_MAX_ATTRIBUTE_LENGTH}")

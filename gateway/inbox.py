@@ -4,17 +4,20 @@ CloudEvents makes ``(source, id)`` unique per event, so it is the deduplication 
 once (redelivery after a crash, a rebalance, or a producer retry after a lost ack); the inbox turns that into
 "the agency system sees each event once". The one window left — a crash after the sink accepted an event and
 before the mark is written — re-delivers that event with the same ``Idempotency-Key``, which the agency
-system (and our simulators) use to drop the repeat. Outcomes are kept for ``retention`` and then pruned.
+system (and our simulators) use to drop the repeat. The subscriber writes each outcome before it delivers
+the next event, so that window is one event; with its ``outcomes_per_batch`` option it writes a fetched
+batch's outcomes in one transaction (:meth:`Inbox.record_many`) and the window is one batch, still before
+the batch's offsets are committed. Outcomes are kept for ``retention`` and then pruned.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Final, Literal
 
-from gateway._sqlite import Database
+from gateway._sqlite import Database, transaction
 
 __all__ = ["Inbox", "Outcome"]
 
@@ -30,6 +33,7 @@ CREATE TABLE IF NOT EXISTS inbox (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS inbox_at ON inbox (at);
 """
+_INSERT: Final = "INSERT OR REPLACE INTO inbox (source, id, outcome, at) VALUES (?, ?, ?, ?)"
 
 
 class Inbox:
@@ -58,13 +62,17 @@ class Inbox:
         return await self._db.run(_query)
 
     async def record(self, source: str, event_id: str, outcome: Outcome) -> None:
+        """Record the outcome of ``(source, event_id)`` (committed when this returns)."""
+        row = (source, event_id, outcome, time.time())
+        await self._db.run(lambda connection: connection.execute(_INSERT, row))
+
+    async def record_many(self, outcomes: Sequence[tuple[str, str, Outcome]]) -> None:
+        """Record several ``(source, id, outcome)`` in one transaction (committed when this returns)."""
         now = time.time()
+        rows = [(source, event_id, outcome, now) for source, event_id, outcome in outcomes]
 
         def _insert(connection: sqlite3.Connection) -> None:
-            connection.execute(
-                "INSERT OR REPLACE INTO inbox (source, id, outcome, at) VALUES (?, ?, ?, ?)",
-                (source, event_id, outcome, now),
-            )
+            transaction(connection, lambda c: c.executemany(_INSERT, rows))
 
         await self._db.run(_insert)
 

@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import sqlite3
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
+import orjson
+
 from gateway._sqlite import Database, transaction
-from gateway.envelope import Envelope
+from gateway.envelope import Envelope, kafka_header_name
 from gateway.errors import GatewayError, Reason
 
 __all__ = ["Outbox", "OutboxEntry"]
@@ -94,9 +95,10 @@ class Outbox:
             batch, self._waiting = self._waiting, []
             rows: list[tuple[object, ...]] = []
             for topic, event, _ in batch:
-                record = event.to_kafka()
-                headers = json.dumps([[k, v.decode("utf-8")] for k, v in record.headers])
-                rows.append((event.id, topic, record.key, record.value, headers, time.time()))
+                # the Kafka record (Envelope.to_kafka), headers stored as JSON [[name, text], ...]
+                headers = [[kafka_header_name(name), value] for name, value in event.attributes().items()]
+                key = event.partitionkey.encode("utf-8")
+                rows.append((event.id, topic, key, event.data, _dumps(headers), time.time()))
 
             try:
                 inserted = await self._db.run(functools.partial(_insert_all, rows=rows))
@@ -127,7 +129,7 @@ class Outbox:
                     topic,
                     key,
                     value,
-                    [(k, v.encode("utf-8")) for k, v in json.loads(headers)],
+                    [(k, v.encode("utf-8")) for k, v in orjson.loads(headers)],
                     created_at,
                 )
                 for seq, event_id, topic, key, value, headers, created_at in rows
@@ -142,10 +144,14 @@ class Outbox:
 
         def _mark(connection: sqlite3.Connection) -> int:
             def work(c: sqlite3.Connection) -> int:
-                updated = c.executemany(
-                    "UPDATE outbox SET sent_at = ? WHERE seq = ? AND sent_at IS NULL",
-                    [(now, s) for s in seqs],
-                ).rowcount
+                updated = 0
+                for start in range(0, len(seqs), 500):  # one statement per 500 (SQLite's parameter limit)
+                    chunk = list(seqs[start : start + 500])
+                    marks = ",".join("?" * len(chunk))
+                    updated += c.execute(
+                        f"UPDATE outbox SET sent_at = ? WHERE seq IN ({marks}) AND sent_at IS NULL",  # noqa: S608 - placeholders only
+                        [now, *chunk],
+                    ).rowcount
                 c.execute("DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < ?",
                           (now - self.retention_seconds,))  # fmt: skip
                 return updated
@@ -170,3 +176,8 @@ def _insert(connection: sqlite3.Connection, *, rows: list[tuple[object, ...]]) -
         "VALUES (?, ?, ?, ?, ?, ?)",
         rows,
     ).rowcount
+
+
+def _dumps(headers: list[list[str]]) -> str:
+    """The headers column: JSON text (orjson: the same document ``json.dumps`` wrote, without spaces)."""
+    return orjson.dumps(headers).decode("utf-8")

@@ -11,6 +11,7 @@ lost is sent again: consumers deduplicate by ``(source, id)``.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import time
 from collections.abc import Mapping, Sequence
@@ -62,6 +63,7 @@ class Publisher:
         self._max_backoff = max_backoff
         self._accepting = True
         self.sent_total = 0
+        self._topics: dict[tuple[str, str], str] = {}  # (source, dataschema) -> topic
 
     async def publish(
         self,
@@ -93,7 +95,11 @@ class Publisher:
 
     def topic_of(self, event: Envelope) -> str:
         """The topic ``event`` is (or was) published to."""
-        return event_topic(event.source, self._schemas.get(event.dataschema))
+        key = (event.source, event.dataschema)
+        topic = self._topics.get(key)
+        if topic is None:  # a few (source, schema) pairs: remembered, topic names are checked once
+            topic = self._topics[key] = event_topic(event.source, self._schemas.get(event.dataschema))
+        return topic
 
     def stop_intake(self) -> None:
         """Refuse new events (first step of the shutdown order)."""
@@ -135,12 +141,15 @@ class Publisher:
         results = await asyncio.gather(*futures, return_exceptions=True)
         now = time.time()
         acked = []
+        by_type: collections.Counter[str] = collections.Counter()
         for entry, result in zip(batch, results, strict=True):
             if isinstance(result, BaseException):
                 continue
             acked.append(entry.seq)
-            self._metrics.published.labels(type=_header(entry.headers, "ce_type")).inc()
+            by_type[_header(entry.headers, "ce_type")] += 1
             self._metrics.publish_latency.observe(max(0.0, now - entry.created_at))
+        for event_type, count in by_type.items():
+            self._metrics.published.labels(type=event_type).inc(count)
         if len(acked) < len(batch):
             await self.outbox.mark_sent(acked)
             failed = next(r for r in results if isinstance(r, BaseException))

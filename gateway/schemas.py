@@ -95,6 +95,7 @@ _MIN_VALID_EXAMPLES: Final = 2
 _MIN_INVALID_EXAMPLES: Final = 3
 _DETAIL_ERRORS: Final = 3
 _WEAK_KEYWORDS: Final = frozenset({"anyOf", "oneOf"})
+_NOTHING_SEALED: Final[Mapping[str, str]] = MappingProxyType({})
 # What gateway.seal.seal() emits, with placeholder bytes: check() puts it into the wire form of each valid
 # example, so a sealedBlock definition that the sealing code's output would not satisfy is caught in CI.
 _PLACEHOLDER_SEALED: Final = {
@@ -211,7 +212,7 @@ def _describe(
 
 
 def _check(
-    validator: jsonschema_rs.Validator, data: object, names: frozenset[str], sealed: frozenset[str]
+    validator: jsonschema_rs.Validator, data: object, names: frozenset[str], sealed: Mapping[str, str]
 ) -> None:
     try:
         if validator.is_valid(data):
@@ -219,7 +220,7 @@ def _check(
         errors = list(validator.iter_errors(data))
     except ValueError:  # a Python value with no JSON equivalent (set, non-str key, ...); message not echoed
         raise GatewayError(Reason.SCHEMA_INVALID, "$: payload is not a JSON value") from None
-    raise GatewayError(Reason.SCHEMA_INVALID, _describe(errors, names, sealed))
+    raise GatewayError(Reason.SCHEMA_INVALID, _describe(errors, names, frozenset(sealed)))
 
 
 # ---- the schema of one message type and version ---------------------------------------------------------
@@ -252,11 +253,11 @@ class MessageSchema:
 
     def validate(self, data: object) -> None:
         """Validate a logical (unsealed) payload; raises ``GatewayError(SCHEMA_INVALID)`` without values."""
-        _check(self._validator, data, self._names, frozenset())
+        _check(self._validator, data, self._names, _NOTHING_SEALED)
 
     def validate_wire(self, data: object) -> None:
         """Validate a wire payload (sealed fields only inside ``sealed``); same errors as :meth:`validate`."""
-        _check(self._wire_validator, data, self._names, frozenset(self.sealed_fields))
+        _check(self._wire_validator, data, self._names, self.sealed_fields)
 
 
 # ---- loading ----------------------------------------------------------------------------------------------

@@ -8,26 +8,27 @@ form, then sign per Verifiable CloudEvents with DSSE. It does no I/O.
 
 from __future__ import annotations
 
-import uuid
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
 from gateway.canonical import canonical_json
-from gateway.dsse import PAYLOAD_TYPE, DsseEnvelope, DsseSignature, verification_material
+from gateway.dsse import PAYLOAD_TYPE, DsseEnvelope, DsseSignature, pae, verification_material
 from gateway.envelope import CONTENT_TYPE, Envelope
 from gateway.errors import GatewayError, Reason
 from gateway.keys import SigningKey
-from gateway.registry import Registry
+from gateway.registry import Party, Registry
 from gateway.schemas import MessageSchema, SchemaStore
 from gateway.seal import EventBinding, Recipient, seal
 from gateway.topics import topic_for
 
-__all__ = ["SIGNED_EXTENSIONS", "Signer", "build_event", "event_topic", "sign_envelope"]
+__all__ = ["SIGNED_EXTENSIONS", "Signer", "build_event", "event_topic", "may_publish", "sign_envelope"]
 
 #: Extensions every event signs: routing (partitionkey) and handling (dataclassification) must not be altered.
 SIGNED_EXTENSIONS: Final = ("partitionkey", "dataclassification")
+_SIGNED_EXTATTRS: Final = ",".join(SIGNED_EXTENSIONS)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -66,14 +67,17 @@ def build_event(
     party = registry.party(signer.party)
     if party is None:
         raise GatewayError(Reason.AUTHZ_UNKNOWN_SOURCE, f"{signer.party!r} is not in the registry")
-    if not party.may_publish(event_type):
+    if not may_publish(party, event_type):
         raise GatewayError(Reason.AUTHZ_TYPE_NOT_PERMITTED, f"{signer.party} may not publish {event_type}")
     schema.validate(dict(data))
 
     instant = (now or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
-    binding = EventBinding(id=event_id or str(uuid.uuid4()), source=signer.party, type=event_type)
-    clear = {k: v for k, v in data.items() if k not in schema.sealed_fields}
-    secret = {k: v for k, v in data.items() if k in schema.sealed_fields}
+    binding = EventBinding(id=event_id or _uuid4(), source=signer.party, type=event_type)
+    if schema.sealed_fields:
+        clear = {k: v for k, v in data.items() if k not in schema.sealed_fields}
+        secret = {k: v for k, v in data.items() if k in schema.sealed_fields}
+    else:
+        clear, secret = dict(data), {}
     if secret:
         clear["sealed"] = seal(
             secret, binding, _recipients(registry, schema, signer.party, recipients, instant)
@@ -93,21 +97,65 @@ def build_event(
         "datacontenttype": CONTENT_TYPE,
         "dataschema": schema.id,
         "subject": key_value,
-        "time": instant.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "time": _zulu(instant),
         "partitionkey": key_value,
         "dataclassification": schema.classification,
     }
-    return sign_envelope(Envelope.from_attributes(attributes, canonical_json(clear)), signer)
+    data_bytes = canonical_json(clear)
+    envelope = Envelope.from_attributes(attributes, data_bytes)  # checks every attribute
+    # The material covers the core attributes, the data and the signed extensions, not signedextattrs
+    # itself: computed from the attributes just checked, it is what envelope.attributes() would give.
+    dssematerial = _dssematerial(verification_material(attributes, data_bytes, SIGNED_EXTENSIONS), signer)
+    return envelope.with_signature(_SIGNED_EXTATTRS, dssematerial)
 
 
 def sign_envelope(envelope: Envelope, signer: Signer) -> Envelope:
     """Add ``signedextattrs`` and ``dssematerial`` (spec "Signature" protocol, steps 2-7)."""
-    unsigned = envelope.with_extensions(signedextattrs=",".join(SIGNED_EXTENSIONS))
+    unsigned = envelope.with_extensions(signedextattrs=_SIGNED_EXTATTRS)
     material = verification_material(unsigned.attributes(), unsigned.data, SIGNED_EXTENSIONS)
-    dsse = DsseEnvelope(PAYLOAD_TYPE, material, ())
-    signature = DsseSignature(signer.kid, signer.key.sign(dsse.signed_message()))
-    signed = DsseEnvelope(PAYLOAD_TYPE, material, (signature,))
-    return unsigned.with_extensions(dssematerial=signed.to_b64())
+    return unsigned.with_signature(_SIGNED_EXTATTRS, _dssematerial(material, signer))
+
+
+def _dssematerial(material: bytes, signer: Signer) -> str:
+    """The ``dssematerial`` value: a DSSE envelope of ``material`` with ``signer``'s signature, base64."""
+    signature = DsseSignature(signer.kid, signer.key.sign(pae(PAYLOAD_TYPE, material)))
+    return DsseEnvelope(PAYLOAD_TYPE, material, (signature,)).to_b64()
+
+
+_PUBLISH_MEMO: dict[tuple[tuple[str, ...], str], bool] = {}
+_MEMO_ENTRIES: Final = 1024
+
+
+def may_publish(party: Party, event_type: str) -> bool:
+    """``party.may_publish(event_type)``, remembered by (publish patterns, type).
+
+    The answer depends on nothing else, and fnmatch over a party's patterns costs microseconds on every
+    event signed or verified. Bounded: the memo is emptied when it reaches 1,024 pairs.
+    """
+    key = (party.publish, event_type)
+    allowed = _PUBLISH_MEMO.get(key)
+    if allowed is None:
+        if len(_PUBLISH_MEMO) >= _MEMO_ENTRIES:
+            _PUBLISH_MEMO.clear()
+        allowed = _PUBLISH_MEMO[key] = party.may_publish(event_type)
+    return allowed
+
+
+def _zulu(instant: datetime) -> str:
+    """``instant.strftime("%Y-%m-%dT%H:%M:%SZ")`` for a UTC instant without microseconds (isoformat is faster;
+    strftime is kept for years before 1000, which it does not zero-pad)."""
+    if instant.year < 1000:
+        return instant.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return instant.isoformat()[:19] + "Z"
+
+
+def _uuid4() -> str:
+    """``str(uuid.uuid4())``: a random (version 4, RFC 4122 variant) UUID in its canonical text form."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40
+    raw[8] = (raw[8] & 0x3F) | 0x80
+    text = raw.hex()
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
 def _recipients(

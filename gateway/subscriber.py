@@ -5,6 +5,12 @@ bytes -> (accepted) skip if the inbox has it -> deliver to the routed sinks with
 in the inbox. Offsets are committed (offset + 1) only after a record's outcome is durable, at the end of each
 fetched batch and when partitions are revoked in a rebalance. The loop survives broker errors: it logs, backs
 off and continues; a record is never skipped without an outcome (delivered, duplicate or dead-lettered).
+
+Per fetched batch (performance, docs/PERFORMANCE.md): the inbox is asked once which of the batch's events it
+already has; each outcome is then written (and awaited) right after its delivery, before the next one, so
+at most one delivered event lacks its recorded outcome at any time: the crash window is one event. (Option
+``outcomes_per_batch`` writes a batch's outcomes in one transaction instead: cheaper, window one batch.)
+The per-event log line ("delivered") is at debug level.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ import asyncio
 import fnmatch
 import functools
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -22,8 +28,9 @@ import structlog
 from aiokafka import ConsumerRebalanceListener, TopicPartition
 from prometheus_client import Counter
 
+from gateway.envelope import Envelope
 from gateway.errors import Reason, Rejected
-from gateway.inbox import Inbox
+from gateway.inbox import Inbox, Outcome
 from gateway.metrics import GatewayMetrics
 from gateway.sinks import RetryPolicy, Sink, SinkError, deliver_with_retry
 from gateway.verify import Accepted, Verifier
@@ -84,7 +91,12 @@ class Subscriber:
         max_records: int = 500,
         error_backoff: float = 1.0,
         commit_timeout: float = 5.0,
+        outcomes_per_batch: bool = False,
     ) -> None:
+        """``outcomes_per_batch``: write the inbox outcomes of a fetched batch in one transaction at its end
+        instead of one per event (docs/PERFORMANCE.md: about half the subscriber's CPU per event); the
+        crash window then grows from one event to one batch (``max_records``), all re-delivered with the
+        same ``Idempotency-Key``. Off by default: the documented window is one event."""
         self.party = party
         self._verifier = verifier
         self._inbox = inbox
@@ -95,9 +107,15 @@ class Subscriber:
         self._max_records = max_records
         self._error_backoff = error_backoff
         self._commit_timeout = commit_timeout
+        self._outcomes_per_batch = outcomes_per_batch
         self._done: dict[TopicPartition, int] = {}
         self._committed: dict[TopicPartition, int] = {}
         self.handled_total = 0
+        # Per event type / sink: metric children and routes, looked up once (labels() and fnmatch cost
+        # microseconds per event); the sets of types and sinks are small and fixed.
+        self._accepted_by_type: dict[str, Counter] = {}
+        self._routes_by_type: dict[str, tuple[Route, ...]] = {}
+        self._sink_metrics: dict[str, tuple[Counter, Callable[[SinkError, int], None]]] = {}
 
     # ---- the loop ----------------------------------------------------------------------------------
     async def run(self, consumer: ConsumerLike, producer: ProducerLike, stop: asyncio.Event) -> None:
@@ -110,9 +128,7 @@ class Subscriber:
                 await asyncio.sleep(self._error_backoff)
                 continue
             for tp, records in batches.items():
-                for record in records:
-                    await self._handle(record, producer)
-                    self._done[tp] = record.offset + 1
+                await self._handle_batch(tp, records, producer)
                 self._update_lag(consumer, tp)
             await self.commit(consumer)
 
@@ -138,47 +154,98 @@ class Subscriber:
             self._done.pop(tp, None)
             self._committed.pop(tp, None)
 
-    # ---- one record ---------------------------------------------------------------------------------
-    async def _handle(self, record: Any, producer: ProducerLike) -> None:
-        log = _log.bind(
-            party=self.party, topic=record.topic, partition=record.partition, offset=record.offset
-        )
-        verdict = self._verifier.verify_kafka(record.value, record.headers or (), record.key)
+    # ---- one batch, one record ----------------------------------------------------------------------
+    async def _handle_batch(self, tp: TopicPartition, records: Sequence[Any], producer: ProducerLike) -> None:
+        """Every record of one partition's fetched batch, in order (see the module docstring).
+
+        The inbox is queried once, by the ``ce_source``/``ce_id`` headers: for an accepted record these are
+        its verified ``source`` and ``id`` (the envelope is parsed from them). A record counts as handled
+        (``_done``: its offset may be committed) only once its outcome is written.
+        """
+        claimed = {key for key in map(_claimed_key, records) if key is not None}
+        seen = await self._inbox.seen(claimed)
+        handled: set[tuple[str, str]] = set()
+        unwritten: list[tuple[str, str, Outcome]] = []  # per-batch mode: outcomes not yet written
+        for record in records:
+            verdict = self._verifier.verify_kafka(record.value, record.headers or (), record.key)
+            if isinstance(verdict, Accepted):
+                key = (verdict.event.source, verdict.event.id)
+                if key not in claimed:  # unreachable (see above); kept so a duplicate can never slip by
+                    seen |= await self._inbox.seen([key])
+            outcome = await self._handle(record, verdict, producer, seen, handled)
+            if self._outcomes_per_batch:
+                if outcome is not None:
+                    unwritten.append(outcome)
+                continue
+            if outcome is not None:
+                await self._inbox.record(*outcome)
+            self._done[tp] = record.offset + 1
+        if self._outcomes_per_batch and records:
+            if unwritten:
+                await self._inbox.record_many(unwritten)
+            self._done[tp] = records[-1].offset + 1
+
+    async def _handle(
+        self,
+        record: Any,
+        verdict: Accepted | Rejected,
+        producer: ProducerLike,
+        seen: set[tuple[str, str]],
+        handled: set[tuple[str, str]],
+    ) -> tuple[str, str, Outcome] | None:
+        """Dead-letter, skip or deliver one verified record; returns the outcome to record in the inbox."""
         self.handled_total += 1
         if isinstance(verdict, Rejected):
             self._metrics.rejected.labels(reason=str(verdict.reason)).inc()
-            log.warning("record rejected", reason=str(verdict.reason), detail=verdict.detail)
+            _log.warning("record rejected", **self._where(record), reason=str(verdict.reason),
+                         detail=verdict.detail)  # fmt: skip
             await self._dead_letter(record, verdict, producer)
-            return
+            return None
         event = verdict.event
-        log = log.bind(event_id=event.id, source=event.source, type=event.type)
         key = (event.source, event.id)
-        if key in await self._inbox.seen([key]):
+        if key in seen or key in handled:
             self._metrics.duplicates.inc()
-            log.info("duplicate ignored")
-            return
-        self._metrics.accepted.labels(type=event.type).inc()
+            _log.info("duplicate ignored", **self._where(record, event))
+            return None
+        counter = self._accepted_by_type.get(event.type)
+        if counter is None:
+            counter = self._accepted_by_type[event.type] = self._metrics.accepted.labels(type=event.type)
+        counter.inc()
+        handled.add(key)
         try:
             await self._deliver(verdict)
         except SinkError as exc:
-            log.error("delivery failed; dead-lettering", reason=str(exc.reason), detail=exc.detail)
+            _log.error("delivery failed; dead-lettering", **self._where(record, event),
+                       reason=str(exc.reason), detail=exc.detail)  # fmt: skip
             await self._dead_letter(record, Rejected(Reason.SINK_FAILED, exc.detail), producer)
-            await self._inbox.record(event.source, event.id, "dead-lettered")
-            return
-        await self._inbox.record(event.source, event.id, "delivered")
+            return event.source, event.id, "dead-lettered"
         self._metrics.delivery_latency.observe(max(0.0, time.time() - _event_timestamp(event.time)))
-        log.info("delivered")
+        _log.debug("delivered", **self._where(record, event))
+        return event.source, event.id, "delivered"
+
+    def _where(self, record: Any, event: Envelope | None = None) -> dict[str, Any]:
+        """The context of a log line about ``record`` (and its event, once verified)."""
+        where: dict[str, Any] = {"party": self.party, "topic": record.topic,
+                                 "partition": record.partition, "offset": record.offset}  # fmt: skip
+        if event is not None:
+            where.update(event_id=event.id, source=event.source, type=event.type)
+        return where
 
     async def _deliver(self, accepted: Accepted) -> None:
-        for route in self._routes:
-            if not route.matches(accepted.event.type):
-                continue
-            # every failed attempt counts (docs: "failed delivery attempts"), also one a retry recovers from
-            failures = self._metrics.sink_failures.labels(sink=route.sink.name)
-            await deliver_with_retry(
-                route.sink, accepted, self._retry, on_failure=functools.partial(_count_failure, failures)
-            )
-            self._metrics.delivered.labels(sink=route.sink.name).inc()
+        event_type = accepted.event.type
+        routes = self._routes_by_type.get(event_type)
+        if routes is None:
+            routes = tuple(route for route in self._routes if route.matches(event_type))
+            self._routes_by_type[event_type] = routes
+        for route in routes:
+            name = route.sink.name
+            metrics = self._sink_metrics.get(name)
+            if metrics is None:
+                # every failed attempt counts (docs: "failed delivery attempts"), also one retried later
+                failures = functools.partial(_count_failure, self._metrics.sink_failures.labels(sink=name))
+                metrics = self._sink_metrics[name] = (self._metrics.delivered.labels(sink=name), failures)
+            await deliver_with_retry(route.sink, accepted, self._retry, on_failure=metrics[1])
+            metrics[0].inc()
 
     async def _dead_letter(self, record: Any, rejected: Rejected, producer: ProducerLike) -> None:
         """Produce the original record, plus reason headers, to our DLQ; retry until the broker acks."""
@@ -243,5 +310,22 @@ def _count_failure(counter: Counter, _error: SinkError, _attempt: int) -> None:
     counter.inc()
 
 
+@functools.lru_cache(maxsize=1024)
 def _event_timestamp(value: str) -> float:
     return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+def _claimed_key(record: Any) -> tuple[str, str] | None:
+    """The ``(source, id)`` a record's ``ce_source``/``ce_id`` headers claim (None if absent or not text)."""
+    source = event_id = None
+    for name, value in record.headers or ():
+        if name == "ce_source":
+            source = value
+        elif name == "ce_id":
+            event_id = value
+    if source is None or event_id is None:
+        return None
+    try:
+        return source.decode("utf-8"), event_id.decode("utf-8")
+    except (AttributeError, UnicodeDecodeError):
+        return None

@@ -14,6 +14,7 @@ against the logical schema.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -33,7 +34,7 @@ from gateway.keys import SealingKey
 from gateway.registry import KeyEntry, Registry
 from gateway.schemas import MessageSchema, SchemaStore
 from gateway.seal import EventBinding, open_sealed
-from gateway.sign import SIGNED_EXTENSIONS, event_topic
+from gateway.sign import SIGNED_EXTENSIONS, event_topic, may_publish
 
 __all__ = ["Accepted", "Rejected", "Verdict", "Verifier"]
 
@@ -58,6 +59,20 @@ class Accepted:
 
 
 Verdict = Accepted | Rejected
+
+_MEMO_ENTRIES = 1024
+
+
+def _instant(time: str) -> datetime:
+    """The event time as an aware datetime (UTC); memoised for short values like normalize_time."""
+    if len(time) <= 64:
+        return _instant_memo(time)
+    return datetime.fromisoformat(normalize_time(time).replace("Z", "+00:00"))
+
+
+@functools.lru_cache(maxsize=_MEMO_ENTRIES)
+def _instant_memo(time: str) -> datetime:
+    return datetime.fromisoformat(normalize_time(time).replace("Z", "+00:00"))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -88,10 +103,13 @@ class Verifier:
         now: datetime | None = None,
     ) -> Verdict:
         try:
-            envelope = Envelope.from_kafka(value, headers, key, limits=self.limits)
+            envelope, data = Envelope.parse_kafka(value, headers, key, limits=self.limits)
         except GatewayError as exc:
             return exc.rejected()
-        return self.verify_envelope(envelope, now=now)
+        try:  # verify_envelope, reusing the data value parse_kafka already made
+            return self._verify(envelope, now or datetime.now(UTC), data)
+        except GatewayError as exc:
+            return exc.rejected()
 
     def verify_envelope(self, envelope: Envelope, *, now: datetime | None = None) -> Verdict:
         try:
@@ -99,8 +117,8 @@ class Verifier:
         except GatewayError as exc:
             return exc.rejected()
 
-    # ---- the checks, in order -----------------------------------------------------------------------
-    def _verify(self, envelope: Envelope, now: datetime) -> Accepted:
+    # ---- the checks, in order (``data``: the data value if the caller already parsed it) -------------
+    def _verify(self, envelope: Envelope, now: datetime, data: Any = None) -> Accepted:
         if not envelope.dssematerial:
             raise GatewayError(Reason.SIG_MISSING, "event is not signed (no dssematerial)")
         dsse = DsseEnvelope.from_b64(envelope.dssematerial)
@@ -126,7 +144,7 @@ class Verifier:
         if verification_material(envelope.attributes(), envelope.data, signed_ext) != dsse.payload:
             raise GatewayError(Reason.SIG_DIGEST_MISMATCH, "event differs from what was signed")
 
-        event_time = datetime.fromisoformat(normalize_time(envelope.time).replace("Z", "+00:00"))
+        event_time = _instant(envelope.time)
         problem = key.problem_at(event_time)
         if problem is not None:
             raise GatewayError(problem, f"key {key.kid} is not valid at the event time")
@@ -136,7 +154,7 @@ class Verifier:
         party = self.registry.party(envelope.source)
         if party is None:  # unreachable while keys are owned by registered parties; kept as a guard
             raise GatewayError(Reason.AUTHZ_UNKNOWN_SOURCE, f"{envelope.source!r} is not a registered party")
-        if not party.may_publish(envelope.type):
+        if not may_publish(party, envelope.type):
             raise GatewayError(
                 Reason.AUTHZ_TYPE_NOT_PERMITTED, f"{envelope.source} may not publish {envelope.type}"
             )
@@ -148,7 +166,7 @@ class Verifier:
             raise GatewayError(
                 Reason.SCHEMA_CLASSIFICATION, f"{envelope.type} must be {schema.classification}"
             )
-        data = envelope.data_value()
+        data = envelope.data_value() if data is None else data
         schema.validate_wire(data)
         if str(data[schema.partition_key_field]) != envelope.partitionkey:
             raise GatewayError(Reason.SCHEMA_PARTITIONKEY, "partitionkey differs from the payload")

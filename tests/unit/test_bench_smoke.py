@@ -1,0 +1,60 @@
+"""Every benchmark script runs end to end at smoke size and writes its JSON (no timing is asserted).
+
+The figures themselves live in docs/PERFORMANCE.md; this only proves the scripts still work against the
+current code, so CI catches a benchmark broken by a refactoring.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _run(module: str, tmp_path: Path, timeout: float) -> dict[str, object]:
+    env = {**os.environ, "XCHG_BENCH_RESULTS": str(tmp_path)}
+    completed = subprocess.run(
+        [sys.executable, "-m", f"bench.{module}", "--quick"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stdout[-2000:] + completed.stderr[-4000:]
+    document: dict[str, object] = json.loads((tmp_path / f"{module}.json").read_text("utf-8"))
+    assert document["quick"] is True
+    assert document["machine"]
+    return document
+
+
+def test_contract_bench_runs(tmp_path: Path) -> None:
+    document = _run("contract", tmp_path, timeout=300)
+    targets = document["targets"]
+    assert isinstance(targets, dict)
+    assert {"no sealing / raw PyNaCl", "no sealing / JWS joserfc"} <= set(targets)
+
+
+def test_audit_replay_bench_runs(tmp_path: Path) -> None:
+    document = _run("audit_replay", tmp_path, timeout=300)
+    medians = document["medians"]
+    assert isinstance(medians, dict)
+    assert medians
+    assert all(m["root_ok"] for m in medians.values())
+
+
+@pytest.mark.slow
+def test_end_to_end_bench_runs(tmp_path: Path) -> None:
+    document = _run("end_to_end", tmp_path, timeout=600)
+    runs = document["median_runs"]
+    assert isinstance(runs, dict)
+    assert all(run["delivered"] == run["events"] for run in runs.values())
+
+
+def test_in_process_bench_runs(tmp_path: Path) -> None:
+    document = _run("in_process", tmp_path, timeout=300)
+    medians = document["medians"]
+    assert isinstance(medians, dict)
+    assert {"publisher", "subscriber, outcome per event"} <= set(medians)
