@@ -34,12 +34,12 @@ from __future__ import annotations
 
 import datetime as _dt
 import re
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from gateway._files import load_toml
 from gateway.errors import GatewayError, Reason
 
 __all__ = [
@@ -361,13 +361,7 @@ def _prune(node: dict[str, Any]) -> dict[str, Any]:
 
 def load_mapping_file(path: Path) -> dict[str, Any]:
     """Read a ``mapping.toml``; a broken file is a configuration error naming the file, not a crash."""
-    try:
-        with path.open("rb") as handle:
-            return tomllib.load(handle)
-    except OSError as exc:
-        raise GatewayError(Reason.CONFIG_INVALID, f"cannot read mapping {path}: {exc.strerror}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise GatewayError(Reason.CONFIG_INVALID, f"mapping {path}: {exc}") from exc
+    return load_toml(path, what="mapping")
 
 
 def parse_tables(document: Mapping[str, Any], where: str) -> Tables:

@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import signal
 import sys
 import tempfile
 import time
@@ -40,6 +39,7 @@ from typing import Any, TextIO
 from adapters.simulators.iom import IomCaseSystemSimulator, sample_rows, write_htcds_export
 from adapters.simulators.kemensos import KemensosCaseSystemSimulator, write_sample_drops
 from adapters.simulators.kemlu import KemluCaseApiSimulator, sarawak_cases
+from gateway._files import stop_on_signals
 from gateway.audit.notary import CHECKPOINT_TOPIC, TOPIC_PATTERN, Notary, NotaryConfig
 from gateway.audit.note import verifier_from_vkey
 from gateway.audit.replay import Auditor, audit_kafka
@@ -383,12 +383,5 @@ def _print_result(result: ScenarioResult, out: TextIO) -> None:
 
 
 async def _until_interrupted() -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    try:
+    async with stop_on_signals() as stop:
         await stop.wait()
-    finally:
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(signum)

@@ -11,7 +11,6 @@ import base64
 import hashlib
 import json
 import os
-import signal
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -20,6 +19,7 @@ from typing import Any, TextIO
 
 import structlog
 
+from gateway._files import stop_on_signals
 from gateway._json import parse_json
 from gateway.broker import EmbeddedBroker
 from gateway.config import GatewayConfig, env_overrides
@@ -205,11 +205,7 @@ def _broker(args: argparse.Namespace) -> int:
 
 
 async def _run_broker(host: str, port: int | None) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    async with EmbeddedBroker(host=host, port=port) as broker:
+    async with stop_on_signals() as stop, EmbeddedBroker(host=host, port=port) as broker:
         print(
             f"embedded Kafka-protocol broker (Tansu) on {broker.bootstrap_servers}; Ctrl-C stops it",
             flush=True,

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from gateway._files import load_toml
 from gateway.envelope import Limits
 from gateway.errors import GatewayError, Reason
 from gateway.kafka import KafkaSettings
@@ -84,13 +85,7 @@ class GatewayConfig:
 
     @classmethod
     def load(cls, path: Path, overrides: Mapping[str, Any] | None = None) -> GatewayConfig:
-        try:
-            with path.open("rb") as handle:
-                document = tomllib.load(handle)
-        except OSError as exc:
-            raise GatewayError(Reason.CONFIG_INVALID, f"cannot read {path}: {exc.strerror}") from exc
-        except tomllib.TOMLDecodeError as exc:
-            raise GatewayError(Reason.CONFIG_INVALID, f"{path}: {exc}") from exc
+        document = load_toml(path)
         return cls.from_mapping(_merge(document, overrides or {}), base_dir=path.parent)
 
     @classmethod

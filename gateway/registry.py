@@ -31,7 +31,6 @@ import base64
 import binascii
 import fnmatch
 import re
-import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -39,6 +38,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final, Literal
 
+from gateway._files import load_toml
 from gateway.errors import GatewayError, Reason
 from gateway.keys import ALG_X25519, SIGNATURE_ALGORITHMS, PublicKey
 
@@ -119,14 +119,7 @@ class Registry:
     # ---- loading ------------------------------------------------------------------------------------
     @classmethod
     def load(cls, path: Path) -> Registry:
-        try:
-            with path.open("rb") as handle:
-                document = tomllib.load(handle)
-        except OSError as exc:
-            raise GatewayError(Reason.REGISTRY_INVALID, f"cannot read {path}: {exc.strerror}") from exc
-        except tomllib.TOMLDecodeError as exc:
-            raise GatewayError(Reason.REGISTRY_INVALID, f"{path}: {exc}") from exc
-        return cls.from_mapping(document)
+        return cls.from_mapping(load_toml(path, reason=Reason.REGISTRY_INVALID))
 
     @classmethod
     def from_mapping(cls, document: Mapping[str, Any]) -> Registry:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -26,6 +25,7 @@ import structlog
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from gateway._files import stop_on_signals
 from gateway._sqlite import Database
 from gateway.config import GatewayConfig
 from gateway.errors import GatewayError, Reason
@@ -343,15 +343,8 @@ class Gateway:
 
     async def run_until_signalled(self) -> None:
         """Run until SIGTERM or SIGINT, then stop in order."""
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
-        try:
+        async with stop_on_signals() as stop:
             await stop.wait()
-        finally:
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                loop.remove_signal_handler(signum)
         await self.stop()
 
 

@@ -10,13 +10,13 @@ the key is cheaper. Errors here name keys of the mapping file, never a record's 
 from __future__ import annotations
 
 import re
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta, timezone
 from pathlib import Path
 from typing import Any, Final
 
+from gateway._files import load_toml
 from gateway.errors import GatewayError, Reason
 
 __all__ = [
@@ -267,13 +267,7 @@ def load_mapping(path: Path | None = None) -> KemensosMapping:
     """Read and check a mapping file (default: the one shipped with the adapter)."""
     path = path or DEFAULT_MAPPING
     reader = _Reader(path)
-    try:
-        with path.open("rb") as handle:
-            document = tomllib.load(handle)
-    except OSError as exc:
-        raise GatewayError(Reason.CONFIG_INVALID, f"cannot read mapping {path}: {exc.strerror}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise GatewayError(Reason.CONFIG_INVALID, f"mapping {path.name}: {exc}") from exc
+    document = load_toml(path, what="mapping")
     reader.only(document, {"format", "inbound", "codes", "outbound"}, "(top level)")
     if document.get("format") != FORMAT:
         raise reader.fail("format", f"must be {FORMAT!r}")

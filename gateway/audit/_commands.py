@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from gateway._files import stop_on_signals
 from gateway.errors import GatewayError, Reason
 from gateway.registry import Registry
 from gateway.schemas import SchemaStore
@@ -165,7 +166,6 @@ def _notary_run(args: argparse.Namespace) -> int:
 
 
 def _cosign(args: argparse.Namespace) -> int:
-    import signal  # noqa: PLC0415 - this command only
 
     from gateway.audit.cosigning import CosignerConfig, CosignerService  # noqa: PLC0415 - same
     from gateway.logs import configure_logging  # noqa: PLC0415 - same
@@ -190,11 +190,8 @@ def _cosign(args: argparse.Namespace) -> int:
                     )
                 )
                 return 1 if outcome.reason else 0
-            stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(signum, stop.set)
-            await service.run(stop, config.interval_seconds)
+            async with stop_on_signals() as stop:
+                await service.run(stop, config.interval_seconds)
             return 0
         finally:
             await service.close()

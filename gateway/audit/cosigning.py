@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +37,7 @@ from typing import Any, Final
 import aiohttp
 import structlog
 
+from gateway._files import load_toml
 from gateway.audit.checkpoint import Checkpoint
 from gateway.audit.cosign import MAX_CONSISTENCY_PROOF, Cosigner
 from gateway.audit.note import MAX_NOTE_SIZE, CosignatureV1Signer, Note, decode_base64, verifier_from_vkey
@@ -74,14 +74,7 @@ class CosignerConfig:
 
     @classmethod
     def load(cls, path: Path) -> CosignerConfig:
-        try:
-            with path.open("rb") as handle:
-                document = tomllib.load(handle)
-        except OSError as exc:
-            raise GatewayError(Reason.CONFIG_INVALID, f"cannot read {path}: {exc.strerror}") from exc
-        except tomllib.TOMLDecodeError as exc:
-            raise GatewayError(Reason.CONFIG_INVALID, f"{path}: {exc}") from exc
-        return cls.from_mapping(document, base_dir=path.parent)
+        return cls.from_mapping(load_toml(path), base_dir=path.parent)
 
     @classmethod
     def from_mapping(cls, document: Mapping[str, Any], *, base_dir: Path) -> CosignerConfig:

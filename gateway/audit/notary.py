@@ -56,11 +56,9 @@ import asyncio
 import base64
 import contextlib
 import re
-import signal
 import sqlite3
 import threading
 import time
-import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,6 +69,7 @@ from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from gateway._files import load_toml, stop_on_signals
 from gateway.audit import _fs
 from gateway.audit.checkpoint import Checkpoint, SignedCheckpoint, deployment_origin, open_checkpoint
 from gateway.audit.leaf import ConsumedRecord, Leaf, RecordLike, leaf_for_record
@@ -163,14 +162,7 @@ class NotaryConfig:
 
     @classmethod
     def load(cls, path: Path) -> NotaryConfig:
-        try:
-            with path.open("rb") as handle:
-                document = tomllib.load(handle)
-        except OSError as exc:
-            raise GatewayError(Reason.CONFIG_INVALID, f"cannot read {path}: {exc.strerror}") from exc
-        except tomllib.TOMLDecodeError as exc:
-            raise GatewayError(Reason.CONFIG_INVALID, f"{path}: {exc}") from exc
-        return cls.from_mapping(document, base_dir=path.parent)
+        return cls.from_mapping(load_toml(path), base_dir=path.parent)
 
     @classmethod
     def from_mapping(cls, document: Mapping[str, Any], *, base_dir: Path) -> NotaryConfig:
@@ -935,15 +927,8 @@ class Notary:
 
     async def run_until_signalled(self) -> None:
         """Run until SIGTERM or SIGINT, then stop in order."""
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
-        try:
+        async with stop_on_signals() as stop:
             await stop.wait()
-        finally:
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                loop.remove_signal_handler(signum)
         await self.stop()
 
     async def __aenter__(self) -> Notary:
