@@ -112,7 +112,6 @@ class World:
 def example(name: str, version: str, which: str = "valid") -> list[tuple[Path, dict[str, Any]]]:
     """The example payloads of one schema version (``which`` = "valid" or "invalid")."""
 
-
     folder = default_schema_root() / name / "examples" / version
     return [(p, json.loads(p.read_text("utf-8"))) for p in sorted(folder.glob(f"{which}-*.json"))]
 
