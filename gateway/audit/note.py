@@ -134,6 +134,17 @@ def _check_name(name: str) -> None:
         raise GatewayError(Reason.NOTE_KEY_INVALID, f"invalid key name {name!r}")
 
 
+def _verifier_key(name: str, public_key: bytes) -> PublicKey:
+    """The checked key of an Ed25519-based verifier (plain signatures and cosignatures alike)."""
+    _check_name(name)
+    if len(public_key) != _ED25519_KEY:
+        raise GatewayError(Reason.NOTE_KEY_INVALID, "an Ed25519 public key is 32 bytes")
+    try:
+        return PublicKey(ALG_ED25519, public_key)
+    except GatewayError as exc:
+        raise GatewayError(Reason.NOTE_KEY_INVALID, exc.detail) from exc
+
+
 @dataclass(frozen=True, slots=True)
 class Ed25519Verifier:
     """Signature type 0x01: plain Ed25519 over the note text."""
@@ -144,14 +155,7 @@ class Ed25519Verifier:
     _key: PublicKey = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        _check_name(self.name)
-        if len(self.public_key) != _ED25519_KEY:
-            raise GatewayError(Reason.NOTE_KEY_INVALID, "an Ed25519 public key is 32 bytes")
-        try:
-            key = PublicKey(ALG_ED25519, self.public_key)
-        except GatewayError as exc:
-            raise GatewayError(Reason.NOTE_KEY_INVALID, exc.detail) from exc
-        object.__setattr__(self, "_key", key)
+        object.__setattr__(self, "_key", _verifier_key(self.name, self.public_key))
         object.__setattr__(self, "key_id", key_id(self.name, SIG_TYPE_ED25519, self.public_key))
 
     def verify(self, text: bytes, signature: bytes) -> bool:
@@ -171,14 +175,7 @@ class CosignatureV1Verifier:
     _key: PublicKey = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        _check_name(self.name)
-        if len(self.public_key) != _ED25519_KEY:
-            raise GatewayError(Reason.NOTE_KEY_INVALID, "an Ed25519 public key is 32 bytes")
-        try:
-            key = PublicKey(ALG_ED25519, self.public_key)
-        except GatewayError as exc:
-            raise GatewayError(Reason.NOTE_KEY_INVALID, exc.detail) from exc
-        object.__setattr__(self, "_key", key)
+        object.__setattr__(self, "_key", _verifier_key(self.name, self.public_key))
         object.__setattr__(self, "key_id", key_id(self.name, SIG_TYPE_COSIGNATURE_V1, self.public_key))
 
     def verify(self, text: bytes, signature: bytes) -> bool:
