@@ -11,7 +11,9 @@ per event and stable across redelivery.
 exponential backoff and jitter, and re-raises the last error for the subscriber to dead-letter.
 
 * :class:`WebhookSink` POSTs to an agency endpoint with an ``Idempotency-Key`` header; ``409 Conflict`` means
-  the endpoint already has this key, i.e. an earlier attempt succeeded, and counts as delivered.
+  the endpoint already has this key, i.e. an earlier attempt succeeded, and counts as delivered. The
+  endpoint is one configured URL or, where the agency's API names a record in the path, computed per event
+  (:data:`UrlFor`) and checked like a configured one.
 * :class:`MemorySink` keeps events in memory for tests and the demo.
 
 Error details name status codes and exception types only: a response body may echo the payload (names of
@@ -42,6 +44,7 @@ __all__ = [
     "RetryPolicy",
     "Sink",
     "SinkError",
+    "UrlFor",
     "WebhookSink",
     "deliver_with_retry",
     "is_loopback",
@@ -87,6 +90,12 @@ def is_retryable_status(status: int) -> bool:
     return status in _RETRYABLE_4XX or 500 <= status <= 599
 
 
+UrlFor = Callable[[Accepted], str | URL]
+"""``url_for(accepted)``: the endpoint of one event, for APIs whose path names a record (a case). Build it
+from the configured base and the event's attributes (ids, never payload values: URLs end up in proxy and
+server logs); a ``GatewayError`` it raises is dead-lettered like one from a ``body`` transform."""
+
+
 def _event_summary(accepted: Accepted) -> dict[str, str]:
     """The event attributes an agency system needs to file the payload (no signature material)."""
     event = accepted.event
@@ -122,11 +131,19 @@ class WebhookSink:
     transform, e.g. ``adapters.kemensos``); headers and outcomes stay exactly as above. A ``GatewayError``
     it raises propagates (:func:`deliver_with_retry` dead-letters it without retrying), so its detail must
     not contain payload values.
+
+    ``url`` is the endpoint, or a :data:`UrlFor` computing it per event (e.g. ``adapters.kemlu``: the case
+    API's update endpoint names the case); it is called on every attempt, before ``body``. A configured URL
+    and every computed one pass the same check: an absolute http(s) URL, else
+    ``GatewayError(config.invalid)`` (raised here for a configured URL, by :meth:`deliver` for a computed
+    one, which :func:`deliver_with_retry` dead-letters without a request); plain http to a host that is not
+    loopback is allowed but warned about (``webhook.plaintext_http``, once per origin). URLs are never put
+    into an error or a log line.
     """
 
     def __init__(
         self,
-        url: str,
+        url: str | UrlFor,
         *,
         name: str = "webhook",
         timeout: float = 10.0,
@@ -135,15 +152,11 @@ class WebhookSink:
         ssl: _ssl.SSLContext | None = None,
         body: Callable[[Accepted], Mapping[str, Any]] | None = None,
     ) -> None:
-        parsed = URL(url)
-        if parsed.scheme not in ("http", "https") or not parsed.host:
-            raise GatewayError(Reason.CONFIG_INVALID, f"sink {name}: url must be an absolute http(s) URL")
+        self.name = name
+        self._plaintext_warned: set[URL] = set()
+        self._url: URL | UrlFor = url if callable(url) else self._checked(url)
         if timeout <= 0:
             raise GatewayError(Reason.CONFIG_INVALID, f"sink {name}: timeout must be positive")
-        if parsed.scheme == "http" and not is_loopback(parsed.host):
-            _log.warning("webhook.plaintext_http", sink=name)  # payloads are unsealed personal data
-        self.name = name
-        self._url = parsed
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._headers = dict(headers or {})
         self._session = session
@@ -153,6 +166,7 @@ class WebhookSink:
 
     async def deliver(self, accepted: Accepted) -> None:
         event = accepted.event
+        url = self._url if isinstance(self._url, URL) else self._checked(self._url(accepted))
         document = (
             self._body(accepted)
             if self._body is not None
@@ -170,7 +184,7 @@ class WebhookSink:
         session = self._get_session()
         try:
             async with session.post(
-                self._url,
+                url,
                 data=body,
                 headers=headers,
                 timeout=self._timeout,
@@ -209,6 +223,24 @@ class WebhookSink:
         elif self._session.closed:  # shared session closed before the subscriber stopped: retry later
             raise SinkError(f"sink {self.name}: shared HTTP session is closed", retryable=True)
         return self._session
+
+    def _checked(self, url: str | URL) -> URL:
+        """The same rules for the configured URL and every computed one; neither the URL nor the reason it
+        failed (which could quote it) goes into the error or the log."""
+        try:
+            parsed = url if isinstance(url, URL) else URL(url)
+        except (TypeError, ValueError):  # not a URL at all, e.g. an unclosed IPv6 bracket
+            parsed = None
+        if parsed is None or parsed.scheme not in ("http", "https") or not parsed.host:
+            raise GatewayError(
+                Reason.CONFIG_INVALID, f"sink {self.name}: url must be an absolute http(s) URL"
+            )
+        if parsed.scheme == "http" and not is_loopback(parsed.host):
+            origin = parsed.origin()
+            if origin not in self._plaintext_warned:  # once per origin, not once per event
+                self._plaintext_warned.add(origin)
+                _log.warning("webhook.plaintext_http", sink=self.name)  # payloads are unsealed personal data
+        return parsed
 
 
 def is_loopback(host: str) -> bool:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from functools import partial
 from typing import Any, Final
 
 from adapters._io import check_base_url, client_options, refuse_unknown_options
@@ -42,11 +43,11 @@ from adapters.kemlu._mapping import (
     PlannedMessage,
     case_event_id,
 )
-from adapters.kemlu._sink import KemluUpdatesSink, update_url
+from adapters.kemlu._sink import update_url
 from adapters.kemlu._source import Cursor, KemluCaseApiSource, PollResult, parse_instant
 from gateway.errors import GatewayError, Reason
 from gateway.plugins import PluginContext, option
-from gateway.sinks import RetryPolicy
+from gateway.sinks import RetryPolicy, WebhookSink
 
 __all__ = [
     "EVENT_ID_NAMESPACE",
@@ -54,7 +55,6 @@ __all__ = [
     "Cursor",
     "KemluCaseApiSource",
     "KemluMapping",
-    "KemluUpdatesSink",
     "MessageProblem",
     "PlannedMessage",
     "PollResult",
@@ -133,15 +133,17 @@ def case_api_source(options: Mapping[str, Any], ctx: PluginContext) -> KemluCase
     )
 
 
-def case_api_sink(options: Mapping[str, Any], ctx: PluginContext) -> KemluUpdatesSink:
-    """Entry point ``xchg_gateway.sinks: kemlu-case-api``."""
+def case_api_sink(options: Mapping[str, Any], ctx: PluginContext) -> WebhookSink:
+    """Entry point ``xchg_gateway.sinks: kemlu-case-api``: the gateway's webhook sink posting to the update
+    endpoint of each event's case (:func:`update_url`), in the embassy system's field names."""
     refuse_unknown_options(options, _HTTP_OPTIONS, ctx)
     headers, ssl = client_options(options, ctx)
-    return KemluUpdatesSink(
-        check_base_url(option(options, "url", str, ctx), f"{ctx.where}.url"),
-        _mapping(options, ctx),
+    base = check_base_url(option(options, "url", str, ctx), f"{ctx.where}.url")
+    return WebhookSink(
+        partial(update_url, base),
         name=option(options, "name", str, ctx, "kemlu-case-api"),
         timeout=option(options, "timeout", float, ctx, 10.0),
         headers=headers,
         ssl=ssl,
+        body=_mapping(options, ctx).update_body,
     )

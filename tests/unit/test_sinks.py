@@ -5,15 +5,17 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import web
+from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.test_utils import TestServer
 from structlog.testing import capture_logs
+from yarl import URL
 
 from gateway.errors import GatewayError, Reason
 from gateway.sinks import (
@@ -28,14 +30,13 @@ from gateway.verify import Accepted
 from tests.world import World, example
 
 SYNTHETIC_NAME = "Sri Wahyuningsih Purbasari"  # invented; must never reach an error, log or DLQ header
+URL_SECRET = "s3cr3t-url-token"  # a token in a URL must never reach an error or a log either
 
 
-@pytest.fixture(scope="module")
-def accepted() -> Accepted:
-    world = World.build()
+def referral(world: World, **changes: Any) -> Accepted:
     event = world.event(
         "id.trafficking.case.referral",
-        example("case.referral", "1.0")[0][1],
+        {**example("case.referral", "1.0")[0][1], **changes},
         by="kemlu.kbri-kuching",
         recipients=["kemensos"],
     )
@@ -43,6 +44,17 @@ def accepted() -> Accepted:
     assert isinstance(verdict, Accepted), verdict
     assert verdict.unsealed  # the payload includes what was sealed for kemensos
     return verdict
+
+
+@pytest.fixture(scope="module")
+def accepted(world: World) -> Accepted:
+    return referral(world)
+
+
+@pytest.fixture(scope="module")
+def other_case(world: World) -> Accepted:
+    """An event about another case than ``accepted``'s."""
+    return referral(world, case_id="KBRI-KCH-2020-000124")
 
 
 @dataclass
@@ -53,10 +65,13 @@ class Endpoint:
     body: str = ""
     hang: bool = False
     requests: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
+    paths: list[str] = field(default_factory=list)
     url: str = ""
+    base: str = ""
 
     async def handle(self, request: web.Request) -> web.Response:
         self.requests.append((dict(request.headers), await request.read()))
+        self.paths.append(request.path)
         if self.hang:
             await asyncio.Event().wait()  # never answers; the client's timeout must fire
         status = self.statuses[min(len(self.requests), len(self.statuses)) - 1]
@@ -70,10 +85,12 @@ async def serve() -> AsyncIterator[Any]:
     async def start(endpoint: Endpoint) -> Endpoint:
         app = web.Application()
         app.router.add_post("/hook", endpoint.handle)
+        app.router.add_post("/cases/{case_id}/updates", endpoint.handle)  # an API naming the case in the path
         server = TestServer(app, host="127.0.0.1", port=0)
         await server.start_server()
         servers.append(server)
         endpoint.url = str(server.make_url("/hook"))
+        endpoint.base = str(server.make_url("/"))
         return endpoint
 
     yield start
@@ -278,11 +295,167 @@ async def test_close_only_closes_own_session(serve: Any, accepted: Accepted) -> 
     assert session.closed
 
 
-@pytest.mark.parametrize("url", ["ftp://example.org/x", "/relative", "http:///nohost", "not a url"])
+INVALID_URLS = [
+    "ftp://example.org/x",
+    "/relative",
+    "http:///nohost",
+    "not a url",
+    "http://[::1/x",  # not parseable at all
+    f"file:///cases/{URL_SECRET}/updates",
+]
+
+
+@pytest.mark.parametrize("url", INVALID_URLS)
 def test_invalid_url_is_a_config_error(url: str) -> None:
     with pytest.raises(GatewayError) as info:
         WebhookSink(url)
     assert info.value.reason is Reason.CONFIG_INVALID
+    assert URL_SECRET not in str(info.value)
+
+
+# ---- WebhookSink: the URL computed per event -------------------------------------------------------------
+class CaseUrl:
+    """A ``url`` callable like the Kemlu case API's: ``<base>/cases/<case id>/updates``; records its calls."""
+
+    def __init__(self, base: str) -> None:
+        self.base = URL(base)
+        self.calls: list[str] = []
+
+    def __call__(self, accepted: Accepted) -> URL:
+        self.calls.append(accepted.event.subject)
+        return self.base / "cases" / accepted.event.subject / "updates"
+
+
+async def test_webhook_posts_to_the_url_computed_per_event(
+    serve: Any, sink_factory: Any, accepted: Accepted, other_case: Accepted
+) -> None:
+    endpoint = await serve(Endpoint([200]))
+    url_for = CaseUrl(endpoint.base)
+    sink = sink_factory(url_for)
+    await sink.deliver(accepted)
+    await sink.deliver(other_case)
+
+    assert endpoint.paths == [
+        "/cases/KBRI-KCH-2020-000123/updates",
+        "/cases/KBRI-KCH-2020-000124/updates",
+    ]
+    assert url_for.calls == ["KBRI-KCH-2020-000123", "KBRI-KCH-2020-000124"]
+    # everything but the URL is the webhook contract as for a configured URL
+    for (headers, body), event in zip(endpoint.requests, (accepted, other_case), strict=True):
+        assert headers["Idempotency-Key"] == f"{event.event.source}/{event.event.id}"
+        assert headers["X-Xchg-Event-Id"] == event.event.id
+        assert json.loads(body)["payload"] == event.payload()
+
+
+async def test_a_computed_url_is_retried_like_a_configured_one(
+    serve: Any, sink_factory: Any, accepted: Accepted
+) -> None:
+    endpoint = await serve(Endpoint([503, 200]))
+    url_for = CaseUrl(endpoint.base)
+    sleeps, failures = Sleeps(), []
+    await deliver_with_retry(
+        sink_factory(url_for),
+        accepted,
+        NO_JITTER,
+        sleep=sleeps,
+        on_failure=lambda error, attempt: failures.append((error.status, error.retryable, attempt)),
+    )
+    assert endpoint.paths == ["/cases/KBRI-KCH-2020-000123/updates"] * 2
+    assert url_for.calls == ["KBRI-KCH-2020-000123"] * 2  # computed again for every attempt
+    assert sleeps.delays == [0.2]
+    assert failures == [(503, True, 1)]
+    assert endpoint.requests[0][0]["Idempotency-Key"] == endpoint.requests[1][0]["Idempotency-Key"]
+
+
+async def test_a_computed_url_refused_by_the_endpoint_is_not_retried(
+    serve: Any, sink_factory: Any, accepted: Accepted
+) -> None:
+    endpoint = await serve(Endpoint([404, 200]))  # e.g. a case the agency system does not know
+    sleeps = Sleeps()
+    with pytest.raises(SinkError) as info:
+        await deliver_with_retry(sink_factory(CaseUrl(endpoint.base)), accepted, NO_JITTER, sleep=sleeps)
+    assert (info.value.status, info.value.retryable) == (404, False)
+    assert len(endpoint.requests) == 1
+    assert sleeps.delays == []
+
+
+@pytest.mark.parametrize("url", INVALID_URLS)
+async def test_a_computed_url_is_refused_like_a_configured_one(
+    sink_factory: Any, accepted: Accepted, url: str
+) -> None:
+    with pytest.raises(GatewayError) as configured:
+        WebhookSink(url, name="agency")
+    sink = sink_factory(lambda _accepted: url, name="agency")  # accepted: checked per event, not here
+    with pytest.raises(GatewayError) as computed:
+        await sink.deliver(accepted)
+    assert computed.value.reason is configured.value.reason is Reason.CONFIG_INVALID
+    assert computed.value.detail == configured.value.detail
+
+    sleeps = Sleeps()
+    with capture_logs() as logs, pytest.raises(SinkError) as info:
+        await deliver_with_retry(sink, accepted, NO_JITTER, sleep=sleeps)
+    assert info.value.retryable is False  # the same event computes the same URL: dead-letter at once
+    assert sleeps.delays == []
+    assert "config.invalid" in info.value.detail
+    assert isinstance(info.value.__cause__, GatewayError)
+    assert info.value.__cause__.reason is Reason.CONFIG_INVALID
+    for text in (str(info.value), repr(info.value), repr(logs)):
+        assert URL_SECRET not in text
+
+
+async def test_a_gateway_error_of_the_url_callable_is_dead_lettered(
+    sink_factory: Any, accepted: Accepted
+) -> None:
+    def no_case(_accepted: Accepted) -> str:
+        raise GatewayError(Reason.SCHEMA_INVALID, "case_id: not an exchange case id")
+
+    sleeps = Sleeps()
+    with pytest.raises(SinkError) as info:
+        await deliver_with_retry(sink_factory(no_case), accepted, NO_JITTER, sleep=sleeps)
+    assert info.value.retryable is False
+    assert "schema.invalid: case_id" in info.value.detail
+    assert sleeps.delays == []
+
+
+class ToLoopback(AbstractResolver):
+    """Resolves every name to 127.0.0.1, so a host that is not loopback *by name* reaches the test server."""
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        return [
+            {"hostname": host, "host": "127.0.0.1", "port": port, "family": socket.AF_INET, "proto": 0,
+             "flags": socket.AI_NUMERICHOST}
+        ]  # fmt: skip
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_plain_http_to_a_remote_host_is_warned_once_per_origin(serve: Any, accepted: Accepted) -> None:
+    endpoint = await serve(Endpoint([200]))
+    port = URL(endpoint.url).port
+    hosts: Iterator[str] = iter(["a.agency.example", "a.agency.example", "b.agency.example"])
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(resolver=ToLoopback())) as session:
+        with capture_logs() as logs:
+            WebhookSink(
+                f"http://a.agency.example:{port}/hook?token={URL_SECRET}", name="static", session=session
+            )
+            computed = WebhookSink(
+                lambda _accepted: f"http://{next(hosts)}:{port}/hook?token={URL_SECRET}",
+                name="computed",
+                session=session,
+            )
+            for _ in range(3):
+                await computed.deliver(accepted)
+            loopback = WebhookSink(CaseUrl(endpoint.base), name="loopback", session=session)
+            await loopback.deliver(accepted)
+    assert len(endpoint.requests) == 4
+    warned = [e["sink"] for e in logs if e["event"] == "webhook.plaintext_http"]
+    assert warned == ["static", "computed", "computed"]  # a.agency.example once, b.agency.example once
+    assert all(e["log_level"] == "warning" for e in logs if e["event"] == "webhook.plaintext_http")
+    assert URL_SECRET not in repr(logs)
+    assert "agency.example" not in repr(logs)
 
 
 # ---- MemorySink ----------------------------------------------------------------------------------------

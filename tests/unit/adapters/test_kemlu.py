@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 import json
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,21 +22,22 @@ import pytest
 from structlog.testing import capture_logs
 from yarl import URL
 
+from adapters._fieldmap import MappingError
 from adapters.kemlu import (
     KemluCaseApiSource,
     KemluMapping,
-    KemluUpdatesSink,
     MessageProblem,
     PlannedMessage,
     case_api_sink,
     case_api_source,
     case_event_id,
     mission_of,
+    update_url,
 )
 from adapters.simulators.kemlu import KemluCaseApiSimulator, sarawak_cases
 from gateway.errors import GatewayError, Reason
 from gateway.schemas import SchemaStore, default_schema_root
-from gateway.sinks import RetryPolicy, SinkError, deliver_with_retry
+from gateway.sinks import RetryPolicy, SinkError, WebhookSink, deliver_with_retry
 from gateway.verify import Accepted
 from tests.doubles import WorldPublish, plugin_context
 from tests.world import World, example
@@ -45,6 +47,7 @@ KBRI = "kemlu.kbri-kuching"
 SYNTHETIC_NAME = "Ratna Kusumawardhani"  # invented; in the malformed fixture; never in a report or a log
 KCH_TPPO = ["KBRI-KCH-2020-000123", "KBRI-KCH-2020-000124", "KBRI-KCH-2020-000125", "KBRI-KCH-2020-000126"]
 FAST = RetryPolicy(attempts=1, base_delay=0.01, max_delay=0.05, jitter=0.1)
+RETRY_3 = RetryPolicy(attempts=3, base_delay=0.0)
 
 
 @pytest.fixture(scope="module")
@@ -62,14 +65,53 @@ def page(name: str) -> list[Any]:
     return items
 
 
+@pytest.fixture
+def cases() -> list[Any]:
+    """The items of ``cases-page.json``, read for each test (tests change copies of them)."""
+    return page("cases-page.json")
+
+
+def planned_message(mapping: KemluMapping, item: Mapping[str, Any], message: str) -> PlannedMessage:
+    """Version 1 of a case planned, the one ``message`` wanted (``referral``, ``network_alert``, ...)."""
+    found = next(p for p in mapping.plan(item, version="1") if p.message == message)
+    assert isinstance(found, PlannedMessage), found
+    return found
+
+
+def event_ids(mapping: KemluMapping, item: Mapping[str, Any], *, version: str) -> list[str]:
+    return [p.event_id for p in mapping.plan(item, version=version) if isinstance(p, PlannedMessage)]
+
+
 def make_source(
     api: KemluCaseApiSimulator, state: Path, mapping: KemluMapping, **kwargs: Any
 ) -> KemluCaseApiSource:
     options: dict[str, Any] = {
-        "base_url": _url(api.url), "mission": "kuching", "party": KBRI, "state_dir": state,
+        "base_url": URL(api.url), "mission": "kuching", "party": KBRI, "state_dir": state,
         "mapping": mapping, "poll_interval": 0.05, "backoff": FAST, **kwargs,
     }  # fmt: skip
     return KemluCaseApiSource(**options)
+
+
+@pytest.fixture
+def publish(world: World) -> WorldPublish:
+    return WorldPublish(world, KBRI)
+
+
+@pytest.fixture
+async def api() -> AsyncIterator[KemluCaseApiSimulator]:
+    """The case-API simulator, seeded with ``sarawak_cases()``."""
+    async with KemluCaseApiSimulator() as simulator:
+        yield simulator
+
+
+@pytest.fixture
+async def source(
+    api: KemluCaseApiSimulator, tmp_path: Path, mapping: KemluMapping
+) -> AsyncIterator[KemluCaseApiSource]:
+    """A source polling ``api`` with the test defaults (state in ``tmp_path``), closed after the test."""
+    polling = make_source(api, tmp_path, mapping)
+    yield polling
+    await polling.close()
 
 
 async def run_until_all_referred(source: KemluCaseApiSource, publish: WorldPublish) -> None:
@@ -84,18 +126,14 @@ async def run_until_all_referred(source: KemluCaseApiSource, publish: WorldPubli
     await asyncio.wait_for(task, timeout=5)
 
 
-def _url(text: str) -> URL:
-    return URL(text)
-
-
 # ---- mapping ------------------------------------------------------------------------------------------
 
 
 def test_every_seeded_case_maps_to_payloads_valid_under_the_real_schemas(
-    mapping: KemluMapping, schemas: SchemaStore
+    mapping: KemluMapping, schemas: SchemaStore, cases: list[Any]
 ) -> None:
     produced: dict[str, int] = {}
-    for item in page("cases-page.json"):
+    for item in cases:
         if item.get("tppo") is not True:
             continue
         for planned in mapping.plan(item, version=str(item["version"])):
@@ -105,10 +143,12 @@ def test_every_seeded_case_maps_to_payloads_valid_under_the_real_schemas(
     assert produced == {"referral": 5, "repatriation_plan": 4, "network_alert": 5}
 
 
-def test_referral_carries_htcds_fields_and_identity_for_sealing(mapping: KemluMapping) -> None:
-    item = page("cases-page.json")[0]
-    referral = mapping.plan(item, version="1")[0]
+def test_referral_carries_htcds_fields_and_identity_for_sealing(
+    mapping: KemluMapping, cases: list[Any]
+) -> None:
+    referral = mapping.plan(cases[0], version="1")[0]
     assert isinstance(referral, PlannedMessage)
+    assert referral.message == "referral"
     payload = referral.payload
     assert payload["case_id"] == "KBRI-KCH-2020-000123"
     assert payload["cas_ReferredOrganisation"] == "kemensos"
@@ -125,11 +165,10 @@ def test_referral_carries_htcds_fields_and_identity_for_sealing(mapping: KemluMa
     assert referral.recipients == ("kemensos", "iom")
 
 
-def test_repatriation_plan_goes_through_entikong_to_pos_pemulangan_pontianak(mapping: KemluMapping) -> None:
-    plan = next(
-        p for p in mapping.plan(page("cases-page.json")[0], version="1") if p.message == "repatriation_plan"
-    )
-    assert isinstance(plan, PlannedMessage)
+def test_repatriation_plan_goes_through_entikong_to_pos_pemulangan_pontianak(
+    mapping: KemluMapping, cases: list[Any]
+) -> None:
+    plan = planned_message(mapping, cases[0], "repatriation_plan")
     assert plan.payload["border_crossing"] == "plbn-entikong"
     assert plan.payload["arrival_point"] == "pos-pemulangan-pontianak"
     assert plan.payload["onward_location_id"] == "rptc-pontianak"
@@ -137,46 +176,41 @@ def test_repatriation_plan_goes_through_entikong_to_pos_pemulangan_pontianak(map
     assert plan.recipients == ("kemensos", "iom")  # the escort (IOM) is already in copy
 
 
-def test_network_alert_has_no_person_data_and_suppresses_small_counts(mapping: KemluMapping) -> None:
-    items = page("cases-page.json")
-    kch = next(p for p in mapping.plan(items[0], version="1") if p.message == "network_alert")
-    kl = next(p for p in mapping.plan(items[-1], version="1") if p.message == "network_alert")
-    assert isinstance(kch, PlannedMessage)
-    assert isinstance(kl, PlannedMessage)
+def test_network_alert_has_no_person_data_and_suppresses_small_counts(
+    mapping: KemluMapping, cases: list[Any]
+) -> None:
+    kch = planned_message(mapping, cases[0], "network_alert")
+    kl = planned_message(mapping, cases[-1], "network_alert")
     assert kch.payload["suspected_victim_count"] == 14
     assert kl.payload["suspected_victim_count"] == "<11"  # 6 people: small-cell suppressed
     assert kch.recipients == ()  # alerts are not sealed for anyone: there is nothing personal in them
     text = json.dumps(kch.payload)
     for personal in ("Budi", "Sampel", "SPLP-", "+44", "Pak Sampel", "Fictional Plantation"):
         assert personal not in text
-    zero = copy.deepcopy(items[0])
+    zero = copy.deepcopy(cases[0])
     zero["jaringan"]["jumlah_korban_terduga"] = 0
-    alert = next(p for p in mapping.plan(zero, version="1") if p.message == "network_alert")
-    assert isinstance(alert, PlannedMessage)
+    alert = planned_message(mapping, zero, "network_alert")
     assert alert.payload["suspected_victim_count"] == 0
 
 
-def test_event_ids_are_deterministic_per_case_version_and_message(mapping: KemluMapping) -> None:
-    items = page("cases-page.json")
-    first = [p.event_id for p in mapping.plan(items[0], version="1") if isinstance(p, PlannedMessage)]
-    again = [
-        p.event_id
-        for p in mapping.plan(copy.deepcopy(items[0]), version="1")
-        if isinstance(p, PlannedMessage)
-    ]
-    bumped = [p.event_id for p in mapping.plan(items[0], version="2") if isinstance(p, PlannedMessage)]
+def test_event_ids_are_deterministic_per_case_version_and_message(
+    mapping: KemluMapping, cases: list[Any]
+) -> None:
+    first = event_ids(mapping, cases[0], version="1")
+    again = event_ids(mapping, copy.deepcopy(cases[0]), version="1")
+    bumped = event_ids(mapping, cases[0], version="2")
     assert first == again
     assert first[0] == case_event_id("KBRI-KCH-2020-000123", "1", "referral")
     assert first[0] != bumped[0]
     assert first[1] != bumped[1]
     # the network is keyed on the alert and its own version: four cases naming it publish one event
     assert first[2] == bumped[2]
-    other_case = [p.event_id for p in mapping.plan(items[1], version="1") if isinstance(p, PlannedMessage)]
+    other_case = event_ids(mapping, cases[1], version="1")
     assert other_case[2] == first[2]
 
 
-def test_an_unknown_code_names_the_field_not_the_value(mapping: KemluMapping) -> None:
-    item = copy.deepcopy(page("cases-page.json")[0])
+def test_an_unknown_code_names_the_field_not_the_value(mapping: KemluMapping, cases: list[Any]) -> None:
+    item = copy.deepcopy(cases[0])
     item["tppo_detail"]["sektor"] = SYNTHETIC_NAME
     planned = mapping.plan(item, version="1")
     problem = planned[0]
@@ -185,8 +219,10 @@ def test_an_unknown_code_names_the_field_not_the_value(mapping: KemluMapping) ->
     assert SYNTHETIC_NAME not in str(problem) + problem.error.detail
 
 
-def test_a_plan_without_a_referral_is_sealed_for_the_escort_only(mapping: KemluMapping) -> None:
-    item = copy.deepcopy(page("cases-page.json")[0])
+def test_a_plan_without_a_referral_is_sealed_for_the_escort_only(
+    mapping: KemluMapping, cases: list[Any]
+) -> None:
+    item = copy.deepcopy(cases[0])
     del item["rujukan"], item["jaringan"]
     [plan] = mapping.plan(item, version="1")
     assert isinstance(plan, PlannedMessage)
@@ -203,13 +239,9 @@ def test_mission_of_party() -> None:
 
 
 async def test_poll_publishes_only_tppo_cases_of_this_mission(
-    tmp_path: Path, world: World, mapping: KemluMapping
+    api: KemluCaseApiSimulator, source: KemluCaseApiSource, publish: WorldPublish
 ) -> None:
-    publish = WorldPublish(world, KBRI)
-    async with KemluCaseApiSimulator() as api:
-        source = make_source(api, tmp_path, mapping)
-        result = await source.poll_once(publish)
-        await source.close()
+    result = await source.poll_once(publish)
     assert publish.subjects("case.referral") == set(KCH_TPPO)
     assert publish.subjects("case.repatriation-plan") == set(KCH_TPPO)
     assert publish.subjects("alert.network") == {"ALR-KCH-2020-000031"}
@@ -222,13 +254,9 @@ async def test_poll_publishes_only_tppo_cases_of_this_mission(
 
 
 async def test_identity_is_sealed_for_the_referred_party(
-    tmp_path: Path, world: World, mapping: KemluMapping
+    world: World, source: KemluCaseApiSource, publish: WorldPublish
 ) -> None:
-    publish = WorldPublish(world, KBRI)
-    async with KemluCaseApiSimulator() as api:
-        source = make_source(api, tmp_path, mapping)
-        await source.poll_once(publish)
-        await source.close()
+    await source.poll_once(publish)
     referral = next(e for e in publish.of_type("case.referral") if e.subject == "KBRI-KCH-2020-000123")
     assert b"Budi" not in referral.data  # the wire form carries identity only inside `sealed`
     for party in ("kemensos", "iom"):
@@ -240,32 +268,30 @@ async def test_identity_is_sealed_for_the_referred_party(
 
 
 async def test_cursor_is_persisted_and_resumed_after_restart(
-    tmp_path: Path, world: World, mapping: KemluMapping
+    tmp_path: Path, mapping: KemluMapping, api: KemluCaseApiSimulator, publish: WorldPublish
 ) -> None:
-    publish = WorldPublish(world, KBRI)
-    async with KemluCaseApiSimulator() as api:
-        first = make_source(api, tmp_path, mapping)
-        await first.poll_once(publish)
-        await first.close()
-        cursor = json.loads((tmp_path / "kemlu-cursor-kemlu-case-api.json").read_text("utf-8"))
-        assert cursor["updated_since"] == "2020-08-10T09:20:00+08:00"  # the newest Kuching case
-        assert cursor["mission"] == "kuching"
-        published = set(publish.outbox)
+    first = make_source(api, tmp_path, mapping)
+    await first.poll_once(publish)
+    await first.close()
+    cursor = json.loads((tmp_path / "kemlu-cursor-kemlu-case-api.json").read_text("utf-8"))
+    assert cursor["updated_since"] == "2020-08-10T09:20:00+08:00"  # the newest Kuching case
+    assert cursor["mission"] == "kuching"
+    published = set(publish.outbox)
 
-        restarted = make_source(api, tmp_path, mapping)  # a new process: state only from the file
-        restarted.cursor.load()
-        api.gets.clear()
-        calls_before = len(publish.attempts)
-        await restarted.poll_once(publish)
-        assert api.gets[0]["updated_since"] == "2020-08-10T09:20:00+08:00"
-        assert len(publish.attempts) == calls_before  # the newest case was not TPPO: nothing re-published
-        assert set(publish.outbox) == published
+    restarted = make_source(api, tmp_path, mapping)  # a new process: state only from the file
+    restarted.cursor.load()
+    api.gets.clear()
+    calls_before = len(publish.attempts)
+    await restarted.poll_once(publish)
+    assert api.gets[0]["updated_since"] == "2020-08-10T09:20:00+08:00"
+    assert len(publish.attempts) == calls_before  # the newest case was not TPPO: nothing re-published
+    assert set(publish.outbox) == published
 
-        api.update_case(
-            "KBRI-KCH-2020-000125", {"pemulangan": {"status": "BERUBAH", "tanggal_berangkat": "2020-08-25"}}
-        )
-        await restarted.poll_once(publish)
-        await restarted.close()
+    api.update_case(
+        "KBRI-KCH-2020-000125", {"pemulangan": {"status": "BERUBAH", "tanggal_berangkat": "2020-08-25"}}
+    )
+    await restarted.poll_once(publish)
+    await restarted.close()
     new = set(publish.outbox) - published
     # a new version: a new referral and plan for that case; the network (its own version) is unchanged
     assert sorted(publish.outbox[i].type for i in new) == [
@@ -278,17 +304,13 @@ async def test_cursor_is_persisted_and_resumed_after_restart(
 
 
 async def test_re_polling_the_same_page_publishes_nothing_twice(
-    tmp_path: Path, world: World, mapping: KemluMapping
+    tmp_path: Path, source: KemluCaseApiSource, publish: WorldPublish
 ) -> None:
-    publish = WorldPublish(world, KBRI)
-    async with KemluCaseApiSimulator() as api:
-        source = make_source(api, tmp_path, mapping)
-        await source.poll_once(publish)
-        after_first = dict(publish.outbox)
-        (tmp_path / "kemlu-cursor-kemlu-case-api.json").unlink()  # cursor lost: read everything again
-        source.cursor.load()
-        await source.poll_once(publish)
-        await source.close()
+    await source.poll_once(publish)
+    after_first = dict(publish.outbox)
+    (tmp_path / "kemlu-cursor-kemlu-case-api.json").unlink()  # cursor lost: read everything again
+    source.cursor.load()
+    await source.poll_once(publish)
     assert publish.outbox.keys() == after_first.keys()
     ids = Counter(c.event_id for c in publish.attempts)
     network = next(e.id for e in publish.of_type("alert.network"))
@@ -297,7 +319,7 @@ async def test_re_polling_the_same_page_publishes_nothing_twice(
 
 
 async def test_keyset_paging_publishes_every_case_once(
-    tmp_path: Path, world: World, mapping: KemluMapping
+    tmp_path: Path, mapping: KemluMapping, publish: WorldPublish
 ) -> None:
     cases = []
     for n in range(7):
@@ -308,7 +330,6 @@ async def test_keyset_paging_publishes_every_case_once(
     tie = copy.deepcopy(cases[-1])  # two cases with the same timestamp across a page boundary
     tie["id_kasus"] = "KBRI-KCH-2020-000299"
     cases.append(tie)
-    publish = WorldPublish(world, KBRI)
     async with KemluCaseApiSimulator(cases) as api:
         source = make_source(api, tmp_path, mapping, page_size=2)
         result = await source.poll_once(publish)
@@ -319,14 +340,11 @@ async def test_keyset_paging_publishes_every_case_once(
 
 
 async def test_api_that_fails_and_recovers_is_retried_with_backoff(
-    tmp_path: Path, world: World, mapping: KemluMapping
+    api: KemluCaseApiSimulator, source: KemluCaseApiSource, publish: WorldPublish
 ) -> None:
-    publish = WorldPublish(world, KBRI)
-    async with KemluCaseApiSimulator() as api:
-        api.fail_next(3)
-        source = make_source(api, tmp_path, mapping)
-        with capture_logs() as logs:
-            await run_until_all_referred(source, publish)
+    api.fail_next(3)
+    with capture_logs() as logs:
+        await run_until_all_referred(source, publish)
     assert publish.subjects("case.referral") == set(KCH_TPPO)
     assert api.failures_served == 3
     assert source.consecutive_failures == 0
@@ -337,61 +355,52 @@ async def test_api_that_fails_and_recovers_is_retried_with_backoff(
 
 
 async def test_a_refusing_api_is_an_operator_error_retried_at_the_longest_delay(
-    tmp_path: Path, world: World, mapping: KemluMapping
+    tmp_path: Path, mapping: KemluMapping, api: KemluCaseApiSimulator, publish: WorldPublish
 ) -> None:
-    publish = WorldPublish(world, KBRI)
-    async with KemluCaseApiSimulator() as api:
-        api.fail_next(1, status=401)  # e.g. an expired token, renewed by an operator
-        source = make_source(
-            api, tmp_path, mapping, backoff=RetryPolicy(attempts=1, base_delay=5.0, max_delay=0.05)
-        )
-        with capture_logs() as logs:
-            await run_until_all_referred(source, publish)
+    api.fail_next(1, status=401)  # e.g. an expired token, renewed by an operator
+    source = make_source(
+        api, tmp_path, mapping, backoff=RetryPolicy(attempts=1, base_delay=5.0, max_delay=0.05)
+    )
+    with capture_logs() as logs:
+        await run_until_all_referred(source, publish)
     assert publish.subjects("case.referral") == set(KCH_TPPO)
     [refused] = [e for e in logs if e["event"] == "kemlu_api.unavailable"]
     assert (refused["log_level"], refused["status"]) == ("error", 401)
 
 
 async def test_a_crashing_poll_does_not_kill_the_loop(
-    tmp_path: Path, world: World, mapping: KemluMapping
+    source: KemluCaseApiSource, publish: WorldPublish
 ) -> None:
-    publish = WorldPublish(world, KBRI)
-    async with KemluCaseApiSimulator() as api:
-        source = make_source(api, tmp_path, mapping)
-        real_fetch = source._fetch
-        calls = 0
+    real_fetch = source._fetch
+    calls = 0
 
-        async def flaky(since: str, page_number: int) -> Any:
-            nonlocal calls
-            calls += 1
-            if calls == 1:
-                raise RuntimeError("bug in a dependency")
-            return await real_fetch(since, page_number)
+    async def flaky(since: str, page_number: int) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("bug in a dependency")
+        return await real_fetch(since, page_number)
 
-        source._fetch = flaky  # type: ignore[method-assign]
-        await run_until_all_referred(source, publish)
+    source._fetch = flaky  # type: ignore[method-assign]
+    await run_until_all_referred(source, publish)
     assert publish.subjects("case.referral") == set(KCH_TPPO)
 
 
 async def test_cursor_stays_when_publish_defers_and_the_page_is_redone(
-    tmp_path: Path, world: World, mapping: KemluMapping
+    tmp_path: Path, world: World, source: KemluCaseApiSource
 ) -> None:
     publish = WorldPublish(world, KBRI, refuse_on_call=(4, Reason.OUTBOX_FULL))
-    async with KemluCaseApiSimulator() as api:
-        source = make_source(api, tmp_path, mapping)
-        with pytest.raises(Exception, match=r"outbox\.full"):
-            await source.poll_once(publish)
-        assert not (tmp_path / "kemlu-cursor-kemlu-case-api.json").exists()  # the page was not finished
-        await source.poll_once(publish)  # the outbox has room again
-        await source.close()
+    with pytest.raises(Exception, match=r"outbox\.full"):
+        await source.poll_once(publish)
+    assert not (tmp_path / "kemlu-cursor-kemlu-case-api.json").exists()  # the page was not finished
+    await source.poll_once(publish)  # the outbox has room again
     assert publish.subjects("case.referral") == set(KCH_TPPO)
     assert len(publish.outbox) == 9  # 4 referrals + 4 plans + 1 network alert, none twice
 
 
 async def test_malformed_items_are_quarantined_without_values_and_do_not_block(
-    tmp_path: Path, world: World, mapping: KemluMapping
+    tmp_path: Path, mapping: KemluMapping, publish: WorldPublish
 ) -> None:
-    publish = WorldPublish(world, KBRI)
     quarantined: list[tuple[str, str]] = []
     async with KemluCaseApiSimulator([]) as api:
         source = make_source(api, tmp_path, mapping, on_quarantine=lambda s, r: quarantined.append((s, r)))
@@ -427,19 +436,15 @@ async def test_malformed_items_are_quarantined_without_values_and_do_not_block(
 
 
 async def test_cursor_written_for_another_mission_is_ignored(
-    tmp_path: Path, world: World, mapping: KemluMapping
+    tmp_path: Path, source: KemluCaseApiSource, publish: WorldPublish
 ) -> None:
     (tmp_path / "kemlu-cursor-kemlu-case-api.json").write_text(
         json.dumps(
             {"format": "kemlu-cursor/1", "mission": "kuala-lumpur", "updated_since": "2030-01-01T00:00:00Z"}
         )
     )
-    publish = WorldPublish(world, KBRI)
-    async with KemluCaseApiSimulator() as api:
-        source = make_source(api, tmp_path, mapping)
-        source.cursor.load()
-        await source.poll_once(publish)
-        await source.close()
+    source.cursor.load()
+    await source.poll_once(publish)
     assert publish.subjects("case.referral") == set(KCH_TPPO)
 
 
@@ -475,19 +480,31 @@ def accepted_for_kbri(
     return verdict
 
 
-async def test_shelter_admission_and_closure_are_posted_as_case_updates(world: World, tmp_path: Path) -> None:
-    admission = accepted_for_kbri(
+@pytest.fixture
+def admission(world: World) -> Accepted:
+    """Kemensos' shelter admission of case KBRI-KCH-2020-000123, sealed for (and verified by) KBRI Kuching."""
+    return accepted_for_kbri(
         world, "id.trafficking.case.shelter-admission", example("case.shelter-admission", "1.0")[0][1]
     )
+
+
+@pytest.fixture
+async def updates(api: KemluCaseApiSimulator, tmp_path: Path) -> AsyncIterator[WebhookSink]:
+    """The ``kemlu-case-api`` sink as an operator configures it, posting to ``api``; closed after the test."""
+    sink = case_api_sink({"url": api.url}, plugin_context(tmp_path, KBRI))
+    assert isinstance(sink, WebhookSink)  # the gateway's webhook sink, configured: nothing re-implemented
+    yield sink
+    await sink.close()
+
+
+async def test_shelter_admission_and_closure_are_posted_as_case_updates(
+    world: World, api: KemluCaseApiSimulator, updates: WebhookSink, admission: Accepted
+) -> None:
     closure_payload = next(p for path, p in example("case.closure", "1.0") if "reintegrated" in path.name)
     closure = accepted_for_kbri(world, "id.trafficking.case.closure", closure_payload)
-    async with KemluCaseApiSimulator() as api:
-        sink = case_api_sink({"url": api.url}, plugin_context(tmp_path, KBRI))
-        assert isinstance(sink, KemluUpdatesSink)
-        await sink.deliver(admission)
-        await sink.deliver(admission)  # redelivery: the API answers 409, which counts as delivered
-        await sink.deliver(closure)
-        await sink.close()
+    await updates.deliver(admission)
+    await updates.deliver(admission)  # redelivery: the API answers 409, which counts as delivered
+    await updates.deliver(closure)
     assert [u.case_id for u in api.updates] == ["KBRI-KCH-2020-000123", "KBRI-KCH-2020-000123"]
     assert api.update_attempts == 3
     first, second = api.updates
@@ -514,33 +531,38 @@ async def test_shelter_admission_and_closure_are_posted_as_case_updates(world: W
 
 
 async def test_outbound_without_a_native_mapping_is_dead_lettered_not_retried(
-    world: World, tmp_path: Path
+    world: World, api: KemluCaseApiSimulator, updates: WebhookSink, admission: Accepted
 ) -> None:
-    referral = world.event(
-        "id.trafficking.case.referral",
-        example("case.referral", "1.0")[0][1],
-        by="kemensos",
-        recipients=[KBRI],
-    )
-    verdict = world.verifier(KBRI).verify_structured(referral.to_structured())
-    assert isinstance(verdict, Accepted)
+    referral = accepted_for_kbri(world, "id.trafficking.case.referral", example("case.referral", "1.0")[0][1])
     unknown_case = dict(example("case.closure", "1.0")[0][1], case_id="KBRI-KCH-2020-999999")
-    async with KemluCaseApiSimulator() as api:
-        sink = case_api_sink({"url": api.url}, plugin_context(tmp_path, KBRI))
+    with capture_logs() as logs:
         with pytest.raises(SinkError) as no_mapping:
-            await deliver_with_retry(sink, verdict, RetryPolicy(attempts=3, base_delay=0.0))
+            await deliver_with_retry(updates, referral, RETRY_3)
         assert not no_mapping.value.retryable
         with pytest.raises(SinkError) as unknown:
             await deliver_with_retry(
-                sink, accepted_for_kbri(world, "id.trafficking.case.closure", unknown_case, sealed=False),
-                RetryPolicy(attempts=3, base_delay=0.0),
+                updates, accepted_for_kbri(world, "id.trafficking.case.closure", unknown_case, sealed=False),
+                RETRY_3,
             )  # fmt: skip
         assert (unknown.value.status, unknown.value.retryable) == (404, False)
         api.fail_next(1)
-        admission = accepted_for_kbri(
-            world, "id.trafficking.case.shelter-admission", example("case.shelter-admission", "1.0")[0][1]
-        )
-        await deliver_with_retry(sink, admission, RetryPolicy(attempts=3, base_delay=0.0))  # 503 then 201
-        await sink.close()
+        await deliver_with_retry(updates, admission, RETRY_3)  # 503 then 201
     assert api.update_attempts == 3
     assert len(api.updates) == 1
+    # the update URL names the case; like every webhook URL it is never put into an error or a log line
+    for text in (str(no_mapping.value), str(unknown.value), repr(logs)):
+        assert "/api/v1/cases" not in text
+        assert "999999" not in text
+
+
+def test_update_url_names_the_case_and_refuses_anything_but_a_case_id(admission: Accepted) -> None:
+    base = URL("https://pwni.kemlu.example/")
+    assert update_url(base, admission) == URL(
+        "https://pwni.kemlu.example/api/v1/cases/KBRI-KCH-2020-000123/updates"
+    )
+    for subject in (SYNTHETIC_NAME, "../../admin", "KBRI-KCH-2020-000123/../x", "kbri-kch-2020-000123"):
+        forged = dataclasses.replace(admission, event=dataclasses.replace(admission.event, subject=subject))
+        with pytest.raises(MappingError) as info:
+            update_url(base, forged)
+        assert (info.value.reason, info.value.field) == (Reason.SCHEMA_INVALID, "case_id")
+        assert subject not in str(info.value)
