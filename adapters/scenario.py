@@ -45,7 +45,7 @@ from gateway.audit.note import verifier_from_vkey
 from gateway.audit.replay import Auditor, audit_kafka
 from gateway.broker import EmbeddedBroker
 from gateway.config import GatewayConfig
-from gateway.kafka import KafkaSettings
+from gateway.kafka import EMBEDDED_CLIENT_TIMINGS, KafkaSettings
 from gateway.keys import SigningKey, write_private_pem
 from gateway.runtime import Gateway
 from gateway.sandbox import create_sandbox
@@ -57,12 +57,8 @@ __all__ = ["KBRI", "PARTIES", "ScenarioResult", "run_scenario"]
 
 KBRI, KEMENSOS, IOM = "kemlu.kbri-kuching", "kemensos", "iom"
 PARTIES = (KBRI, KEMENSOS, IOM)
-#: Group timings the embedded broker needs (see gateway.broker's notes on Tansu).
-_EMBEDDED_KAFKA: dict[str, Any] = {
-    "session_timeout_ms": 1000,
-    "heartbeat_interval_ms": 100,
-    "enable_idempotence": False,
-}
+#: Client timings the embedded broker needs (see gateway.kafka.EMBEDDED_CLIENT_TIMINGS).
+_EMBEDDED_KAFKA: dict[str, Any] = {**EMBEDDED_CLIENT_TIMINGS, "enable_idempotence": False}
 _CLOSURE = {
     "case_id": "KBRI-KCH-2020-000123",
     "cas_Status": "Closed",

@@ -38,7 +38,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any, ClassVar, Final
+from typing import Any, Final
 
 from bench._common import (
     ALERT_TYPE,
@@ -57,16 +57,17 @@ from bench._common import (
     write_results,
 )
 from gateway.broker import EmbeddedBroker
-from gateway.kafka import KafkaSettings
+from gateway.kafka import (
+    EMBEDDED_CLIENT_TIMINGS,
+    EMBEDDED_FETCH_MAX_WAIT_MS,
+    KAFKA_FETCH_MAX_WAIT_MS,
+    KafkaSettings,
+)
 from gateway.sign import build_event
 from gateway.topics import topic_for
 
-#: The embedded broker's group timings (tests/integration/exchange.py): joins take ~1 s instead of ~5 s.
-EMBEDDED_KAFKA: Final = {
-    "session_timeout_ms": 1000,
-    "heartbeat_interval_ms": 100,
-    "request_timeout_ms": 10000,
-}
+#: The embedded broker's client timings (gateway.kafka.EMBEDDED_CLIENT_TIMINGS) and a request timeout.
+EMBEDDED_KAFKA: Final = {**EMBEDDED_CLIENT_TIMINGS, "request_timeout_ms": 10000}
 TOPIC: Final = topic_for(PUBLISHER, "alert", 1)
 WARMUP: Final = 200
 _SENT_HEADER: Final = "bench-sent"
@@ -108,29 +109,14 @@ class Outcome:
 # ---- children ----------------------------------------------------------------------------------------------
 
 
-class TunedKafkaSettings(KafkaSettings):
-    """The gateway's Kafka settings plus the consumer's ``fetch_max_wait_ms``, which KafkaSettings does not
-    expose (aiokafka's default is 500 ms). Tansu answers a fetch only when that wait is over, even when
-    records arrive meanwhile, so on the embedded broker it bounds delivery latency from below (real Kafka
-    answers as soon as records arrive). Set per process before use."""
-
-    fetch_wait_ms: ClassVar[int | None] = None
-
-    def consumer_kwargs(self, group_id: str | None) -> dict[str, Any]:
-        kwargs = super().consumer_kwargs(group_id)
-        if self.fetch_wait_ms is not None:
-            kwargs["fetch_max_wait_ms"] = self.fetch_wait_ms
-        return kwargs
-
-
 def _settings(plan: Plan) -> KafkaSettings:
-    TunedKafkaSettings.fetch_wait_ms = plan.fetch_wait_ms
-    return TunedKafkaSettings(
+    return KafkaSettings(
         bootstrap_servers=(plan.bootstrap,),
         enable_idempotence=False,
         session_timeout_ms=EMBEDDED_KAFKA["session_timeout_ms"],
         heartbeat_interval_ms=EMBEDDED_KAFKA["heartbeat_interval_ms"],
         request_timeout_ms=EMBEDDED_KAFKA["request_timeout_ms"],
+        fetch_max_wait_ms=plan.fetch_wait_ms,
     )
 
 
@@ -503,7 +489,7 @@ async def main_async(args: argparse.Namespace) -> None:
     await measure(f"gateway, {args.rate:,.0f}/s offered, {wait}", "gateway", paced, args.rate)
     if not args.quick:
         await measure(f"gateway, {args.rate:,.0f}/s offered, aiokafka default wait", "gateway", paced,
-                      args.rate, fetch_wait_ms=None)  # fmt: skip
+                      args.rate, fetch_wait_ms=KAFKA_FETCH_MAX_WAIT_MS)  # fmt: skip
     if small:
         await measure(f"gateway, full speed, {small:,} events", "gateway", small, None)
     if not args.quick:
@@ -541,8 +527,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--fetch-max-wait-ms",
         type=int,
-        default=25,
-        help="consumers' fetch_max_wait_ms (see TunedKafkaSettings; aiokafka default 500)",
+        default=EMBEDDED_FETCH_MAX_WAIT_MS,
+        help="consumers' fetch_max_wait_ms (default: the embedded broker's; Kafka's default is 500)",
     )
     parser.add_argument("--profile", type=Path, help="py-spy the full-speed runs' processes into this folder")
     asyncio.run(main_async(parser.parse_args(argv)))

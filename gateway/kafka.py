@@ -38,6 +38,7 @@ import ssl
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Final, Literal, cast, get_args
 
 import structlog
@@ -45,6 +46,9 @@ import structlog
 from gateway.errors import GatewayError, Reason
 
 __all__ = [
+    "EMBEDDED_CLIENT_TIMINGS",
+    "EMBEDDED_FETCH_MAX_WAIT_MS",
+    "KAFKA_FETCH_MAX_WAIT_MS",
     "SASL_MECHANISMS",
     "SECURITY_PROTOCOLS",
     "KafkaSettings",
@@ -61,6 +65,23 @@ SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["SCRAM-SHA-256", "SCRAM-SHA-512"]
 SECURITY_PROTOCOLS: Final[tuple[SecurityProtocol, ...]] = get_args(SecurityProtocol)
 SASL_MECHANISMS: Final[tuple[SaslMechanism, ...]] = get_args(SaslMechanism)
+KAFKA_FETCH_MAX_WAIT_MS: Final = 500
+"""Kafka's own default for ``fetch.max.wait.ms``; a real broker answers a fetch as soon as records arrive."""
+EMBEDDED_FETCH_MAX_WAIT_MS: Final = 10
+"""The embedded broker answers a fetch only when its wait has elapsed (see gateway/broker.py's quirks), so
+every delivery waits up to this long: 10 ms keeps p99 low at the cost of idle fetches every 10 ms (measured
+in docs/PERFORMANCE.md)."""
+EMBEDDED_CLIENT_TIMINGS: Final[Mapping[str, int]] = MappingProxyType(
+    {
+        "session_timeout_ms": 1_000,
+        "heartbeat_interval_ms": 100,
+        "fetch_max_wait_ms": EMBEDDED_FETCH_MAX_WAIT_MS,
+    }
+)
+"""Client timings for the embedded broker, as ``KafkaSettings`` keyword arguments (or ``[kafka]`` keys): Tansu
+holds JoinGroup for about half the session timeout and a consumer that stops in generation 0 lingers for a
+whole session (gateway/broker.py), so 1 s sessions make joins take ~1 s instead of ~5 s; real Kafka refuses
+sessions below 6 s by default, so never use these against a real cluster."""
 
 
 _CLIENT_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
@@ -248,6 +269,10 @@ class KafkaSettings:
     session_timeout_ms: int = 10_000
     heartbeat_interval_ms: int = 3_000
     max_poll_interval_ms: int = 300_000
+    fetch_max_wait_ms: int | None = None
+    """How long a fetch may wait for records. ``None`` = Kafka's default (500 ms) for a real cluster, which
+    answers as soon as records arrive anyway; :meth:`for_embedded` sets :data:`EMBEDDED_FETCH_MAX_WAIT_MS`,
+    because the embedded broker (Tansu) holds every fetch for the whole wait even when records arrive."""
     _hosts: tuple[tuple[str, int], ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -309,8 +334,11 @@ class KafkaSettings:
             ("session_timeout_ms", 1_000, 3_600_000),
             ("heartbeat_interval_ms", 50, 600_000),
             ("max_poll_interval_ms", 1_000, 86_400_000),
+            ("fetch_max_wait_ms", 1, 60_000),
         ):
             value = getattr(self, name)
+            if value is None and name == "fetch_max_wait_ms":
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
                 raise _fail(name, f"must be an integer in {low}..{high}, got {value!r}")
         if self.heartbeat_interval_ms >= self.session_timeout_ms:
@@ -342,7 +370,10 @@ class KafkaSettings:
             if isinstance(bootstrap_servers, str)
             else tuple(bootstrap_servers)
         )
-        return replace(self, bootstrap_servers=servers, enable_idempotence=False)
+        fetch_wait = self.fetch_max_wait_ms or EMBEDDED_FETCH_MAX_WAIT_MS
+        return replace(
+            self, bootstrap_servers=servers, enable_idempotence=False, fetch_max_wait_ms=fetch_wait
+        )
 
     def redacted(self) -> dict[str, object]:
         """A log-safe summary (paths and names, no secrets)."""
@@ -403,6 +434,7 @@ class KafkaSettings:
             "group_id": group_id,
             "enable_auto_commit": False,
             "auto_offset_reset": "earliest",
+            "fetch_max_wait_ms": self.fetch_max_wait_ms or KAFKA_FETCH_MAX_WAIT_MS,
         }
         if group_id is not None:
             kwargs["session_timeout_ms"] = self.session_timeout_ms
@@ -444,6 +476,7 @@ class _Parser:
             "session_timeout_ms",
             "heartbeat_interval_ms",
             "max_poll_interval_ms",
+            "fetch_max_wait_ms",
         }
     )
     _TLS = frozenset({"ca_file", "cert_file", "key_file", "key_password_file", "check_hostname"})
@@ -455,6 +488,7 @@ class _Parser:
         "session_timeout_ms",
         "heartbeat_interval_ms",
         "max_poll_interval_ms",
+        "fetch_max_wait_ms",
     )
 
     def __init__(self, base_dir: Path | None) -> None:

@@ -90,7 +90,7 @@ class Publisher:
         topic = self.topic_of(event)
         await self.outbox.put(topic, event)
         self._metrics.outbox_depth.set(self.outbox.depth)  # xchg_published_total counts broker acks (_send)
-        _log.info("event accepted into outbox", event_id=event.id, type=event_type, topic=topic)
+        _log.debug("event accepted into outbox", event_id=event.id, type=event_type, topic=topic)
         return event
 
     def topic_of(self, event: Envelope) -> str:

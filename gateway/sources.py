@@ -35,6 +35,7 @@ import contextlib
 import dataclasses
 import enum
 import hashlib
+import itertools
 import os
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -52,6 +53,7 @@ from gateway.errors import GatewayError, Reason
 __all__ = [
     "DROP_SUFFIX",
     "EVENT_ID_NAMESPACE",
+    "PUBLISH_CHUNK",
     "DropEvent",
     "DropFile",
     "DropFolderSource",
@@ -77,6 +79,8 @@ EVENT_ID_NAMESPACE: Final = uuid.UUID("65e84f46-c50c-579c-85e3-f33fb744a1fc")
 DROP_SUFFIX: Final = ".jsonl"
 #: ``publish`` refusals about the gateway's state, not the record: the file is retried, not quarantined.
 _DEFERRING_REASONS: Final = frozenset({Reason.OUTBOX_FULL, Reason.STOPPING, Reason.BUS_UNAVAILABLE})
+PUBLISH_CHUNK: Final = 64
+"""Records of one file published concurrently (one group commit in the outbox instead of one each)."""
 _LINE_MEMBERS: Final = frozenset({"type", "data", "recipients", "dataschema"})
 _DIR_MODE: Final = 0o700
 _FILE_MODE: Final = 0o600
@@ -86,6 +90,11 @@ class PublishFn(Protocol):
     """The runtime's publish function: validate, seal, sign and enqueue one event.
 
     Raises ``GatewayError`` when the payload is refused (``schema.invalid``, ``authz.*``, ``seal.*``, ...).
+
+    Concurrent calls (a drop folder publishes a file in chunks of :data:`PUBLISH_CHUNK`) are decided in call
+    order: :meth:`gateway.publisher.Publisher.publish` checks intake and outbox capacity before its first
+    ``await``, and enqueued events count against the capacity, so once it refuses with ``gateway.stopping``
+    or ``outbox.full`` it refuses every call started after it in the same chunk.
     """
 
     async def __call__(
@@ -133,6 +142,9 @@ class DropEvent:
     recipients: tuple[str, ...] = ()
     dataschema: str | None = None
     refusal_field: Callable[[GatewayError], str | None] | None = None
+
+
+_END_OF_FILE: Final = DropEvent("", {}, "")  # marks the end of a file's records in _process_path
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,7 +220,9 @@ class DropFolderSource(abc.ABC):
     A ``GatewayError`` from ``publish`` quarantines the record, except the reasons that describe the gateway
     rather than the record (``outbox.full``, ``gateway.stopping``, ``bus.unavailable``): then the file is
     left in ``inbox/`` and retried whole at the next poll (same ids, so nothing is duplicated), and later
-    files wait too, which keeps an export's events in order.
+    files wait too, which keeps an export's events in order. Records are published in chunks of
+    :data:`PUBLISH_CHUNK` concurrent calls (one outbox commit per chunk, not per record); ``stop`` is
+    checked between chunks.
 
     Only one gateway may consume a given directory. Exceptions other than ``GatewayError`` raised by
     ``publish``, and file-system errors other than a file vanishing from ``inbox/``, propagate out of
@@ -321,42 +335,22 @@ class DropFolderSource(abc.ABC):
         except FileNotFoundError:  # taken away by an operator between listing and reading
             return self._vanished(result)
         result.facts = drop.facts
-        for number, record in drop.records:
-            if stop is not None and stop.is_set():
-                _log.info(
-                    f"{self.log_prefix}.file_interrupted", source=self.name, file=path.name,
-                    **{self.record_word: number},
-                )  # fmt: skip
-                return result
+        chunk: list[tuple[int | None, DropEvent]] = []
+        for number, record in itertools.chain(drop.records, [(None, _END_OF_FILE)]):
+            if isinstance(record, DropEvent) and record is not _END_OF_FILE:
+                chunk.append((number, record))
+                if len(chunk) < PUBLISH_CHUNK:
+                    continue
+            if chunk:
+                if stop is not None and stop.is_set():
+                    return self._interrupted(result, chunk[0][0])
+                if not await self._publish_chunk(chunk, publish, result):
+                    return result
+                chunk = []
             if record is None:
                 result.skipped += 1
             elif isinstance(record, DropRejection):
                 self._reject(result, number, record)
-            else:
-                try:
-                    await publish(
-                        record.type, record.data, recipients=record.recipients, dataschema=record.dataschema,
-                        event_id=record.event_id,
-                    )  # fmt: skip
-                except GatewayError as exc:
-                    if exc.reason in _DEFERRING_REASONS:
-                        _log.warning(
-                            f"{self.log_prefix}.file_deferred", source=self.name, file=path.name,
-                            reason=str(exc.reason), **{self.record_word: number},
-                        )  # fmt: skip
-                        result.outcome = DropOutcome.DEFERRED
-                        return result
-                    field = record.refusal_field(exc) if record.refusal_field is not None else None
-                    rejection = DropRejection(
-                        str(exc.reason), exc.detail, field, "publish-refused", record.event_id
-                    )
-                    self._reject(result, number, rejection)
-                    continue
-                result.published += 1
-                _log.debug(
-                    f"{self.log_prefix}.{self.record_word}_published", source=self.name, file=path.name,
-                    event_id=record.event_id, **{self.record_word: number},
-                )  # fmt: skip
 
         destination = await asyncio.to_thread(self._finish, path, result.rejections)
         if destination is None:
@@ -369,6 +363,62 @@ class DropFolderSource(abc.ABC):
             f"{self.log_prefix}.file_done", source=self.name, file=path.name, done=destination.name,
             published=result.published, skipped=result.skipped, quarantined=len(result.rejections),
             **result.facts,
+        )  # fmt: skip
+        return result
+
+    async def _publish_chunk(
+        self, chunk: Sequence[tuple[int | None, DropEvent]], publish: PublishFn, result: DropResult
+    ) -> bool:
+        """Publish a run of consecutive records concurrently; False if the file must wait (deferred).
+
+        The calls start in record order; the runtime's publish decides each in call order and commits
+        concurrent calls together (one outbox transaction instead of one per record), so the events keep
+        the file's order. A deferring refusal holds for the rest of the chunk (see :class:`PublishFn`), so
+        what was accepted is a prefix of the deferrable records and the retry continues in order.
+        """
+        outcomes = await asyncio.gather(
+            *(
+                publish(
+                    record.type, record.data, recipients=record.recipients, dataschema=record.dataschema,
+                    event_id=record.event_id,
+                )
+                for _, record in chunk
+            ),
+            return_exceptions=True,
+        )  # fmt: skip
+        deferred: tuple[int | None, GatewayError] | None = None
+        for (number, record), outcome in zip(chunk, outcomes, strict=True):
+            if isinstance(outcome, GatewayError):
+                if outcome.reason in _DEFERRING_REASONS:
+                    deferred = deferred or (number, outcome)
+                    continue
+                field = record.refusal_field(outcome) if record.refusal_field is not None else None
+                rejection = DropRejection(
+                    str(outcome.reason), outcome.detail, field, "publish-refused", record.event_id
+                )
+                self._reject(result, number, rejection)
+            elif isinstance(outcome, BaseException):
+                raise outcome
+            else:
+                result.published += 1
+                _log.debug(
+                    f"{self.log_prefix}.{self.record_word}_published", source=self.name, file=result.file,
+                    event_id=record.event_id, **{self.record_word: number},
+                )  # fmt: skip
+        if deferred is not None:
+            number, error = deferred
+            _log.warning(
+                f"{self.log_prefix}.file_deferred", source=self.name, file=result.file,
+                reason=str(error.reason), **{self.record_word: number},
+            )  # fmt: skip
+            result.outcome = DropOutcome.DEFERRED
+            return False
+        return True
+
+    def _interrupted(self, result: DropResult, number: int | None) -> DropResult:
+        _log.info(
+            f"{self.log_prefix}.file_interrupted", source=self.name, file=result.file,
+            **{self.record_word: number},
         )  # fmt: skip
         return result
 

@@ -8,6 +8,7 @@ the gateway would accept and deduplicate.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 from collections.abc import Mapping, Sequence
@@ -41,7 +42,8 @@ class WorldPublish:
 
     ``attempts`` records every call in order, refused ones included; ``calls`` only those that were
     published. ``refuse_on_call=(n, reason)`` refuses the n-th attempt with ``reason``, as the runtime does
-    when it cannot take events now (``outbox.full``...).
+    when it cannot take events now (``outbox.full``...), and, like the runtime, every attempt started after
+    it in the same turn of the event loop (the rest of a drop file's chunk; see ``sources.PublishFn``).
     """
 
     world: World
@@ -50,6 +52,7 @@ class WorldPublish:
     attempts: list[Published] = field(default_factory=list)
     calls: list[Published] = field(default_factory=list)
     outbox: dict[str, Envelope] = field(default_factory=dict)
+    _refusing: bool = False
 
     async def __call__(
         self,
@@ -62,8 +65,12 @@ class WorldPublish:
     ) -> Envelope:
         call = Published(event_type, copy.deepcopy(dict(data)), tuple(recipients), dataschema, event_id)
         self.attempts.append(call)
-        if self.refuse_on_call is not None and len(self.attempts) == self.refuse_on_call[0]:
-            raise GatewayError(self.refuse_on_call[1], "the gateway cannot take events now")
+        refusal = self.refuse_on_call
+        if refusal is not None and (self._refusing or len(self.attempts) == refusal[0]):
+            if not self._refusing:
+                self._refusing = True
+                asyncio.get_running_loop().call_soon(setattr, self, "_refusing", False)
+            raise GatewayError(refusal[1], "the gateway cannot take events now")
         event = self.world.event(
             event_type, data, by=self.party, recipients=recipients, dataschema=dataschema, event_id=event_id
         )

@@ -558,9 +558,7 @@ class Notary:
     async def _consume(self) -> None:
         kafka = self.kafka
         consumer_kwargs = kafka.consumer_kwargs(None)
-        consumer_kwargs.update(
-            fetch_max_wait_ms=100, metadata_max_age_ms=int(self.config.refresh_seconds * 1000)
-        )
+        consumer_kwargs.update(metadata_max_age_ms=int(self.config.refresh_seconds * 1000))
         self._consumer = AIOKafkaConsumer(**consumer_kwargs)
         self._admin = AIOKafkaAdminClient(**kafka.admin_kwargs())
         await self._consumer.start()

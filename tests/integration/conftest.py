@@ -38,7 +38,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from gateway.broker import EmbeddedBroker, free_port
-from gateway.kafka import KafkaSettings
+from gateway.kafka import EMBEDDED_CLIENT_TIMINGS, KafkaSettings
 from tests.integration.exchange import embedded_settings
 from tests.tls import make_ca
 
@@ -109,9 +109,8 @@ def kafka_settings(kafka_bootstrap: str, external_kafka: str | None) -> KafkaSet
         return KafkaSettings(
             bootstrap_servers=servers,
             enable_idempotence=False,
-            session_timeout_ms=1_000,
-            heartbeat_interval_ms=100,
             request_timeout_ms=10_000,
+            **EMBEDDED_CLIENT_TIMINGS,
             client_id="xchg-tests",
         )
     return KafkaSettings(

@@ -15,14 +15,15 @@ import tomli_w
 
 from gateway.broker import EmbeddedBroker
 from gateway.config import GatewayConfig
-from gateway.kafka import KafkaSettings
+from gateway.kafka import EMBEDDED_CLIENT_TIMINGS, KafkaSettings
 from gateway.runtime import Gateway
 from gateway.sandbox import SandboxParty, create_sandbox
 from gateway.sinks import MemorySink
 from gateway.subscriber import Route
 
-#: Group timings the embedded broker needs (see gateway.broker); an external Kafka gets its own settings.
-EMBEDDED_KAFKA = {"session_timeout_ms": 1000, "heartbeat_interval_ms": 100, "request_timeout_ms": 10000}
+#: Client timings the embedded broker needs (gateway.kafka.EMBEDDED_CLIENT_TIMINGS) and the tests' request
+#: timeout; an external Kafka gets its own settings.
+EMBEDDED_KAFKA = {**EMBEDDED_CLIENT_TIMINGS, "request_timeout_ms": 10000}
 
 
 @dataclass
@@ -41,6 +42,8 @@ def kafka_table(settings: KafkaSettings) -> dict[str, Any]:
         "request_timeout_ms": settings.request_timeout_ms,
         "enable_idempotence": settings.idempotence,
     }
+    if settings.fetch_max_wait_ms is not None:
+        table["fetch_max_wait_ms"] = settings.fetch_max_wait_ms
     if settings.allow_plaintext:
         table["allow_plaintext"] = True
     if settings.security_protocol != "PLAINTEXT":
@@ -62,10 +65,7 @@ def kafka_settings_for(bootstrap_servers: str, **extra: Any) -> KafkaSettings:
     return KafkaSettings(
         bootstrap_servers=(bootstrap_servers,),
         enable_idempotence=False,
-        session_timeout_ms=EMBEDDED_KAFKA["session_timeout_ms"],
-        heartbeat_interval_ms=EMBEDDED_KAFKA["heartbeat_interval_ms"],
-        request_timeout_ms=EMBEDDED_KAFKA["request_timeout_ms"],
-        **extra,
+        **{**EMBEDDED_KAFKA, **extra},
     )
 
 

@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -36,10 +37,10 @@ from gateway.sandbox import SandboxParty, create_sandbox
 from gateway.sources import drop_event_id
 from tests.integration.agency_sim import AgencySimulator
 from tests.integration.exchange import (
-    EMBEDDED_KAFKA,
     Node,
     eventually,
     exchange,
+    kafka_settings_for,
     kafka_table,
     metric_total,
     received_ids,
@@ -56,14 +57,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 # ---- helpers --------------------------------------------------------------------------------------------
 def settings_for(broker: EmbeddedBroker, *, request_timeout_ms: int | None = None) -> KafkaSettings:
-    """PLAINTEXT settings for ``broker`` with the group timings it needs (see ``EMBEDDED_KAFKA``)."""
-    return KafkaSettings(
-        bootstrap_servers=(broker.bootstrap_servers,),
-        enable_idempotence=False,
-        session_timeout_ms=EMBEDDED_KAFKA["session_timeout_ms"],
-        heartbeat_interval_ms=EMBEDDED_KAFKA["heartbeat_interval_ms"],
-        request_timeout_ms=request_timeout_ms or EMBEDDED_KAFKA["request_timeout_ms"],
-    )
+    """PLAINTEXT settings for ``broker`` with the group timings it needs (see ``exchange.EMBEDDED_KAFKA``)."""
+    extra = {"request_timeout_ms": request_timeout_ms} if request_timeout_ms else {}
+    return kafka_settings_for(broker.bootstrap_servers, **extra)
 
 
 def sandbox_for(
@@ -344,6 +340,18 @@ async def test_subscriber_killed_mid_stream_loses_nothing_and_repeats_only_under
 
 
 # ---- publisher terminated ---------------------------------------------------------------------------------
+def accepted(party: SandboxParty) -> int:
+    """Events the party's gateway has accepted: rows committed to its outbox (read alongside it: WAL)."""
+    path = party.data_dir / "outbox.db"
+    if not path.exists():
+        return 0
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as connection:
+        try:
+            return int(connection.execute("SELECT count(*) FROM outbox").fetchone()[0])
+        except sqlite3.OperationalError:  # the gateway has not created its table yet
+            return 0
+
+
 def drop_file(party: SandboxParty, alerts: Sequence[dict[str, Any]], name: str) -> list[str]:
     """Drop a JSON Lines file into the party's file-drop inbox (write a dotfile, then rename); its ids."""
     inbox = party.drop_dir / "inbox"
@@ -361,31 +369,31 @@ async def test_sigterm_while_publishing_from_a_drop_file_loses_nothing(
     embedded_broker: EmbeddedBroker,
     gateway_processes: Callable[[SandboxParty], GatewayProcess],
 ) -> None:
-    """SIGTERM the publishing gateway while it works through a 300-line drop file; it exits 0 in time and,
+    """SIGTERM the publishing gateway while it works through a 3,000-line drop file; it exits 0 in time and,
     restarted, finishes the file: the reader gets every line's event exactly once."""
     settings = settings_for(embedded_broker)
     sandbox = sandbox_for(tmp_path, settings)
     async with in_process(sandbox[READER]) as reader:
         publisher = gateway_processes(sandbox[KCH])
         publisher.start()
-        ids = set(drop_file(sandbox[KCH], arrivals(300, "TRM"), "arrivals-0001"))
-        await eventually(
-            lambda: publisher.count("event accepted into outbox") >= 30, what="the publisher to be mid-file"
-        )
+        ids = set(drop_file(sandbox[KCH], arrivals(3000, "TRM"), "arrivals-0001"))
+        await eventually(lambda: accepted(sandbox[KCH]) >= 30, what="the publisher to be mid-file")
         publisher.signal(signal.SIGTERM)
-        assert await publisher.wait(SHUTDOWN_TIMEOUT + 5) == 0, publisher.tail()
+        status = await publisher.wait(SHUTDOWN_TIMEOUT + 5)
+        assert status == 0, f"exit status {status}:\n{publisher.tail()}"
         interrupted = publisher.count("file_drop.file_interrupted")
-        accepted_before = publisher.count("event accepted into outbox")
+        accepted_before = accepted(sandbox[KCH])
 
         publisher.start()
         await eventually(
-            lambda: set(received_ids(reader, ids)) == ids, timeout=45, what="all 300 events at the reader"
+            lambda: set(received_ids(reader, ids)) == ids, timeout=45, what="all 3,000 events at the reader"
         )
         await eventually(
             (sandbox[KCH].drop_dir / "done" / "arrivals-0001.jsonl").exists, what="the file to be done"
         )
         publisher.signal(signal.SIGTERM)
-        assert await publisher.wait(SHUTDOWN_TIMEOUT + 5) == 0, publisher.tail()
+        status = await publisher.wait(SHUTDOWN_TIMEOUT + 5)
+        assert status == 0, f"exit status {status}:\n{publisher.tail()}"
 
         assert interrupted == 1, "SIGTERM did not land mid-file; nothing was tested"
         assert accepted_before < len(ids)

@@ -14,7 +14,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from gateway.errors import GatewayError, Reason
-from gateway.kafka import KafkaSettings, SaslSettings, TlsSettings
+from gateway.kafka import (
+    EMBEDDED_CLIENT_TIMINGS,
+    EMBEDDED_FETCH_MAX_WAIT_MS,
+    KAFKA_FETCH_MAX_WAIT_MS,
+    KafkaSettings,
+    SaslSettings,
+    TlsSettings,
+)
 from gateway.topics import TopicName, dlq_topic, ensure_topics, parse_topic, topic_for
 
 # -- material ----------------------------------------------------------------------------------------------
@@ -110,6 +117,31 @@ def test_for_embedded_points_at_the_running_broker() -> None:
     assert settings.producer_kwargs()["enable_idempotence"] is False
     with pytest.raises(GatewayError, match="already set"):
         settings.for_embedded("127.0.0.1:40002")
+
+
+def test_fetch_wait_is_kafkas_default_for_a_cluster_and_short_for_the_embedded_broker() -> None:
+    """Tansu holds each fetch for its whole wait, so the embedded broker gets a short one (gateway.broker)."""
+    cluster = KafkaSettings.from_mapping({"bootstrap_servers": "127.0.0.1:9092"})
+    assert cluster.consumer_kwargs("g")["fetch_max_wait_ms"] == KAFKA_FETCH_MAX_WAIT_MS == 500
+    embedded = KafkaSettings().for_embedded("127.0.0.1:40001")
+    assert embedded.consumer_kwargs(None)["fetch_max_wait_ms"] == EMBEDDED_FETCH_MAX_WAIT_MS
+    assert EMBEDDED_FETCH_MAX_WAIT_MS < KAFKA_FETCH_MAX_WAIT_MS
+    chosen = KafkaSettings.from_mapping({"fetch_max_wait_ms": 40}).for_embedded("127.0.0.1:40001")
+    assert chosen.consumer_kwargs("g")["fetch_max_wait_ms"] == 40  # an explicit value wins
+    assert "fetch_max_wait_ms" not in cluster.producer_kwargs()
+
+
+@pytest.mark.parametrize("value", [0, -1, 60_001, True, "25"])
+def test_fetch_wait_out_of_range_or_mistyped(value: object) -> None:
+    assert invalid({"bootstrap_servers": "127.0.0.1:9092", "fetch_max_wait_ms": value}).startswith(
+        "kafka.fetch_max_wait_ms: must be an integer"
+    )
+
+
+def test_embedded_client_timings_are_valid_settings() -> None:
+    settings = KafkaSettings(bootstrap_servers=("127.0.0.1:1",), **EMBEDDED_CLIENT_TIMINGS)
+    kwargs = settings.consumer_kwargs("g")
+    assert kwargs["session_timeout_ms"] == EMBEDDED_CLIENT_TIMINGS["session_timeout_ms"]
 
 
 def test_idempotence_cannot_be_forced_on_the_embedded_broker() -> None:

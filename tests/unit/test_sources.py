@@ -17,7 +17,7 @@ from structlog.testing import capture_logs
 
 from gateway.envelope import Envelope
 from gateway.errors import GatewayError, Reason
-from gateway.sources import EVENT_ID_NAMESPACE, FileDropSource, drop_event_id
+from gateway.sources import EVENT_ID_NAMESPACE, PUBLISH_CHUNK, FileDropSource, drop_event_id
 from tests.doubles import Published
 from tests.world import World, example
 
@@ -320,17 +320,32 @@ async def test_stop_interrupts_the_poll_wait(tmp_path: Path, publish: FakePublis
 
 
 async def test_stop_mid_file_leaves_it_in_the_inbox(tmp_path: Path, envelope: Envelope) -> None:
+    """``stop`` is honoured between chunks: the first chunk is published, the file waits for the rest."""
     source = FileDropSource(tmp_path, poll_interval=3600)
-    drop(source, "a.jsonl", [good(1), good(2), good(3)])
+    drop(source, "a.jsonl", [good(n) for n in range(1, PUBLISH_CHUNK + 3)])
     stop = asyncio.Event()
     publish = FakePublish(envelope, stop_after=stop)
     await asyncio.wait_for(source.run(publish, stop), timeout=10)
-    assert len(publish.calls) == 1
+    assert len(publish.calls) == PUBLISH_CHUNK
     assert [p.name for p in source.inbox.iterdir()] == ["a.jsonl"]
 
     again = FakePublish(envelope)
     await source.process_pending(again)
-    assert again.ids()[0] == publish.ids()[0]
+    assert again.ids()[:PUBLISH_CHUNK] == publish.ids()
+    assert len(again.calls) == PUBLISH_CHUNK + 2
+
+
+async def test_a_file_is_published_in_order_in_chunks(tmp_path: Path, envelope: Envelope) -> None:
+    """Records go out in chunks of concurrent calls, started in line order, around rejected lines."""
+    source = FileDropSource(tmp_path)
+    lines: list[str | dict[str, Any]] = [good(n) for n in range(1, 2 * PUBLISH_CHUNK + 10)]
+    lines[5] = "not json"
+    lines[PUBLISH_CHUNK + 7] = good(PUBLISH_CHUNK + 8, refuse=True)
+    drop(source, "a.jsonl", lines)
+    publish = FakePublish(envelope)
+    assert await source.process_pending(publish) == 1
+    expected = [n for n in range(1, 2 * PUBLISH_CHUNK + 10) if n not in (6, PUBLISH_CHUNK + 8)]
+    assert [int(c.data["case_id"].removeprefix("CASE-")) for c in publish.calls] == expected
 
 
 async def test_already_set_stop_returns_without_processing(tmp_path: Path, publish: FakePublish) -> None:
