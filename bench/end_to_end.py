@@ -85,7 +85,6 @@ class Plan:
     bootstrap: str
     directory: str
     fetch_wait_ms: int | None
-    outcomes_per_batch: bool = False
     records: list[tuple[bytes, bytes, list[tuple[str, bytes]]]] = field(default_factory=list)
 
 
@@ -169,8 +168,6 @@ async def _gateway_reader(conn: Connection, plan: Plan) -> None:
         config = GatewayConfig.load(directory / READER / "gateway.toml")
         gateway = Gateway(config, kafka=_settings(plan), routes=[Route(sink)])
         await gateway.start()
-        # Subscriber option, not a gateway setting (yet): set before the first batch arrives.
-        gateway.subscriber._outcomes_per_batch = plan.outcomes_per_batch
         sink.expect(WARMUP)
         conn.send(("ready", None))
         await asyncio.wait_for(sink.reached.wait(), _CHILD_TIMEOUT)
@@ -359,8 +356,7 @@ async def _expect(conn: Connection, what: str) -> Any:
 
 async def run_once(plan_kind: str, events: int, rate: float | None, *, concurrency: int,
                    records: list[tuple[bytes, bytes, list[tuple[str, bytes]]]],
-                   fetch_wait_ms: int | None, profile: Path | None = None,
-                   outcomes_per_batch: bool = False) -> Outcome:  # fmt: skip
+                   fetch_wait_ms: int | None, profile: Path | None = None) -> Outcome:  # fmt: skip
     """One measured run with a fresh broker and fresh processes (sampled by py-spy into ``profile``)."""
     context = multiprocessing.get_context("spawn")
     directory = Path(tempfile.mkdtemp(prefix=f"xchg-bench-{plan_kind}-"))
@@ -368,7 +364,7 @@ async def run_once(plan_kind: str, events: int, rate: float | None, *, concurren
         async with EmbeddedBroker(log_path=directory / "broker.log") as broker:
             assert broker.pid is not None  # noqa: S101 - a started broker has a process
             plan = Plan(plan_kind, events, rate, concurrency, broker.bootstrap_servers, str(directory),
-                        fetch_wait_ms, outcomes_per_batch)  # fmt: skip
+                        fetch_wait_ms)  # fmt: skip
             if plan_kind == "gateway":
                 _sandbox(directory, broker.bootstrap_servers)
                 roles = ("gateway-reader", "gateway-publisher")
@@ -386,8 +382,7 @@ async def run_once(plan_kind: str, events: int, rate: float | None, *, concurren
                 await _expect(sender_conn, "ready")
                 await _expect(reader_conn, "warm")
                 broker_cpu = process_cpu_seconds(broker.pid)
-                spies = _profilers(profile, plan_kind + ("-per-batch" if outcomes_per_batch else ""), roles,
-                                   children)  # fmt: skip
+                spies = _profilers(profile, plan_kind, roles, children)
                 sender_conn.send(("go", None))
                 sent = await _expect(sender_conn, "sent")
                 received = await _expect(reader_conn, "done")
@@ -470,12 +465,10 @@ async def main_async(args: argparse.Namespace) -> None:
     runs: dict[str, list[Outcome]] = {}
 
     async def measure(label: str, kind: str, count: int, rate: float | None, *,
-                      fetch_wait_ms: int | None = args.fetch_max_wait_ms,
-                      per_batch: bool = False) -> None:  # fmt: skip
+                      fetch_wait_ms: int | None = args.fetch_max_wait_ms) -> None:  # fmt: skip
         profile = args.profile if (args.profile and rate is None and count == events) else None
         outcome = await run_once(kind, count, rate, concurrency=args.concurrency, records=records,
-                                 fetch_wait_ms=fetch_wait_ms, profile=profile,
-                                 outcomes_per_batch=per_batch)  # fmt: skip
+                                 fetch_wait_ms=fetch_wait_ms, profile=profile)  # fmt: skip
         runs.setdefault(label, []).append(outcome)
         print(f"  {label}: {outcome.events_per_second:,.0f} events/s, "
               f"p99 {outcome.latency_ms['p99']:.1f} ms", flush=True)  # fmt: skip
@@ -492,10 +485,6 @@ async def main_async(args: argparse.Namespace) -> None:
                       args.rate, fetch_wait_ms=KAFKA_FETCH_MAX_WAIT_MS)  # fmt: skip
     if small:
         await measure(f"gateway, full speed, {small:,} events", "gateway", small, None)
-    if not args.quick:
-        await measure(
-            "gateway, full speed, option outcomes_per_batch", "gateway", events, None, per_batch=True
-        )
 
     chosen = {label: sorted(outcomes, key=lambda o: o.events_per_second)[len(outcomes) // 2]
               for label, outcomes in runs.items()}  # the run with the median throughput  # fmt: skip

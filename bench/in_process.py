@@ -7,9 +7,8 @@ Run: ``.venv/bin/python -m bench.in_process`` (full) or ``--quick`` (smoke size)
   calls in flight) and its sender (``pending``, send, ``mark_sent``) with a producer that acknowledges at
   once; JSON logs at info level to a file, as in production;
 * subscriber: ``Subscriber.run`` over the records the publisher produced, fed by a consumer that hands out
-  batches of 500 (four partitions), delivering to a counting sink, with a real inbox; once writing each
-  outcome before the next delivery (the default: crash window one event) and once with
-  ``outcomes_per_batch`` (one transaction per batch);
+  batches of 500 (four partitions), delivering to a counting sink, with a real inbox (each outcome noted
+  in its journal before the next delivery, settled into SQLite once per batch);
 * the outbox alone: ``put`` in groups of 1, 32 and 256, then ``pending`` + ``mark_sent``.
 
 CPU is the process's user + system time (its database threads included) per event. Modes alternate within
@@ -159,7 +158,7 @@ async def publisher_side(
 
 
 async def subscriber_side(
-    deployment: Deployment, directory: Path, records: Sequence[_Record], *, per_batch: bool
+    deployment: Deployment, directory: Path, records: Sequence[_Record]
 ) -> dict[str, float]:
     """Verify, deduplicate, deliver and record every record; CPU per event."""
     database = Database(directory / "inbox.db", durable=False)
@@ -169,7 +168,7 @@ async def subscriber_side(
     sink = _CountingSink()
     subscriber = Subscriber(party=READER, verifier=deployment.verifier(READER), inbox=inbox,
                             routes=[Route(sink)], dlq_topic="xchg.kemensos.dlq.v1",
-                            metrics=GatewayMetrics(party=READER), outcomes_per_batch=per_batch)  # fmt: skip
+                            metrics=GatewayMetrics(party=READER))  # fmt: skip
     stop = asyncio.Event()
     start, cpu = time.perf_counter(), self_cpu_seconds()
     await subscriber.run(_FeedingConsumer(records, stop), _AckingProducer(), stop)
@@ -220,16 +219,10 @@ async def main_async(args: argparse.Namespace) -> None:
             directory.mkdir()
             published, records = await publisher_side(deployment, directory, events, args.concurrency)
             samples.setdefault("publisher", []).append(published)
-            for per_batch in (False, True):
-                label = (
-                    "subscriber, outcomes per batch (option)"
-                    if per_batch
-                    else "subscriber, outcome per event"
-                )
-                inbox_dir = directory / ("per-batch" if per_batch else "per-event")
-                inbox_dir.mkdir()
-                result = await subscriber_side(deployment, inbox_dir, records, per_batch=per_batch)
-                samples.setdefault(label, []).append(result)
+            inbox_dir = directory / "inbox"
+            inbox_dir.mkdir()
+            result = await subscriber_side(deployment, inbox_dir, records)
+            samples.setdefault("subscriber", []).append(result)
             for group in (1, 32, 256):
                 count = min(events, 1000) if group == 1 else events
                 samples.setdefault(f"outbox alone, groups of {group}", []).append(

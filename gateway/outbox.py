@@ -10,9 +10,7 @@ being sent again under the same id.
 from __future__ import annotations
 
 import asyncio
-import collections
 import functools
-import itertools
 import sqlite3
 import time
 from collections.abc import Sequence
@@ -26,9 +24,6 @@ from gateway.envelope import Envelope, kafka_header_name
 from gateway.errors import GatewayError, Reason
 
 __all__ = ["Outbox", "OutboxEntry"]
-
-_Row = tuple[str, str, bytes, bytes, str, float]  # event_id, topic, key, value, headers JSON, created_at
-_NO_SEQ_LIMIT: Final = 2**63 - 1  # SQLite's largest integer: "every sequence number"
 
 _DDL: Final = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -58,29 +53,10 @@ class OutboxEntry:
 
 
 class Outbox:
-    """The durable queue between ``publish`` and the sender.
-
-    Committed entries are also kept in memory (at most ``memory_entries`` of them, the newest, contiguous in
-    sequence order) so the sender usually takes them from there instead of reading back what was just
-    written; anything not in memory (the backlog found at start, or entries committed while the memory
-    window was full) is read from disk first, by sequence number, so the order is the same either way. The
-    disk stays the only truth: an entry enters memory only after its transaction committed, and leaves it
-    when it is marked sent.
-    """
-
-    def __init__(
-        self,
-        db: Database,
-        *,
-        max_backlog: int = 100_000,
-        retention_seconds: float = 7 * 86400,
-        memory_entries: int = 5_000,
-    ):
+    def __init__(self, db: Database, *, max_backlog: int = 100_000, retention_seconds: float = 7 * 86400):
         self._db = db
         self.max_backlog = max_backlog
         self.retention_seconds = retention_seconds
-        self._memory: collections.deque[OutboxEntry] = collections.deque()
-        self._memory_entries = memory_entries
         self._depth = 0
         self._waiting: list[tuple[str, Envelope, asyncio.Future[None]]] = []
         self._flusher: asyncio.Task[None] | None = None
@@ -117,53 +93,34 @@ class Outbox:
     async def _flush(self) -> None:
         while self._waiting:
             batch, self._waiting = self._waiting, []
-            rows: list[_Row] = []
-            headers_of: list[list[list[str]]] = []
+            rows: list[tuple[object, ...]] = []
             for topic, event, _ in batch:
                 # the Kafka record (Envelope.to_kafka), headers stored as JSON [[name, text], ...]
                 headers = [[kafka_header_name(name), value] for name, value in event.attributes().items()]
                 key = event.partitionkey.encode("utf-8")
                 rows.append((event.id, topic, key, event.data, _dumps(headers), time.time()))
-                headers_of.append(headers)
 
             try:
-                seqs = await self._db.run(functools.partial(_insert_all, rows=rows))
+                inserted = await self._db.run(functools.partial(_insert_all, rows=rows))
             except Exception as exc:  # noqa: BLE001 - every waiter must learn about the failure
                 for _, _, future in batch:
                     if not future.done():
                         future.set_exception(exc)
                 continue
-            self._remember(rows, headers_of, seqs)
+            self._depth += inserted
             for _, _, future in batch:
                 if not future.done():
                     future.set_result(None)
             self.wakeup.set()
 
-    def _remember(self, rows: list[_Row], headers_of: list[list[list[str]]], seqs: list[int | None]) -> None:
-        """Count the committed rows and keep them in memory while the window has room (else: disk only)."""
-        entries = [
-            OutboxEntry(seq, event_id, topic, key, value, [(k, v.encode("utf-8")) for k, v in headers], at)
-            for (event_id, topic, key, value, _, at), headers, seq in zip(rows, headers_of, seqs, strict=True)
-            if seq is not None  # None: the event id was already in the outbox (a re-published record)
-        ]
-        self._depth += len(entries)
-        if len(self._memory) + len(entries) > self._memory_entries:
-            self._memory.clear()  # everything unsent is on disk: read from there until memory refills
-        else:
-            self._memory.extend(entries)
-
     async def pending(self, limit: int) -> list[OutboxEntry]:
         """The oldest unsent entries, in sequence order."""
-        if self._depth <= len(self._memory):  # every unsent entry is in memory
-            return list(itertools.islice(self._memory, limit))
-        # entries older than the memory window (or all, when it is empty) live on disk only
-        below = self._memory[0].seq if self._memory else _NO_SEQ_LIMIT
 
         def _select(connection: sqlite3.Connection) -> list[OutboxEntry]:
             rows = connection.execute(
                 "SELECT seq, event_id, topic, key, value, headers, created_at FROM outbox "
-                "WHERE sent_at IS NULL AND seq < ? ORDER BY seq LIMIT ?",
-                (below, limit),
+                "WHERE sent_at IS NULL ORDER BY seq LIMIT ?",
+                (limit,),
             ).fetchall()
             return [
                 OutboxEntry(
@@ -178,11 +135,7 @@ class Outbox:
                 for seq, event_id, topic, key, value, headers, created_at in rows
             ]
 
-        entries = await self._db.run(_select)
-        if len(entries) < limit and self._memory and self._memory[0].seq == below:
-            # the disk-only entries are exhausted and the window did not move meanwhile: continue with it
-            entries.extend(itertools.islice(self._memory, limit - len(entries)))
-        return entries
+        return await self._db.run(_select)
 
     async def mark_sent(self, seqs: Sequence[int]) -> None:
         if not seqs:
@@ -206,11 +159,6 @@ class Outbox:
             return transaction(connection, work)
 
         self._depth = max(0, self._depth - await self._db.run(_mark))
-        done = set(seqs)
-        while self._memory and self._memory[0].seq in done:  # the usual case: the oldest were sent
-            done.discard(self._memory.popleft().seq)
-        if done and self._memory and self._memory[-1].seq >= min(done):  # a partial acknowledgement
-            self._memory = collections.deque(entry for entry in self._memory if entry.seq not in done)
 
     async def wait_flushed(self) -> None:
         """Wait until every ``put`` that has started is committed (used when shutting down)."""
@@ -218,21 +166,16 @@ class Outbox:
             await asyncio.shield(self._flusher)
 
 
-def _insert_all(connection: sqlite3.Connection, *, rows: list[_Row]) -> list[int | None]:
-    """Insert ``rows`` in one transaction; each row's sequence number, None where its event id was known."""
+def _insert_all(connection: sqlite3.Connection, *, rows: list[tuple[object, ...]]) -> int:
     return transaction(connection, functools.partial(_insert, rows=rows))
 
 
-def _insert(connection: sqlite3.Connection, *, rows: list[_Row]) -> list[int | None]:
-    seqs: list[int | None] = []
-    for row in rows:
-        cursor = connection.execute(
-            "INSERT OR IGNORE INTO outbox (event_id, topic, key, value, headers, created_at) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            row,
-        )
-        seqs.append(cursor.lastrowid if cursor.rowcount == 1 else None)
-    return seqs
+def _insert(connection: sqlite3.Connection, *, rows: list[tuple[object, ...]]) -> int:
+    return connection.executemany(
+        "INSERT OR IGNORE INTO outbox (event_id, topic, key, value, headers, created_at) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        rows,
+    ).rowcount
 
 
 def _dumps(headers: list[list[str]]) -> str:

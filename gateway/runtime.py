@@ -337,6 +337,7 @@ class Gateway:
         if self._runner is not None:
             await stop_ops_server(self._runner)
         await self.outbox.wait_flushed()
+        self.inbox.close()
         for db in self._databases:
             await db.close()
         _log.info("gateway stopped", party=self.party, outbox_left=self.outbox.depth)

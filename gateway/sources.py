@@ -291,9 +291,10 @@ class DropFolderSource(abc.ABC):
     async def run(self, publish: PublishFn, stop: asyncio.Event) -> None:
         """Process ready files, then wait ``poll_interval`` (or until ``stop``), until ``stop`` is set.
 
-        ``stop`` is also checked between records: a file interrupted by it stays in ``inbox/`` and is
-        processed again, with the same event ids, on the next start. A ``publish`` call in progress is
-        awaited, not cancelled; cancel the task for a harder stop (the file then also stays in ``inbox/``).
+        ``stop`` is also checked between chunks of records (:data:`PUBLISH_CHUNK`): a file interrupted by it
+        stays in ``inbox/`` and is processed again, with the same event ids, on the next start. ``publish``
+        calls in progress are awaited, not cancelled; cancel the task for a harder stop (the file then also
+        stays in ``inbox/``).
         """
         await asyncio.to_thread(self.ensure_directories)
         _log.info(f"{self.log_prefix}.started", source=self.name, directory=str(self.directory))

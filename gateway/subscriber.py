@@ -7,10 +7,11 @@ fetched batch and when partitions are revoked in a rebalance. The loop survives 
 off and continues; a record is never skipped without an outcome (delivered, duplicate or dead-lettered).
 
 Per fetched batch (performance, docs/PERFORMANCE.md): the inbox is asked once which of the batch's events it
-already has; each outcome is then written (and awaited) right after its delivery, before the next one, so
-at most one delivered event lacks its recorded outcome at any time: the crash window is one event. (Option
-``outcomes_per_batch`` writes a batch's outcomes in one transaction instead: cheaper, window one batch.)
-The per-event log line ("delivered") is at debug level.
+already has; each outcome is then noted in the inbox's journal right after its delivery, before the next
+one, so at most one delivered event lacks its outcome at any time: the crash window is one event. At the
+end of the batch the noted outcomes are settled into the inbox database in one transaction, and only then
+may the batch's offsets be committed (see :mod:`gateway.inbox`). The per-event log line ("delivered") is at
+debug level.
 """
 
 from __future__ import annotations
@@ -91,12 +92,7 @@ class Subscriber:
         max_records: int = 500,
         error_backoff: float = 1.0,
         commit_timeout: float = 5.0,
-        outcomes_per_batch: bool = False,
     ) -> None:
-        """``outcomes_per_batch``: write the inbox outcomes of a fetched batch in one transaction at its end
-        instead of one per event (docs/PERFORMANCE.md: about half the subscriber's CPU per event); the
-        crash window then grows from one event to one batch (``max_records``), all re-delivered with the
-        same ``Idempotency-Key``. Off by default: the documented window is one event."""
         self.party = party
         self._verifier = verifier
         self._inbox = inbox
@@ -107,7 +103,6 @@ class Subscriber:
         self._max_records = max_records
         self._error_backoff = error_backoff
         self._commit_timeout = commit_timeout
-        self._outcomes_per_batch = outcomes_per_batch
         self._done: dict[TopicPartition, int] = {}
         self._committed: dict[TopicPartition, int] = {}
         self.handled_total = 0
@@ -160,12 +155,13 @@ class Subscriber:
 
         The inbox is queried once, by the ``ce_source``/``ce_id`` headers: for an accepted record these are
         its verified ``source`` and ``id`` (the envelope is parsed from them). A record counts as handled
-        (``_done``: its offset may be committed) only once its outcome is written.
+        (``_done``: its offset may be committed) only once the batch's outcomes are settled in the inbox.
         """
+        if not records:
+            return
         claimed = {key for key in map(_claimed_key, records) if key is not None}
         seen = await self._inbox.seen(claimed)
         handled: set[tuple[str, str]] = set()
-        unwritten: list[tuple[str, str, Outcome]] = []  # per-batch mode: outcomes not yet written
         for record in records:
             verdict = self._verifier.verify_kafka(record.value, record.headers or (), record.key)
             if isinstance(verdict, Accepted):
@@ -173,17 +169,10 @@ class Subscriber:
                 if key not in claimed:  # unreachable (see above); kept so a duplicate can never slip by
                     seen |= await self._inbox.seen([key])
             outcome = await self._handle(record, verdict, producer, seen, handled)
-            if self._outcomes_per_batch:
-                if outcome is not None:
-                    unwritten.append(outcome)
-                continue
             if outcome is not None:
-                await self._inbox.record(*outcome)
-            self._done[tp] = record.offset + 1
-        if self._outcomes_per_batch and records:
-            if unwritten:
-                await self._inbox.record_many(unwritten)
-            self._done[tp] = records[-1].offset + 1
+                self._inbox.note(*outcome)  # before the next delivery: the crash window is one event
+        await self._inbox.settle()
+        self._done[tp] = records[-1].offset + 1
 
     async def _handle(
         self,

@@ -1,11 +1,9 @@
 """The durable outbox against a model: what ``pending`` hands the sender, in which order, across restarts.
 
-The outbox keeps recently committed entries in memory so the sender need not read back what was just
-written; entries older than that window (a backlog found at start, entries committed while the window was
-full) come from disk. Whichever way an entry travels, the sender must see every unsent entry exactly in
-commit order until it is marked sent, and a restart must find exactly the unsent ones. Hypothesis drives
-random interleavings of commits, sends (with partial acknowledgements) and restarts with a tiny memory
-window, and compares each ``pending`` answer with a plain list.
+The sender must see every unsent entry exactly in commit order until it is marked sent (a re-committed
+event id is ignored), and a restart must find exactly the unsent ones. Hypothesis drives random
+interleavings of commits, sends (with partial acknowledgements) and restarts, and compares each
+``pending`` answer with a plain list.
 """
 
 from __future__ import annotations
@@ -52,16 +50,16 @@ def pool(world: World) -> list[Envelope]:
     ]
 
 
-async def _open(path: Path, memory_entries: int) -> tuple[Database, Outbox]:
+async def _open(path: Path) -> tuple[Database, Outbox]:
     database = Database(path, durable=True)
     await database.open()
-    outbox = Outbox(database, memory_entries=memory_entries)
+    outbox = Outbox(database)
     await outbox.attach()
     return database, outbox
 
 
-async def _play(directory: Path, pool: list[Envelope], script: list[Operation], memory_entries: int) -> None:
-    database, outbox = await _open(directory / "outbox.db", memory_entries)
+async def _play(directory: Path, pool: list[Envelope], script: list[Operation]) -> None:
+    database, outbox = await _open(directory / "outbox.db")
     unsent: list[str] = []  # the model: unsent event ids in commit order
     known: set[str] = set()
     try:
@@ -83,7 +81,7 @@ async def _play(directory: Path, pool: list[Envelope], script: list[Operation], 
                     unsent.remove(entry.event_id)
             else:
                 await database.close()
-                database, outbox = await _open(directory / "outbox.db", memory_entries)
+                database, outbox = await _open(directory / "outbox.db")
             assert outbox.depth == len(unsent)
         assert [entry.event_id for entry in await outbox.pending(_POOL)] == unsent
     finally:
@@ -95,33 +93,11 @@ def _by_id(pool: list[Envelope], event_id: str) -> Envelope:
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(script=operations, memory_entries=st.integers(0, 6))
+@given(script=operations)
 def test_pending_matches_the_model(
-    tmp_path_factory: pytest.TempPathFactory,
-    pool: list[Envelope],
-    script: list[Operation],
-    memory_entries: int,
+    tmp_path_factory: pytest.TempPathFactory, pool: list[Envelope], script: list[Operation]
 ) -> None:
-    asyncio.run(_play(tmp_path_factory.mktemp("outbox"), pool, script, memory_entries))
-
-
-def test_entries_come_from_memory_then_disk_in_order(tmp_path: Path, pool: list[Envelope]) -> None:
-    """A window of 2 overflows on the third commit: the sender still gets all three in commit order."""
-
-    async def scenario() -> list[str]:
-        database, outbox = await _open(tmp_path / "outbox.db", memory_entries=2)
-        try:
-            for event in pool[:3]:
-                await outbox.put("topic", event)
-            first = await outbox.pending(10)
-            await outbox.mark_sent([entry.seq for entry in first[:1]])
-            rest = await outbox.pending(10)
-            return [entry.event_id for entry in first] + [entry.event_id for entry in rest]
-        finally:
-            await database.close()
-
-    ids = [event.id for event in pool[:3]]
-    assert asyncio.run(scenario()) == ids + ids[1:]
+    asyncio.run(_play(tmp_path_factory.mktemp("outbox"), pool, script))
 
 
 def test_concurrent_publish_calls_are_decided_in_call_order(tmp_path: Path, world: World) -> None:
