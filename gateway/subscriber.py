@@ -6,12 +6,12 @@ in the inbox. Offsets are committed (offset + 1) only after a record's outcome i
 fetched batch and when partitions are revoked in a rebalance. The loop survives broker errors: it logs, backs
 off and continues; a record is never skipped without an outcome (delivered, duplicate or dead-lettered).
 
-Per fetched batch (performance, docs/PERFORMANCE.md): the inbox is asked once which of the batch's events it
-already has; each outcome is then noted in the inbox's journal right after its delivery, before the next
-one, so at most one delivered event lacks its outcome at any time: the crash window is one event. At the
-end of the batch the noted outcomes are settled into the inbox database in one transaction, and only then
-may the batch's offsets be committed (see :mod:`gateway.inbox`). The per-event log line ("delivered") is at
-debug level.
+Per fetch (performance, docs/PERFORMANCE.md): the inbox is asked once which of the fetched events it already
+has; each outcome is then noted in the inbox's journal right after its delivery, before the next one, so at
+most one delivered event lacks its outcome at any time: the crash window is one event. At the end of the
+fetch the noted outcomes are settled into the inbox database in one transaction, and only then may the
+fetched offsets be committed (see :mod:`gateway.inbox`). The per-event log line ("delivered") is at debug
+level.
 """
 
 from __future__ import annotations
@@ -122,8 +122,8 @@ class Subscriber:
                 _log.warning("fetch failed; retrying", error=type(exc).__name__, party=self.party)
                 await asyncio.sleep(self._error_backoff)
                 continue
-            for tp, records in batches.items():
-                await self._handle_batch(tp, records, producer)
+            await self._handle_fetch(batches, producer)
+            for tp in batches:
                 self._update_lag(consumer, tp)
             await self.commit(consumer)
 
@@ -150,29 +150,37 @@ class Subscriber:
             self._committed.pop(tp, None)
 
     # ---- one batch, one record ----------------------------------------------------------------------
-    async def _handle_batch(self, tp: TopicPartition, records: Sequence[Any], producer: ProducerLike) -> None:
-        """Every record of one partition's fetched batch, in order (see the module docstring).
+    async def _handle_fetch(
+        self, batches: Mapping[TopicPartition, Sequence[Any]], producer: ProducerLike
+    ) -> None:
+        """Every record of one fetch, each partition's records in order (see the module docstring).
 
-        The inbox is queried once, by the ``ce_source``/``ce_id`` headers: for an accepted record these are
-        its verified ``source`` and ``id`` (the envelope is parsed from them). A record counts as handled
-        (``_done``: its offset may be committed) only once the batch's outcomes are settled in the inbox.
+        The inbox is queried once per fetch, by the ``ce_source``/``ce_id`` headers: for an accepted record
+        these are its verified ``source`` and ``id`` (the envelope is parsed from them). The outcomes are
+        settled once per fetch too; a partition's records count as handled (``_done``: their offsets may be
+        committed) only after that.
         """
-        if not records:
+        batches = {tp: records for tp, records in batches.items() if records}
+        if not batches:
             return
-        claimed = {key for key in map(_claimed_key, records) if key is not None}
+        claimed = {
+            key for records in batches.values() for key in map(_claimed_key, records) if key is not None
+        }
         seen = await self._inbox.seen(claimed)
         handled: set[tuple[str, str]] = set()
-        for record in records:
-            verdict = self._verifier.verify_kafka(record.value, record.headers or (), record.key)
-            if isinstance(verdict, Accepted):
-                key = (verdict.event.source, verdict.event.id)
-                if key not in claimed:  # unreachable (see above); kept so a duplicate can never slip by
-                    seen |= await self._inbox.seen([key])
-            outcome = await self._handle(record, verdict, producer, seen, handled)
-            if outcome is not None:
-                self._inbox.note(*outcome)  # before the next delivery: the crash window is one event
+        for records in batches.values():
+            for record in records:
+                verdict = self._verifier.verify_kafka(record.value, record.headers or (), record.key)
+                if isinstance(verdict, Accepted):
+                    key = (verdict.event.source, verdict.event.id)
+                    if key not in claimed:  # unreachable (see above); kept so a duplicate can never slip by
+                        seen |= await self._inbox.seen([key])
+                outcome = await self._handle(record, verdict, producer, seen, handled)
+                if outcome is not None:
+                    self._inbox.note(*outcome)  # before the next delivery: the crash window is one event
         await self._inbox.settle()
-        self._done[tp] = records[-1].offset + 1
+        for tp, records in batches.items():
+            self._done[tp] = records[-1].offset + 1
 
     async def _handle(
         self,
