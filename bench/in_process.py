@@ -9,6 +9,8 @@ Run: ``.venv/bin/python -m bench.in_process`` (full) or ``--quick`` (smoke size)
 * subscriber: ``Subscriber.run`` over the records the publisher produced, fed by a consumer that hands out
   batches of 500 (four partitions), delivering to a counting sink, with a real inbox (each outcome noted
   in its journal before the next delivery, settled into SQLite once per batch);
+* a drop folder: a JSON Lines file of the same alerts through ``FileDropSource`` (read, publish, sender),
+  its records published in chunks of ``PUBLISH_CHUNK`` concurrent calls and, for comparison, one at a time;
 * the outbox alone: ``put`` in groups of 1, 32 and 256, then ``pending`` + ``mark_sent``.
 
 CPU is the process's user + system time (its database threads included) per event. Modes alternate within
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import shutil
 import tempfile
 import time
@@ -49,6 +52,7 @@ from gateway.metrics import GatewayMetrics
 from gateway.outbox import Outbox
 from gateway.publisher import Publisher
 from gateway.sign import build_event
+from gateway.sources import PUBLISH_CHUNK, FileDropSource
 from gateway.subscriber import Route, Subscriber
 from gateway.verify import Accepted
 
@@ -204,6 +208,39 @@ async def outbox_alone(deployment: Deployment, directory: Path, events: int, gro
     return {"put_cpu_us_per_event": put / events * 1e6, "drain_cpu_us_per_event": drain / events * 1e6}
 
 
+async def drop_folder(deployment: Deployment, directory: Path, events: int, chunk: int) -> dict[str, float]:
+    """A JSON Lines file of ``events`` alerts through :class:`FileDropSource` into the outbox and out through
+    the sender, the records published ``chunk`` at a time (1 = one ``publish`` after the other)."""
+    database = Database(directory / f"drop-outbox-{chunk}.db", durable=True)
+    await database.open()
+    outbox = Outbox(database)
+    await outbox.attach()
+    publisher = Publisher(signer=deployment.members[PUBLISHER].signer, registry=deployment.registry,
+                          schemas=deployment.schemas, outbox=outbox,
+                          metrics=GatewayMetrics(party=PUBLISHER))  # fmt: skip
+    stop = asyncio.Event()
+    sender = asyncio.create_task(publisher.run_sender(_AckingProducer(), stop))
+    source = FileDropSource(directory / f"drop-{chunk}")
+    source.publish_chunk = chunk
+    source.ensure_directories()
+    template = alert_payload(0)
+    lines = (
+        json.dumps({"type": ALERT_TYPE, "data": {**template, "alert_id": f"ALR-KCH-{i:09d}"}})
+        for i in range(events)
+    )
+    (source.inbox / "alerts.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    start, cpu = time.perf_counter(), self_cpu_seconds()
+    if await source.process_pending(publisher.publish) != 1:
+        raise SystemExit("the drop file was not processed completely")
+    while outbox.depth:  # noqa: ASYNC110 - polling a counter
+        await asyncio.sleep(0.001)
+    seconds, cpu = time.perf_counter() - start, self_cpu_seconds() - cpu
+    stop.set()
+    await sender
+    await database.close()
+    return {"events_per_second": events / seconds, "cpu_us_per_event": cpu / events * 1e6}
+
+
 async def main_async(args: argparse.Namespace) -> None:
     events = args.events or (200 if args.quick else 10_000)
     repetitions = args.repetitions or (1 if args.quick else 3)
@@ -223,6 +260,9 @@ async def main_async(args: argparse.Namespace) -> None:
             inbox_dir.mkdir()
             result = await subscriber_side(deployment, inbox_dir, records)
             samples.setdefault("subscriber", []).append(result)
+            for chunk in (1, PUBLISH_CHUNK):
+                label = f"drop folder file, {'one record at a time' if chunk == 1 else f'chunks of {chunk}'}"
+                samples.setdefault(label, []).append(await drop_folder(deployment, directory, events, chunk))
             for group in (1, 32, 256):
                 count = min(events, 1000) if group == 1 else events
                 samples.setdefault(f"outbox alone, groups of {group}", []).append(

@@ -241,6 +241,8 @@ class DropFolderSource(abc.ABC):
     log_prefix: ClassVar[str]
     #: What a numbered record is called in log events and fields: ``"line"`` or ``"row"``.
     record_word: ClassVar[str]
+    #: Records published concurrently (one outbox group commit per chunk); 1 = one at a time.
+    publish_chunk: int = PUBLISH_CHUNK
 
     def __init__(
         self,
@@ -340,7 +342,7 @@ class DropFolderSource(abc.ABC):
         for number, record in itertools.chain(drop.records, [(None, _END_OF_FILE)]):
             if isinstance(record, DropEvent) and record is not _END_OF_FILE:
                 chunk.append((number, record))
-                if len(chunk) < PUBLISH_CHUNK:
+                if len(chunk) < self.publish_chunk:
                     continue
             if chunk:
                 if stop is not None and stop.is_set():
