@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
+import os
 import sys
 import tomllib
 from collections.abc import Callable
@@ -99,8 +101,33 @@ def _add_verify(actions: Any, handler: Callable[[argparse.Namespace], int]) -> N
     verify.add_argument(
         "--fetch-idle-ms", type=int, default=1000, help="an empty fetch this long ends reading"
     )
+    verify.add_argument(
+        "--workers",
+        type=_worker_count,
+        default=None,
+        metavar="N",
+        help="processes re-verifying records (default: one per CPU; 1: all in this process)",
+    )
     verify.add_argument("--json", help="write the JSON report here ('-' for stdout)")
     verify.set_defaults(handler=handler)
+
+
+def _worker_count(value: str) -> int:
+    try:
+        count = int(value)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, not {value!r}")
+    return count
+
+
+def _default_workers() -> int:
+    """The CPUs this process may run on (what Python 3.13's ``os.process_cpu_count()`` returns)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # no CPU affinity on this platform
+        return os.cpu_count() or 1
 
 
 def _add_receipts(actions: Any) -> None:
@@ -252,17 +279,28 @@ def _kafka(args: argparse.Namespace) -> Any:
     return KafkaSettings.from_mapping(table, base_dir=base)
 
 
+def _event_verifier(registry: Loader, schemas: Loader, args: argparse.Namespace) -> Any:
+    """The records' verifier (registry and schemas, no sealing key). Module level, so that with
+    ``--workers`` each worker process builds its own the same way from the same options (it pickles)."""
+    from gateway.verify import Verifier as EventVerifier  # noqa: PLC0415 - keep CLI start-up light
+
+    return EventVerifier(registry=registry(args), schemas=schemas(args))
+
+
 def _verify(args: argparse.Namespace, registry: Loader, schemas: Loader) -> int:
     from gateway.audit import notary, replay  # noqa: PLC0415 - Kafka only for this command
-    from gateway.verify import Verifier as EventVerifier  # noqa: PLC0415 - same
 
     kafka = _kafka(args)
     if args.records is None and kafka is None and args.kafka_config:
         raise GatewayError(Reason.CONFIG_INVALID, "--kafka-config names no kafka.bootstrap_servers")
     checking_records = args.records is not None or kafka is not None
     event_verifier = None
+    workers = args.workers or _default_workers()
+    factory = None
     if checking_records:
-        event_verifier = EventVerifier(registry=registry(args), schemas=schemas(args))
+        options = argparse.Namespace(registry=args.registry, schemas=args.schemas)
+        event_verifier = _event_verifier(registry, schemas, options)
+        factory = functools.partial(_event_verifier, registry, schemas, options)
     auditor = replay.Auditor(
         Path(args.log),
         notary_keys=_vkeys(args.vkey),
@@ -271,6 +309,8 @@ def _verify(args: argparse.Namespace, registry: Loader, schemas: Loader) -> int:
         quorum=args.quorum,
         tolerate_lag=args.tolerate_lag,
         progress=sys.stderr,
+        workers=workers,
+        verifier_factory=factory,
     )
     pattern = args.topic_pattern or notary.TOPIC_PATTERN
     checkpoint_topic = args.checkpoint_topic or notary.CHECKPOINT_TOPIC
@@ -291,8 +331,7 @@ def _verify(args: argparse.Namespace, registry: Loader, schemas: Loader) -> int:
         else:
             auditor.scan_log()
             if args.records is not None:
-                for record in replay.read_records_dump(Path(args.records)):
-                    auditor.check_record(record)
+                auditor.check_records_dump(Path(args.records))
                 auditor.finish_records(f"file {args.records}")
             report = auditor.finish()
     finally:
