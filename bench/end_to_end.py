@@ -20,12 +20,15 @@ processes on this machine. Throughput is events / (last delivery - first publish
 events at once (the publisher keeps ``--concurrency`` publish calls in flight, so the outbox group-commits);
 "paced" offers ``--rate`` events per second, open loop. CPU is user + system time of each process during the
 run; RSS is each process's peak. Runs alternate raw / gateway so both see the same machine conditions.
+Both sides use the gateway's producer settings (256 KiB batches); one extra pair of runs uses aiokafka's
+default 16 KiB batches, the previous round's setting.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import multiprocessing
 import shutil
 import signal
@@ -69,6 +72,7 @@ from gateway.topics import topic_for
 #: The embedded broker's client timings (gateway.kafka.EMBEDDED_CLIENT_TIMINGS) and a request timeout.
 EMBEDDED_KAFKA: Final = {**EMBEDDED_CLIENT_TIMINGS, "request_timeout_ms": 10000}
 TOPIC: Final = topic_for(PUBLISHER, "alert", 1)
+_AIOKAFKA_DEFAULT_BATCH: Final = 16_384
 WARMUP: Final = 200
 _SENT_HEADER: Final = "bench-sent"
 _CHILD_TIMEOUT: Final = 600.0
@@ -85,6 +89,7 @@ class Plan:
     bootstrap: str
     directory: str
     fetch_wait_ms: int | None
+    max_batch_bytes: int | None = None  # None: the gateway's setting
     records: list[tuple[bytes, bytes, list[tuple[str, bytes]]]] = field(default_factory=list)
 
 
@@ -109,7 +114,7 @@ class Outcome:
 
 
 def _settings(plan: Plan) -> KafkaSettings:
-    return KafkaSettings(
+    settings = KafkaSettings(
         bootstrap_servers=(plan.bootstrap,),
         enable_idempotence=False,
         session_timeout_ms=EMBEDDED_KAFKA["session_timeout_ms"],
@@ -117,6 +122,9 @@ def _settings(plan: Plan) -> KafkaSettings:
         request_timeout_ms=EMBEDDED_KAFKA["request_timeout_ms"],
         fetch_max_wait_ms=plan.fetch_wait_ms,
     )
+    if plan.max_batch_bytes is not None:
+        settings = dataclasses.replace(settings, max_batch_bytes=plan.max_batch_bytes)
+    return settings
 
 
 def _payload(template: dict[str, Any], index: int) -> dict[str, Any]:
@@ -356,7 +364,8 @@ async def _expect(conn: Connection, what: str) -> Any:
 
 async def run_once(plan_kind: str, events: int, rate: float | None, *, concurrency: int,
                    records: list[tuple[bytes, bytes, list[tuple[str, bytes]]]],
-                   fetch_wait_ms: int | None, profile: Path | None = None) -> Outcome:  # fmt: skip
+                   fetch_wait_ms: int | None, profile: Path | None = None,
+                   max_batch_bytes: int | None = None) -> Outcome:  # fmt: skip
     """One measured run with a fresh broker and fresh processes (sampled by py-spy into ``profile``)."""
     context = multiprocessing.get_context("spawn")
     directory = Path(tempfile.mkdtemp(prefix=f"xchg-bench-{plan_kind}-"))
@@ -364,7 +373,7 @@ async def run_once(plan_kind: str, events: int, rate: float | None, *, concurren
         async with EmbeddedBroker(log_path=directory / "broker.log") as broker:
             assert broker.pid is not None  # noqa: S101 - a started broker has a process
             plan = Plan(plan_kind, events, rate, concurrency, broker.bootstrap_servers, str(directory),
-                        fetch_wait_ms)  # fmt: skip
+                        fetch_wait_ms, max_batch_bytes)  # fmt: skip
             if plan_kind == "gateway":
                 _sandbox(directory, broker.bootstrap_servers)
                 roles = ("gateway-reader", "gateway-publisher")
@@ -465,10 +474,12 @@ async def main_async(args: argparse.Namespace) -> None:
     runs: dict[str, list[Outcome]] = {}
 
     async def measure(label: str, kind: str, count: int, rate: float | None, *,
-                      fetch_wait_ms: int | None = args.fetch_max_wait_ms) -> None:  # fmt: skip
+                      fetch_wait_ms: int | None = args.fetch_max_wait_ms,
+                      max_batch_bytes: int | None = None) -> None:  # fmt: skip
         profile = args.profile if (args.profile and rate is None and count == events) else None
         outcome = await run_once(kind, count, rate, concurrency=args.concurrency, records=records,
-                                 fetch_wait_ms=fetch_wait_ms, profile=profile)  # fmt: skip
+                                 fetch_wait_ms=fetch_wait_ms, profile=profile,
+                                 max_batch_bytes=max_batch_bytes)  # fmt: skip
         runs.setdefault(label, []).append(outcome)
         print(f"  {label}: {outcome.events_per_second:,.0f} events/s, "
               f"p99 {outcome.latency_ms['p99']:.1f} ms", flush=True)  # fmt: skip
@@ -485,6 +496,10 @@ async def main_async(args: argparse.Namespace) -> None:
                       args.rate, fetch_wait_ms=KAFKA_FETCH_MAX_WAIT_MS)  # fmt: skip
     if small:
         await measure(f"gateway, full speed, {small:,} events", "gateway", small, None)
+    if not args.quick:  # the previous round's producer batches (aiokafka's default), for comparison
+        for kind in ("raw", "gateway"):
+            await measure(f"{'raw aiokafka' if kind == 'raw' else kind}, full speed, 16 KiB batches", kind,
+                          events, None, max_batch_bytes=_AIOKAFKA_DEFAULT_BATCH)  # fmt: skip
 
     chosen = {label: sorted(outcomes, key=lambda o: o.events_per_second)[len(outcomes) // 2]
               for label, outcomes in runs.items()}  # the run with the median throughput  # fmt: skip

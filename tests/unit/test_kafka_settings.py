@@ -131,6 +131,16 @@ def test_fetch_wait_is_kafkas_default_for_a_cluster_and_short_for_the_embedded_b
     assert "fetch_max_wait_ms" not in cluster.producer_kwargs()
 
 
+def test_producer_batches_are_256_kib_unless_configured() -> None:
+    cluster = KafkaSettings.from_mapping({"bootstrap_servers": "127.0.0.1:9092"})
+    assert cluster.producer_kwargs()["max_batch_size"] == 262_144
+    small = KafkaSettings.from_mapping({"bootstrap_servers": "127.0.0.1:9092", "max_batch_bytes": 16_384})
+    assert small.producer_kwargs()["max_batch_size"] == 16_384
+    for value in (16_383, 1_048_577, "big"):
+        detail = invalid({"bootstrap_servers": "127.0.0.1:9092", "max_batch_bytes": value})
+        assert detail.startswith("kafka.max_batch_bytes: must be an integer")
+
+
 @pytest.mark.parametrize("value", [0, -1, 60_001, True, "25"])
 def test_fetch_wait_out_of_range_or_mistyped(value: object) -> None:
     assert invalid({"bootstrap_servers": "127.0.0.1:9092", "fetch_max_wait_ms": value}).startswith(
