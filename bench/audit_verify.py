@@ -240,27 +240,15 @@ def _build_chunk(task: tuple[int, int]) -> list[tuple[bytes, bytes]]:
     out: list[tuple[bytes, bytes]] = []
     for i in range(first, first + count):
         now = datetime.now(UTC)
-        if i % 2 == 0:
+        recipients: tuple[str, ...] = ()
+        if i % 2 == 0:  # a clear alert
+            event_type = ALERT_TYPE
             data = orjson.loads(b.alert) | {"alert_id": f"ALR-KCH-2020-{i:06d}"}
-            event = build_event(
-                signer=b.signer,
-                registry=b.registry,
-                schemas=b.schemas,
-                event_type=ALERT_TYPE,
-                data=data,
-                now=now,
-            )
-        else:
+        else:  # a referral sealed for the reader
+            event_type, recipients = REFERRAL_TYPE, (READER,)
             data = orjson.loads(b.referral) | {"case_id": f"KBRI-KCH-2020-{i:06d}"}
-            event = build_event(
-                signer=b.signer,
-                registry=b.registry,
-                schemas=b.schemas,
-                event_type=REFERRAL_TYPE,
-                data=data,
-                recipients=(READER,),
-                now=now,
-            )
+        event = build_event(signer=b.signer, registry=b.registry, schemas=b.schemas, event_type=event_type,
+                            data=data, recipients=recipients, now=now)  # fmt: skip
         kafka = event.to_kafka()
         record = ConsumedRecord(
             topic=event_topic(event.source, b.schemas.get(event.dataschema)),

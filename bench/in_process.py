@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import shutil
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -129,11 +130,11 @@ class _CountingSink:
         return None
 
 
-async def publisher_side(
-    deployment: Deployment, directory: Path, events: int, concurrency: int
-) -> tuple[dict[str, float], list[_Record]]:
-    """Publish ``events`` through the outbox and sender; CPU per event and the records sent."""
-    database = Database(directory / "outbox.db", durable=True)
+@contextlib.asynccontextmanager
+async def _publishing(deployment: Deployment, path: Path) -> AsyncIterator[tuple[Publisher, _AckingProducer]]:
+    """A publisher with a durable outbox at ``path`` and its sender running against an acking producer;
+    on exit the sender drains the outbox and everything is closed."""
+    database = Database(path, durable=True)
     await database.open()
     outbox = Outbox(database)
     await outbox.attach()
@@ -143,21 +144,35 @@ async def publisher_side(
     producer = _AckingProducer()
     stop = asyncio.Event()
     sender = asyncio.create_task(publisher.run_sender(producer, stop))
+    try:
+        yield publisher, producer
+    finally:
+        stop.set()
+        await sender
+        await database.close()
+
+
+async def _drained(publisher: Publisher) -> None:
+    while publisher.outbox.depth:  # noqa: ASYNC110 - polling a counter
+        await asyncio.sleep(0.001)
+
+
+async def publisher_side(
+    deployment: Deployment, directory: Path, events: int, concurrency: int
+) -> tuple[dict[str, float], list[_Record]]:
+    """Publish ``events`` through the outbox and sender; CPU per event and the records sent."""
     template = alert_payload(0)
     indices = iter(range(events))
+    async with _publishing(deployment, directory / "outbox.db") as (publisher, producer):
 
-    async def worker() -> None:
-        for index in indices:
-            await publisher.publish(ALERT_TYPE, {**template, "alert_id": f"ALR-KCH-{index:09d}"})
+        async def worker() -> None:
+            for index in indices:
+                await publisher.publish(ALERT_TYPE, {**template, "alert_id": f"ALR-KCH-{index:09d}"})
 
-    start, cpu = time.perf_counter(), self_cpu_seconds()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    while outbox.depth:  # noqa: ASYNC110 - polling a counter
-        await asyncio.sleep(0.001)
-    seconds, cpu = time.perf_counter() - start, self_cpu_seconds() - cpu
-    stop.set()
-    await sender
-    await database.close()
+        start, cpu = time.perf_counter(), self_cpu_seconds()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        await _drained(publisher)
+        seconds, cpu = time.perf_counter() - start, self_cpu_seconds() - cpu
     return {"events_per_second": events / seconds, "cpu_us_per_event": cpu / events * 1e6}, producer.records
 
 
@@ -211,15 +226,6 @@ async def outbox_alone(deployment: Deployment, directory: Path, events: int, gro
 async def drop_folder(deployment: Deployment, directory: Path, events: int, chunk: int) -> dict[str, float]:
     """A JSON Lines file of ``events`` alerts through :class:`FileDropSource` into the outbox and out through
     the sender, the records published ``chunk`` at a time (1 = one ``publish`` after the other)."""
-    database = Database(directory / f"drop-outbox-{chunk}.db", durable=True)
-    await database.open()
-    outbox = Outbox(database)
-    await outbox.attach()
-    publisher = Publisher(signer=deployment.members[PUBLISHER].signer, registry=deployment.registry,
-                          schemas=deployment.schemas, outbox=outbox,
-                          metrics=GatewayMetrics(party=PUBLISHER))  # fmt: skip
-    stop = asyncio.Event()
-    sender = asyncio.create_task(publisher.run_sender(_AckingProducer(), stop))
     source = FileDropSource(directory / f"drop-{chunk}")
     source.publish_chunk = chunk
     source.ensure_directories()
@@ -229,15 +235,12 @@ async def drop_folder(deployment: Deployment, directory: Path, events: int, chun
         for i in range(events)
     )
     (source.inbox / "alerts.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    start, cpu = time.perf_counter(), self_cpu_seconds()
-    if await source.process_pending(publisher.publish) != 1:
-        raise SystemExit("the drop file was not processed completely")
-    while outbox.depth:  # noqa: ASYNC110 - polling a counter
-        await asyncio.sleep(0.001)
-    seconds, cpu = time.perf_counter() - start, self_cpu_seconds() - cpu
-    stop.set()
-    await sender
-    await database.close()
+    async with _publishing(deployment, directory / f"drop-outbox-{chunk}.db") as (publisher, _):
+        start, cpu = time.perf_counter(), self_cpu_seconds()
+        if await source.process_pending(publisher.publish) != 1:
+            raise SystemExit("the drop file was not processed completely")
+        await _drained(publisher)
+        seconds, cpu = time.perf_counter() - start, self_cpu_seconds() - cpu
     return {"events_per_second": events / seconds, "cpu_us_per_event": cpu / events * 1e6}
 
 
