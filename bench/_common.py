@@ -7,6 +7,7 @@ are what the schemas accept, and sized to about 1 KB of RFC 8785 canonical JSON.
 
 from __future__ import annotations
 
+import argparse
 import base64
 import copy
 import json
@@ -285,3 +286,10 @@ def _cell(value: object) -> str:
     if isinstance(value, int):
         return f"{value:,}"
     return str(value)
+
+
+def argument_parser(doc: str | None) -> argparse.ArgumentParser:
+    """The command line every benchmark shares: its docstring's first line as description, ``--quick``."""
+    parser = argparse.ArgumentParser(description=(doc or "").split("\n", 1)[0])
+    parser.add_argument("--quick", action="store_true", help="smoke size: seconds, numbers meaningless")
+    return parser

@@ -19,7 +19,6 @@ record re-verified) is measured by ``bench/audit_verify.py``.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import multiprocessing
@@ -32,7 +31,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Final
 
-from bench._common import machine, median, print_table, self_cpu_seconds, self_peak_rss_mb, write_results
+from bench._common import (
+    argument_parser,
+    machine,
+    median,
+    print_table,
+    self_cpu_seconds,
+    self_peak_rss_mb,
+    write_results,
+)
 from gateway.audit import merkle
 from gateway.audit.tiles import TILE_WIDTH, TileLog
 
@@ -179,8 +186,7 @@ def build(directory: Path, count: int) -> dict[str, float]:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--quick", action="store_true", help="smoke size: seconds, numbers meaningless")
+    parser = argument_parser(__doc__)
     parser.add_argument("--sizes", type=int, nargs="+", help="replay sizes (default 100,000 1,000,000)")
     parser.add_argument("--repetitions", type=int, help="replays per size and worker count (default 3)")
     parser.add_argument("--directory", type=Path, help="build the log here and keep it (default: temporary)")

@@ -25,7 +25,6 @@ Writes ``bench/results/audit_verify.json``.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import multiprocessing
@@ -51,6 +50,7 @@ from bench._common import (
     RESULTS,
     ROOT,
     alert_payload,
+    argument_parser,
     machine,
     print_table,
     process_peak_rss_mb,
@@ -363,8 +363,7 @@ def _tree(pid: int) -> Iterator[int]:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--quick", action="store_true", help="smoke size: seconds, numbers meaningless")
+    parser = argument_parser(__doc__)
     parser.add_argument("--sizes", type=int, nargs="+", help="log sizes (default 100,000 1,000,000)")
     parser.add_argument("--cache", type=Path, help="where the logs are built and kept for the next run")
     args = parser.parse_args(argv)

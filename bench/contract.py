@@ -23,7 +23,6 @@ peak RSS of each run).
 
 from __future__ import annotations
 
-import argparse
 import gc
 import json
 import time
@@ -46,6 +45,7 @@ from bench._common import (
     REFERRAL_TYPE,
     Deployment,
     alert_payload,
+    argument_parser,
     machine,
     median,
     print_table,
@@ -332,8 +332,7 @@ def scaling(contract: Contract, sizes: Sequence[int], repeat_small: int) -> list
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--quick", action="store_true", help="smoke size: seconds, numbers meaningless")
+    parser = argument_parser(__doc__)
     parser.add_argument("--events", type=int, help="events per case and repetition (default 2,000)")
     parser.add_argument("--repetitions", type=int, help="repetitions per case (default 7)")
     parser.add_argument("--scaling", type=int, nargs="*", help="stream sizes (default 10,000 1,000,000)")

@@ -49,6 +49,7 @@ from bench._common import (
     READER,
     Deployment,
     alert_payload,
+    argument_parser,
     machine,
     median,
     percentile,
@@ -520,8 +521,7 @@ async def main_async(args: argparse.Namespace) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--quick", action="store_true", help="smoke size: seconds, numbers meaningless")
+    parser = argument_parser(__doc__)
     parser.add_argument("--events", type=int, help="events per full-speed run (default 100,000)")
     parser.add_argument("--paced-events", type=int, help="events of the paced run (default 15,000)")
     parser.add_argument("--rate", type=float, default=1000.0, help="events/s offered in the paced run")

@@ -39,6 +39,7 @@ from bench._common import (
     READER,
     Deployment,
     alert_payload,
+    argument_parser,
     machine,
     median,
     print_table,
@@ -294,8 +295,7 @@ async def main_async(args: argparse.Namespace) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--quick", action="store_true", help="smoke size: seconds, numbers meaningless")
+    parser = argument_parser(__doc__)
     parser.add_argument("--events", type=int, help="events per run (default 10,000)")
     parser.add_argument("--repetitions", type=int, help="repetitions (default 3)")
     parser.add_argument("--concurrency", type=int, default=32, help="publish calls in flight")
