@@ -35,7 +35,6 @@ import contextlib
 import dataclasses
 import enum
 import hashlib
-import itertools
 import os
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -142,9 +141,6 @@ class DropEvent:
     recipients: tuple[str, ...] = ()
     dataschema: str | None = None
     refusal_field: Callable[[GatewayError], str | None] | None = None
-
-
-_END_OF_FILE: Final = DropEvent("", {}, "")  # marks the end of a file's records in _process_path
 
 
 @dataclass(frozen=True, slots=True)
@@ -338,22 +334,18 @@ class DropFolderSource(abc.ABC):
         except FileNotFoundError:  # taken away by an operator between listing and reading
             return self._vanished(result)
         result.facts = drop.facts
-        chunk: list[tuple[int | None, DropEvent]] = []
-        for number, record in itertools.chain(drop.records, [(None, _END_OF_FILE)]):
-            if isinstance(record, DropEvent) and record is not _END_OF_FILE:
-                chunk.append((number, record))
-                if len(chunk) < self.publish_chunk:
-                    continue
-            if chunk:
+        for item in _chunked(drop.records, self.publish_chunk):
+            if isinstance(item, list):  # a run of records to publish
                 if stop is not None and stop.is_set():
-                    return self._interrupted(result, chunk[0][0])
-                if not await self._publish_chunk(chunk, publish, result):
+                    return self._interrupted(result, item[0][0])
+                if not await self._publish_chunk(item, publish, result):
                     return result
-                chunk = []
-            if record is None:
-                result.skipped += 1
-            elif isinstance(record, DropRejection):
-                self._reject(result, number, record)
+            else:
+                number, rejection = item
+                if rejection is None:  # skipped (e.g. a blank line): counted, not published
+                    result.skipped += 1
+                else:
+                    self._reject(result, number, rejection)
 
         destination = await asyncio.to_thread(self._finish, path, result.rejections)
         if destination is None:
@@ -591,6 +583,26 @@ def _parse_line(raw: bytes, max_line_bytes: int, event_id: str) -> DropEvent:
     if dataschema is not None and (not isinstance(dataschema, str) or not dataschema):
         raise GatewayError(Reason.SCHEMA_INVALID, "'dataschema' is not a string")
     return DropEvent(event_type, data, event_id, tuple(recipients), dataschema)
+
+
+def _chunked(
+    records: Iterable[DropRecord], size: int
+) -> Iterator[list[tuple[int | None, DropEvent]] | tuple[int | None, DropRejection | None]]:
+    """``records`` in file order, consecutive records to publish grouped into lists of at most ``size``;
+    skipped (None) and rejected records one by one, between the groups."""
+    chunk: list[tuple[int | None, DropEvent]] = []
+    for number, record in records:
+        if isinstance(record, DropEvent):
+            chunk.append((number, record))
+            if len(chunk) < size:
+                continue
+        if chunk:
+            yield chunk
+            chunk = []
+        if not isinstance(record, DropEvent):
+            yield number, record
+    if chunk:
+        yield chunk
 
 
 def _split_lines(content: bytes) -> list[bytes]:
