@@ -39,8 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from gateway._files import load_toml
 from gateway.errors import GatewayError, Reason
+from gateway.settings import load_toml
 
 __all__ = [
     "SMALL_CELL",

@@ -1,7 +1,8 @@
 """Plumbing shared by the adapters: option checks, agency HTTP client settings, JSON state files.
 
-Posting to agency systems is :class:`gateway.sinks.WebhookSink` with a ``body`` transform (not re-implemented
-here); what the adapters add is how they are configured: a token kept in a file, a private CA, a base URL.
+Posting to agency systems is :class:`gateway.bus.delivery.WebhookSink` with a ``body`` transform (not
+re-implemented here); what the adapters add is how they are configured: a token kept in a file, a private CA,
+a base URL.
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ from typing import Any
 import structlog
 from yarl import URL
 
+from gateway.bus.delivery import is_loopback
 from gateway.errors import GatewayError, Reason
-from gateway.plugins import PluginContext, option
-from gateway.sinks import is_loopback
-from gateway.sources import write_atomically
+from gateway.runtime.plugins import PluginContext, option
+from gateway.runtime.sources import write_atomically
 
 __all__ = [
     "check_base_url",
@@ -32,7 +33,7 @@ _log = structlog.get_logger(__name__)
 
 
 def write_json_atomically(target: Path, document: Mapping[str, Any]) -> None:
-    """A state file as indented JSON, written with :func:`gateway.sources.write_atomically`."""
+    """A state file as indented JSON, written with :func:`gateway.runtime.sources.write_atomically`."""
     write_atomically(target, json.dumps(document, indent=2, sort_keys=True).encode("utf-8") + b"\n")
 
 

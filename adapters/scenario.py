@@ -39,25 +39,25 @@ from typing import Any, TextIO
 from adapters.simulators.iom import IomCaseSystemSimulator, sample_rows, write_htcds_export
 from adapters.simulators.kemensos import KemensosCaseSystemSimulator, write_sample_drops
 from adapters.simulators.kemlu import KemluCaseApiSimulator, sarawak_cases
-from gateway._files import stop_on_signals
 from gateway.audit.notary import CHECKPOINT_TOPIC, TOPIC_PATTERN, Notary, NotaryConfig
 from gateway.audit.note import verifier_from_vkey
 from gateway.audit.replay import Auditor, audit_kafka
-from gateway.broker import EmbeddedBroker
-from gateway.config import GatewayConfig
-from gateway.kafka import EMBEDDED_CLIENT_TIMINGS, KafkaSettings
-from gateway.keys import SigningKey, write_private_pem
-from gateway.runtime import Gateway
-from gateway.sandbox import create_sandbox
-from gateway.sinks import MemorySink
-from gateway.subscriber import Route
-from gateway.verify import Accepted, Verifier
+from gateway.bus.delivery import MemorySink
+from gateway.bus.kafka import EMBEDDED_CLIENT_TIMINGS, KafkaSettings
+from gateway.bus.subscriber import Route
+from gateway.contract.keys import SigningKey, write_private_pem
+from gateway.contract.verify import Accepted, Verifier
+from gateway.runtime.config import GatewayConfig
+from gateway.runtime.gateway import Gateway
+from gateway.sandbox.broker import EmbeddedBroker
+from gateway.sandbox.deployment import create_sandbox
+from gateway.settings import stop_on_signals
 
 __all__ = ["KBRI", "PARTIES", "ScenarioResult", "run_scenario"]
 
 KBRI, KEMENSOS, IOM = "kemlu.kbri-kuching", "kemensos", "iom"
 PARTIES = (KBRI, KEMENSOS, IOM)
-#: Client timings the embedded broker needs (see gateway.kafka.EMBEDDED_CLIENT_TIMINGS).
+#: Client timings the embedded broker needs (see gateway.bus.kafka.EMBEDDED_CLIENT_TIMINGS).
 _EMBEDDED_KAFKA: dict[str, Any] = {**EMBEDDED_CLIENT_TIMINGS, "enable_idempotence": False}
 _CLOSURE = {
     "case_id": "KBRI-KCH-2020-000123",

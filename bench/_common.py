@@ -25,12 +25,12 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Final
 
-from gateway.canonical import canonical_json
-from gateway.keys import PublicKey, SealingKey, SigningKey
-from gateway.registry import Registry
-from gateway.schemas import SchemaStore, default_schema_root
-from gateway.sign import Signer
-from gateway.verify import Verifier
+from gateway.contract.canonical import canonical_json
+from gateway.contract.keys import PublicKey, SealingKey, SigningKey
+from gateway.contract.registry import Registry
+from gateway.contract.schemas import SchemaStore, default_schema_root
+from gateway.contract.sign import Signer
+from gateway.contract.verify import Verifier
 
 __all__ = [
     "ALERT_TYPE",

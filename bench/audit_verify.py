@@ -5,16 +5,17 @@ Writes ``bench/results/audit_verify.json``.
 
 1. Build, once (cached in ``--cache DIR``, default ``bench/results/audit-verify-cache``, ~4.5 GB for the
    full sizes; reused while its manifest matches): a sandbox registry
-   (:func:`gateway.sandbox.create_sandbox`), then N distinct events signed by KBRI Kuching with
-   :func:`gateway.sign.build_event` — alternately an ``alert.network`` (clear) and a ``case.referral``
-   sealed for Kemensos, ~1 KB payloads from ``bench._common`` — as Kafka records on three partitions of
-   each topic, signed in a process pool. Each record's leaf is computed with the notary's own function
-   (:func:`gateway.audit.leaf.leaf_for_record`) and appended to a :class:`gateway.audit.tiles.TileLog` in
-   batches of 1,000 with a checkpoint signed after each batch (the notary's defaults ``batch_size`` and
-   ``checkpoint.entries``), in the notary's layout (:class:`gateway.audit.notary.CheckpointStore`). The
-   records go to a records dump (:func:`gateway.audit.replay.write_records_dump`): no broker is needed.
-   Each smaller size is built from the same stream (the same first events), as its own log and dump.
-2. Verify: ``python -m gateway._cli audit verify --log LOG --vkey VKEY --registry REGISTRY --records DUMP
+   (:func:`gateway.sandbox.deployment.create_sandbox`), then N distinct events signed by KBRI Kuching with
+   :func:`gateway.contract.sign.build_event` — alternately an ``alert.network`` (clear) and a
+   ``case.referral`` sealed for Kemensos, ~1 KB payloads from ``bench._common`` — as Kafka records on three
+   partitions of each topic, signed in a process pool. Each record's leaf is computed with the notary's own
+   function (:func:`gateway.audit.leaf.leaf_for_record`) and appended to a
+   :class:`gateway.audit.tiles.TileLog` in batches of 1,000 with a checkpoint signed after each batch (the
+   notary's defaults ``batch_size`` and ``checkpoint.entries``), in the notary's layout
+   (:class:`gateway.audit.notary.CheckpointStore`). The records go to a records dump
+   (:func:`gateway.audit.replay.write_records_dump`): no broker is needed. Each smaller size is built from the
+   same stream (the same first events), as its own log and dump.
+2. Verify: ``python -m gateway.cli.main audit verify --log LOG --vkey VKEY --registry REGISTRY --records DUMP
    --workers W --json REPORT``, one subprocess per size and W in (1, number of cores); and the log alone
    (no ``--records``: the worker count does not apply). Measured: wall time; CPU = user + system of the
    command and its worker processes (``wait4``: workers are its children); peak RSS = ``VmHWM`` of the
@@ -62,12 +63,12 @@ from gateway.audit.leaf import ConsumedRecord, leaf_for_record
 from gateway.audit.notary import CheckpointStore
 from gateway.audit.note import Ed25519Signer, sign_note
 from gateway.audit.tiles import TileLog
-from gateway.keys import SigningKey
-from gateway.registry import Registry
-from gateway.sandbox import create_sandbox
-from gateway.schemas import SchemaStore
-from gateway.sign import Signer, build_event, event_topic
-from gateway.verify import Verifier
+from gateway.contract.keys import SigningKey
+from gateway.contract.registry import Registry
+from gateway.contract.schemas import SchemaStore
+from gateway.contract.sign import Signer, build_event, event_topic
+from gateway.contract.verify import Verifier
+from gateway.sandbox.deployment import create_sandbox
 
 _FORMAT: Final = "xchg-bench-audit-verify-cache/v1"
 _BATCH: Final = 1000
@@ -291,7 +292,7 @@ def verify(cache: Cache, size: int, workers: int | None, report: Path) -> Run:
     command = [
         sys.executable,
         "-m",
-        "gateway._cli",
+        "gateway.cli.main",
         "audit",
         "verify",
         "--log",

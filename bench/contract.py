@@ -6,11 +6,11 @@ Run: ``.venv/bin/python -m bench.contract`` (full) or ``--quick`` (smoke size). 
 What is timed, per event, in one process (every case runs once per repetition, in rotating order, so a
 noisy machine slows all of them alike; the figures are medians over the repetitions):
 
-* gateway sign = :func:`gateway.sign.build_event` (logical schema, authorisation, sealing, wire schema,
-  RFC 8785 data bytes, CloudEvent, verification material, DSSE signature) of a ~1 KB payload;
-* gateway verify = :meth:`gateway.verify.Verifier.verify_kafka` of the Kafka record (size, strict parse,
-  canonical check, CloudEvents profile, DSSE, key, signature, material, authorisation, wire schema; for the
-  sealed referral also the recipient check, HPKE open and the logical schema);
+* gateway sign = :func:`gateway.contract.sign.build_event` (logical schema, authorisation, sealing, wire
+  schema, RFC 8785 data bytes, CloudEvent, verification material, DSSE signature) of a ~1 KB payload;
+* gateway verify = :meth:`gateway.contract.verify.Verifier.verify_kafka` of the Kafka record (size, strict
+  parse, canonical check, CloudEvents profile, DSSE, key, signature, material, authorisation, wire schema; for
+  the sealed referral also the recipient check, HPKE open and the logical schema);
 * raw = ``nacl.signing`` sign and verify of the same ~1 KB canonical data bytes: the floor for any
   Ed25519-signed message in Python;
 * JWS = ``joserfc.jws`` compact serialisation, ``alg: EdDSA``, sign and verify of the same bytes: what a
@@ -53,12 +53,12 @@ from bench._common import (
     self_peak_rss_mb,
     write_results,
 )
-from gateway.canonical import canonical_json, parse_canonical
-from gateway.dsse import DsseEnvelope, check_signed_extensions, pae, verification_material
-from gateway.envelope import Envelope, KafkaRecord
-from gateway.schemas import default_schema_root
-from gateway.sign import SIGNED_EXTENSIONS, build_event
-from gateway.verify import Accepted
+from gateway.contract.canonical import canonical_json, parse_canonical
+from gateway.contract.dsse import DsseEnvelope, check_signed_extensions, pae, verification_material
+from gateway.contract.envelope import Envelope, KafkaRecord
+from gateway.contract.schemas import default_schema_root
+from gateway.contract.sign import SIGNED_EXTENSIONS, build_event
+from gateway.contract.verify import Accepted
 
 NON_RECIPIENT: Final = "iom"  # may read KBRI Kuching's case topic, but the referral is not sealed for it
 

@@ -6,11 +6,12 @@ Run: ``.venv/bin/python -m bench.end_to_end`` (full) or ``--quick`` (smoke size)
 
 Each measured run starts a fresh embedded broker (Tansu, memory storage) and two child processes:
 
-* gateway: a sandbox deployment (``gateway.sandbox.create_sandbox``: keys, registry, TOML configs) of the
-  publisher (KBRI Kuching) and the reader (Kemensos), each a real ``gateway.runtime.Gateway`` in its own
-  process, production-like: JSON logs at info level to a file, durable outbox (``synchronous=FULL``),
-  inbox, metrics, operations HTTP. The publisher process calls ``Gateway.publisher.publish`` for ~1 KB
-  ``alert.network`` events (no sealed fields); the reader delivers them to a counting sink;
+* gateway: a sandbox deployment (``gateway.sandbox.deployment.create_sandbox``: keys, registry, TOML configs)
+  of the publisher (KBRI Kuching) and the reader (Kemensos), each a real ``gateway.runtime.gateway.Gateway``
+  in its own process, production-like: JSON logs at info level to a file, durable outbox
+  (``synchronous=FULL``), inbox, metrics, operations HTTP. The publisher process calls
+  ``Gateway.publisher.publish`` for ~1 KB ``alert.network`` events (no sealed fields); the reader delivers
+  them to a counting sink;
 * raw: an ``AIOKafkaProducer`` sends the bytes of 1,000 such signed events (value, key, CloudEvents
   headers, plus one 8-byte timestamp header), cycled, with the gateway's producer settings; an
   ``AIOKafkaConsumer`` in the gateway's consumer settings reads them, committing after each batch.
@@ -60,17 +61,17 @@ from bench._common import (
     self_peak_rss_mb,
     write_results,
 )
-from gateway.broker import EmbeddedBroker
-from gateway.kafka import (
+from gateway.bus.kafka import (
     EMBEDDED_CLIENT_TIMINGS,
     EMBEDDED_FETCH_MAX_WAIT_MS,
     KAFKA_FETCH_MAX_WAIT_MS,
     KafkaSettings,
 )
-from gateway.sign import build_event
-from gateway.topics import topic_for
+from gateway.contract.sign import build_event
+from gateway.contract.topics import topic_for
+from gateway.sandbox.broker import EmbeddedBroker
 
-#: The embedded broker's client timings (gateway.kafka.EMBEDDED_CLIENT_TIMINGS) and a request timeout.
+#: The embedded broker's client timings (gateway.bus.kafka.EMBEDDED_CLIENT_TIMINGS) and a request timeout.
 EMBEDDED_KAFKA: Final = {**EMBEDDED_CLIENT_TIMINGS, "request_timeout_ms": 10000}
 TOPIC: Final = topic_for(PUBLISHER, "alert", 1)
 _AIOKAFKA_DEFAULT_BATCH: Final = 16_384
@@ -165,10 +166,10 @@ class CountingSink:
 
 
 async def _gateway_reader(conn: Connection, plan: Plan) -> None:
-    from gateway.config import GatewayConfig  # noqa: PLC0415 - child process only
-    from gateway.logs import configure_logging  # noqa: PLC0415
-    from gateway.runtime import Gateway  # noqa: PLC0415
-    from gateway.subscriber import Route  # noqa: PLC0415
+    from gateway.bus.subscriber import Route  # noqa: PLC0415
+    from gateway.runtime.config import GatewayConfig  # noqa: PLC0415 - child process only
+    from gateway.runtime.gateway import Gateway  # noqa: PLC0415
+    from gateway.runtime.logs import configure_logging  # noqa: PLC0415
 
     directory = Path(plan.directory)
     with (directory / "reader.log").open("a", encoding="utf-8") as log:
@@ -192,9 +193,9 @@ async def _gateway_reader(conn: Connection, plan: Plan) -> None:
 
 
 async def _gateway_publisher(conn: Connection, plan: Plan) -> None:
-    from gateway.config import GatewayConfig  # noqa: PLC0415 - child process only
-    from gateway.logs import configure_logging  # noqa: PLC0415
-    from gateway.runtime import Gateway  # noqa: PLC0415
+    from gateway.runtime.config import GatewayConfig  # noqa: PLC0415 - child process only
+    from gateway.runtime.gateway import Gateway  # noqa: PLC0415
+    from gateway.runtime.logs import configure_logging  # noqa: PLC0415
 
     directory = Path(plan.directory)
     template = alert_payload(0)
@@ -329,7 +330,7 @@ def _child(role: str, conn: Connection, plan: Plan) -> None:
 
 
 def _sandbox(directory: Path, bootstrap: str) -> None:
-    from gateway.sandbox import create_sandbox  # noqa: PLC0415
+    from gateway.sandbox.deployment import create_sandbox  # noqa: PLC0415
 
     kafka = {"bootstrap_servers": [bootstrap], "enable_idempotence": False, **EMBEDDED_KAFKA}
     create_sandbox(

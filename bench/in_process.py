@@ -46,17 +46,17 @@ from bench._common import (
     self_cpu_seconds,
     write_results,
 )
-from gateway._sqlite import Database
-from gateway.envelope import Envelope
-from gateway.inbox import Inbox
-from gateway.logs import configure_logging
-from gateway.metrics import GatewayMetrics
-from gateway.outbox import Outbox
-from gateway.publisher import Publisher
-from gateway.sign import build_event
-from gateway.sources import PUBLISH_CHUNK, FileDropSource
-from gateway.subscriber import Route, Subscriber
-from gateway.verify import Accepted
+from gateway.bus.database import Database
+from gateway.bus.inbox import Inbox
+from gateway.bus.metrics import GatewayMetrics
+from gateway.bus.outbox import Outbox
+from gateway.bus.publisher import Publisher
+from gateway.bus.subscriber import Route, Subscriber
+from gateway.contract.envelope import Envelope
+from gateway.contract.sign import build_event
+from gateway.contract.verify import Accepted
+from gateway.runtime.logs import configure_logging
+from gateway.runtime.sources import PUBLISH_CHUNK, FileDropSource
 
 _BATCH = 500
 _PARTITIONS = 4

@@ -1,9 +1,10 @@
 """Inter-agency exchange gateway for the protection of trafficking victims (Kemensos, Kemlu/KBRI, IOM).
 
-Public modules: :mod:`gateway.sign` (make events), :mod:`gateway.verify` (check them),
-:mod:`gateway.envelope` (CloudEvents codecs), :mod:`gateway.registry` (trust store),
-:mod:`gateway.schemas` (message schemas), :mod:`gateway.seal` (HPKE sealed fields), :mod:`gateway.keys`,
-:mod:`gateway.dsse`, :mod:`gateway.errors`.
+Public modules: :mod:`gateway.contract.sign` (make events), :mod:`gateway.contract.verify` (check them),
+:mod:`gateway.contract.envelope` (CloudEvents codecs), :mod:`gateway.contract.registry` (trust store),
+:mod:`gateway.contract.schemas` (message schemas), :mod:`gateway.contract.seal` (HPKE sealed fields),
+:mod:`gateway.contract.keys`,
+:mod:`gateway.contract.dsse`, :mod:`gateway.errors`.
 """
 
 __version__ = "0.1.0"

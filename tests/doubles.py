@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gateway.envelope import Envelope
+from gateway.bus.metrics import GatewayMetrics
+from gateway.contract.envelope import Envelope
 from gateway.errors import GatewayError, Reason
-from gateway.metrics import GatewayMetrics
-from gateway.plugins import PluginContext
+from gateway.runtime.plugins import PluginContext
 from tests.world import World
 
 __all__ = ["Published", "WorldPublish", "plugin_context"]

@@ -16,12 +16,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from gateway.envelope import Envelope
-from gateway.keys import PublicKey, SealingKey, SigningKey
-from gateway.registry import Registry
-from gateway.schemas import SchemaStore, default_schema_root
-from gateway.sign import Signer, build_event
-from gateway.verify import Verifier
+from gateway.contract.envelope import Envelope
+from gateway.contract.keys import PublicKey, SealingKey, SigningKey
+from gateway.contract.registry import Registry
+from gateway.contract.schemas import SchemaStore, default_schema_root
+from gateway.contract.sign import Signer, build_event
+from gateway.contract.verify import Verifier
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_REGISTRY = ROOT / "deploy" / "registry.example.toml"

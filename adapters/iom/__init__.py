@@ -39,8 +39,8 @@ from adapters.iom._mapping import (
 from adapters.iom._reader import FileProblem, Sheet, read_sheet
 from adapters.iom._sink import referral_sink
 from adapters.iom._source import FileReport, HtcdsExportSource, RowRejection
-from gateway.plugins import PluginContext, option
-from gateway.sinks import WebhookSink
+from gateway.bus.delivery import WebhookSink
+from gateway.runtime.plugins import PluginContext, option
 
 __all__ = [
     "COLUMNS_FILE",

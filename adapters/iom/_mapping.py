@@ -16,9 +16,9 @@ from adapters._fieldmap import (
     parse_message_map,
     parse_tables,
 )
-from gateway.canonical import canonical_json
+from gateway.contract.canonical import canonical_json
+from gateway.contract.verify import Accepted
 from gateway.errors import GatewayError, Reason
-from gateway.verify import Accepted
 
 __all__ = [
     "COLUMNS_FILE",

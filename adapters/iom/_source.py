@@ -1,7 +1,7 @@
 """Inbound: IOM HTCDS v2.0 exports (CSV or XLSX) in a folder -> assistance records and supply alerts.
 
-Layout under ``directory`` (the drop folder of :class:`gateway.sources.DropFolderSource`, as for the JSON
-Lines file drop, for the same reasons):
+Layout under ``directory`` (the drop folder of :class:`gateway.runtime.sources.DropFolderSource`, as for the
+JSON Lines file drop, for the same reasons):
 
 * ``inbox/``: IOM's export job (or an officer) writes ``.<name>.tmp`` and renames it to ``<name>.csv`` or
   ``<name>.xlsx`` when complete; a rename is atomic, so a half-written workbook is never read. Files are
@@ -36,7 +36,7 @@ from adapters._fieldmap import MappingError, MessageMap
 from adapters.iom._mapping import SKIP, IomMapping, row_event_id
 from adapters.iom._reader import SUFFIXES, FileProblem, Sheet, read_sheet
 from gateway.errors import GatewayError, Reason
-from gateway.sources import (
+from gateway.runtime.sources import (
     DropEvent,
     DropFile,
     DropFolderSource,

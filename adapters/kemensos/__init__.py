@@ -27,10 +27,10 @@ from adapters._io import refuse_unknown_options
 from adapters.kemensos.inbound import CsvDropSource, RowMapper, csv_event_id, suppress_count, write_drop
 from adapters.kemensos.mapping import DEFAULT_MAPPING, KemensosMapping, load_mapping
 from adapters.kemensos.outbound import native_record, to_native
+from gateway.bus.delivery import Sink, WebhookSink
 from gateway.errors import GatewayError, Reason
-from gateway.plugins import PluginContext, option
-from gateway.sinks import Sink, WebhookSink
-from gateway.sources import Source
+from gateway.runtime.plugins import PluginContext, option
+from gateway.runtime.sources import Source
 
 __all__ = [
     "DEFAULT_MAPPING",

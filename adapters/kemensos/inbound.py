@@ -1,8 +1,8 @@
 """Inbound: Kemensos CSV drops (RPTC shelters, Pos Pemulangan return posts) -> exchange events.
 
 Kemensos' systems are spreadsheets and a case register that can export CSV; a drop folder is the interface
-every office can run today. The folder mechanism is :class:`gateway.sources.DropFolderSource`, the one the
-JSON Lines file drop uses, for the same reasons (see :mod:`gateway.sources`): writers create
+every office can run today. The folder mechanism is :class:`gateway.runtime.sources.DropFolderSource`, the one
+the JSON Lines file drop uses, for the same reasons (see :mod:`gateway.runtime.sources`): writers create
 ``inbox/.<name>.tmp`` and rename it to ``inbox/<name>.csv`` when complete (atomic); each row's event id is
 ``uuid5(NAMESPACE, "<sha256 of the file>:<row>")``, so a file processed again after a crash or dropped twice
 re-publishes the *same* ids, which the outbox and every consumer deduplicate; a row is one event, published
@@ -51,7 +51,7 @@ from adapters.kemensos.mapping import (
     normalise_header,
 )
 from gateway.errors import GatewayError, Reason
-from gateway.sources import (
+from gateway.runtime.sources import (
     DropEvent,
     DropFile,
     DropFolderSource,
@@ -359,8 +359,9 @@ class CsvDropSource(DropFolderSource):
     """Publish every row of ``*.csv`` files dropped into ``directory/inbox/`` (see the module docstring).
 
     The drop folder (layout, name order, deferring, done/ and quarantine/) is
-    :class:`gateway.sources.DropFolderSource`'s; this class maps rows. A file whose name matches no kind is
-    reported as one rejection (``schema.unknown``) and moved to ``done/``, so ``inbox/`` stays "work to do".
+    :class:`gateway.runtime.sources.DropFolderSource`'s; this class maps rows. A file whose name matches no
+    kind is reported as one rejection (``schema.unknown``) and moved to ``done/``, so ``inbox/`` stays "work
+    to do".
     """
 
     suffixes = (DROP_SUFFIX,)

@@ -16,8 +16,8 @@ from datetime import timedelta, timezone
 from pathlib import Path
 from typing import Any, Final
 
-from gateway._files import load_toml
 from gateway.errors import GatewayError, Reason
+from gateway.settings import load_toml
 
 __all__ = [
     "CONVERSIONS",

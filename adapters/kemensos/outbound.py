@@ -2,9 +2,10 @@
 
 Kemensos staff work in Indonesian field names (``no_kasus``, ``nama_lengkap``, ``jenis_kelamin`` L/P,
 ``rencana_kepulangan``...), so the case system takes its own shape rather than the exchange's HTCDS names.
-The transform is a pure function of the :class:`~gateway.verify.Accepted` event and the mapping file; the
-HTTP delivery (idempotency key, retry rules) is :class:`gateway.sinks.WebhookSink`'s, reused through its
-``body`` hook rather than copied, so Kemensos gets exactly the delivery semantics every other webhook has.
+The transform is a pure function of the :class:`~gateway.contract.verify.Accepted` event and the mapping file;
+the HTTP delivery (idempotency key, retry rules) is :class:`gateway.bus.delivery.WebhookSink`'s, reused
+through its ``body`` hook rather than copied, so Kemensos gets exactly the delivery semantics every other
+webhook has.
 
 Two rules keep the transform honest:
 
@@ -22,8 +23,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from adapters.kemensos.mapping import CodeList, KemensosMapping, OutField
-from gateway.schemas import TYPE_PREFIX
-from gateway.verify import Accepted
+from gateway.contract.schemas import TYPE_PREFIX
+from gateway.contract.verify import Accepted
 
 __all__ = ["native_record", "to_native"]
 

@@ -45,9 +45,9 @@ from adapters.kemlu._mapping import (
 )
 from adapters.kemlu._sink import update_url
 from adapters.kemlu._source import Cursor, KemluCaseApiSource, PollResult, parse_instant
+from gateway.bus.delivery import RetryPolicy, WebhookSink
 from gateway.errors import GatewayError, Reason
-from gateway.plugins import PluginContext, option
-from gateway.sinks import RetryPolicy, WebhookSink
+from gateway.runtime.plugins import PluginContext, option
 
 __all__ = [
     "EVENT_ID_NAMESPACE",

@@ -18,8 +18,8 @@ from adapters._fieldmap import (
     parse_tables,
     resolve,
 )
+from gateway.contract.verify import Accepted
 from gateway.errors import GatewayError, Reason
-from gateway.verify import Accepted
 
 __all__ = [
     "EVENT_ID_NAMESPACE",

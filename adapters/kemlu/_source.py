@@ -47,9 +47,9 @@ from yarl import URL
 
 from adapters._io import write_json_atomically
 from adapters.kemlu._mapping import KemluMapping, MessageProblem, PlannedMessage
+from gateway.bus.delivery import RetryPolicy, is_retryable_status
 from gateway.errors import GatewayError, Reason
-from gateway.sinks import RetryPolicy, is_retryable_status
-from gateway.sources import PublishFn
+from gateway.runtime.sources import PublishFn
 
 __all__ = ["CURSOR_FORMAT", "Cursor", "KemluCaseApiSource", "PollResult", "parse_instant"]
 

@@ -24,7 +24,7 @@ from aiohttp import web
 
 from adapters.iom._mapping import IomMapping, htcds_columns
 from adapters.simulators._server import SimulatorServer
-from gateway.sources import write_atomically
+from gateway.runtime.sources import write_atomically
 
 __all__ = [
     "IomCaseSystemSimulator",

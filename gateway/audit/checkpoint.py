@@ -118,7 +118,7 @@ def open_checkpoint(note: bytes, *, origin: str, verifiers: Iterable[Verifier]) 
     """Verify ``note`` against the log's key(s) and check it is a checkpoint of ``origin``.
 
     ``verifiers`` are the log's own keys (more than one during a key rotation): at least one must have signed.
-    Cosignatures are not checked here; see :func:`gateway.audit.cosign.verify_cosigned`.
+    Cosignatures are not checked here; see :func:`gateway.audit.witness.verify_cosigned`.
     """
     verified = open_note(note, verifiers)
     checkpoint = Checkpoint.parse(verified.text)

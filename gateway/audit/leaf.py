@@ -8,9 +8,9 @@ deletion, reordering or rewrite, without the log ever holding victim data. So a 
   headers, value), plus the CloudEvents ``id``, ``source``, ``type``, ``time``, ``dataschema`` and the
   ``dssematerial`` signature exactly as they appear in the record headers;
 * the notary's verdict: ``accepted`` (with the signing key id) or ``rejected`` with the reason code that
-  :class:`gateway.verify.Verifier` gives *without any sealing key* (the notary opens nothing) and with the
-  record timestamp as "now", so the verdict is a pure function of the record, the registry and the schemas
-  and an auditor recomputes it bit for bit;
+  :class:`gateway.contract.verify.Verifier` gives *without any sealing key* (the notary opens nothing) and
+  with the record timestamp as "now", so the verdict is a pure function of the record, the registry and the
+  schemas and an auditor recomputes it bit for bit;
 * for dead-lettered records, the gateway's reason headers (``xchg-reason``, origin topic/partition/offset,
   who and when; never the free-text ``xchg-detail``).
 
@@ -38,9 +38,9 @@ from typing import Any, Final, Literal, Protocol
 import orjson
 
 from gateway.audit.tiles import MAX_ENTRY_SIZE
-from gateway.canonical import canonical_json
+from gateway.contract.canonical import canonical_json
+from gateway.contract.verify import Accepted, Verifier
 from gateway.errors import GatewayError, Reason
-from gateway.verify import Accepted, Verifier
 
 __all__ = [
     "DEAD_LETTER_HEADERS",
@@ -67,7 +67,7 @@ _ATTRIBUTE_HEADERS: Final = {
     "time": "ce_time",
     "dataschema": "ce_dataschema",
 }
-#: ``dead_letter`` member -> header a gateway adds when it dead-letters a record (``gateway.subscriber``).
+#: ``dead_letter`` member -> header a gateway adds when it dead-letters a record (``gateway.bus.subscriber``).
 DEAD_LETTER_HEADERS: Final = {
     "reason": "xchg-reason",
     "origin_topic": "xchg-origin-topic",

@@ -3,7 +3,7 @@
 Why a separate role: auditors must be able to prove what was exchanged without trusting any gateway's
 operator, so one process that can read every topic but open nothing (no sealing key) appends one leaf per
 Kafka record (:mod:`gateway.audit.leaf`) to an RFC 6962 tile log (:class:`~gateway.audit.tiles.TileLog`) and
-publishes signed checkpoints that other agencies cosign (:mod:`gateway.audit.cosigning`).
+publishes signed checkpoints that other agencies cosign (:mod:`gateway.audit.cosigner`).
 
 Guarantees and how they are kept:
 
@@ -69,7 +69,6 @@ from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from gateway._files import load_toml, stop_on_signals
 from gateway.audit import _fs
 from gateway.audit.checkpoint import Checkpoint, SignedCheckpoint, deployment_origin, open_checkpoint
 from gateway.audit.leaf import ConsumedRecord, Leaf, RecordLike, leaf_for_record
@@ -86,15 +85,16 @@ from gateway.audit.note import (
 )
 from gateway.audit.proof import create_proof
 from gateway.audit.tiles import TileLog
+from gateway.bus.kafka import KafkaSettings
+from gateway.contract.keys import SigningKey
+from gateway.contract.registry import Registry
+from gateway.contract.schemas import SchemaStore
+from gateway.contract.topics import ensure_topics
+from gateway.contract.verify import Verifier as EventVerifier
 from gateway.errors import GatewayError, Reason
-from gateway.kafka import KafkaSettings
-from gateway.keys import SigningKey
-from gateway.ops import start_ops_server, stop_ops_server
-from gateway.registry import Registry
-from gateway.runtime import own_topics
-from gateway.schemas import SchemaStore
-from gateway.topics import ensure_topics
-from gateway.verify import Verifier as EventVerifier
+from gateway.runtime.gateway import own_topics
+from gateway.runtime.ops import start_ops_server, stop_ops_server
+from gateway.settings import load_toml, stop_on_signals
 
 __all__ = [
     "CHECKPOINT_FILE",
@@ -123,7 +123,7 @@ _QUIET_POLLS: Final = 1  # empty polls, once every partition's end is reached, b
 
 def expected_topics(registry: Registry, schemas: SchemaStore) -> list[str]:
     """Every exchange topic the registry and schemas predict: each party's case/alert topics per major and
-    its dead-letter topic (exactly what the gateways create, :func:`gateway.runtime.own_topics`)."""
+    its dead-letter topic (exactly what the gateways create, :func:`gateway.runtime.gateway.own_topics`)."""
     return sorted({topic for party in registry.parties for topic in own_topics(schemas, party)})
 
 
@@ -577,8 +577,8 @@ class Notary:
                 await self._refresh()
                 self._refresh_due = time.monotonic() + self.config.refresh_seconds
             if self._armed and targets is None:
-                # where the partitions end now (a lower bound on Tansu, see gateway.broker: enough, since
-                # fetches return whole batches): a sync waits until the log got there
+                # where the partitions end now (a lower bound on Tansu, see gateway.sandbox.broker: enough,
+                # since fetches return whole batches): a sync waits until the log got there
                 targets = await self._consumer.end_offsets(list(self._assigned)) if self._assigned else {}
             records = await self._poll()
             if records:

@@ -8,8 +8,8 @@ pair (name, key id) names one key *and* one signature type. Types implemented he
 * ``0x04`` timestamped Ed25519 cosignature/v1 (c2sp.org/tlog-cosignature), the agencies' cosignatures: the
   signature bytes are ``u64be(timestamp) || Ed25519("cosignature/v1\\ntime <timestamp>\\n" || note text)``.
 
-Both are defined here, not in :mod:`gateway.audit.cosign`, because a verifier key (vkey) string of either type
-must turn into a verifier without the note layer knowing about witnesses.
+Both are defined here, not in :mod:`gateway.audit.witness`, because a verifier key (vkey) string of either
+type must turn into a verifier without the note layer knowing about witnesses.
 
 Parsing is strict and follows the reference implementation (golang.org/x/mod/sumdb/note) where the spec is
 silent: unknown signatures are kept but ignored, a known key whose signature fails rejects the whole note, a
@@ -27,8 +27,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
+from gateway.contract.keys import ALG_ED25519, PublicKey, SigningKey
 from gateway.errors import GatewayError, Reason
-from gateway.keys import ALG_ED25519, PublicKey, SigningKey
 
 __all__ = [
     "COSIGNATURE_V1_HEADER",

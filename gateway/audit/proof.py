@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from typing import Final, Protocol
 
 from gateway.audit.checkpoint import Checkpoint, open_checkpoint
-from gateway.audit.cosign import verify_cosigned
 from gateway.audit.merkle import HASH_SIZE, leaf_hash, verify_inclusion
 from gateway.audit.note import Note, Verifier, decode_base64
+from gateway.audit.witness import verify_cosigned
 from gateway.errors import GatewayError, Reason
 
 __all__ = [

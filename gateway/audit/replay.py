@@ -14,8 +14,8 @@ nothing on the notary's disk and nothing the broker's operator says. So this mod
    reordering shows exactly where);
 4. when Kafka records are available (from the broker, each partition read from its first offset and fetched
    by offset, or from a records dump), recomputes the leaf each record must have — which re-verifies its
-   signature, key validity and schema with :class:`gateway.verify.Verifier` against the registry — and
-   requires it to be byte-identical to the logged one; every record must have its leaf and every leaf its
+   signature, key validity and schema with :class:`gateway.contract.verify.Verifier` against the registry —
+   and requires it to be byte-identical to the logged one; every record must have its leaf and every leaf its
    record (matched by topic/partition/offset; the data and record digests and the verdict must agree).
    Recomputing a leaf is by far the most expensive step (~0.15 ms of CPU per record, over a third of it the
    Ed25519 check) and a pure function of the record, so with ``workers > 1`` worker processes do it, chunk
@@ -56,14 +56,14 @@ import orjson
 
 from gateway.audit import merkle
 from gateway.audit.checkpoint import Checkpoint, open_checkpoint
-from gateway.audit.cosign import verify_cosigned
 from gateway.audit.leaf import ConsumedRecord, Leaf, RecordLike, leaf_for_record
 from gateway.audit.notary import CHECKPOINT_FILE, CHECKPOINT_HISTORY
 from gateway.audit.note import Note, Verifier
 from gateway.audit.tiles import TILE_HEIGHT, TILE_WIDTH, entries_path, tile_path
+from gateway.audit.witness import verify_cosigned
+from gateway.bus.kafka import KafkaSettings
+from gateway.contract.verify import Verifier as EventVerifier
 from gateway.errors import GatewayError, Reason
-from gateway.kafka import KafkaSettings
-from gateway.verify import Verifier as EventVerifier
 
 __all__ = [
     "REPORT_FORMAT",
@@ -1114,8 +1114,8 @@ async def read_kafka_records(
     """Read every partition of the matching topics from its first available offset to its end, calling
     ``on_record`` for each record; returns each partition's earliest available offset.
 
-    The end: Tansu's ListOffsets(latest) undercounts multi-record batches (``gateway.broker``), so the end
-    offset is only a lower bound, raised to ``at_least`` (one past what the log says exists); reading goes
+    The end: Tansu's ListOffsets(latest) undercounts multi-record batches (``gateway.sandbox.broker``), so the
+    end offset is only a lower bound, raised to ``at_least`` (one past what the log says exists); reading goes
     on until both are reached *and* a fetch of ``idle_ms`` brings nothing. Records are fetched by offset,
     which is correct on every broker. A partition that never reaches ``at_least`` ends after three idle
     fetches (its missing records then show as ``leaf.record-missing``).

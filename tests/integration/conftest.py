@@ -4,11 +4,11 @@ Every test in this directory is marked ``integration`` (see :func:`pytest_collec
 
 Which broker: ``XCHG_TEST_KAFKA`` (one variable: a comma-separated ``host:port`` list of any Kafka cluster
 reachable with PLAINTEXT, no TLS or SASL; topics are created through the admin API, so the test principal
-needs CREATE) or, when it is unset, an :class:`~gateway.broker.EmbeddedBroker` (Tansu) on a free loopback
-port for the whole session. Tests that freeze, stop or restart a broker use ``embedded_broker`` (a fresh
-one per test) and are skipped when ``XCHG_TEST_KAFKA`` is set. Sandbox exchanges, whose topics have fixed
-names, use ``isolated_kafka``: a fresh embedded broker per test, or the external cluster. ``tls_proxy`` puts
-stunnel in front of a fresh embedded broker with a throwaway CA.
+needs CREATE) or, when it is unset, an :class:`~gateway.sandbox.broker.EmbeddedBroker` (Tansu) on a free
+loopback port for the whole session. Tests that freeze, stop or restart a broker use ``embedded_broker`` (a
+fresh one per test) and are skipped when ``XCHG_TEST_KAFKA`` is set. Sandbox exchanges, whose topics have
+fixed names, use ``isolated_kafka``: a fresh embedded broker per test, or the external cluster. ``tls_proxy``
+puts stunnel in front of a fresh embedded broker with a throwaway CA.
 
 Isolation: tests never share topics or consumer groups (``unique_topic`` / ``unique_group``), so they can
 run against one long-lived broker in any order.
@@ -37,8 +37,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from gateway.broker import EmbeddedBroker, free_port
-from gateway.kafka import EMBEDDED_CLIENT_TIMINGS, KafkaSettings
+from gateway.bus.kafka import EMBEDDED_CLIENT_TIMINGS, KafkaSettings
+from gateway.sandbox.broker import EmbeddedBroker, free_port
 from tests.integration.exchange import embedded_settings
 from tests.tls import make_ca
 
@@ -101,8 +101,8 @@ def kafka_settings(kafka_bootstrap: str, external_kafka: str | None) -> KafkaSet
 
     On the embedded broker: no idempotence (Tansu cannot) and short group sessions, because Tansu holds
     JoinGroup for about half the session timeout and aiokafka never sends LeaveGroup from generation 0 (see
-    gateway.broker). Real Kafka refuses sessions below 6 s by default, so an external cluster gets 6 s, and
-    idempotence if it supports it (probed once, so ``XCHG_TEST_KAFKA`` may also name a separate Tansu).
+    gateway.sandbox.broker). Real Kafka refuses sessions below 6 s by default, so an external cluster gets 6
+    s, and idempotence if it supports it (probed once, so ``XCHG_TEST_KAFKA`` may also name a separate Tansu).
     """
     servers = tuple(s.strip() for s in kafka_bootstrap.split(",") if s.strip())
     if external_kafka is None:

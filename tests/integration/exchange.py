@@ -13,15 +13,15 @@ from typing import Any
 
 import tomli_w
 
-from gateway.broker import EmbeddedBroker
-from gateway.config import GatewayConfig
-from gateway.kafka import EMBEDDED_CLIENT_TIMINGS, KafkaSettings
-from gateway.runtime import Gateway
-from gateway.sandbox import SandboxParty, create_sandbox
-from gateway.sinks import MemorySink
-from gateway.subscriber import Route
+from gateway.bus.delivery import MemorySink
+from gateway.bus.kafka import EMBEDDED_CLIENT_TIMINGS, KafkaSettings
+from gateway.bus.subscriber import Route
+from gateway.runtime.config import GatewayConfig
+from gateway.runtime.gateway import Gateway
+from gateway.sandbox.broker import EmbeddedBroker
+from gateway.sandbox.deployment import SandboxParty, create_sandbox
 
-#: Client timings the embedded broker needs (gateway.kafka.EMBEDDED_CLIENT_TIMINGS) and the tests' request
+#: Client timings the embedded broker needs (gateway.bus.kafka.EMBEDDED_CLIENT_TIMINGS) and the tests' request
 #: timeout; an external Kafka gets its own settings.
 EMBEDDED_KAFKA = {**EMBEDDED_CLIENT_TIMINGS, "request_timeout_ms": 10000}
 

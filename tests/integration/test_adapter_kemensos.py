@@ -22,7 +22,7 @@ from typing import Any
 
 from adapters.kemensos import csv_event_id, write_drop
 from adapters.simulators.kemensos import KemensosCaseSystemSimulator
-from gateway.kafka import KafkaSettings
+from gateway.bus.kafka import KafkaSettings
 from tests.integration.exchange import Node, eventually, exchange, metric_total
 from tests.world import example
 

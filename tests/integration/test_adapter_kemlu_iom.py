@@ -22,7 +22,7 @@ from typing import Any
 
 from adapters.simulators.iom import IomCaseSystemSimulator, write_htcds_export
 from adapters.simulators.kemlu import KemluCaseApiSimulator
-from gateway.kafka import KafkaSettings
+from gateway.bus.kafka import KafkaSettings
 from tests.integration.exchange import Node, eventually, exchange, metric_total
 
 KBRI_KCH = "kemlu.kbri-kuching"

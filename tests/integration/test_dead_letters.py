@@ -23,19 +23,19 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
-from gateway.canonical import canonical_json
-from gateway.envelope import Envelope
+from gateway.bus.delivery import MemorySink, SinkError
+from gateway.bus.kafka import KafkaSettings
+from gateway.bus.subscriber import DLQ_HEADERS
+from gateway.contract.canonical import canonical_json
+from gateway.contract.envelope import Envelope
+from gateway.contract.keys import SigningKey
+from gateway.contract.registry import Registry
+from gateway.contract.schemas import SchemaStore
+from gateway.contract.seal import EventBinding, Recipient, seal
+from gateway.contract.sign import Signer, build_event, sign_envelope
+from gateway.contract.topics import dlq_topic, topic_for
+from gateway.contract.verify import Accepted
 from gateway.errors import Reason
-from gateway.kafka import KafkaSettings
-from gateway.keys import SigningKey
-from gateway.registry import Registry
-from gateway.schemas import SchemaStore
-from gateway.seal import EventBinding, Recipient, seal
-from gateway.sign import Signer, build_event, sign_envelope
-from gateway.sinks import MemorySink, SinkError
-from gateway.subscriber import DLQ_HEADERS
-from gateway.topics import dlq_topic, topic_for
-from gateway.verify import Accepted
 from tests.integration.exchange import (
     Node,
     eventually,

@@ -17,10 +17,10 @@ from adapters.scenario import PARTIES, run_scenario
 from adapters.simulators.iom import sample_rows
 from adapters.simulators.kemensos import SAMPLE_DROPS
 from adapters.simulators.kemlu import sarawak_cases
-from gateway._cli import main
 from gateway.audit.checkpoint import Checkpoint, open_checkpoint
 from gateway.audit.note import verifier_from_vkey
-from gateway.logs import configure_logging
+from gateway.cli.main import main
+from gateway.runtime.logs import configure_logging
 
 PERSON_FIELDS = ("wni", "kesehatan", "anak", "pelaku")
 

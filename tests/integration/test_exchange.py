@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from gateway.kafka import KafkaSettings
+from gateway.bus.kafka import KafkaSettings
 from tests.integration.exchange import eventually, exchange, metric_total, received_ids
 from tests.world import example
 

@@ -29,19 +29,19 @@ import tomli_w
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
 
-from gateway._cli import main
 from gateway.audit.checkpoint import Checkpoint
-from gateway.audit.cosign import Cosigner, verify_cosigned
-from gateway.audit.cosigning import CosignerService
+from gateway.audit.cosigner import CosignerService
 from gateway.audit.leaf import Leaf
 from gateway.audit.notary import Notary, NotaryConfig
 from gateway.audit.note import CosignatureV1Signer, Ed25519Signer, sign_note, verifier_from_vkey
 from gateway.audit.tiles import TileLog
-from gateway.broker import EmbeddedBroker
+from gateway.audit.witness import Cosigner, verify_cosigned
+from gateway.bus.kafka import KafkaSettings
+from gateway.cli.main import main
+from gateway.contract.keys import SigningKey, write_private_pem
+from gateway.contract.topics import dlq_topic
 from gateway.errors import Reason
-from gateway.kafka import KafkaSettings
-from gateway.keys import SigningKey, write_private_pem
-from gateway.topics import dlq_topic
+from gateway.sandbox.broker import EmbeddedBroker
 from tests.integration.exchange import embedded_settings, eventually, exchange, kafka_table, metric_total
 from tests.world import example
 
@@ -228,7 +228,7 @@ def _spawn_notary(config_path: Path, stderr: Path) -> subprocess.Popen[bytes]:
             [
                 sys.executable,
                 "-m",
-                "gateway._cli",
+                "gateway.cli.main",
                 "notary",
                 "run",
                 "--config",

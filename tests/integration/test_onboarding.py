@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.kafka import KafkaSettings
-from gateway.sandbox import SAMPLE_REGISTRY
+from gateway.bus.kafka import KafkaSettings
+from gateway.sandbox.deployment import SAMPLE_REGISTRY
 from tests.integration.exchange import eventually, exchange, metric_total, received_ids
 from tests.world import example
 

@@ -4,7 +4,7 @@ Readiness must follow the world: the broker going down or freezing, the signing 
 being replaced, a wrong CA for the brokers' TLS certificates. Each such case answers 503 with the failing
 check named and the others still passing, and answers 200 again once the cause is gone. /metrics must parse
 as Prometheus text and show the traffic that happened. Gateways are configured through their TOML files,
-exactly as an operator would (``gateway.sandbox``), including ``security_protocol = "SSL"``.
+exactly as an operator would (``gateway.sandbox.deployment``), including ``security_protocol = "SSL"``.
 """
 
 from __future__ import annotations
@@ -24,13 +24,13 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway import __version__
-from gateway.broker import EmbeddedBroker, free_port
-from gateway.config import GatewayConfig
+from gateway.bus.kafka import KafkaSettings, SaslSettings, TlsSettings
+from gateway.contract.keys import SigningKey
 from gateway.errors import GatewayError, Reason
-from gateway.kafka import KafkaSettings, SaslSettings, TlsSettings
-from gateway.keys import SigningKey
-from gateway.runtime import Gateway
-from gateway.sandbox import create_sandbox
+from gateway.runtime.config import GatewayConfig
+from gateway.runtime.gateway import Gateway
+from gateway.sandbox.broker import EmbeddedBroker, free_port
+from gateway.sandbox.deployment import create_sandbox
 from tests.integration.conftest import TlsProxy
 from tests.integration.exchange import (
     Node,
@@ -250,7 +250,7 @@ def test_gateway_run_exits_2_with_keyfile_invalid(tmp_path: Path) -> None:
         [
             sys.executable,
             "-c",
-            "from gateway._cli import main; raise SystemExit(main())",
+            "from gateway.cli.main import main; raise SystemExit(main())",
             "run",
             "--config",
             str(config),

@@ -3,7 +3,7 @@
 Every test owns a fresh embedded broker (skipped when ``XCHG_TEST_KAFKA`` names an external cluster, whose
 processes a test cannot freeze or restart) and checks the promise of the docs: an event accepted by
 ``publish`` reaches each permitted reader, and the reader's agency system sees it once (or, in the one
-documented window of :mod:`gateway.inbox`, a second time under the same ``Idempotency-Key``).
+documented window of :mod:`gateway.bus.inbox`, a second time under the same ``Idempotency-Key``).
 
 Gateways killed or terminated by signal run as real ``gateway run --config FILE`` child processes; the
 fixture :func:`gateway_processes` kills and reaps every one of them, whatever the outcome of the test.
@@ -30,11 +30,11 @@ from typing import Any
 import pytest
 import structlog.testing
 
-from gateway.broker import EmbeddedBroker
+from gateway.bus.kafka import KafkaSettings
 from gateway.errors import GatewayError, Reason
-from gateway.kafka import KafkaSettings
-from gateway.sandbox import SandboxParty, create_sandbox
-from gateway.sources import drop_event_id
+from gateway.runtime.sources import drop_event_id
+from gateway.sandbox.broker import EmbeddedBroker
+from gateway.sandbox.deployment import SandboxParty, create_sandbox
 from tests.integration.agency_sim import AgencySimulator
 from tests.integration.exchange import (
     Node,
@@ -145,7 +145,7 @@ class GatewayProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("XCHG__")}
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "gateway._cli", "run", "--config", str(self.config)],
+                [sys.executable, "-m", "gateway.cli.main", "run", "--config", str(self.config)],
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO,
             )  # fmt: skip
 
@@ -214,9 +214,9 @@ async def test_broker_frozen_while_publishing_loses_nothing_and_repeats_nothing(
     tmp_path: Path, embedded_broker: EmbeddedBroker
 ) -> None:
     # A short request timeout, so the freeze outlasts it and the sender's send fails while records it had
-    # already handed to the client (and requests the kernel buffered, see gateway.broker) are still written
-    # once the broker thaws: the sender's retry of the batch may put duplicates on the topic, which the
-    # reader's inbox must drop. Whether it does varies from run to run, hence no assertion on their count.
+    # already handed to the client (and requests the kernel buffered, see gateway.sandbox.broker) are still
+    # written once the broker thaws: the sender's retry of the batch may put duplicates on the topic, which
+    # the reader's inbox must drop. Whether it does varies from run to run, hence no assertion on their count.
     settings = settings_for(embedded_broker, request_timeout_ms=2_000)
     async with exchange(tmp_path, [KCH, READER], settings) as nodes:
         publisher, reader = nodes[KCH], nodes[READER]

@@ -29,15 +29,16 @@ from adapters.iom import (
     row_event_id,
 )
 from adapters.simulators.iom import IomCaseSystemSimulator, export_columns, sample_rows, write_htcds_export
+from gateway.bus.delivery import RetryPolicy, SinkError, WebhookSink, deliver_with_retry
+from gateway.contract.schemas import SchemaStore, default_schema_root
+from gateway.contract.verify import Accepted
 from gateway.errors import GatewayError, Reason
-from gateway.schemas import SchemaStore, default_schema_root
-from gateway.sinks import RetryPolicy, SinkError, WebhookSink, deliver_with_retry
-from gateway.verify import Accepted
+from tests.data.agencies.iom import generate
 from tests.doubles import WorldPublish, plugin_context
-from tests.fixtures.iom import generate
+from tests.paths import DATA
 from tests.world import World, example
 
-FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "iom"
+FIXTURES = DATA / "agencies" / "iom"
 SYNTHETIC_NAME = generate.SYNTHETIC_NAME
 PERSON_VALUES = ("Budi", "Dewi", "Rudi", "Sampel", "Fiktif", SYNTHETIC_NAME)
 

@@ -35,15 +35,16 @@ from adapters.kemensos import (
 )
 from adapters.kemensos.mapping import Column, KemensosMapping
 from adapters.simulators.kemensos import SAMPLE_DROPS, KemensosCaseSystemSimulator, write_sample_drops
+from gateway.bus.delivery import RetryPolicy, SinkError, WebhookSink, deliver_with_retry
+from gateway.contract.schemas import SchemaStore, default_schema_root
+from gateway.contract.verify import Accepted
 from gateway.errors import GatewayError, Reason
-from gateway.plugins import build_sink, build_source
-from gateway.schemas import SchemaStore, default_schema_root
-from gateway.sinks import RetryPolicy, SinkError, WebhookSink, deliver_with_retry
-from gateway.verify import Accepted
+from gateway.runtime.plugins import build_sink, build_source
 from tests.doubles import Published, WorldPublish, plugin_context
+from tests.paths import DATA
 from tests.world import World, example
 
-FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "kemensos"
+FIXTURES = DATA / "agencies" / "kemensos"
 KBRI_KCH = "kemlu.kbri-kuching"
 #: Every invented name in the fixtures; none may reach a quarantine report, a log line or an admission.
 NAMES = (

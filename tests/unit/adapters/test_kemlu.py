@@ -35,14 +35,15 @@ from adapters.kemlu import (
     update_url,
 )
 from adapters.simulators.kemlu import KemluCaseApiSimulator, sarawak_cases
+from gateway.bus.delivery import RetryPolicy, SinkError, WebhookSink, deliver_with_retry
+from gateway.contract.schemas import SchemaStore, default_schema_root
+from gateway.contract.verify import Accepted
 from gateway.errors import GatewayError, Reason
-from gateway.schemas import SchemaStore, default_schema_root
-from gateway.sinks import RetryPolicy, SinkError, WebhookSink, deliver_with_retry
-from gateway.verify import Accepted
 from tests.doubles import WorldPublish, plugin_context
+from tests.paths import DATA
 from tests.world import World, example
 
-FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "kemlu"
+FIXTURES = DATA / "agencies" / "kemlu"
 KBRI = "kemlu.kbri-kuching"
 SYNTHETIC_NAME = "Ratna Kusumawardhani"  # invented; in the malformed fixture; never in a report or a log
 KCH_TPPO = ["KBRI-KCH-2020-000123", "KBRI-KCH-2020-000124", "KBRI-KCH-2020-000125", "KBRI-KCH-2020-000126"]

@@ -22,10 +22,10 @@ from gateway.audit.notary import CHECKPOINT_FILE, CHECKPOINT_HISTORY, Checkpoint
 from gateway.audit.note import Ed25519Signer, sign_note
 from gateway.audit.replay import write_records_dump
 from gateway.audit.tiles import TileLog
-from gateway.keys import SigningKey
-from gateway.schemas import SchemaStore
-from gateway.sign import event_topic
-from gateway.verify import Verifier
+from gateway.contract.keys import SigningKey
+from gateway.contract.schemas import SchemaStore
+from gateway.contract.sign import event_topic
+from gateway.contract.verify import Verifier
 from tests.world import World, example
 
 KBRI = "kemlu.kbri-kuching"

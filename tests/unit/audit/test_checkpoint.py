@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import base64
 import json
-from pathlib import Path
 
 import pytest
 
 from gateway.audit import merkle
 from gateway.audit.checkpoint import Checkpoint, deployment_origin, open_checkpoint, sign_checkpoint
 from gateway.audit.note import Ed25519Signer, Note
+from gateway.contract.keys import SigningKey
 from gateway.errors import GatewayError, Reason
-from gateway.keys import SigningKey
+from tests.paths import VECTORS
 
-_C2SP = json.loads((Path(__file__).parent / "vectors" / "signed-note.json").read_text("utf-8"))["c2sp"]
+_C2SP = json.loads((VECTORS / "signed-note.json").read_text("utf-8"))["c2sp"]
 _ORIGIN = deployment_origin("sandbox")
 _ROOT = merkle.root([b"a", b"b", b"c"])
 

@@ -10,16 +10,17 @@ import pytest
 
 from gateway.audit import merkle
 from gateway.audit.checkpoint import Checkpoint, deployment_origin, sign_checkpoint
-from gateway.audit.cosign import (
+from gateway.audit.note import CosignatureV1Signer, Ed25519Signer, Note, NoteSignature
+from gateway.audit.witness import (
     CosignedCheckpoint,
     Cosigner,
     format_add_checkpoint,
     parse_add_checkpoint,
     verify_cosigned,
 )
-from gateway.audit.note import CosignatureV1Signer, Ed25519Signer, Note, NoteSignature
+from gateway.contract.keys import SigningKey
 from gateway.errors import GatewayError, Reason
-from gateway.keys import SigningKey
+from tests.paths import VECTORS
 from tests.unit.audit._reference import ListTree
 
 _ORIGIN = deployment_origin("sandbox")
@@ -216,7 +217,7 @@ def test_cosigner_keys_must_be_distinct() -> None:
 
 
 def test_add_checkpoint_wire_format() -> None:
-    example = json.loads((Path(__file__).parent / "vectors" / "signed-note.json").read_text("utf-8"))["c2sp"]
+    example = json.loads((VECTORS / "signed-note.json").read_text("utf-8"))["c2sp"]
     old, proof, note = parse_add_checkpoint(example["add_checkpoint_example"].encode())
     assert (old, len(proof)) == (20852014, 4)
     assert Note.parse(note).text.startswith("example.com/behind-the-sofa\n20852163\n")

@@ -14,7 +14,7 @@ import pytest
 from gateway.audit.checkpoint import Checkpoint
 from gateway.audit.note import Ed25519Signer, sign_note
 from gateway.audit.tiles import entries_path
-from gateway.keys import SigningKey
+from gateway.contract.keys import SigningKey
 from tests.unit.audit._synthetic import ORIGIN, Run, build_run
 
 SCRIPT = Path(__file__).resolve().parents[3] / "docs" / "independent_audit_verifier.py"

@@ -21,9 +21,9 @@ from gateway.audit.leaf import (
     record_sha256,
 )
 from gateway.audit.tiles import MAX_ENTRY_SIZE
-from gateway.canonical import canonical_json
+from gateway.contract.canonical import canonical_json
+from gateway.contract.verify import Verifier
 from gateway.errors import GatewayError, Reason
-from gateway.verify import Verifier
 from tests.unit.audit._synthetic import KBRI, make_records
 from tests.world import World, example
 

@@ -17,9 +17,9 @@ import json
 import pytest
 
 from gateway.audit.leaf import MAX_DSSE_CHARS, Leaf, _by_name, _dssematerial, _unb64, leaf_for_record
-from gateway.canonical import canonical_json
+from gateway.contract.canonical import canonical_json
+from gateway.contract.verify import Verifier
 from gateway.errors import GatewayError
-from gateway.verify import Verifier
 from tests.unit.audit._synthetic import make_records
 from tests.world import World
 

@@ -11,16 +11,16 @@ Provenance of both is in the files and in docs/AUDIT.md.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from gateway.audit import merkle
 from gateway.errors import GatewayError
+from tests.paths import VECTORS
 from tests.unit.audit._reference import ListTree, mth, path, proof
 
-_VECTORS = Path(__file__).parent / "vectors"
+_VECTORS = VECTORS
 _C2SP: dict[str, Any] = json.loads((_VECTORS / "c2sp-merkle-tree-7.json").read_text(encoding="utf-8"))
 _CT: dict[str, Any] = json.loads((_VECTORS / "rfc6962-transparency-dev.json").read_text(encoding="utf-8"))
 _LEAVES = [bytes.fromhex(leaf) for leaf in _CT["leaves"]]

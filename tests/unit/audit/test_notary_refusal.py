@@ -13,8 +13,8 @@ import tomli_w
 from gateway.audit.notary import CHECKPOINT_FILE, Notary, NotaryConfig
 from gateway.audit.note import Ed25519Signer
 from gateway.audit.tiles import TileLog
+from gateway.contract.keys import write_private_pem
 from gateway.errors import GatewayError, Reason
-from gateway.keys import write_private_pem
 from tests.unit.audit._synthetic import ORIGIN, Run, build_run, copy_checkpoints, write_log
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,10 +29,11 @@ from gateway.audit.note import (
     sign_note,
     verifier_from_vkey,
 )
+from gateway.contract.keys import SigningKey
 from gateway.errors import GatewayError, Reason
-from gateway.keys import SigningKey
+from tests.paths import VECTORS
 
-_DOC: dict[str, Any] = json.loads((Path(__file__).parent / "vectors" / "signed-note.json").read_text("utf-8"))
+_DOC: dict[str, Any] = json.loads((VECTORS / "signed-note.json").read_text("utf-8"))
 _GO: dict[str, Any] = _DOC["go"]
 _C2SP: dict[str, Any] = _DOC["c2sp"]
 _TEXT: str = _GO["text"]

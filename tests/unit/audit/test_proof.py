@@ -11,16 +11,17 @@ import pytest
 
 from gateway.audit import merkle
 from gateway.audit.checkpoint import Checkpoint, deployment_origin, sign_checkpoint
-from gateway.audit.cosign import Cosigner
 from gateway.audit.note import CosignatureV1Signer, Ed25519Signer, Note
 from gateway.audit.proof import PROOF_HEADER, TlogProof, create_proof, verify_proof
 from gateway.audit.tiles import TileLog
+from gateway.audit.witness import Cosigner
+from gateway.contract.keys import SigningKey
 from gateway.errors import GatewayError, Reason
-from gateway.keys import SigningKey
+from tests.paths import VECTORS
 
 _ORIGIN = deployment_origin("sandbox")
 _NOTARY = Ed25519Signer(_ORIGIN, SigningKey.generate())
-_EXAMPLE = json.loads((Path(__file__).parent / "vectors" / "signed-note.json").read_text("utf-8"))["c2sp"]
+_EXAMPLE = json.loads((VECTORS / "signed-note.json").read_text("utf-8"))["c2sp"]
 
 
 def _entry(i: int) -> bytes:

@@ -23,19 +23,19 @@ from typing import Any
 
 import pytest
 
-from gateway._cli import main
 from gateway.audit import merkle
 from gateway.audit.checkpoint import Checkpoint
-from gateway.audit.cosign import Cosigner
 from gateway.audit.leaf import ConsumedRecord, Leaf
 from gateway.audit.notary import CHECKPOINT_HISTORY, CheckpointStore
 from gateway.audit.note import CosignatureV1Signer, Ed25519Signer, sign_note
 from gateway.audit.replay import Auditor, AuditReport, Finding, read_records_dump
 from gateway.audit.tiles import TileLog, entries_path, tile_path
+from gateway.audit.witness import Cosigner
+from gateway.cli.main import main
+from gateway.contract.keys import SigningKey
+from gateway.contract.registry import Registry
+from gateway.contract.verify import Verifier
 from gateway.errors import Reason
-from gateway.keys import SigningKey
-from gateway.registry import Registry
-from gateway.verify import Verifier
 from tests.unit.audit._synthetic import KBRI, ORIGIN, Run, build_run, rebuilt_log, write_log
 
 TOUCHED = 120  # the leaf most tests touch: after checkpoint 100, inside the first full tile (checkpoint 256)

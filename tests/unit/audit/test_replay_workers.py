@@ -21,14 +21,14 @@ from typing import Any
 import pytest
 import tomli_w
 
-from gateway._cli import main
 from gateway.audit import replay
 from gateway.audit.leaf import ConsumedRecord, Leaf
 from gateway.audit.replay import Auditor, write_records_dump
+from gateway.cli.main import main
+from gateway.contract.registry import Registry
+from gateway.contract.schemas import SchemaStore
+from gateway.contract.verify import Verifier
 from gateway.errors import GatewayError, Reason
-from gateway.registry import Registry
-from gateway.schemas import SchemaStore
-from gateway.verify import Verifier
 from tests.unit.audit._synthetic import KBRI, Run, build_run, rebuilt_log
 
 DELETED, ALTERED, REWRITTEN, GONE, DUPLICATED = 120, 40, 200, 60, 75

@@ -1,0 +1,156 @@
+"""Prometheus metrics of one gateway, on a registry of its own.
+
+Why a registry per gateway: tests, the demo and the benchmarks run several gateways (Kemensos, a KBRI, IOM)
+in one process. Metrics on ``prometheus_client``'s global default registry would be shared (and counted
+twice), and registering the same name twice raises. So :class:`GatewayMetrics` owns a
+``CollectorRegistry``; its ``/metrics`` endpoint (:mod:`gateway.runtime.ops`) exports exactly that gateway's
+numbers. For the same reason no metric carries a ``party`` label: one registry is one party, named once in
+``xchg_gateway_info{party,version}``.
+
+Label values are bounded sets, never event data: message types, reason codes (:class:`gateway.errors.Reason`),
+sink and source names, topic and partition. Never use an event id, case id or any payload value as a label
+(unbounded cardinality, and a case id is a pseudonymous personal identifier).
+
+Callers use the typed attributes directly, e.g. ``metrics.rejected.labels(reason=rejection.reason).inc()``
+(a ``StrEnum`` value is its code) or ``metrics.publish_latency.observe(seconds)``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Final
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
+
+from gateway import __version__
+
+__all__ = ["LATENCY_BUCKETS", "METRICS_CONTENT_TYPE", "GatewayMetrics"]
+
+#: Latency buckets (seconds) from 1 ms to 60 s: local publishes ack in milliseconds, a delivery that waited
+#: for a sink retry or a consumer rebalance takes seconds, and anything past a minute is an incident anyway.
+LATENCY_BUCKETS: Final[tuple[float, ...]] = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+)
+
+#: Content type of :meth:`GatewayMetrics.render` (the classic Prometheus text format, version 0.0.4).
+METRICS_CONTENT_TYPE: Final = CONTENT_TYPE_PLAIN_0_0_4
+
+
+class GatewayMetrics:
+    """Every metric one gateway exports, registered on its own :attr:`registry`."""
+
+    __slots__ = (
+        "accepted",
+        "consumer_lag",
+        "dead_lettered",
+        "delivered",
+        "delivery_latency",
+        "duplicates",
+        "info",
+        "outbox_depth",
+        "party",
+        "publish_latency",
+        "published",
+        "quarantined",
+        "registry",
+        "rejected",
+        "sink_failures",
+    )
+
+    def __init__(self, *, party: str, version: str = __version__) -> None:
+        self.party = party
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+
+        self.info = Info("xchg_gateway", "The gateway's party id and software version.", registry=r)
+        self.info.info({"party": party, "version": version})
+
+        # producer side
+        self.published = Counter(
+            "xchg_published_total", "Events published and acknowledged by the broker.", ["type"], registry=r
+        )
+        self.publish_latency = Histogram(
+            "xchg_publish_latency_seconds",
+            "Time from the publish() call to the broker's acknowledgement.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.outbox_depth = Gauge(
+            "xchg_outbox_depth", "Events in the outbox not yet acknowledged by the broker.", registry=r
+        )
+        self.quarantined = Counter(
+            "xchg_quarantined_total",
+            "Adapter source rows that could not be mapped to an event and were set aside.",
+            ["source", "reason"],
+            registry=r,
+        )
+
+        # consumer side
+        self.accepted = Counter(
+            "xchg_accepted_total", "Consumed events that passed verification.", ["type"], registry=r
+        )
+        self.rejected = Counter(
+            "xchg_rejected_total",
+            "Consumed records that failed verification, by reason code.",
+            ["reason"],
+            registry=r,
+        )
+        self.dead_lettered = Counter(
+            "xchg_dead_lettered_total",
+            "Records written to the dead-letter topic, by reason code.",
+            ["reason"],
+            registry=r,
+        )
+        self.duplicates = Counter(
+            "xchg_duplicates_total",
+            "Consumed events dropped as duplicates of an already handled id.",
+            registry=r,
+        )
+        self.delivered = Counter(
+            "xchg_delivered_total", "Events delivered to the agency's sink.", ["sink"], registry=r
+        )
+        self.sink_failures = Counter(
+            "xchg_sink_failures_total", "Failed attempts to deliver an event to a sink.", ["sink"], registry=r
+        )
+        self.consumer_lag = Gauge(
+            "xchg_consumer_lag",
+            "Records between the committed offset and the end of the partition.",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.delivery_latency = Histogram(
+            "xchg_delivery_latency_seconds",
+            "Time from the event's CloudEvents time to its delivery to the agency's sink.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+
+    def observe_delivery(self, event_time: datetime, *, now: datetime | None = None) -> float:
+        """Record the latency of an event delivered ``now``; returns the seconds observed.
+
+        ``event_time`` is the CloudEvents ``time`` (whole seconds, set by another agency's clock), so small
+        negative differences are clock skew: they count as 0 rather than being dropped.
+        """
+        delivered = now or datetime.now(UTC)
+        seconds = max(0.0, (delivered - event_time).total_seconds())
+        self.delivery_latency.observe(seconds)
+        return seconds
+
+    def render(self) -> bytes:
+        """This gateway's metrics in the Prometheus text format (:data:`METRICS_CONTENT_TYPE`)."""
+        return generate_latest(self.registry)

@@ -1,0 +1,175 @@
+"""The publisher: ``await publish(...)`` validates, seals, signs and commits an event to the durable outbox; a
+sender task moves committed entries to Kafka (``acks=all``) in order and marks them sent on acknowledgement.
+
+An event is *accepted* when ``publish`` returns: it is on disk. A broker outage only grows the outbox (bounded
+by ``max_backlog``, after which ``publish`` refuses with ``outbox.full`` so callers keep their own copy);
+memory stays bounded because the sender reads at most ``batch_size`` entries at a time. When the broker
+returns, the backlog drains in sequence order, so one case's events keep their order. A send whose ack was
+lost is sent again: consumers deduplicate by ``(source, id)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+import structlog
+
+from gateway.bus.metrics import GatewayMetrics
+from gateway.bus.outbox import Outbox, OutboxEntry
+from gateway.contract.envelope import Envelope
+from gateway.contract.registry import Registry
+from gateway.contract.schemas import SchemaStore
+from gateway.contract.sign import Signer, build_event, event_topic
+from gateway.errors import GatewayError, Reason
+
+__all__ = ["KafkaProducerLike", "Publisher"]
+
+_log = structlog.get_logger(__name__)
+
+
+class KafkaProducerLike(Protocol):
+    """The part of ``aiokafka.AIOKafkaProducer`` the sender uses."""
+
+    async def send(
+        self, topic: str, value: bytes, key: bytes, headers: list[tuple[str, bytes]]
+    ) -> asyncio.Future[Any]: ...
+
+
+class Publisher:
+    def __init__(
+        self,
+        *,
+        signer: Signer,
+        registry: Registry,
+        schemas: SchemaStore,
+        outbox: Outbox,
+        metrics: GatewayMetrics,
+        batch_size: int = 500,
+        retry_backoff: float = 0.5,
+        max_backoff: float = 10.0,
+    ) -> None:
+        self.signer = signer
+        self._registry = registry
+        self._schemas = schemas
+        self.outbox = outbox
+        self._metrics = metrics
+        self._batch_size = batch_size
+        self._retry_backoff = retry_backoff
+        self._max_backoff = max_backoff
+        self._accepting = True
+        self.sent_total = 0
+        self._topics: dict[tuple[str, str], str] = {}  # (source, dataschema) -> topic
+
+    async def publish(
+        self,
+        event_type: str,
+        data: Mapping[str, Any],
+        *,
+        recipients: Sequence[str] = (),
+        dataschema: str | None = None,
+        event_id: str | None = None,
+    ) -> Envelope:
+        """Build the event and commit it to the outbox. Raises ``GatewayError`` when it is refused."""
+        if not self._accepting:
+            raise GatewayError(Reason.STOPPING, "the gateway is shutting down; publish again after restart")
+        event = build_event(
+            signer=self.signer,
+            registry=self._registry,
+            schemas=self._schemas,
+            event_type=event_type,
+            data=data,
+            recipients=recipients,
+            dataschema=dataschema,
+            event_id=event_id,
+        )
+        topic = self.topic_of(event)
+        await self.outbox.put(topic, event)
+        self._metrics.outbox_depth.set(self.outbox.depth)  # xchg_published_total counts broker acks (_send)
+        _log.debug("event accepted into outbox", event_id=event.id, type=event_type, topic=topic)
+        return event
+
+    def topic_of(self, event: Envelope) -> str:
+        """The topic ``event`` is (or was) published to."""
+        key = (event.source, event.dataschema)
+        topic = self._topics.get(key)
+        if topic is None:  # a few (source, schema) pairs: remembered, topic names are checked once
+            topic = self._topics[key] = event_topic(event.source, self._schemas.get(event.dataschema))
+        return topic
+
+    def stop_intake(self) -> None:
+        """Refuse new events (first step of the shutdown order)."""
+        self._accepting = False
+
+    async def run_sender(self, producer: KafkaProducerLike, stop: asyncio.Event) -> None:
+        """Send committed entries; once ``stop`` is set, return as soon as the outbox is empty.
+
+        While the broker is unreachable this keeps retrying with backoff; the runtime bounds the final drain
+        with a timeout and cancels this task, leaving unsent entries on disk for the next start.
+        """
+        backoff = self._retry_backoff
+        while True:
+            batch = await self.outbox.pending(self._batch_size)
+            if not batch:
+                if stop.is_set():
+                    return
+                self.outbox.wakeup.clear()
+                await _wait_any(self.outbox.wakeup, stop, seconds=1.0)
+                continue
+            try:
+                sent = await self._send(producer, batch)
+            except Exception as exc:  # noqa: BLE001 - any client error: keep the entries, back off, retry
+                _log.warning("send failed; entries stay in the outbox", error=type(exc).__name__,
+                             pending=self.outbox.depth, retry_in=backoff)  # fmt: skip
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self._max_backoff)
+                continue
+            backoff = self._retry_backoff
+            await self.outbox.mark_sent(sent)
+            self.sent_total += len(sent)
+            self._metrics.outbox_depth.set(self.outbox.depth)
+
+    async def _send(self, producer: KafkaProducerLike, batch: list[OutboxEntry]) -> list[int]:
+        futures = [
+            await producer.send(entry.topic, value=entry.value, key=entry.key, headers=entry.headers)
+            for entry in batch
+        ]
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        now = time.time()
+        acked = []
+        by_type: collections.Counter[str] = collections.Counter()
+        for entry, result in zip(batch, results, strict=True):
+            if isinstance(result, BaseException):
+                continue
+            acked.append(entry.seq)
+            by_type[_header(entry.headers, "ce_type")] += 1
+            self._metrics.publish_latency.observe(max(0.0, now - entry.created_at))
+        for event_type, count in by_type.items():
+            self._metrics.published.labels(type=event_type).inc(count)
+        if len(acked) < len(batch):
+            await self.outbox.mark_sent(acked)
+            failed = next(r for r in results if isinstance(r, BaseException))
+            raise failed if isinstance(failed, Exception) else RuntimeError(repr(failed))
+        return acked
+
+
+def _header(headers: Sequence[tuple[str, bytes]], name: str) -> str:
+    return next((value.decode("utf-8") for key, value in headers if key == name), "")
+
+
+async def _wait_any(*events: asyncio.Event, seconds: float) -> bool:
+    """Wait until any event is set or ``seconds`` pass; True if an event was set."""
+    waiters = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        done, _ = await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+        for waiter in waiters:
+            with contextlib.suppress(asyncio.CancelledError):
+                await waiter
+    return bool(done)

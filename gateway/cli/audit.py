@@ -1,0 +1,472 @@
+"""``gateway audit ...`` and ``gateway notary run``: the command-line side of the audit log.
+
+Registered by ``gateway.cli.main._add_audit_commands``; the registry and schema look-ups (which read the
+environment) are passed in from there, so this module reads no environment variable itself.
+
+Exit codes as everywhere: 0 success (``verify``/``check-receipt``: verified), 1 a finding or a failed
+verification, 2 usage or configuration error (``GatewayError`` raised to ``main``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import functools
+import os
+import sys
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from gateway.contract.registry import Registry
+from gateway.contract.schemas import SchemaStore
+from gateway.errors import GatewayError, Reason
+from gateway.settings import stop_on_signals
+
+__all__ = ["add_commands"]
+
+Loader = Callable[[argparse.Namespace], Any]
+
+
+def add_commands(
+    sub: Any,
+    *,
+    registry: Callable[[argparse.Namespace], Registry],
+    schemas: Callable[[argparse.Namespace], SchemaStore],
+) -> None:
+    """Add the ``notary`` and ``audit`` command groups to the ``gateway`` parser's subcommands."""
+
+    def with_loaders(handler: Callable[..., int]) -> Callable[[argparse.Namespace], int]:
+        return lambda args: handler(args, registry, schemas)
+
+    notary = sub.add_parser("notary", help="the audit notary").add_subparsers(required=True, metavar="ACTION")
+    run = notary.add_parser(
+        "run",
+        help="log every exchange and dead-letter record; sign checkpoints (until SIGTERM/SIGINT)",
+        description="Consume every exchange and dead-letter topic, append one leaf per record to the tile "
+        "log and publish signed checkpoints (Kafka and HTTP). See docs/AUDIT.md section 11.",
+    )
+    run.add_argument("--config", required=True, help="notary TOML configuration")
+    run.add_argument("--log-level", default="info")
+    run.add_argument("--log-json", action="store_true", help="JSON logs even on a terminal")
+    run.set_defaults(handler=_notary_run)
+
+    audit = sub.add_parser("audit", help="audit log: keys, verification, receipts, cosigning")
+    actions = audit.add_subparsers(required=True, metavar="ACTION")
+    _add_keygen(actions)
+    _add_verify(actions, with_loaders(_verify))
+    _add_receipts(actions)
+    _add_services(actions)
+
+
+def _add_keygen(actions: Any) -> None:
+    keygen = actions.add_parser("keygen", help="an Ed25519 key for the notary or a cosigner, and its vkey")
+    who = keygen.add_mutually_exclusive_group(required=True)
+    who.add_argument(
+        "--notary", metavar="DEPLOYMENT", help="notary key named id.trafficking.xchg/notary/<it>"
+    )
+    who.add_argument("--cosigner", metavar="NAME", help="cosigner key name, e.g. kemensos.cosigner")
+    keygen.add_argument("--out", required=True, help="private key file (PKCS#8 PEM, 0600); vkey next to it")
+    keygen.add_argument("--passphrase-file", help="encrypt the private key with the passphrase in this file")
+    keygen.set_defaults(handler=_keygen)
+
+
+def _add_verify(actions: Any, handler: Callable[[argparse.Namespace], int]) -> None:
+    verify = actions.add_parser(
+        "verify",
+        help="replay the log against its signed checkpoints and the Kafka records; exit 0 only if clean",
+        description="Recompute every leaf and root, check every signed checkpoint, re-verify every record "
+        "and cross-check records and leaves. Prints a summary; --json writes the full report. Exit 0 when "
+        "there is no finding, 1 otherwise, 2 on a usage or configuration error.",
+    )
+    verify.add_argument("--log", required=True, help="the notary's log directory (or a copy of it)")
+    verify.add_argument("--vkey", action="append", required=True, help="notary vkey (or a file holding it)")
+    verify.add_argument("--registry", help="party registry TOML (needed to check records)")
+    verify.add_argument("--schemas", help="schema directory (default: bundled)")
+    source = verify.add_mutually_exclusive_group()
+    source.add_argument("--bootstrap-servers", help="read the records (and published checkpoints) from Kafka")
+    source.add_argument("--records", help="a records dump (gateway audit export-records) instead of Kafka")
+    verify.add_argument("--kafka-config", help="TOML file with a [kafka] table (TLS, SASL) for the broker")
+    verify.add_argument("--checkpoint", action="append", default=[], help="more signed checkpoints to check")
+    verify.add_argument("--cosigner", action="append", default=[], help="trusted cosigner vkey (or file)")
+    verify.add_argument("--quorum", type=int, default=0, help="cosignatures required (k of the --cosigner)")
+    verify.add_argument("--tolerate-lag", action="store_true", help="records after the log's end are pending")
+    verify.add_argument(
+        "--topic-pattern", default=None, help="exchange topics to read (default: the notary's)"
+    )
+    verify.add_argument("--checkpoint-topic", default=None, help="default xchg.notary.checkpoints.v1")
+    verify.add_argument(
+        "--fetch-idle-ms", type=int, default=1000, help="an empty fetch this long ends reading"
+    )
+    verify.add_argument(
+        "--workers",
+        type=_worker_count,
+        default=None,
+        metavar="N",
+        help="processes re-verifying records (default: one per CPU; 1: all in this process)",
+    )
+    verify.add_argument("--json", help="write the JSON report here ('-' for stdout)")
+    verify.set_defaults(handler=handler)
+
+
+def _worker_count(value: str) -> int:
+    try:
+        count = int(value)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, not {value!r}")
+    return count
+
+
+def _default_workers() -> int:
+    """The CPUs this process may run on (what Python 3.13's ``os.process_cpu_count()`` returns)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # no CPU affinity on this platform
+        return os.cpu_count() or 1
+
+
+def _add_receipts(actions: Any) -> None:
+    prove = actions.add_parser("prove", help="a c2sp.org/tlog-proof@v1 receipt for an event")
+    prove.add_argument("event_id", metavar="EVENT_ID")
+    where = prove.add_mutually_exclusive_group(required=True)
+    where.add_argument("--log", help="the notary's log directory (uses its latest checkpoint)")
+    where.add_argument("--notary", help="the notary's URL (GET /proof/<event id>)")
+    prove.add_argument("--source", help="only the event from this party (ids are unique per source)")
+    prove.add_argument("--out", help="write the receipt here (default stdout)")
+    prove.set_defaults(handler=_prove)
+
+    check = actions.add_parser(
+        "check-receipt", help="verify a receipt offline against the notary's key (and cosigners)"
+    )
+    check.add_argument("receipt", metavar="RECEIPT")
+    check.add_argument("--vkey", action="append", required=True, help="notary vkey (or a file holding it)")
+    check.add_argument("--cosigner", action="append", default=[], help="trusted cosigner vkey (or file)")
+    check.add_argument("--quorum", type=int, default=0)
+    check.add_argument("--data", help="the event's data bytes (a Kafka record value): must match the leaf")
+    check.set_defaults(handler=_check_receipt)
+
+
+def _add_services(actions: Any) -> None:
+    cosign = actions.add_parser("cosign", help="cosign the notary's checkpoints (until SIGTERM/SIGINT)")
+    cosign.add_argument("--config", required=True, help="cosigner TOML configuration")
+    cosign.add_argument("--once", action="store_true", help="poll once and exit (0 cosigned or current)")
+    cosign.add_argument("--log-level", default="info")
+    cosign.set_defaults(handler=_cosign)
+
+    export = actions.add_parser(
+        "export-records", help="dump every exchange record (JSON Lines) for an offline audit"
+    )
+    export.add_argument("--out", required=True, help="records dump file (as sensitive as the topics)")
+    export.add_argument("--bootstrap-servers")
+    export.add_argument("--kafka-config", help="TOML file with a [kafka] table (TLS, SASL)")
+    export.add_argument("--topic-pattern", default=None)
+    export.add_argument("--fetch-idle-ms", type=int, default=1000)
+    export.set_defaults(handler=_export)
+
+
+# ---- notary / cosigner processes --------------------------------------------------------------------------
+def _notary_run(args: argparse.Namespace) -> int:
+    from gateway.audit.notary import Notary, NotaryConfig  # noqa: PLC0415 - Kafka only for this command
+    from gateway.runtime.logs import configure_logging  # noqa: PLC0415 - same
+
+    configure_logging(level=args.log_level, json_output=True if args.log_json else None)
+    config = NotaryConfig.load(Path(args.config))
+
+    async def main() -> None:
+        notary = Notary(config)
+        await notary.start()
+        print(
+            f"notary {notary.origin} running; http://{config.http_host}:{notary.http_port}/checkpoint; "
+            f"vkey {notary.vkey}",
+            file=sys.stderr,
+            flush=True,
+        )
+        await notary.run_until_signalled()
+
+    asyncio.run(main())
+    return 0
+
+
+def _cosign(args: argparse.Namespace) -> int:
+
+    from gateway.audit.cosigner import CosignerConfig, CosignerService  # noqa: PLC0415 - same
+    from gateway.runtime.logs import configure_logging  # noqa: PLC0415 - same
+
+    configure_logging(level=args.log_level)
+    config = CosignerConfig.load(Path(args.config))
+    service = CosignerService.from_config(config)
+    print(f"cosigner {service.cosigner.name} polling {service.url}", file=sys.stderr, flush=True)
+
+    async def main() -> int:
+        try:
+            if args.once:
+                outcome = await service.poll_once()
+                print(
+                    f"size {outcome.size}: "
+                    + (
+                        "cosigned"
+                        if outcome.cosigned
+                        else f"refused {outcome.reason}: {outcome.detail}"
+                        if outcome.reason
+                        else outcome.detail
+                    )
+                )
+                return 1 if outcome.reason else 0
+            async with stop_on_signals() as stop:
+                await service.run(stop, config.interval_seconds)
+            return 0
+        finally:
+            await service.close()
+
+    return asyncio.run(main())
+
+
+# ---- keys --------------------------------------------------------------------------------------------
+def _keygen(args: argparse.Namespace) -> int:
+    from gateway.audit.checkpoint import deployment_origin  # noqa: PLC0415 - keep CLI start-up light
+    from gateway.audit.note import CosignatureV1Signer, Ed25519Signer  # noqa: PLC0415 - same
+    from gateway.contract.keys import SigningKey, write_private_pem  # noqa: PLC0415 - same
+
+    key = SigningKey.generate()
+    passphrase = Path(args.passphrase_file).read_bytes().rstrip(b"\r\n") if args.passphrase_file else None
+    if args.notary:
+        vkey = str(Ed25519Signer(deployment_origin(args.notary), key).verifier().vkey())
+    else:
+        vkey = str(CosignatureV1Signer(args.cosigner, key).verifier().vkey())
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    write_private_pem(out, key.to_pem(passphrase))
+    out.with_suffix(".vkey").write_text(vkey + "\n", encoding="utf-8")
+    print(f"wrote {out} (mode 0600) and {out.with_suffix('.vkey')}", file=sys.stderr)
+    print(vkey)
+    return 0
+
+
+def _vkeys(values: list[str]) -> list[Any]:
+    from gateway.audit.note import verifier_from_vkey  # noqa: PLC0415 - keep CLI start-up light
+
+    verifiers = []
+    for value in values:
+        path = Path(value)
+        text = path.read_text(encoding="utf-8").strip() if "+" not in value and path.is_file() else value
+        verifiers.append(verifier_from_vkey(text))
+    return verifiers
+
+
+# ---- verify ------------------------------------------------------------------------------------------
+def _kafka(args: argparse.Namespace) -> Any:
+    from gateway.bus.kafka import KafkaSettings  # noqa: PLC0415 - keep CLI start-up light
+
+    table: dict[str, Any] = {}
+    base: Path | None = None
+    if args.kafka_config:
+        path = Path(args.kafka_config)
+        try:
+            table = dict(tomllib.loads(path.read_text(encoding="utf-8")).get("kafka", {}))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise GatewayError(Reason.CONFIG_INVALID, f"--kafka-config {path}: {exc}") from exc
+        base = path.parent
+    if args.bootstrap_servers:
+        table["bootstrap_servers"] = args.bootstrap_servers
+    if not table.get("bootstrap_servers"):
+        return None
+    table.setdefault("enable_idempotence", False)  # the auditor never produces
+    return KafkaSettings.from_mapping(table, base_dir=base)
+
+
+def _event_verifier(registry: Loader, schemas: Loader, args: argparse.Namespace) -> Any:
+    """The records' verifier (registry and schemas, no sealing key). Module level, so that with
+    ``--workers`` each worker process builds its own the same way from the same options (it pickles)."""
+    from gateway.contract.verify import Verifier as EventVerifier  # noqa: PLC0415 - keep CLI start-up light
+
+    return EventVerifier(registry=registry(args), schemas=schemas(args))
+
+
+def _verify(args: argparse.Namespace, registry: Loader, schemas: Loader) -> int:
+    from gateway.audit import notary, replay  # noqa: PLC0415 - Kafka only for this command
+
+    kafka = _kafka(args)
+    if args.records is None and kafka is None and args.kafka_config:
+        raise GatewayError(Reason.CONFIG_INVALID, "--kafka-config names no kafka.bootstrap_servers")
+    checking_records = args.records is not None or kafka is not None
+    event_verifier = None
+    workers = args.workers or _default_workers()
+    factory = None
+    if checking_records:
+        options = argparse.Namespace(registry=args.registry, schemas=args.schemas)
+        event_verifier = _event_verifier(registry, schemas, options)
+        factory = functools.partial(_event_verifier, registry, schemas, options)
+    auditor = replay.Auditor(
+        Path(args.log),
+        notary_keys=_vkeys(args.vkey),
+        event_verifier=event_verifier,
+        cosigners=_vkeys(args.cosigner),
+        quorum=args.quorum,
+        tolerate_lag=args.tolerate_lag,
+        progress=sys.stderr,
+        workers=workers,
+        verifier_factory=factory,
+    )
+    pattern = args.topic_pattern or notary.TOPIC_PATTERN
+    checkpoint_topic = args.checkpoint_topic or notary.CHECKPOINT_TOPIC
+    try:
+        auditor.load_stored_checkpoints()
+        for name in args.checkpoint:
+            auditor.add_checkpoint(Path(name).read_bytes(), name)
+        if kafka is not None:
+            report = asyncio.run(
+                replay.audit_kafka(
+                    auditor,
+                    kafka,
+                    pattern=pattern,
+                    checkpoint_topic=checkpoint_topic,
+                    idle_ms=args.fetch_idle_ms,
+                )
+            )
+        else:
+            auditor.scan_log()
+            if args.records is not None:
+                auditor.check_records_dump(Path(args.records))
+                auditor.finish_records(f"file {args.records}")
+            report = auditor.finish()
+    finally:
+        auditor.close()
+    print(report.summary())
+    if args.json:
+        data = orjson.dumps(report.to_json(), option=orjson.OPT_INDENT_2) + b"\n"
+        if args.json == "-":
+            sys.stdout.buffer.write(data)
+        else:
+            Path(args.json).write_bytes(data)
+    return 0 if report.ok else 1
+
+
+def _export(args: argparse.Namespace) -> int:
+    from gateway.audit import notary, replay  # noqa: PLC0415 - Kafka only for this command
+    from gateway.audit.leaf import ConsumedRecord  # noqa: PLC0415 - same
+
+    kafka = _kafka(args)
+    if kafka is None:
+        raise GatewayError(Reason.CONFIG_INVALID, "--bootstrap-servers or --kafka-config is required")
+    out = Path(args.out)
+    count = 0
+    with out.open("wb") as handle:
+
+        def write(record: ConsumedRecord) -> None:
+            nonlocal count
+            handle.write(orjson.dumps(record.to_json()) + b"\n")
+            count += 1
+
+        asyncio.run(
+            replay.read_kafka_records(
+                kafka, write, pattern=args.topic_pattern or notary.TOPIC_PATTERN, idle_ms=args.fetch_idle_ms
+            )
+        )
+    out.chmod(0o600)
+    print(f"wrote {count} records to {out} (mode 0600; it holds the records' data bytes)", file=sys.stderr)
+    return 0
+
+
+# ---- receipts ----------------------------------------------------------------------------------------
+def _prove(args: argparse.Namespace) -> int:
+    from gateway.audit.leaf import Leaf  # noqa: PLC0415 - keep CLI start-up light
+    from gateway.audit.notary import CHECKPOINT_FILE  # noqa: PLC0415 - same
+    from gateway.audit.proof import create_proof  # noqa: PLC0415 - same
+    from gateway.audit.tiles import TileLog  # noqa: PLC0415 - same
+
+    if args.notary:
+        receipt = _fetch_receipt(args.notary, args.event_id, args.source)
+    else:
+        directory = Path(args.log)
+        note = (directory / CHECKPOINT_FILE).read_bytes()
+        with TileLog.open(directory, read_only=True) as log:
+            from gateway.audit.checkpoint import Checkpoint  # noqa: PLC0415 - same
+            from gateway.audit.note import Note  # noqa: PLC0415 - same
+
+            size = Checkpoint.parse(Note.parse(note).text).size
+            found = None
+            for index, entry in enumerate(log.iter_entries(0, min(size, log.size))):
+                leaf = Leaf.decode(entry)
+                if leaf.id == args.event_id and (args.source is None or leaf.source == args.source):
+                    found = (index, entry)
+                    break
+            if found is None:
+                print(
+                    f"event {args.event_id} is not in the log's latest checkpoint (size {size})",
+                    file=sys.stderr,
+                )
+                return 1
+            receipt = create_proof(log, found[0], note, extra=found[1])
+    if args.out:
+        Path(args.out).write_bytes(receipt)
+    else:
+        sys.stdout.buffer.write(receipt)
+    return 0
+
+
+def _fetch_receipt(url: str, event_id: str, source: str | None) -> bytes:
+    import urllib.error  # noqa: PLC0415 - this command only
+    import urllib.parse  # noqa: PLC0415 - same
+    import urllib.request  # noqa: PLC0415 - same
+
+    target = f"{url.rstrip('/')}/proof/{urllib.parse.quote(event_id, safe='')}"
+    if source:
+        target += "?source=" + urllib.parse.quote(source, safe="")
+    if not target.startswith(("http://", "https://")):
+        raise GatewayError(Reason.CONFIG_INVALID, "--notary must be an http(s) URL")
+    try:
+        with urllib.request.urlopen(target, timeout=30) as response:  # noqa: S310 - scheme checked above
+            return bytes(response.read())
+    except urllib.error.HTTPError as exc:
+        raise GatewayError(
+            Reason.PROOF_OUT_OF_RANGE, f"notary answered {exc.code}: {exc.read()[:300]!r}"
+        ) from exc
+    except (urllib.error.URLError, TimeoutError) as exc:
+        raise GatewayError(Reason.BUS_UNAVAILABLE, f"notary unreachable: {exc}") from exc
+
+
+def _check_receipt(args: argparse.Namespace) -> int:
+    import hashlib  # noqa: PLC0415 - this command only
+
+    from gateway.audit.leaf import Leaf  # noqa: PLC0415 - keep CLI start-up light
+    from gateway.audit.proof import TlogProof, verify_proof  # noqa: PLC0415 - same
+
+    data = Path(args.receipt).read_bytes()
+    keys = _vkeys(args.vkey)
+    try:
+        parsed = TlogProof.parse(data)
+        if parsed.extra is None:
+            raise GatewayError(Reason.PROOF_MALFORMED, "the receipt carries no entry (no 'extra' line)")
+        verified = verify_proof(
+            data,
+            origin=keys[0].name,
+            log_verifiers=keys,
+            entry=parsed.extra,
+            cosigners=_vkeys(args.cosigner),
+            quorum=args.quorum,
+        )
+        leaf = Leaf.decode(parsed.extra)
+        if args.data is not None:
+            digest = hashlib.sha256(Path(args.data).read_bytes()).hexdigest()
+            if digest != leaf.data_sha256:
+                raise GatewayError(Reason.LEAF_RECORD_MISMATCH, "the data bytes are not the logged ones")
+    except GatewayError as exc:
+        print(f"FAIL {exc.reason}: {exc.detail}")
+        return 1
+    cosigners = ", ".join(name for name, _ in verified.cosignatures) or "none required"
+    verdict = "accepted" if leaf.verdict == "accepted" else f"rejected {leaf.reason}"
+    print(
+        f"OK leaf {verified.index} of {verified.checkpoint.origin} at size {verified.checkpoint.size} "
+        f"(cosigned by: {cosigners})"
+    )
+    print(f"  event id={leaf.id} source={leaf.source} type={leaf.type} time={leaf.time}")
+    print(
+        f"  record {leaf.topic}:{leaf.partition}:{leaf.offset} timestamp={leaf.timestamp} "
+        f"data sha256={leaf.data_sha256} notary verdict: {verdict}"
+    )
+    return 0

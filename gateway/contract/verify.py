@@ -1,0 +1,234 @@
+"""The verification pipeline: bytes (+ headers) in, :class:`Accepted` or :class:`Rejected` out. No I/O.
+
+Checks run in a fixed order and the first failure decides the reason code (``docs/REASON_CODES.md``):
+
+1. size limit; 2. strict JSON parse; 3. CloudEvents attributes (profile in :mod:`gateway.contract.envelope`);
+4. signature present and well-formed, ``signedextattrs`` valid; 5. key known and owned by the event's
+``source``, a signing key; 6. DSSE signature valid, verification material recomputed and equal;
+7. key valid at the event time (not before ``valid_from``, not at/after ``valid_until`` or ``revoked_at``),
+event time not in the future; 8. source permitted to publish the type; 9. schema of the exact version
+named, matching the type, classification and partition key; wire form valid; every sealed recipient known
+and entitled to the topic; 10. our sealed entry opened (if addressed to us) and the full payload valid
+against the logical schema.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from types import MappingProxyType
+from typing import Any
+
+from gateway.contract.dsse import (
+    PAYLOAD_TYPE,
+    DsseEnvelope,
+    check_signed_extensions,
+    normalize_time,
+    verification_material,
+)
+from gateway.contract.envelope import DEFAULT_LIMITS, Envelope, Limits
+from gateway.contract.keys import SealingKey
+from gateway.contract.registry import KeyEntry, Registry
+from gateway.contract.schemas import MessageSchema, SchemaStore
+from gateway.contract.seal import EventBinding, open_sealed
+from gateway.contract.sign import SIGNED_EXTENSIONS, event_topic, may_publish
+from gateway.errors import GatewayError, Reason, Rejected
+
+__all__ = ["Accepted", "Rejected", "Verdict", "Verifier"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Accepted:
+    """A verified event. ``event`` keeps only signed extensions; ``unsealed`` is what was sealed for us."""
+
+    event: Envelope
+    schema: MessageSchema
+    kid: str
+    data: Mapping[str, Any]
+    """The wire data (clear fields and, if present, the ``sealed`` block)."""
+    unsealed: Mapping[str, Any] | None = None
+
+    def payload(self) -> dict[str, Any]:
+        """The logical payload as far as we may see it: clear fields plus what was sealed for us."""
+        merged = {k: v for k, v in self.data.items() if k != "sealed"}
+        if self.unsealed:
+            merged.update(self.unsealed)
+        return merged
+
+
+Verdict = Accepted | Rejected
+
+_MEMO_ENTRIES = 1024
+
+
+def _instant(time: str) -> datetime:
+    """The event time as an aware datetime (UTC); memoised for short values like normalize_time."""
+    if len(time) <= 64:
+        return _instant_memo(time)
+    return datetime.fromisoformat(normalize_time(time).replace("Z", "+00:00"))
+
+
+@functools.lru_cache(maxsize=_MEMO_ENTRIES)
+def _instant_memo(time: str) -> datetime:
+    return datetime.fromisoformat(normalize_time(time).replace("Z", "+00:00"))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Verifier:
+    """Verification policy for one party. Construct once; call ``verify_*`` per record."""
+
+    registry: Registry
+    schemas: SchemaStore
+    party: str | None = None
+    """Who we are: sealed entries addressed to this party are opened with ``sealing_keys``."""
+    sealing_keys: Mapping[str, SealingKey] = field(default_factory=lambda: MappingProxyType({}))
+    limits: Limits = DEFAULT_LIMITS
+    max_clock_skew: timedelta = timedelta(minutes=5)
+
+    def verify_structured(self, raw: bytes, *, now: datetime | None = None) -> Verdict:
+        try:
+            envelope = Envelope.from_structured(raw, limits=self.limits)
+        except GatewayError as exc:
+            return exc.rejected()
+        return self.verify_envelope(envelope, now=now)
+
+    def verify_kafka(
+        self,
+        value: bytes | None,
+        headers: Iterable[tuple[str, bytes | None]],
+        key: bytes | None,
+        *,
+        now: datetime | None = None,
+    ) -> Verdict:
+        try:
+            envelope, data = Envelope.parse_kafka(value, headers, key, limits=self.limits)
+        except GatewayError as exc:
+            return exc.rejected()
+        try:  # verify_envelope, reusing the data value parse_kafka already made
+            return self._verify(envelope, now or datetime.now(UTC), data)
+        except GatewayError as exc:
+            return exc.rejected()
+
+    def verify_envelope(self, envelope: Envelope, *, now: datetime | None = None) -> Verdict:
+        try:
+            return self._verify(envelope, now or datetime.now(UTC))
+        except GatewayError as exc:
+            return exc.rejected()
+
+    # ---- the checks, in order (``data``: the data value if the caller already parsed it) -------------
+    def _verify(self, envelope: Envelope, now: datetime, data: Any = None) -> Accepted:
+        if not envelope.dssematerial:
+            raise GatewayError(Reason.SIG_MISSING, "event is not signed (no dssematerial)")
+        dsse = DsseEnvelope.from_b64(envelope.dssematerial)
+        if dsse.payload_type != PAYLOAD_TYPE:
+            raise GatewayError(Reason.SIG_PAYLOAD_TYPE, "DSSE payloadType is not the CloudEvents DSSE type")
+        signed_ext = check_signed_extensions(envelope.signedextattrs)
+        if not set(SIGNED_EXTENSIONS) <= set(signed_ext):
+            raise GatewayError(
+                Reason.SIG_EXTATTRS_INVALID, "partitionkey and dataclassification must be signed"
+            )
+        if len(dsse.payload) != 32:
+            raise GatewayError(Reason.SIG_MALFORMED, "DSSE payload is not a 32-byte digest")
+
+        missing = [name for name in signed_ext if name not in envelope.extensions]
+        if missing:
+            raise GatewayError(Reason.SIG_EXTATTRS_INVALID, f"signed extension {missing[0]!r} is absent")
+
+        message = dsse.signed_message()
+        candidates = self._signing_keys(dsse, envelope.source)
+        key = next((k for k, sig in candidates if k.public_key.verify(sig, message)), None)
+        if key is None:
+            raise GatewayError(Reason.SIG_INVALID, f"signature by {candidates[0][0].kid} does not verify")
+        if verification_material(envelope.attributes(), envelope.data, signed_ext) != dsse.payload:
+            raise GatewayError(Reason.SIG_DIGEST_MISMATCH, "event differs from what was signed")
+
+        event_time = _instant(envelope.time)
+        problem = key.problem_at(event_time)
+        if problem is not None:
+            raise GatewayError(problem, f"key {key.kid} is not valid at the event time")
+        if event_time > now + self.max_clock_skew:
+            raise GatewayError(Reason.CE_TIME_IN_FUTURE, "event time is ahead of this gateway's clock")
+
+        party = self.registry.party(envelope.source)
+        if party is None:  # unreachable while keys are owned by registered parties; kept as a guard
+            raise GatewayError(Reason.AUTHZ_UNKNOWN_SOURCE, f"{envelope.source!r} is not a registered party")
+        if not may_publish(party, envelope.type):
+            raise GatewayError(
+                Reason.AUTHZ_TYPE_NOT_PERMITTED, f"{envelope.source} may not publish {envelope.type}"
+            )
+
+        schema = self.schemas.get(envelope.dataschema)
+        if schema.type != envelope.type:
+            raise GatewayError(Reason.SCHEMA_TYPE_MISMATCH, f"{schema.id} does not describe {envelope.type}")
+        if schema.classification != envelope.dataclassification:
+            raise GatewayError(
+                Reason.SCHEMA_CLASSIFICATION, f"{envelope.type} must be {schema.classification}"
+            )
+        data = envelope.data_value() if data is None else data
+        schema.validate_wire(data)
+        if str(data[schema.partition_key_field]) != envelope.partitionkey:
+            raise GatewayError(Reason.SCHEMA_PARTITIONKEY, "partitionkey differs from the payload")
+
+        unsealed = None
+        if "sealed" in data:
+            self._check_recipients(data["sealed"], envelope.source, schema)
+            if self.party is not None:
+                binding = EventBinding(envelope.id, envelope.source, envelope.type)
+                unsealed = open_sealed(data["sealed"], binding, self.party, self.sealing_keys)
+        if unsealed is not None:
+            if not set(unsealed) <= set(schema.sealed_fields):  # a sealed copy must not override clear fields
+                raise GatewayError(Reason.SEAL_MALFORMED, "sealed plaintext holds unsealed properties")
+            schema.validate({**{k: v for k, v in data.items() if k != "sealed"}, **unsealed})
+        return Accepted(
+            event=envelope.only_extensions((*signed_ext, "signedextattrs", "dssematerial")),
+            schema=schema,
+            kid=key.kid,
+            data=data,
+            unsealed=unsealed,
+        )
+
+    def _signing_keys(self, dsse: DsseEnvelope, source: str) -> list[tuple[KeyEntry, bytes]]:
+        """Signatures whose keyid is a registered signing key of ``source`` (DSSE: filter by keyid)."""
+        foreign: KeyEntry | None = None
+        found: list[tuple[KeyEntry, bytes]] = []
+        for signature in dsse.signatures:
+            key = self.registry.key(signature.keyid)
+            if key is None:
+                continue
+            if key.party != source:
+                foreign = foreign or key
+                continue
+            if key.use != "sig":
+                raise GatewayError(Reason.KEY_WRONG_USE, f"{key.kid} is not a signing key")
+            found.append((key, signature.sig))
+        if found:
+            return found
+        if foreign is not None:
+            raise GatewayError(
+                Reason.KEY_WRONG_PARTY,
+                f"signed by {foreign.kid} of {foreign.party}, but source is {source!r}",
+            )
+        raise GatewayError(Reason.KEY_UNKNOWN, "no signature by a key in the registry")
+
+    def _check_recipients(self, block: object, source: str, schema: MessageSchema) -> None:
+        """Every sealed entry must name a registered party entitled to read the topic, with its seal key."""
+        if not isinstance(block, dict) or not isinstance(block.get("recipients"), list):
+            raise GatewayError(Reason.SEAL_MALFORMED, "sealed block has no recipients list")
+        topic = event_topic(source, schema)
+        parties = [e.get("party") if isinstance(e, dict) else None for e in block["recipients"]]
+        if len(set(map(str, parties))) != len(parties):
+            raise GatewayError(Reason.SEAL_MALFORMED, "sealed block addresses a party twice")
+        for entry in block["recipients"]:
+            party_id = entry.get("party") if isinstance(entry, dict) else None
+            party = self.registry.party(party_id) if isinstance(party_id, str) else None
+            key = self.registry.key(str(entry.get("kid"))) if isinstance(entry, dict) else None
+            if party is None or key is None or key.party != party.id or key.use != "seal":
+                raise GatewayError(
+                    Reason.SEAL_UNKNOWN_RECIPIENT, "sealed for a party or key not in the registry"
+                )
+            if not party.may_read(topic):
+                raise GatewayError(
+                    Reason.SEAL_RECIPIENT_NOT_PERMITTED, f"sealed for {party.id}, who may not read {topic}"
+                )

@@ -1,0 +1,1002 @@
+"""Kafka topics, users and ACLs computed from the party registry, rendered for the tools that apply them.
+
+Why computed: the registry is the only statement of who may publish and read what. The broker enforces the
+same thing a second time (defence in depth: a compromised gateway, or a stolen SCRAM password, must not read
+another agency's topics), so the broker's ACLs must be *derived* from the registry, never typed by hand.
+:func:`render` does that derivation once; :func:`to_manifest`, :func:`to_shell_script` and
+:func:`to_strimzi` only change the notation, and :func:`gateway_manifests` writes one party's Kubernetes
+objects. ``gateway deploy render`` is the command line around them (``docs/OPERATIONS.md``).
+
+What is derived, per party ``P`` (principal ``User:xchg-P``, SCRAM-SHA-512):
+
+* topics: ``xchg.P.case.v<major>`` and ``xchg.P.alert.v<major>`` for every major version of the loaded
+  schemas, and ``xchg.P.dlq.v1`` -- exactly :func:`gateway.runtime.gateway.own_topics`;
+* ``Describe`` on each of its own topics (the gateway checks them at start-up), ``Write`` on its case/alert
+  topic of a major only if the registry lets ``P`` publish some message type of that kind and major;
+* ``Read``, ``Write`` and ``Describe`` on its own dead-letter topic (it dead-letters there; operators triage);
+* ``Read`` and ``Describe`` on every *other* party's case/alert topic that ``P``'s ``read`` patterns match --
+  exactly :func:`gateway.runtime.gateway.readable_topics`, so the broker allows what the gateway subscribes to
+  and nothing else. A pattern can never grant another party's dead-letter topic: those are never candidates;
+* ``Read`` on the consumer group ``xchg.P`` (the runtime's group id), only if ``P`` reads anything;
+* ``IdempotentWrite`` on the cluster (producers are idempotent on real Kafka, ``gateway/bus/kafka.py``).
+
+The notary (audit log, :class:`NotarySpec`) gets ``Read``/``Describe`` on every case, alert and dead-letter
+topic, ``Read``/``Write``/``Describe`` on its checkpoint topic, ``Read`` on its group and ``IdempotentWrite``.
+
+Every ACL is LITERAL -- never PREFIXED, never a ``*`` wildcard. Party ids contain dots, so the producer
+prefix ``xchg.kemlu.`` is also a prefix of ``xchg.kemlu.kbri-kuching.case.v1``: a PREFIXED Write for the
+ministry would let it write into its embassies' topics, and a prefixed group ``xchg.kemlu`` would cover the
+embassies' groups. Detecting overlaps at render time is not enough either: a prefix that is safe today
+becomes unsafe when a party ``kemlu.kbri-tawau`` joins later, silently, without touching the ministry's ACLs.
+Literal ACLs name each topic, so what a party may do is exactly what ``acls.json`` lists; the price is to
+re-render and apply when a party or a major schema version is added -- which creates topics anyway.
+:func:`prefix_conflicts` shows which parties a prefix ACL would have over-granted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shlex
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal
+
+import tomli_w
+
+from gateway.contract.registry import Party, Registry
+from gateway.contract.schemas import SchemaStore
+from gateway.contract.topics import TOPIC_PREFIX, MessageKind, dlq_topic, parse_topic, topic_for
+from gateway.errors import GatewayError, Reason
+from gateway.runtime.gateway import own_topics, readable_topics
+
+__all__ = [
+    "DEFAULT_RETENTION_MS",
+    "MANIFEST_FORMAT",
+    "SCRAM_MECHANISM",
+    "STRIMZI_API_VERSIONS",
+    "AclEntry",
+    "K8sGatewayOptions",
+    "NotarySpec",
+    "Operation",
+    "Rendered",
+    "ResourceType",
+    "TopicSpec",
+    "UserSpec",
+    "gateway_manifests",
+    "group_for",
+    "k8s_slug",
+    "prefix_conflicts",
+    "principal_for",
+    "render",
+    "to_manifest",
+    "to_shell_script",
+    "to_strimzi",
+    "username_for",
+]
+
+MANIFEST_FORMAT: Final = "xchg-kafka-acls/1"
+#: Topic retention: 30 days, the inbox's de-duplication window (``gateway/bus/inbox.py``). A gateway that is
+#: down longer than this loses events; a replay older than this is no longer de-duplicated.
+DEFAULT_RETENTION_MS: Final = 30 * 24 * 3600 * 1000
+USER_PREFIX: Final = "xchg-"
+SCRAM_MECHANISM: Final = "SCRAM-SHA-512"
+STRIMZI_API_VERSIONS: Final = ("kafka.strimzi.io/v1", "kafka.strimzi.io/v1beta2")
+
+ResourceType = Literal["topic", "group", "cluster"]
+Operation = Literal["Read", "Write", "Describe", "IdempotentWrite"]
+TopicRole = Literal["case", "alert", "dlq", "checkpoints"]
+
+_OPERATION_ORDER: Final = {"Read": 0, "Write": 1, "Describe": 2, "IdempotentWrite": 3}
+_RESOURCE_ORDER: Final = {"cluster": 0, "group": 1, "topic": 2}
+_DNS_SUBDOMAIN: Final = re.compile(
+    r"^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+)
+_DNS_LABEL: Final = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
+_LABEL_VALUE: Final = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$")
+_CLUSTER_RESOURCE: Final = "kafka-cluster"  # the only name Kafka accepts for the cluster resource
+_GATEWAY_APP: Final = "xchg-gateway"
+_OPS_PORT: Final = 8080
+
+
+# ---- the model -------------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TopicSpec:
+    """One topic to create: who owns it, what it holds, and its shape."""
+
+    name: str
+    owner: str  # party id, or the notary's user name for its checkpoint topic
+    role: TopicRole
+    partitions: int
+    replication: int
+    config: Mapping[str, str]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UserSpec:
+    """One SCRAM-SHA-512 user. ``party`` is ``None`` for the notary."""
+
+    username: str
+    party: str | None
+    group: str | None
+
+    @property
+    def principal(self) -> str:
+        """The Kafka principal ACLs name: ``User:<username>``."""
+        return f"User:{self.username}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, order=True)
+class AclEntry:
+    """One ALLOW ACL, always on a LITERAL resource pattern, for any host."""
+
+    principal: str
+    resource_type: ResourceType
+    resource_name: str
+    operation: Operation
+
+    @property
+    def pattern_type(self) -> Literal["literal"]:
+        """Always ``literal``: see the module docstring for why no ACL is PREFIXED."""
+        return "literal"
+
+    def sort_key(self) -> tuple[str, int, str, int]:
+        """Principal, then cluster/group/topic, then name, then Read/Write/Describe/IdempotentWrite."""
+        return (
+            self.principal,
+            _RESOURCE_ORDER[self.resource_type],
+            self.resource_name,
+            _OPERATION_ORDER[self.operation],
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NotarySpec:
+    """The audit notary's identity: it reads every exchange and dead-letter topic and writes checkpoints."""
+
+    username: str = "xchg-notary"
+    group: str = "xchg.notary"
+    checkpoint_topic: str = "xchg.notary.checkpoints.v1"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Rendered:
+    """Everything :func:`render` derived; deterministic (sorted) so re-rendering diffs cleanly."""
+
+    topics: tuple[TopicSpec, ...]
+    users: tuple[UserSpec, ...]
+    acls: tuple[AclEntry, ...]
+    partitions: int
+    replication: int
+    min_insync: int
+    retention_ms: int
+    notary: NotarySpec | None
+    warnings: tuple[str, ...] = ()
+
+    def acls_for(self, principal: str) -> list[AclEntry]:
+        """The ACLs of one principal (``User:xchg-<party>``), in :meth:`AclEntry.sort_key` order."""
+        return [acl for acl in self.acls if acl.principal == principal]
+
+    def topic_names(self) -> list[str]:
+        """Every topic to create, sorted."""
+        return [topic.name for topic in self.topics]
+
+
+# ---- naming ----------------------------------------------------------------------------------------------
+def username_for(party: str) -> str:
+    """The SCRAM user name of a party's gateway: ``xchg-<party>`` (Kafka principal ``User:xchg-<party>``)."""
+    return f"{USER_PREFIX}{party}"
+
+
+def principal_for(party: str) -> str:
+    """The Kafka principal of a party's gateway: ``User:xchg-<party>``."""
+    return f"User:{username_for(party)}"
+
+
+def group_for(party: str) -> str:
+    """The consumer group of a party's gateway, exactly as :class:`gateway.runtime.gateway.Gateway` uses
+    it."""
+    return f"{TOPIC_PREFIX}.{party}"
+
+
+def k8s_slug(party: str) -> str:
+    """A DNS-1123 label for Kubernetes names: the party id with ``.`` as ``-`` (``kemlu-kbri-kuching``).
+
+    Raises ``GatewayError(CONFIG_INVALID)`` when the result is not a valid label (too long, trailing ``-``).
+    Use :func:`gateway_manifests`, which also refuses two parties with the same slug.
+    """
+    slug = party.replace(".", "-")
+    if not _DNS_LABEL.match(slug) or len(slug) > 40:
+        raise GatewayError(
+            Reason.CONFIG_INVALID,
+            f"deploy: party id {party!r} does not give a Kubernetes name (<= 40 chars, no trailing '-')",
+        )
+    return slug
+
+
+# ---- derivation ------------------------------------------------------------------------------------------
+def _majors(schemas: SchemaStore) -> list[tuple[MessageKind, int]]:
+    majors: list[tuple[MessageKind, int]] = sorted({(s.kind, s.version[0]) for s in schemas.schemas()})
+    if not majors:
+        raise GatewayError(Reason.CONFIG_INVALID, "deploy: no message schemas loaded; nothing to provision")
+    return majors
+
+
+def _publishes(party: Party, schemas: SchemaStore, kind: str, major: int) -> bool:
+    return any(
+        party.may_publish(s.type) for s in schemas.schemas() if s.kind == kind and s.version[0] == major
+    )
+
+
+def _check_int(name: str, value: object, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise GatewayError(
+            Reason.CONFIG_INVALID, f"deploy: {name} must be an integer >= {low}, got {value!r}"
+        )
+    return value
+
+
+def render(
+    registry: Registry,
+    schemas: SchemaStore,
+    *,
+    partitions: int = 6,
+    replication: int = 3,
+    min_insync: int = 2,
+    retention_ms: int = DEFAULT_RETENTION_MS,
+    notary: NotarySpec | None = None,
+    with_notary: bool = True,
+) -> Rendered:
+    """Derive topics, users and LITERAL ACLs from ``registry`` for the message majors in ``schemas``.
+
+    ``notary`` overrides the notary's names (default :class:`NotarySpec`); ``with_notary=False`` leaves the
+    notary out. Raises ``GatewayError(CONFIG_INVALID)`` for impossible settings (``min_insync`` above
+    ``replication``), a party whose user name or group collides with the notary's, or a checkpoint topic
+    name that is an exchange topic name.
+    """
+    partitions = _check_int("partitions", partitions, 1)
+    replication = _check_int("replication", replication, 1)
+    min_insync = _check_int("min_insync", min_insync, 1)
+    if min_insync > replication:
+        raise GatewayError(
+            Reason.CONFIG_INVALID,
+            f"deploy: min_insync ({min_insync}) cannot exceed replication ({replication})",
+        )
+    if (
+        isinstance(retention_ms, bool)
+        or not isinstance(retention_ms, int)
+        or (retention_ms < 3_600_000 and retention_ms != -1)
+    ):
+        raise GatewayError(Reason.CONFIG_INVALID, "deploy: retention_ms must be -1 (forever) or >= one hour")
+    spec = (notary or NotarySpec()) if with_notary else None
+    majors = _majors(schemas)
+    parties = sorted(registry.parties)
+    warnings: list[str] = []
+    if min_insync == replication and replication > 1:
+        warnings.append(
+            f"min_insync = replication = {replication}: one broker down stops every producer; "
+            f"use {replication - 1}"
+        )
+    if replication == 1:
+        warnings.append("replication 1: losing one broker loses events; use 3 in production")
+
+    topic_config = {"min.insync.replicas": str(min_insync), "retention.ms": str(retention_ms)}
+    topics: list[TopicSpec] = []
+    for owner in parties:
+        for name in own_topics(schemas, owner):
+            role = parse_topic(name).kind
+            topics.append(
+                TopicSpec(
+                    name=name,
+                    owner=owner,
+                    role=role,
+                    partitions=partitions,
+                    replication=replication,
+                    config=dict(topic_config),
+                )
+            )
+
+    users: list[UserSpec] = []
+    acls: set[AclEntry] = set()
+
+    def allow(principal: str, resource_type: ResourceType, name: str, *operations: Operation) -> None:
+        for operation in operations:
+            acls.add(
+                AclEntry(
+                    principal=principal, resource_type=resource_type, resource_name=name, operation=operation
+                )
+            )
+
+    for party_id in parties:
+        party = registry.parties[party_id]
+        principal = principal_for(party_id)
+        reads = readable_topics(registry, schemas, party_id)
+        users.append(
+            UserSpec(
+                username=username_for(party_id), party=party_id, group=group_for(party_id) if reads else None
+            )
+        )
+        for kind, major in majors:
+            name = topic_for(party_id, kind, major)
+            allow(principal, "topic", name, "Describe")
+            if _publishes(party, schemas, kind, major):
+                allow(principal, "topic", name, "Write")
+        allow(principal, "topic", dlq_topic(party_id), "Read", "Write", "Describe")
+        for name in reads:
+            allow(principal, "topic", name, "Read", "Describe")
+        if reads:
+            allow(principal, "group", group_for(party_id), "Read")
+        allow(principal, "cluster", _CLUSTER_RESOURCE, "IdempotentWrite")
+        warnings.extend(_pattern_warnings(party, parties, majors))
+
+    if spec is not None:
+        _check_notary(spec, parties)
+        principal = f"User:{spec.username}"
+        users.append(UserSpec(username=spec.username, party=None, group=spec.group))
+        for topic in topics:
+            allow(principal, "topic", topic.name, "Read", "Describe")
+        topics.append(
+            TopicSpec(
+                name=spec.checkpoint_topic,
+                owner=spec.username,
+                role="checkpoints",
+                partitions=1,
+                replication=replication,
+                config={"min.insync.replicas": str(min_insync), "retention.ms": "-1"},
+            )
+        )
+        allow(principal, "topic", spec.checkpoint_topic, "Read", "Write", "Describe")
+        allow(principal, "group", spec.group, "Read")
+        allow(principal, "cluster", _CLUSTER_RESOURCE, "IdempotentWrite")
+
+    names = [t.name for t in topics]
+    if len(names) != len(set(names)):
+        raise GatewayError(Reason.CONFIG_INVALID, "deploy: two topics have the same name")
+    return Rendered(
+        topics=tuple(sorted(topics, key=lambda t: t.name)),
+        users=tuple(sorted(users, key=lambda u: u.username)),
+        acls=tuple(sorted(acls, key=AclEntry.sort_key)),
+        partitions=partitions,
+        replication=replication,
+        min_insync=min_insync,
+        retention_ms=retention_ms,
+        notary=spec,
+        warnings=tuple(warnings),
+    )
+
+
+def _check_notary(spec: NotarySpec, parties: Sequence[str]) -> None:
+    for what, value in (("user name", spec.username), ("group", spec.group)):
+        if not re.fullmatch(r"[a-z0-9][a-z0-9._-]{0,200}", value):
+            raise GatewayError(Reason.CONFIG_INVALID, f"deploy: notary {what} {value!r} is not a plain name")
+    for party in parties:
+        if username_for(party) == spec.username or group_for(party) == spec.group:
+            raise GatewayError(
+                Reason.CONFIG_INVALID,
+                f"deploy: party {party!r} has the notary's user name or group; rename the notary",
+            )
+    try:
+        parse_topic(spec.checkpoint_topic)
+    except GatewayError:
+        pass
+    else:
+        raise GatewayError(
+            Reason.CONFIG_INVALID,
+            f"deploy: notary checkpoint topic {spec.checkpoint_topic!r} looks like an exchange topic",
+        )
+    if not re.fullmatch(r"[a-z0-9][a-z0-9._-]{0,200}", spec.checkpoint_topic):
+        raise GatewayError(Reason.CONFIG_INVALID, f"deploy: {spec.checkpoint_topic!r} is not a topic name")
+
+
+def _pattern_warnings(
+    party: Party, parties: Sequence[str], majors: Sequence[tuple[MessageKind, int]]
+) -> list[str]:
+    """Read patterns that match nothing (typo?) or match topics a party never gets (its own, any DLQ)."""
+    exchange = [topic_for(p, k, m) for p in parties if p != party.id for k, m in majors]
+    own = [topic_for(party.id, k, m) for k, m in majors]
+    dlqs = [dlq_topic(p) for p in parties if p != party.id]
+    warnings = []
+    for pattern in party.read:
+        probe = Party(
+            id=party.id,
+            name=party.name,
+            name_en=party.name_en,
+            roles=(),
+            publish=(),
+            read=(pattern,),
+            keys=(),
+        )
+        hits_dlq = [t for t in dlqs if probe.may_read(t)]
+        if hits_dlq:
+            warnings.append(
+                f"{party.id}: read pattern {pattern!r} matches dead-letter topic(s) {', '.join(hits_dlq)}; "
+                "not granted (a DLQ is read only by its owner)"
+            )
+        if not any(probe.may_read(t) for t in exchange) and not any(probe.may_read(t) for t in own):
+            warnings.append(f"{party.id}: read pattern {pattern!r} matches no exchange topic")
+    return warnings
+
+
+def prefix_conflicts(registry: Registry) -> dict[str, list[str]]:
+    """For each party, the other parties whose topics a PREFIXED ACL on ``xchg.<party>.`` would also cover.
+
+    ``{"kemlu": ["kemlu.kbri-kuala-lumpur", "kemlu.kbri-kuching"]}`` for the sample registry. Parties
+    without conflicts are left out. This is why :func:`render` only emits LITERAL ACLs.
+    """
+    parties = sorted(registry.parties)
+    conflicts: dict[str, list[str]] = {}
+    for party in parties:
+        # xchg.<other>.<kind>.v<n> starts with xchg.<party>. exactly when <other> starts with <party>.
+        covered = [other for other in parties if other.startswith(f"{party}.")]
+        if covered:
+            conflicts[party] = covered
+    return conflicts
+
+
+# ---- notation 1: the JSON manifest -------------------------------------------------------------------------
+def to_manifest(rendered: Rendered) -> str:
+    """``acls.json``: topics, users and ACLs as plain JSON (also valid YAML), for review and diffing."""
+    document = {
+        "format": MANIFEST_FORMAT,
+        "settings": {
+            "partitions": rendered.partitions,
+            "replication": rendered.replication,
+            "min_insync": rendered.min_insync,
+            "retention_ms": rendered.retention_ms,
+            "sasl_mechanism": SCRAM_MECHANISM,
+        },
+        "topics": [
+            {
+                "name": t.name,
+                "owner": t.owner,
+                "role": t.role,
+                "partitions": t.partitions,
+                "replication": t.replication,
+                "config": dict(t.config),
+            }
+            for t in rendered.topics
+        ],
+        "users": [
+            {
+                "username": u.username,
+                "principal": u.principal,
+                "party": u.party,
+                "group": u.group,
+                "mechanism": SCRAM_MECHANISM,
+            }
+            for u in rendered.users
+        ],
+        "acls": [
+            {
+                "principal": a.principal,
+                "permission": "Allow",
+                "operation": a.operation,
+                "resource_type": a.resource_type,
+                "resource_name": a.resource_name,
+                "pattern_type": a.pattern_type,
+                "host": "*",
+            }
+            for a in rendered.acls
+        ],
+        "warnings": list(rendered.warnings),
+    }
+    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+
+
+# ---- notation 2: the kafka-*.sh script --------------------------------------------------------------------
+_SCRIPT_HEAD: Final = r"""#!/usr/bin/env bash
+# Generated by `gateway deploy render` ({settings}). Do not edit: change the registry and re-render.
+#
+# Creates the exchange topics, sets the SCRAM-SHA-512 credentials of every gateway user and adds their
+# LITERAL ACLs on an Apache Kafka cluster, with the kafka-*.sh tools. Safe to run again: topics are created
+# --if-not-exists, credentials are set again, ACLs that exist are kept. It never deletes anything: an ACL
+# that is no longer in acls.json must be removed by hand (docs/OPERATIONS.md, "Removing access").
+#
+# Environment:
+#   XCHG_BOOTSTRAP     host:port of a broker listener the admin can use (required)
+#   XCHG_ADMIN_CONFIG  client properties of a super user: security.protocol, sasl.*, ssl.* (required)
+#   XCHG_SCRAM_DIR     directory holding one file per user, named after the user, with its password
+#                      (24+ characters of A-Z a-z 0-9 _ -); required unless XCHG_SKIP_USERS=1
+#   XCHG_SKIP_USERS    1: leave SCRAM credentials alone (managed elsewhere)
+#   KAFKA_BIN          directory of the Kafka tools (default /opt/kafka/bin)
+set -euo pipefail
+
+: "${{XCHG_BOOTSTRAP:?set XCHG_BOOTSTRAP to host:port of the cluster}}"
+: "${{XCHG_ADMIN_CONFIG:?set XCHG_ADMIN_CONFIG to the admin client properties file}}"
+KAFKA_BIN="${{KAFKA_BIN:-/opt/kafka/bin}}"
+XCHG_SKIP_USERS="${{XCHG_SKIP_USERS:-0}}"
+
+kafka() {{
+  local tool="$1"
+  shift
+  "$KAFKA_BIN/$tool" --bootstrap-server "$XCHG_BOOTSTRAP" --command-config "$XCHG_ADMIN_CONFIG" "$@"
+}}
+
+scram_user() {{
+  local user="$1" file password
+  if [[ "$XCHG_SKIP_USERS" == 1 ]]; then
+    return 0
+  fi
+  file="${{XCHG_SCRAM_DIR:?set XCHG_SCRAM_DIR or XCHG_SKIP_USERS=1}}/$user"
+  if [[ ! -r "$file" ]]; then
+    echo "kafka-init: no password file $file for user $user" >&2
+    exit 1
+  fi
+  password="$(<"$file")"
+  if [[ ! "$password" =~ ^[A-Za-z0-9_-]{{24,}}$ ]]; then
+    echo "kafka-init: $file must hold 24+ characters of A-Z a-z 0-9 _ - on one line" >&2
+    exit 1
+  fi
+  # The password is on this process's command line for the duration of the call: run this job where only
+  # the cluster administrator can list processes (the one-shot kafka-init container does).
+  kafka kafka-configs.sh --alter --entity-type users --entity-name "$user" \
+    --add-config "SCRAM-SHA-512=[iterations=8192,password=$password]" >/dev/null
+  echo "kafka-init: SCRAM credentials set for $user"
+}}
+"""
+
+
+def to_shell_script(rendered: Rendered) -> str:
+    """``kafka-init.sh``: idempotent ``kafka-topics.sh``/``kafka-configs.sh``/``kafka-acls.sh`` calls.
+
+    Every value is quoted with :func:`shlex.quote`; passwords are read from files at run time and never
+    appear in the script.
+    """
+    q = shlex.quote
+    lines = [_SCRIPT_HEAD.format(settings=_settings_text(rendered)), "", "# ---- topics"]
+    for topic in rendered.topics:
+        configs = " ".join(f"--config {q(f'{k}={v}')}" for k, v in sorted(topic.config.items()))
+        lines.append(
+            f"kafka kafka-topics.sh --create --if-not-exists --topic {q(topic.name)} "
+            f"--partitions {topic.partitions} --replication-factor {topic.replication} {configs}"
+        )
+    lines += ["", "# ---- SCRAM-SHA-512 users"]
+    lines += [f"scram_user {q(user.username)}" for user in rendered.users]
+    lines += ["", "# ---- ACLs (LITERAL resource patterns only; each operation on each named resource)"]
+    batches: dict[tuple[str, ResourceType, tuple[Operation, ...]], list[str]] = {}
+    for (principal, resource_type, name), granted in _grouped(rendered.acls):
+        batches.setdefault((principal, resource_type, tuple(granted)), []).append(name)
+    for (principal, resource_type, operations), names in batches.items():
+        if resource_type == "cluster":
+            resources = "--cluster"
+        else:
+            resources = " ".join(f"--{resource_type} {q(name)}" for name in names)
+        ops = " ".join(f"--operation {op}" for op in operations)
+        lines.append(
+            f"kafka kafka-acls.sh --add --allow-principal {q(principal)} --allow-host '*' {ops} "
+            f"{resources} --resource-pattern-type literal >/dev/null"
+        )
+        lines.append(
+            f"echo {q(f'kafka-init: ACLs of {principal} on {len(names)} {resource_type} resource(s)')}"
+        )
+    lines += [
+        "",
+        f'echo "kafka-init: {len(rendered.topics)} topics, {len(rendered.users)} users, '
+        f'{len(rendered.acls)} ACLs in place"',
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _grouped(acls: Iterable[AclEntry]) -> list[tuple[tuple[str, ResourceType, str], list[Operation]]]:
+    groups: dict[tuple[str, ResourceType, str], list[Operation]] = {}
+    for acl in acls:
+        groups.setdefault((acl.principal, acl.resource_type, acl.resource_name), []).append(acl.operation)
+    return [(key, sorted(ops, key=_OPERATION_ORDER.__getitem__)) for key, ops in groups.items()]
+
+
+def _settings_text(rendered: Rendered) -> str:
+    return (
+        f"partitions={rendered.partitions}, replication={rendered.replication}, "
+        f"min_insync={rendered.min_insync}, retention_ms={rendered.retention_ms}"
+    )
+
+
+# ---- notation 3: Strimzi KafkaTopic and KafkaUser ---------------------------------------------------------
+def _k8s_name(text: str) -> str:
+    """``text`` if it is a valid Kubernetes object name, else a stable hashed name."""
+    if _DNS_SUBDOMAIN.match(text):
+        return text
+    return f"xchg-{hashlib.sha256(text.encode()).hexdigest()[:20]}"
+
+
+def _yaml_documents(documents: Iterable[Mapping[str, Any]], header: str) -> str:
+    """Multi-document YAML written as JSON documents (JSON is YAML 1.2; no YAML library needed)."""
+    parts = [f"# {line}".rstrip() for line in header.splitlines()]
+    for document in documents:
+        parts.append("---")
+        parts.append(json.dumps(document, indent=2, ensure_ascii=False))
+    return "\n".join(parts) + "\n"
+
+
+def to_strimzi(
+    rendered: Rendered,
+    *,
+    cluster: str = "xchg",
+    namespace: str | None = None,
+    api_version: str = STRIMZI_API_VERSIONS[0],
+) -> str:
+    """``strimzi-topics-users.yaml``: one ``KafkaTopic`` per topic and one ``KafkaUser`` per user.
+
+    Users authenticate with ``scram-sha-512`` (the User Operator generates the password into a Secret named
+    after the user, key ``password``) and are authorised with ``simple`` ACLs, all ``literal``. The User
+    Operator reconciles the ACL list: ACLs that are no longer rendered are removed when this is applied.
+    ``api_version`` is ``kafka.strimzi.io/v1`` (Strimzi 0.49 and later; the only one from Strimzi 1.0) or
+    ``kafka.strimzi.io/v1beta2`` (Strimzi 0.49-0.51 and older).
+    """
+    if api_version not in STRIMZI_API_VERSIONS:
+        raise GatewayError(
+            Reason.CONFIG_INVALID, f"deploy: Strimzi apiVersion must be one of {STRIMZI_API_VERSIONS}"
+        )
+    if not _DNS_LABEL.match(cluster):
+        raise GatewayError(Reason.CONFIG_INVALID, f"deploy: {cluster!r} is not a valid Strimzi cluster name")
+
+    def metadata(name: str, annotations: Mapping[str, str]) -> dict[str, Any]:
+        meta: dict[str, Any] = {
+            "name": name,
+            "labels": {
+                "strimzi.io/cluster": cluster,
+                "app.kubernetes.io/part-of": "xchg",
+                "app.kubernetes.io/managed-by": "xchg-gateway-deploy",
+            },
+            "annotations": dict(annotations),
+        }
+        if namespace:
+            meta["namespace"] = namespace
+        return meta
+
+    documents: list[dict[str, Any]] = []
+    for topic in rendered.topics:
+        documents.append(
+            {
+                "apiVersion": api_version,
+                "kind": "KafkaTopic",
+                "metadata": metadata(
+                    _k8s_name(topic.name), {"xchg/owner": topic.owner, "xchg/role": topic.role}
+                ),
+                "spec": {
+                    "topicName": topic.name,
+                    "partitions": topic.partitions,
+                    "replicas": topic.replication,
+                    "config": {k: _config_value(v) for k, v in sorted(topic.config.items())},
+                },
+            }
+        )
+    for user in rendered.users:
+        if not _DNS_SUBDOMAIN.match(user.username):
+            raise GatewayError(
+                Reason.CONFIG_INVALID,
+                f"deploy: user {user.username!r} is not a valid KafkaUser name (the SCRAM user name)",
+            )
+        acls = []
+        for (_principal, resource_type, name), operations in _grouped(rendered.acls_for(user.principal)):
+            resource: dict[str, str] = {"type": resource_type}
+            if resource_type != "cluster":
+                resource.update(name=name, patternType="literal")
+            acls.append({"resource": resource, "operations": list(operations), "host": "*", "type": "allow"})
+        annotations = {"xchg/party": user.party} if user.party else {"xchg/role": "notary"}
+        documents.append(
+            {
+                "apiVersion": api_version,
+                "kind": "KafkaUser",
+                "metadata": metadata(user.username, annotations),
+                "spec": {
+                    "authentication": {"type": "scram-sha-512"},
+                    "authorization": {"type": "simple", "acls": acls},
+                },
+            }
+        )
+    header = (
+        f"Generated by `gateway deploy render` ({_settings_text(rendered)}). Do not edit: change the\n"
+        "registry and re-render. Strimzi KafkaTopic and KafkaUser resources; every ACL is LITERAL.\n"
+        f"Apply in the namespace of the Kafka cluster {cluster!r}: kubectl apply -f this-file"
+    )
+    return _yaml_documents(documents, header)
+
+
+def _config_value(value: str) -> int | str:
+    try:
+        return int(value)
+    except ValueError:
+        return value
+
+
+# ---- notation 4: one party's gateway on Kubernetes --------------------------------------------------------
+@dataclass(frozen=True, slots=True, kw_only=True)
+class K8sGatewayOptions:
+    """Deployment choices for :func:`gateway_manifests`; defaults match ``deploy/k8s/kafka.yaml``."""
+
+    namespace: str = "xchg"
+    image: str = "registry.example.org/xchg/xchg-gateway:0.1.0"
+    kafka_cluster: str = "xchg"
+    kafka_namespace: str = "xchg"
+    kafka_port: int = 9093
+    prometheus_namespace: str = "monitoring"
+    prometheus_labels: Mapping[str, str] = field(
+        default_factory=lambda: {"app.kubernetes.io/name": "prometheus"}
+    )
+    agency_cidrs: tuple[str, ...] = ("192.0.2.0/24",)  # TEST-NET-1 placeholder: the agency system's address
+    agency_ports: tuple[int, ...] = (443,)
+    storage: str = "2Gi"
+    storage_class: str | None = None
+    topic_partitions: int = 6
+    topic_replication: int = 3
+
+
+def gateway_manifests(registry: Registry, party: str, options: K8sGatewayOptions | None = None) -> str:
+    """One party's gateway on Kubernetes as multi-document YAML (JSON documents).
+
+    ConfigMap (``gateway.toml``), PersistentVolumeClaim (outbox and inbox survive restarts), Deployment
+    (one replica, ``Recreate``: SQLite on a ReadWriteOnce volume has one writer), Service (metrics),
+    NetworkPolicy (ingress only from Prometheus; egress only to the Kafka brokers, DNS and the agency
+    system) and PodDisruptionBudget. Secrets are referenced, never rendered: ``xchg-gw-<slug>-keys``
+    (``signing.pem``, ``sealing.pem``), the Strimzi user Secret ``xchg-<party>`` (``password``) and the
+    cluster CA ``<cluster>-cluster-ca-cert`` (``ca.crt``); the registry is the ConfigMap ``xchg-registry``.
+    """
+    opts = options or K8sGatewayOptions()
+    if registry.party(party) is None:
+        raise GatewayError(Reason.CONFIG_INVALID, f"deploy: party {party!r} is not in the registry")
+    slugs: dict[str, str] = {}
+    for other in sorted(registry.parties):
+        slug = k8s_slug(other)
+        if slug in slugs:
+            raise GatewayError(
+                Reason.CONFIG_INVALID,
+                f"deploy: parties {slugs[slug]!r} and {other!r} both map to Kubernetes name {slug!r}",
+            )
+        slugs[slug] = other
+    slug = k8s_slug(party)
+    name = f"xchg-gw-{slug}"
+    username = username_for(party)
+    if not _DNS_SUBDOMAIN.match(username):
+        raise GatewayError(Reason.CONFIG_INVALID, f"deploy: {username!r} is not a valid Secret name")
+    selector = {"app.kubernetes.io/name": _GATEWAY_APP, "app.kubernetes.io/instance": name}
+    labels = {**selector, "app.kubernetes.io/part-of": "xchg", "app.kubernetes.io/component": "gateway"}
+    annotations = {"xchg/party": party}
+
+    def metadata(object_name: str) -> dict[str, Any]:
+        return {
+            "name": object_name,
+            "namespace": opts.namespace,
+            "labels": dict(labels),
+            "annotations": dict(annotations),
+        }
+
+    config = {
+        "party": party,
+        "data_dir": "/var/lib/xchg",
+        "registry": "/etc/xchg/registry/registry.toml",
+        "schemas": "/opt/xchg/schemas",
+        "keys": {
+            "signing_key": "/etc/xchg/secrets/signing.pem",
+            "sealing_keys": ["/etc/xchg/secrets/sealing.pem"],
+        },
+        "kafka": {
+            "bootstrap_servers": [
+                f"{opts.kafka_cluster}-kafka-bootstrap.{opts.kafka_namespace}.svc:{opts.kafka_port}"
+            ],
+            "security_protocol": "SASL_SSL",
+            "client_id": username,
+            "tls": {"ca_file": "/etc/xchg/secrets/kafka-ca.crt"},
+            "sasl": {
+                "mechanism": SCRAM_MECHANISM,
+                "username": username,
+                "password_file": "/etc/xchg/secrets/kafka-password",
+            },
+        },
+        "topics": {"partitions": opts.topic_partitions, "replication": opts.topic_replication},
+        "ops": {"host": "0.0.0.0", "port": _OPS_PORT},  # noqa: S104 - pod network; NetworkPolicy limits it
+    }
+    config_text = (
+        f"# gateway configuration of {party}: docs/OPERATIONS.md. Add [[sources]] and [[sinks]] for the\n"
+        "# agency system (the NetworkPolicy allows egress to agency_cidrs only).\n" + tomli_w.dumps(config)
+    )
+    checksum = hashlib.sha256(config_text.encode()).hexdigest()
+    http = {"port": "ops"}
+    container = {
+        "name": "gateway",
+        "image": opts.image,
+        "imagePullPolicy": "IfNotPresent",
+        "args": ["run", "--config", "/etc/xchg/config/gateway.toml", "--log-json"],
+        "ports": [{"name": "ops", "containerPort": _OPS_PORT, "protocol": "TCP"}],
+        "resources": {
+            "requests": {"cpu": "100m", "memory": "256Mi", "ephemeral-storage": "64Mi"},
+            "limits": {"cpu": "1", "memory": "512Mi", "ephemeral-storage": "256Mi"},
+        },
+        "startupProbe": {"httpGet": {"path": "/healthz", **http}, "periodSeconds": 2, "failureThreshold": 30},
+        "livenessProbe": {
+            "httpGet": {"path": "/healthz", **http},
+            "periodSeconds": 10,
+            "timeoutSeconds": 3,
+            "failureThreshold": 3,
+        },
+        "readinessProbe": {
+            "httpGet": {"path": "/readyz", **http},
+            "periodSeconds": 10,
+            "timeoutSeconds": 4,
+            "failureThreshold": 3,
+        },
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "volumeMounts": [
+            {"name": "config", "mountPath": "/etc/xchg/config", "readOnly": True},
+            {"name": "registry", "mountPath": "/etc/xchg/registry", "readOnly": True},
+            {"name": "secrets", "mountPath": "/etc/xchg/secrets", "readOnly": True},
+            {"name": "state", "mountPath": "/var/lib/xchg"},
+            {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 - an emptyDir: the root file system is read-only
+        ],
+    }
+    pod = {
+        "metadata": {"labels": dict(labels), "annotations": {**annotations, "xchg/config-sha256": checksum}},
+        "spec": {
+            "automountServiceAccountToken": False,
+            "enableServiceLinks": False,
+            "terminationGracePeriodSeconds": 45,  # shutdown.timeout_seconds (30) + margin
+            "securityContext": {
+                "runAsNonRoot": True,
+                "runAsUser": 10001,
+                "runAsGroup": 10001,
+                "fsGroup": 10001,
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
+            "containers": [container],
+            "volumes": [
+                {"name": "config", "configMap": {"name": f"{name}-config"}},
+                {"name": "registry", "configMap": {"name": "xchg-registry"}},
+                {
+                    "name": "secrets",
+                    "projected": {
+                        "defaultMode": 0o440,
+                        "sources": [
+                            {
+                                "secret": {
+                                    "name": f"{name}-keys",
+                                    "items": [
+                                        {"key": "signing.pem", "path": "signing.pem"},
+                                        {"key": "sealing.pem", "path": "sealing.pem"},
+                                    ],
+                                }
+                            },
+                            {
+                                "secret": {
+                                    "name": username,
+                                    "items": [{"key": "password", "path": "kafka-password"}],
+                                }
+                            },
+                            {
+                                "secret": {
+                                    "name": f"{opts.kafka_cluster}-cluster-ca-cert",
+                                    "items": [{"key": "ca.crt", "path": "kafka-ca.crt"}],
+                                }
+                            },
+                        ],
+                    },
+                },
+                {"name": "state", "persistentVolumeClaim": {"claimName": f"{name}-state"}},
+                {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}},
+            ],
+        },
+    }
+    pvc_spec: dict[str, Any] = {
+        "accessModes": ["ReadWriteOnce"],
+        "resources": {"requests": {"storage": opts.storage}},
+    }
+    if opts.storage_class:
+        pvc_spec["storageClassName"] = opts.storage_class
+    documents: list[dict[str, Any]] = [
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": metadata(f"{name}-config"),
+            "data": {"gateway.toml": config_text},
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": metadata(f"{name}-state"),
+            "spec": pvc_spec,
+        },
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": metadata(name),
+            "spec": {
+                "replicas": 1,
+                "strategy": {"type": "Recreate"},
+                "revisionHistoryLimit": 3,
+                "selector": {"matchLabels": dict(selector)},
+                "template": pod,
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": metadata(name),
+            "spec": {
+                "type": "ClusterIP",
+                "selector": dict(selector),
+                "ports": [{"name": "metrics", "port": _OPS_PORT, "targetPort": "ops", "protocol": "TCP"}],
+            },
+        },
+        _network_policy(name, selector, metadata(name), opts),
+        {
+            "apiVersion": "policy/v1",
+            "kind": "PodDisruptionBudget",
+            "metadata": metadata(name),
+            "spec": {"minAvailable": 1, "selector": {"matchLabels": dict(selector)}},
+        },
+    ]
+    header = (
+        f"Generated by `gateway deploy render --k8s-gateways` for party {party!r}. Do not edit: re-render.\n"
+        f"Needs: Secret {name}-keys (signing.pem, sealing.pem), ConfigMap xchg-registry (registry.toml),\n"
+        f"the Strimzi user Secret {username}, the cluster CA Secret {opts.kafka_cluster}-cluster-ca-cert.\n"
+        "docs/OPERATIONS.md explains each step."
+    )
+    return _yaml_documents(documents, header)
+
+
+def _network_policy(
+    name: str, selector: Mapping[str, str], metadata: Mapping[str, Any], opts: K8sGatewayOptions
+) -> dict[str, Any]:
+    for key, value in opts.prometheus_labels.items():
+        if not _LABEL_VALUE.match(value) or not key:
+            raise GatewayError(Reason.CONFIG_INVALID, f"deploy: bad Prometheus label {key}={value}")
+
+    def namespace(ns: str) -> dict[str, Any]:
+        return {"matchLabels": {"kubernetes.io/metadata.name": ns}}
+
+    egress: list[dict[str, Any]] = [
+        {
+            "to": [
+                {
+                    "namespaceSelector": namespace(opts.kafka_namespace),
+                    "podSelector": {
+                        "matchLabels": {"strimzi.io/cluster": opts.kafka_cluster, "strimzi.io/kind": "Kafka"}
+                    },
+                }
+            ],
+            "ports": [{"protocol": "TCP", "port": opts.kafka_port}],
+        },
+        {
+            "to": [
+                {
+                    "namespaceSelector": namespace("kube-system"),
+                    "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+                }
+            ],
+            "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
+        },
+    ]
+    if opts.agency_cidrs:
+        egress.append(
+            {
+                "to": [{"ipBlock": {"cidr": cidr}} for cidr in opts.agency_cidrs],
+                "ports": [{"protocol": "TCP", "port": port} for port in opts.agency_ports],
+            }
+        )
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": dict(metadata),
+        "spec": {
+            "podSelector": {"matchLabels": dict(selector)},
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": [
+                {
+                    "from": [
+                        {
+                            "namespaceSelector": namespace(opts.prometheus_namespace),
+                            "podSelector": {"matchLabels": dict(opts.prometheus_labels)},
+                        }
+                    ],
+                    "ports": [{"protocol": "TCP", "port": _OPS_PORT}],
+                }
+            ],
+            "egress": egress,
+        },
+    }

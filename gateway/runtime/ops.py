@@ -1,0 +1,374 @@
+"""The operations HTTP surface: ``/healthz`` (liveness), ``/readyz`` (readiness) and ``/metrics``.
+
+Why liveness and readiness differ: ``/healthz`` answers 200 whenever the event loop can serve a request and
+checks nothing else, so an orchestrator restarts the process only when it is truly stuck; a Kafka outage
+must not make every agency's gateway restart in a loop. ``/readyz`` runs the :class:`ReadinessCheck` probes
+(signing key usable, registry entry valid and not about to expire, schemas loaded, broker reachable, outbox
+and lag below their limits) and answers 503 when any fails, which takes the gateway out of service and pages
+an operator without killing it.
+
+Every probe runs concurrently and is bounded by ``check_timeout``: a hung dependency is reported as a failed
+check ("timed out after 2s") and the response still comes back in time. A probe returns a short detail when
+it passes and raises :class:`CheckFailed` (detail = its message) when it does not. Details are shown to
+whoever can reach the endpoint, so they carry ids, counts and reason codes only, never secrets or personal
+data: a :class:`~gateway.errors.GatewayError` is reported by its reason and detail (which never contain
+personal data by convention) and any other exception by its type name alone, since library messages can
+quote data.
+
+The server binds to loopback by default (:func:`start_ops_server`): it is for the local Prometheus agent and
+orchestrator probes, not for the network. See ``docs/OPERATIONS_HTTP.md``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import math
+import secrets
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Final
+
+import structlog
+from aiohttp import web
+
+from gateway.bus.kafka import KafkaSettings, check_connection
+from gateway.bus.metrics import METRICS_CONTENT_TYPE, GatewayMetrics
+from gateway.contract.keys import PublicKey, SigningKey
+from gateway.contract.registry import Registry
+from gateway.contract.schemas import SchemaStore
+from gateway.contract.sign import Signer
+from gateway.errors import GatewayError, Reason
+
+__all__ = [
+    "CheckFailed",
+    "CheckResult",
+    "ReadinessCheck",
+    "build_ops_app",
+    "kafka_check",
+    "registry_check",
+    "run_checks",
+    "schemas_check",
+    "signing_key_check",
+    "start_ops_server",
+    "stop_ops_server",
+    "threshold_check",
+]
+
+_log = structlog.get_logger(__name__)
+
+#: Domain separation for the readiness self-test signature: it can never be mistaken for a DSSE PAE
+#: ("DSSEv1 ...") message, so the signature it produces is useless as an event signature.
+_SELF_TEST_CONTEXT: Final = b"xchg-gateway readiness self-test v1\x00"
+
+_NO_CACHE: Final = {"Cache-Control": "no-store"}
+
+
+class CheckFailed(Exception):
+    """Raised by a probe to fail its check; the message is the detail shown on ``/readyz``."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReadinessCheck:
+    """A named probe: returns a short detail when OK; raises :class:`CheckFailed` (or anything) when not."""
+
+    name: str
+    probe: Callable[[], Awaitable[str]]
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    name: str
+    ok: bool
+    detail: str
+
+    def as_json(self) -> dict[str, object]:
+        return {"name": self.name, "ok": self.ok, "detail": self.detail}
+
+
+# ---- running checks ---------------------------------------------------------------------------------------
+
+#: Probes that ignored cancellation after their timeout; held so they are not garbage-collected mid-flight.
+_lingering: set[asyncio.Task[CheckResult]] = set()
+
+
+async def run_checks(checks: Sequence[ReadinessCheck], check_timeout: float) -> list[CheckResult]:
+    """Run every probe concurrently, each bounded by ``check_timeout`` seconds; results in ``checks`` order.
+
+    Returns within about ``check_timeout`` even if a probe swallows cancellation (it is left to finish alone).
+    """
+    tasks = [asyncio.create_task(_run_one(check), name=f"readyz:{check.name}") for check in checks]
+    if not tasks:
+        return []
+    try:
+        await asyncio.wait(tasks, timeout=check_timeout)
+    finally:
+        for task in tasks:
+            if not task.done():
+                task.cancel()
+                _lingering.add(task)
+                task.add_done_callback(_lingering.discard)
+    results = []
+    for check, task in zip(checks, tasks, strict=True):
+        if task.done() and not task.cancelled():
+            results.append(task.result())
+        else:
+            results.append(CheckResult(check.name, ok=False, detail=f"timed out after {check_timeout:g}s"))
+    return results
+
+
+async def _run_one(check: ReadinessCheck) -> CheckResult:
+    try:
+        detail = await check.probe()
+    except CheckFailed as exc:
+        return CheckResult(check.name, ok=False, detail=str(exc) or "failed")
+    except GatewayError as exc:
+        return CheckResult(check.name, ok=False, detail=f"{exc.reason}: {exc.detail}")
+    except Exception as exc:  # noqa: BLE001 - any probe failure is a failed check; the type name only
+        return CheckResult(check.name, ok=False, detail=type(exc).__name__)
+    return CheckResult(check.name, ok=True, detail=str(detail))
+
+
+# ---- the application -------------------------------------------------------------------------------------
+
+_METRICS: Final[web.AppKey[GatewayMetrics]] = web.AppKey("metrics")
+_CHECKS: Final[web.AppKey[tuple[ReadinessCheck, ...]]] = web.AppKey("checks")
+_TIMEOUT: Final[web.AppKey[float]] = web.AppKey("check_timeout")
+_LAST_READY: Final[web.AppKey[list[bool]]] = web.AppKey("last_ready")
+
+
+def build_ops_app(
+    *, metrics: GatewayMetrics, checks: Sequence[ReadinessCheck], check_timeout: float = 2.0
+) -> web.Application:
+    """The ``/healthz``, ``/readyz`` and ``/metrics`` application of one gateway."""
+    if check_timeout <= 0:
+        raise ValueError("check_timeout must be positive")
+    names = [check.name for check in checks]
+    if len(set(names)) != len(names):
+        raise ValueError(f"readiness check names must be unique: {names}")
+    app = web.Application()
+    app[_METRICS] = metrics
+    app[_CHECKS] = tuple(checks)
+    app[_TIMEOUT] = float(check_timeout)
+    app[_LAST_READY] = []
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/readyz", _readyz)
+    app.router.add_get("/metrics", _metrics)
+    return app
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "alive"}, headers=_NO_CACHE)
+
+
+async def _readyz(request: web.Request) -> web.Response:
+    app = request.app
+    checks = app[_CHECKS]
+    results = await run_checks(checks, app[_TIMEOUT])
+    ready = all(result.ok for result in results)
+    last = app[_LAST_READY]
+    if last != [ready]:  # log transitions (and the first answer), not every probe
+        failed = {r.name: r.detail for r in results if not r.ok}
+        if ready:
+            _log.info("ops.ready", party=app[_METRICS].party)
+        else:
+            _log.warning("ops.not_ready", party=app[_METRICS].party, failed_checks=failed)
+        last[:] = [ready]
+    body = {"ready": ready, "checks": [result.as_json() for result in results]}
+    return web.json_response(body, status=200 if ready else 503, headers=_NO_CACHE)
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    body = request.app[_METRICS].render()
+    return web.Response(body=body, headers={"Content-Type": METRICS_CONTENT_TYPE, **_NO_CACHE})
+
+
+async def start_ops_server(
+    app: web.Application, host: str = "127.0.0.1", port: int = 0, *, access_log: bool = False
+) -> tuple[web.AppRunner, int]:
+    """Serve ``app`` on ``host:port`` (0 = any free port); returns the runner and the port actually bound.
+
+    Access logging is off by default: probes and scrapes every few seconds would drown the gateway's own
+    logs. Signals are left to the gateway's runtime.
+    """
+    runner = (
+        web.AppRunner(app, handle_signals=False)
+        if access_log
+        else web.AppRunner(app, handle_signals=False, access_log=None)
+    )
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        actual = int(runner.addresses[0][1])
+    except BaseException:
+        await runner.cleanup()
+        raise
+    _log.info("ops.listening", host=host, port=actual)
+    return runner, actual
+
+
+async def stop_ops_server(runner: web.AppRunner) -> None:
+    """Stop serving and release the port."""
+    await runner.cleanup()
+
+
+# ---- check factories --------------------------------------------------------------------------------------
+
+
+def signing_key_check(
+    signer: Signer,
+    public_key: PublicKey,
+    *,
+    load: Callable[[], SigningKey] | None = None,
+    name: str = "signing-key",
+) -> ReadinessCheck:
+    """Sign a fresh random nonce with the gateway's key and verify it with the registered public key.
+
+    Catches a key file that does not belong to the registry entry (wrong file deployed after a rotation)
+    before any peer rejects our events with ``sig.invalid``. With ``load`` (re-reads the key file as start-up
+    does, raising ``GatewayError(keyfile.invalid)``), the key *file* is checked too, in a worker thread: a
+    file that was deleted, made unreadable, corrupted or replaced by another key fails the check, because
+    the next restart would fail or sign with a key peers do not accept.
+    """
+
+    async def probe() -> str:
+        keys = [("in-memory key", signer.key)]
+        if load is not None:
+            try:
+                keys.append(("key file", await asyncio.to_thread(load)))
+            except GatewayError as exc:
+                raise CheckFailed(f"{exc.reason}: {exc.detail}") from None
+            except Exception as exc:  # noqa: BLE001 - reported by type only
+                raise CheckFailed(
+                    f"key file of {signer.kid} cannot be loaded ({type(exc).__name__})"
+                ) from None
+        for what, key in keys:
+            message = _SELF_TEST_CONTEXT + secrets.token_bytes(32)
+            try:
+                signature = key.sign(message)
+            except Exception as exc:  # noqa: BLE001 - reported by type only
+                raise CheckFailed(f"signing with {what} {signer.kid} failed ({type(exc).__name__})") from None
+            if key.alg != public_key.alg or not public_key.verify(signature, message):
+                raise CheckFailed(
+                    f"{what} of {signer.kid} does not match the registered {public_key.alg} public key"
+                )
+        checked = " and key file" if load is not None else ""
+        return f"{signer.kid} ({signer.key.alg}) signs and verifies{checked}"
+
+    return ReadinessCheck(name, probe)
+
+
+def registry_check(
+    registry: Registry | Callable[[], Registry | None],
+    party: str,
+    *,
+    kid: str,
+    min_days: int,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    name: str = "registry",
+) -> ReadinessCheck:
+    """The registry is loaded, ``party`` is in it, and its signing key ``kid`` is usable for ``min_days``.
+
+    ``registry`` may be a callable returning the current registry (``None`` while none is loaded), for
+    gateways that reload it. Fails for a key that is unknown, another party's, not a signing key, not yet
+    valid, expired, revoked, or whose expiry or scheduled revocation is less than ``min_days`` away (the
+    detail says how many days are left): rotating a key takes every agency's registry update, so it must
+    start well before the old one stops verifying.
+    """
+
+    async def probe() -> str:
+        current = registry() if callable(registry) else registry
+        if current is None:
+            raise CheckFailed("no registry loaded")
+        if current.party(party) is None:
+            raise CheckFailed(f"party {party} is not in the registry")
+        key = current.key(kid)
+        if key is None:
+            raise CheckFailed(f"signing key {kid} is not in the registry")
+        if key.party != party:
+            raise CheckFailed(f"key {kid} belongs to {key.party}, not {party}")
+        if key.use != "sig":
+            raise CheckFailed(f"key {kid} is a {key.use} key, not a signing key")
+        instant = now()
+        problem = key.problem_at(instant)
+        if problem is Reason.KEY_REVOKED and key.revoked_at is not None:
+            raise CheckFailed(f"signing key {kid} is revoked since {_iso(key.revoked_at)} ({problem})")
+        if problem is Reason.KEY_NOT_YET_VALID:
+            raise CheckFailed(f"signing key {kid} is not valid before {_iso(key.valid_from)} ({problem})")
+        if problem is Reason.KEY_EXPIRED and key.valid_until is not None:
+            raise CheckFailed(f"signing key {kid} expired at {_iso(key.valid_until)} ({problem})")
+        if problem is not None:
+            raise CheckFailed(f"signing key {kid} is not usable ({problem})")
+        ends = [t for t in (key.valid_until, key.revoked_at) if t is not None]
+        if not ends:
+            return f"{party}: signing key {kid} valid, no expiry"
+        end = min(ends)
+        what = "revocation scheduled" if end == key.revoked_at else "expires"
+        days = (end - instant) // timedelta(days=1)
+        if end - instant < timedelta(days=min_days):
+            raise CheckFailed(
+                f"signing key {kid} {what} in {days} day(s) at {_iso(end)}; at least {min_days} required"
+            )
+        return f"{party}: signing key {kid} valid, {what} in {days} day(s)"
+
+    return ReadinessCheck(name, probe)
+
+
+def schemas_check(store: SchemaStore, *, name: str = "schemas") -> ReadinessCheck:
+    """At least one message schema is loaded; reports how many."""
+
+    async def probe() -> str:
+        count = len(store.schemas())
+        if count == 0:
+            raise CheckFailed("no message schemas loaded")
+        return f"{count} schema version(s) for {len(store.types())} type(s)"
+
+    return ReadinessCheck(name, probe)
+
+
+def threshold_check(
+    name: str, value: Callable[[], float | Awaitable[float]], maximum: float, unit: str
+) -> ReadinessCheck:
+    """``value()`` (sync or async) must be finite and at most ``maximum``: outbox backlog, consumer lag."""
+
+    async def probe() -> str:
+        current = value()
+        if inspect.isawaitable(current):
+            current = await current
+        number = float(current)
+        if not math.isfinite(number):
+            raise CheckFailed(f"{name} is not a finite number")
+        if number > maximum:
+            raise CheckFailed(f"{number:g} {unit} exceeds the maximum of {maximum:g} {unit}")
+        return f"{number:g} {unit} (maximum {maximum:g})"
+
+    return ReadinessCheck(name, probe)
+
+
+def kafka_check(settings: KafkaSettings, timeout: float, *, name: str = "kafka") -> ReadinessCheck:
+    """Connect to the cluster with the gateway's settings (:func:`gateway.bus.kafka.check_connection`).
+
+    Reports how many brokers are reachable. Give ``timeout`` below the app's ``check_timeout`` so the
+    detail says what failed rather than just "timed out". Settings for the embedded broker must first be
+    pointed at it (:meth:`KafkaSettings.for_embedded`).
+    """
+
+    async def probe() -> str:
+        if settings.embedded:
+            raise CheckFailed("no bootstrap servers (embedded broker settings not resolved)")
+        try:
+            async with asyncio.timeout(timeout):
+                brokers = await check_connection(settings)
+        except TimeoutError:
+            raise CheckFailed(f"no answer from the cluster within {timeout:g}s") from None
+        except GatewayError as exc:
+            raise CheckFailed(exc.detail) from None
+        return f"{len(brokers)} broker(s) reachable"
+
+    return ReadinessCheck(name, probe)
+
+
+def _iso(instant: datetime) -> str:
+    return instant.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -1,0 +1,114 @@
+"""A complete local deployment generated on the fly: keys, registry and one configuration per party.
+
+Used by ``gateway demo`` and the integration tests, so both run exactly what an operator would run: key
+files on disk (0600), a registry file built from ``deploy/registry.example.toml`` plus the new public keys,
+and a TOML configuration per gateway loaded through :class:`gateway.runtime.config.GatewayConfig`. Every key
+is fresh; nothing private is committed anywhere.
+"""
+
+from __future__ import annotations
+
+import base64
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from gateway.contract.keys import PublicKey, SealingKey, SigningKey, write_private_pem
+
+__all__ = ["SAMPLE_REGISTRY", "SandboxParty", "create_sandbox"]
+
+SAMPLE_REGISTRY = Path(__file__).resolve().parents[2] / "deploy" / "registry.example.toml"
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxParty:
+    party: str
+    config: Path
+    data_dir: Path
+    drop_dir: Path
+
+
+def create_sandbox(
+    root: Path,
+    parties: Sequence[str],
+    *,
+    bootstrap_servers: Sequence[str],
+    template: Path = SAMPLE_REGISTRY,
+    extra_parties: Sequence[Mapping[str, Any]] = (),
+    sinks: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
+    settings: Mapping[str, Any] | None = None,
+    per_party: Mapping[str, Mapping[str, Any]] | None = None,
+) -> dict[str, SandboxParty]:
+    """Write keys, ``registry.toml`` and ``<party>/gateway.toml`` under ``root`` for each of ``parties``.
+
+    ``extra_parties`` are registry entries added to the template (how a new agency joins); ``sinks`` maps a
+    party to its ``[[sinks]]`` tables; ``settings`` are merged into every configuration (e.g. shorter Kafka
+    session timeouts for the embedded broker), then ``per_party[party]`` into that party's (lists such as
+    ``sources`` are replaced, tables merged).
+    """
+    root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with template.open("rb") as handle:
+        registry: dict[str, Any] = tomllib.load(handle)
+    registry["parties"] = [*registry["parties"], *(dict(p) for p in extra_parties)]
+    by_id = {p["id"]: p for p in registry["parties"]}
+    now = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
+    result = {}
+    for party in parties:
+        if party not in by_id:
+            raise ValueError(f"{party!r} is neither in {template} nor in extra_parties")
+        keys_dir = root / party / "keys"
+        keys_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        signing, sealing = SigningKey.generate(), SealingKey.generate()
+        sig_kid, seal_kid = f"{party}-sig-sandbox", f"{party}-seal-sandbox"
+        write_private_pem(keys_dir / f"{sig_kid}.pem", signing.to_pem())
+        write_private_pem(keys_dir / f"{seal_kid}.pem", sealing.to_pem())
+        by_id[party]["keys"] = [
+            _key_entry(sig_kid, "sig", signing.public_key, now),
+            _key_entry(seal_kid, "seal", sealing.public_key, now),
+        ]
+        drop_dir = root / party / "drop"
+        config: dict[str, Any] = {
+            "party": party,
+            "data_dir": "state",
+            "registry": "../registry.toml",
+            "keys": {"signing_key": f"keys/{sig_kid}.pem", "sealing_keys": [f"keys/{seal_kid}.pem"]},
+            "kafka": {"bootstrap_servers": list(bootstrap_servers), "client_id": f"xchg-{party}"},
+            "ops": {"port": 0},
+            "sources": [{"kind": "file-drop", "directory": "drop"}],
+            "sinks": list((sinks or {}).get(party, ())),
+        }
+        config = _merge(_merge(config, settings or {}), (per_party or {}).get(party, {}))
+        config_path = root / party / "gateway.toml"
+        config_path.write_bytes(tomli_w.dumps(config).encode("utf-8"))
+        result[party] = SandboxParty(party, config_path, root / party / "state", drop_dir)
+    (root / "registry.toml").write_bytes(
+        (b"# Generated sandbox registry: synthetic keys, for this run only.\n")
+        + tomli_w.dumps(registry).encode("utf-8")
+    )
+    return result
+
+
+def _key_entry(kid: str, use: str, public: PublicKey, since: datetime) -> dict[str, Any]:
+    return {
+        "kid": kid,
+        "use": use,
+        "alg": public.alg,
+        "public_key": base64.b64encode(public.raw).decode("ascii"),
+        "valid_from": since,
+        "valid_until": since + timedelta(days=365),
+    }
+
+
+def _merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
