@@ -49,9 +49,9 @@ from gateway.contract.keys import SigningKey, write_private_pem
 from gateway.contract.verify import Accepted, Verifier
 from gateway.runtime.config import GatewayConfig
 from gateway.runtime.gateway import Gateway
+from gateway.runtime.signals import stop_on_signals
 from gateway.sandbox.broker import EmbeddedBroker
 from gateway.sandbox.deployment import create_sandbox
-from gateway.settings import stop_on_signals
 
 __all__ = ["KBRI", "PARTIES", "ScenarioResult", "run_scenario"]
 

@@ -64,9 +64,10 @@ from gateway.audit.notary import CheckpointStore
 from gateway.audit.note import Ed25519Signer, sign_note
 from gateway.audit.tiles import TileLog
 from gateway.contract.keys import SigningKey
+from gateway.contract.policy import event_topic
 from gateway.contract.registry import Registry
 from gateway.contract.schemas import SchemaStore
-from gateway.contract.sign import Signer, build_event, event_topic
+from gateway.contract.sign import Signer, build_event
 from gateway.contract.verify import Verifier
 from gateway.sandbox.deployment import create_sandbox
 

@@ -56,8 +56,9 @@ from bench._common import (
 from gateway.contract.canonical import canonical_json, parse_canonical
 from gateway.contract.dsse import DsseEnvelope, check_signed_extensions, pae, verification_material
 from gateway.contract.envelope import Envelope, KafkaRecord
+from gateway.contract.policy import SIGNED_EXTENSIONS
 from gateway.contract.schemas import default_schema_root
-from gateway.contract.sign import SIGNED_EXTENSIONS, build_event
+from gateway.contract.sign import build_event
 from gateway.contract.verify import Accepted
 
 NON_RECIPIENT: Final = "iom"  # may read KBRI Kuching's case topic, but the referral is not sealed for it

@@ -67,8 +67,8 @@ from gateway.bus.kafka import (
     KAFKA_FETCH_MAX_WAIT_MS,
     KafkaSettings,
 )
+from gateway.contract.policy import topic_for
 from gateway.contract.sign import build_event
-from gateway.contract.topics import topic_for
 from gateway.sandbox.broker import EmbeddedBroker
 
 #: The embedded broker's client timings (gateway.bus.kafka.EMBEDDED_CLIENT_TIMINGS) and a request timeout.

@@ -21,8 +21,8 @@ Guarantees and how they are kept:
   later. Partitions are assigned manually (not ``subscribe(pattern=...)``: a group-less pattern
   subscription re-assigns everything on each metadata change and resets positions, while manual assignment
   plus ``seek`` keeps the position exactly where the log says it is). The topics the registry and schemas
-  predict (:func:`expected_topics`) are logged when missing, never probed: on Tansu a metadata request
-  naming a topic creates it.
+  predict (:func:`gateway.contract.policy.exchange_topics`) are logged when missing, never probed: on Tansu a
+  metadata request naming a topic creates it.
 * **Never two inconsistent checkpoints.** The last signed checkpoint is kept durably (``checkpoint`` and
   ``checkpoints/<size>`` in the log directory, written before it is published anywhere). Before signing a
   new one the notary proves, from its own log, that the new tree extends it (an RFC 6962 consistency proof,
@@ -85,16 +85,17 @@ from gateway.audit.note import (
 )
 from gateway.audit.proof import create_proof
 from gateway.audit.tiles import TileLog
+from gateway.bus.admin import ensure_topics
 from gateway.bus.kafka import KafkaSettings
 from gateway.contract.keys import SigningKey
+from gateway.contract.policy import exchange_topics
 from gateway.contract.registry import Registry
 from gateway.contract.schemas import SchemaStore
-from gateway.contract.topics import ensure_topics
 from gateway.contract.verify import Verifier as EventVerifier
 from gateway.errors import GatewayError, Reason
-from gateway.runtime.gateway import own_topics
 from gateway.runtime.ops import start_ops_server, stop_ops_server
-from gateway.settings import load_toml, stop_on_signals
+from gateway.runtime.signals import stop_on_signals
+from gateway.settings import load_toml
 
 __all__ = [
     "CHECKPOINT_FILE",
@@ -104,7 +105,6 @@ __all__ = [
     "CheckpointStore",
     "Notary",
     "NotaryConfig",
-    "expected_topics",
 ]
 
 _log = structlog.get_logger(__name__)
@@ -119,12 +119,6 @@ CHECKPOINT_HISTORY: Final = "checkpoints"
 _INDEX_FILE: Final = "index.sqlite"
 _POLL_MS: Final = 300
 _QUIET_POLLS: Final = 1  # empty polls, once every partition's end is reached, before a sync is answered
-
-
-def expected_topics(registry: Registry, schemas: SchemaStore) -> list[str]:
-    """Every exchange topic the registry and schemas predict: each party's case/alert topics per major and
-    its dead-letter topic (exactly what the gateways create, :func:`gateway.runtime.gateway.own_topics`)."""
-    return sorted({topic for party in registry.parties for topic in own_topics(schemas, party)})
 
 
 # ---- configuration --------------------------------------------------------------------------------------
@@ -638,7 +632,7 @@ class Notary:
             consumer.assign(sorted(wanted, key=lambda t: (t.topic, t.partition)))
             for tp in wanted:
                 consumer.seek(tp, self._next.get((tp.topic, tp.partition), 0))
-            missing = sorted(set(expected_topics(self.registry, self.schemas)) - set(names))
+            missing = sorted(set(exchange_topics(self.registry, self.schemas)) - set(names))
             _log.info(
                 "notary.assigned", topics=len(names), partitions=len(wanted), not_yet_created=len(missing)
             )

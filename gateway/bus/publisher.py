@@ -22,9 +22,10 @@ import structlog
 from gateway.bus.metrics import GatewayMetrics
 from gateway.bus.outbox import Outbox, OutboxEntry
 from gateway.contract.envelope import Envelope
+from gateway.contract.policy import event_topic
 from gateway.contract.registry import Registry
 from gateway.contract.schemas import SchemaStore
-from gateway.contract.sign import Signer, build_event, event_topic
+from gateway.contract.sign import Signer, build_event
 from gateway.errors import GatewayError, Reason
 
 __all__ = ["KafkaProducerLike", "Publisher"]

@@ -24,7 +24,7 @@ import orjson
 from gateway.contract.registry import Registry
 from gateway.contract.schemas import SchemaStore
 from gateway.errors import GatewayError, Reason
-from gateway.settings import stop_on_signals
+from gateway.runtime.signals import stop_on_signals
 
 __all__ = ["add_commands"]
 

@@ -36,8 +36,8 @@ from gateway.errors import GatewayError, Reason
 from gateway.runtime.config import GatewayConfig, env_overrides
 from gateway.runtime.gateway import Gateway
 from gateway.runtime.logs import configure_logging
+from gateway.runtime.signals import stop_on_signals
 from gateway.sandbox.broker import EmbeddedBroker
-from gateway.settings import stop_on_signals
 
 __all__ = ["main"]
 

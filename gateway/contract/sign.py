@@ -18,16 +18,14 @@ from gateway.contract.canonical import canonical_json
 from gateway.contract.dsse import PAYLOAD_TYPE, DsseEnvelope, DsseSignature, pae, verification_material
 from gateway.contract.envelope import CONTENT_TYPE, Envelope
 from gateway.contract.keys import SigningKey
-from gateway.contract.registry import Party, Registry
+from gateway.contract.policy import SIGNED_EXTENSIONS, event_topic, may_publish
+from gateway.contract.registry import Registry
 from gateway.contract.schemas import MessageSchema, SchemaStore
 from gateway.contract.seal import EventBinding, Recipient, seal
-from gateway.contract.topics import topic_for
 from gateway.errors import GatewayError, Reason
 
-__all__ = ["SIGNED_EXTENSIONS", "Signer", "build_event", "event_topic", "may_publish", "sign_envelope"]
+__all__ = ["Signer", "build_event", "sign_envelope"]
 
-#: Extensions every event signs: routing (partitionkey) and handling (dataclassification) must not be altered.
-SIGNED_EXTENSIONS: Final = ("partitionkey", "dataclassification")
 _SIGNED_EXTATTRS: Final = ",".join(SIGNED_EXTENSIONS)
 
 
@@ -38,11 +36,6 @@ class Signer:
     party: str
     kid: str
     key: SigningKey
-
-
-def event_topic(source: str, schema: MessageSchema) -> str:
-    """The Kafka topic an event of ``schema`` from ``source`` is published to."""
-    return topic_for(source, schema.kind, schema.version[0])
 
 
 def build_event(
@@ -120,25 +113,6 @@ def _dssematerial(material: bytes, signer: Signer) -> str:
     """The ``dssematerial`` value: a DSSE envelope of ``material`` with ``signer``'s signature, base64."""
     signature = DsseSignature(signer.kid, signer.key.sign(pae(PAYLOAD_TYPE, material)))
     return DsseEnvelope(PAYLOAD_TYPE, material, (signature,)).to_b64()
-
-
-_PUBLISH_MEMO: dict[tuple[tuple[str, ...], str], bool] = {}
-_MEMO_ENTRIES: Final = 1024
-
-
-def may_publish(party: Party, event_type: str) -> bool:
-    """``party.may_publish(event_type)``, remembered by (publish patterns, type).
-
-    The answer depends on nothing else, and fnmatch over a party's patterns costs microseconds on every
-    event signed or verified. Bounded: the memo is emptied when it reaches 1,024 pairs.
-    """
-    key = (party.publish, event_type)
-    allowed = _PUBLISH_MEMO.get(key)
-    if allowed is None:
-        if len(_PUBLISH_MEMO) >= _MEMO_ENTRIES:
-            _PUBLISH_MEMO.clear()
-        allowed = _PUBLISH_MEMO[key] = party.may_publish(event_type)
-    return allowed
 
 
 def _zulu(instant: datetime) -> str:

@@ -30,10 +30,10 @@ from gateway.contract.dsse import (
 )
 from gateway.contract.envelope import DEFAULT_LIMITS, Envelope, Limits
 from gateway.contract.keys import SealingKey
+from gateway.contract.policy import SIGNED_EXTENSIONS, event_topic, may_publish
 from gateway.contract.registry import KeyEntry, Registry
 from gateway.contract.schemas import MessageSchema, SchemaStore
 from gateway.contract.seal import EventBinding, open_sealed
-from gateway.contract.sign import SIGNED_EXTENSIONS, event_topic, may_publish
 from gateway.errors import GatewayError, Reason, Rejected
 
 __all__ = ["Accepted", "Rejected", "Verdict", "Verifier"]

@@ -10,12 +10,12 @@ objects. ``gateway deploy render`` is the command line around them (``docs/OPERA
 What is derived, per party ``P`` (principal ``User:xchg-P``, SCRAM-SHA-512):
 
 * topics: ``xchg.P.case.v<major>`` and ``xchg.P.alert.v<major>`` for every major version of the loaded
-  schemas, and ``xchg.P.dlq.v1`` -- exactly :func:`gateway.runtime.gateway.own_topics`;
+  schemas, and ``xchg.P.dlq.v1`` -- exactly :func:`gateway.contract.policy.own_topics`;
 * ``Describe`` on each of its own topics (the gateway checks them at start-up), ``Write`` on its case/alert
   topic of a major only if the registry lets ``P`` publish some message type of that kind and major;
 * ``Read``, ``Write`` and ``Describe`` on its own dead-letter topic (it dead-letters there; operators triage);
 * ``Read`` and ``Describe`` on every *other* party's case/alert topic that ``P``'s ``read`` patterns match --
-  exactly :func:`gateway.runtime.gateway.readable_topics`, so the broker allows what the gateway subscribes to
+  exactly :func:`gateway.contract.policy.readable_topics`, so the broker allows what the gateway subscribes to
   and nothing else. A pattern can never grant another party's dead-letter topic: those are never candidates;
 * ``Read`` on the consumer group ``xchg.P`` (the runtime's group id), only if ``P`` reads anything;
 * ``IdempotentWrite`` on the cluster (producers are idempotent on real Kafka, ``gateway/bus/kafka.py``).
@@ -45,11 +45,18 @@ from typing import Any, Final, Literal
 
 import tomli_w
 
+from gateway.contract.policy import (
+    TOPIC_PREFIX,
+    MessageKind,
+    dlq_topic,
+    own_topics,
+    parse_topic,
+    readable_topics,
+    topic_for,
+)
 from gateway.contract.registry import Party, Registry
 from gateway.contract.schemas import SchemaStore
-from gateway.contract.topics import TOPIC_PREFIX, MessageKind, dlq_topic, parse_topic, topic_for
 from gateway.errors import GatewayError, Reason
-from gateway.runtime.gateway import own_topics, readable_topics
 
 __all__ = [
     "DEFAULT_RETENTION_MS",

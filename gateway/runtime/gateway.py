@@ -25,6 +25,7 @@ import structlog
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from gateway.bus.admin import ensure_topics
 from gateway.bus.database import Database
 from gateway.bus.delivery import Sink
 from gateway.bus.inbox import Inbox
@@ -34,10 +35,10 @@ from gateway.bus.outbox import Outbox
 from gateway.bus.publisher import Publisher
 from gateway.bus.subscriber import CommitOnRevoke, Route, Subscriber
 from gateway.contract.keys import SealingKey, SigningKey
+from gateway.contract.policy import dlq_topic, own_topics, readable_topics
 from gateway.contract.registry import Registry
 from gateway.contract.schemas import SchemaStore
 from gateway.contract.sign import Signer
-from gateway.contract.topics import MESSAGE_KINDS, dlq_topic, ensure_topics, topic_for
 from gateway.contract.verify import Verifier
 from gateway.errors import GatewayError, Reason
 from gateway.runtime.config import GatewayConfig
@@ -53,37 +54,12 @@ from gateway.runtime.ops import (
     threshold_check,
 )
 from gateway.runtime.plugins import PluginContext, build_sink, build_source
+from gateway.runtime.signals import stop_on_signals
 from gateway.runtime.sources import Source
-from gateway.settings import stop_on_signals
 
-__all__ = ["Gateway", "readable_topics"]
+__all__ = ["Gateway"]
 
 _log = structlog.get_logger(__name__)
-
-
-def readable_topics(registry: Registry, schemas: SchemaStore, party: str) -> list[str]:
-    """Every exchange topic of another party that ``party`` may read, per the registry."""
-    me = registry.party(party)
-    if me is None:
-        return []
-    majors = {
-        kind: sorted({s.version[0] for s in schemas.schemas() if s.kind == kind}) for kind in MESSAGE_KINDS
-    }
-    topics = []
-    for producer in sorted(registry.parties):
-        if producer == party:
-            continue
-        for kind in MESSAGE_KINDS:
-            for major in majors[kind]:
-                topic = topic_for(producer, kind, major)
-                if me.may_read(topic):
-                    topics.append(topic)
-    return topics
-
-
-def own_topics(schemas: SchemaStore, party: str) -> list[str]:
-    majors = sorted({(s.kind, s.version[0]) for s in schemas.schemas()})
-    return [*(topic_for(party, kind, major) for kind, major in majors), dlq_topic(party)]
 
 
 class Gateway:

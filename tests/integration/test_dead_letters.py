@@ -29,11 +29,11 @@ from gateway.bus.subscriber import DLQ_HEADERS
 from gateway.contract.canonical import canonical_json
 from gateway.contract.envelope import Envelope
 from gateway.contract.keys import SigningKey
+from gateway.contract.policy import dlq_topic, topic_for
 from gateway.contract.registry import Registry
 from gateway.contract.schemas import SchemaStore
 from gateway.contract.seal import EventBinding, Recipient, seal
 from gateway.contract.sign import Signer, build_event, sign_envelope
-from gateway.contract.topics import dlq_topic, topic_for
 from gateway.contract.verify import Accepted
 from gateway.errors import Reason
 from tests.integration.exchange import (

@@ -39,7 +39,7 @@ from gateway.audit.witness import Cosigner, verify_cosigned
 from gateway.bus.kafka import KafkaSettings
 from gateway.cli.main import main
 from gateway.contract.keys import SigningKey, write_private_pem
-from gateway.contract.topics import dlq_topic
+from gateway.contract.policy import dlq_topic
 from gateway.errors import Reason
 from gateway.sandbox.broker import EmbeddedBroker
 from tests.integration.exchange import embedded_settings, eventually, exchange, kafka_table, metric_total

@@ -23,8 +23,8 @@ from gateway.audit.note import Ed25519Signer, sign_note
 from gateway.audit.replay import write_records_dump
 from gateway.audit.tiles import TileLog
 from gateway.contract.keys import SigningKey
+from gateway.contract.policy import event_topic
 from gateway.contract.schemas import SchemaStore
-from gateway.contract.sign import event_topic
 from gateway.contract.verify import Verifier
 from tests.world import World, example
 

@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from gateway.bus.admin import ensure_topics
 from gateway.bus.kafka import (
     EMBEDDED_CLIENT_TIMINGS,
     EMBEDDED_FETCH_MAX_WAIT_MS,
@@ -21,7 +22,7 @@ from gateway.bus.kafka import (
     SaslSettings,
     TlsSettings,
 )
-from gateway.contract.topics import TopicName, dlq_topic, ensure_topics, parse_topic, topic_for
+from gateway.contract.policy import TopicName, dlq_topic, parse_topic, topic_for
 from gateway.errors import GatewayError, Reason
 
 # -- material ----------------------------------------------------------------------------------------------

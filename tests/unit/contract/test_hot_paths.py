@@ -29,7 +29,8 @@ from gateway.bus.subscriber import Route, Subscriber
 from gateway.contract.canonical import _FAST, _SLOW, _fast_path_applies, _scan_parsed, loads_if_canonical
 from gateway.contract.dsse import _strict, normalize_time
 from gateway.contract.envelope import Envelope
-from gateway.contract.sign import _uuid4, _zulu, may_publish
+from gateway.contract.policy import may_publish
+from gateway.contract.sign import _uuid4, _zulu
 from gateway.contract.strictjson import depth_exceeds, parse_json
 from gateway.contract.verify import Accepted
 from gateway.errors import GatewayError

@@ -43,9 +43,7 @@ from tests.independent.verify_ce_dsse import (
 )
 from tests.paths import VECTORS
 
-_VECTORS: dict[str, Any] = json.loads(
-    (VECTORS / "cloudevents-dsse.json").read_text(encoding="utf-8")
-)
+_VECTORS: dict[str, Any] = json.loads((VECTORS / "cloudevents-dsse.json").read_text(encoding="utf-8"))
 _CASES: dict[str, dict[str, Any]] = {case["case"]: case for case in _VECTORS["cases"]}
 _SPEC_KEY = bytes.fromhex(_VECTORS["key"]["public_sec1_uncompressed_hex"])
 _SPEC_KEYS = {"testkey": ("ECDSA-P256-SHA256", _SPEC_KEY)}

@@ -8,9 +8,10 @@ import pytest
 
 from gateway.contract.canonical import canonical_json
 from gateway.contract.envelope import Envelope
+from gateway.contract.policy import event_topic
 from gateway.contract.schemas import MessageSchema, SchemaStore, default_schema_root
 from gateway.contract.seal import EventBinding, Recipient, seal
-from gateway.contract.sign import event_topic, sign_envelope
+from gateway.contract.sign import sign_envelope
 from gateway.contract.verify import Accepted, Rejected
 from gateway.errors import GatewayError, Reason
 from tests.world import World, example

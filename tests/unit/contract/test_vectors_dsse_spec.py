@@ -62,9 +62,7 @@ from gateway.errors import GatewayError, Reason
 from tests.independent.verify_ce_dsse import raw_member_text
 from tests.paths import VECTORS
 
-_VECTORS: dict[str, Any] = json.loads(
-    (VECTORS / "cloudevents-dsse.json").read_text(encoding="utf-8")
-)
+_VECTORS: dict[str, Any] = json.loads((VECTORS / "cloudevents-dsse.json").read_text(encoding="utf-8"))
 _CASES: dict[str, dict[str, Any]] = {case["case"]: case for case in _VECTORS["cases"]}
 _SIGNED = [name for name, case in _CASES.items() if "dssematerial" in case]
 _JSON_DATA_CASES = ("1", "3", "4", "6a", "6b", "7")

@@ -19,9 +19,7 @@ from gateway.contract.keys import PublicKey, SigningKey
 from gateway.errors import GatewayError
 from tests.paths import VECTORS
 
-_DOC: dict[str, Any] = json.loads(
-    (VECTORS / "rfc8032-ed25519.json").read_text(encoding="utf-8")
-)
+_DOC: dict[str, Any] = json.loads((VECTORS / "rfc8032-ed25519.json").read_text(encoding="utf-8"))
 _VECTORS = {vector["name"]: vector for vector in _DOC["vectors"]}
 _NAMES = list(_VECTORS)
 

@@ -18,9 +18,7 @@ from gateway.contract.canonical import canonical_json
 from gateway.errors import GatewayError
 from tests.paths import VECTORS
 
-_DOC: dict[str, Any] = json.loads(
-    (VECTORS / "rfc8785-jcs.json").read_text(encoding="utf-8")
-)
+_DOC: dict[str, Any] = json.loads((VECTORS / "rfc8785-jcs.json").read_text(encoding="utf-8"))
 
 
 def _double(hex_bits: str) -> float:

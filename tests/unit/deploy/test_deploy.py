@@ -26,9 +26,9 @@ from typing import Any
 import pytest
 
 from gateway.cli.main import main
+from gateway.contract.policy import parse_topic
 from gateway.contract.registry import Registry
 from gateway.contract.schemas import SchemaStore
-from gateway.contract.topics import parse_topic
 from gateway.deploy import kafka as deploy
 from gateway.errors import GatewayError
 from gateway.runtime.config import GatewayConfig

@@ -1,16 +1,4 @@
-"""Topic names of the exchange and idempotent topic provisioning.
-
-Why names are computed, never typed: topic ACLs are granted per producer prefix (``xchg.<party>.``), the
-subscriber derives what to read from the party registry, and a new major schema version gets new topics.
-One function builds every name and one parses it back, so the scheme cannot drift between roles:
-
-* ``xchg.<party>.case.v<major>``  — case messages published by ``<party>`` (key = case id)
-* ``xchg.<party>.alert.v<major>`` — alerts published by ``<party>`` (key = alert id)
-* ``xchg.<party>.dlq.v1``         — records ``<party>``'s gateway rejected, with a reason header
-
-``<party>`` is a party id (``^[a-z][a-z0-9-]*(\\.[a-z][a-z0-9-]*)*$``, e.g. ``kemlu.kbri-kuching``), so a
-name is parsed from the right: the last label is the version, the one before it the kind. Names never
-contain ``_``, which Kafka treats as colliding with ``.`` in metric names.
+"""Topic provisioning: create the topics a role needs, check the ones that exist.
 
 :func:`ensure_topics` creates missing topics and checks existing ones. It lists topics first and only
 describes names that exist: Tansu auto-creates a topic (with 4 partitions) on any metadata request naming
@@ -24,56 +12,21 @@ import re
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final, Literal, get_args
+from typing import Any, Final
 
 import structlog
 
 from gateway.errors import GatewayError, Reason
 
-__all__ = [
-    "MESSAGE_KINDS",
-    "PARTY_ID_RE",
-    "TOPIC_PREFIX",
-    "MessageKind",
-    "TopicKind",
-    "TopicName",
-    "TopicState",
-    "dlq_topic",
-    "ensure_topics",
-    "parse_topic",
-    "topic_for",
-]
+__all__ = ["TopicState", "ensure_topics"]
 
 _log = structlog.get_logger(__name__)
 
-MessageKind = Literal["case", "alert"]
-TopicKind = Literal["case", "alert", "dlq"]
-MESSAGE_KINDS: Final[tuple[MessageKind, ...]] = get_args(MessageKind)
-_TOPIC_KINDS: Final[tuple[TopicKind, ...]] = get_args(TopicKind)
-
-TOPIC_PREFIX: Final = "xchg"
-PARTY_ID_RE: Final = re.compile(r"^[a-z][a-z0-9-]*(\.[a-z][a-z0-9-]*)*$")
-_DLQ_MAJOR: Final = 1
-_MAX_TOPIC_LEN: Final = 249  # Kafka's limit
 _KAFKA_TOPIC_RE: Final = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
-_VERSION_RE: Final = re.compile(r"^v([1-9][0-9]{0,5})$")
-
 _UNKNOWN_TOPIC = 3  # UNKNOWN_TOPIC_OR_PARTITION: the topic is not (yet) in the metadata
 _LEADER_NOT_AVAILABLE = 5  # right after creation on real Kafka
 _TOPIC_ALREADY_EXISTS = 36
 _AUTHORIZATION_FAILED = frozenset({29, 31})  # TOPIC_ / CLUSTER_AUTHORIZATION_FAILED
-
-
-@dataclass(frozen=True, slots=True)
-class TopicName:
-    """A parsed exchange topic name."""
-
-    party: str
-    kind: TopicKind
-    major: int
-
-    def __str__(self) -> str:
-        return f"{TOPIC_PREFIX}.{self.party}.{self.kind}.v{self.major}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,70 +37,6 @@ class TopicState:
     partitions: int
     replication: int
     created: bool
-
-
-def _check_party(party: object) -> str:
-    if not isinstance(party, str) or not PARTY_ID_RE.match(party):
-        raise GatewayError(
-            Reason.CONFIG_INVALID,
-            f"topic: party id {party!r} does not match {PARTY_ID_RE.pattern}",
-        )
-    return party
-
-
-def _check_major(major: object) -> int:
-    if isinstance(major, bool) or not isinstance(major, int) or not 1 <= major <= 999_999:
-        raise GatewayError(
-            Reason.CONFIG_INVALID, f"topic: major version must be an integer >= 1, got {major!r}"
-        )
-    return major
-
-
-def _checked_name(name: TopicName) -> str:
-    text = str(name)
-    if len(text) > _MAX_TOPIC_LEN:
-        raise GatewayError(
-            Reason.CONFIG_INVALID, f"topic: {text[:40]}... is longer than Kafka's {_MAX_TOPIC_LEN} characters"
-        )
-    return text
-
-
-def topic_for(party: str, kind: MessageKind, major: int) -> str:
-    """``xchg.<party>.<case|alert>.v<major>``: where ``party`` publishes messages of ``kind``."""
-    if kind not in MESSAGE_KINDS:
-        raise GatewayError(Reason.CONFIG_INVALID, f"topic: kind must be 'case' or 'alert', got {kind!r}")
-    return _checked_name(TopicName(_check_party(party), kind, _check_major(major)))
-
-
-def dlq_topic(party: str) -> str:
-    """``xchg.<party>.dlq.v1``: where ``party``'s gateway dead-letters the records it rejected."""
-    return _checked_name(TopicName(_check_party(party), "dlq", _DLQ_MAJOR))
-
-
-def parse_topic(name: str) -> TopicName:
-    """Parse an exchange topic name; raises ``GatewayError(CONFIG_INVALID)`` naming what is wrong."""
-    if not isinstance(name, str) or not _KAFKA_TOPIC_RE.match(name):
-        raise GatewayError(Reason.CONFIG_INVALID, f"topic: {name!r} is not a valid Kafka topic name")
-    labels = name.split(".")
-    if len(labels) < 4 or labels[0] != TOPIC_PREFIX:
-        raise GatewayError(
-            Reason.CONFIG_INVALID,
-            f"topic: {name!r} is not an exchange topic ({TOPIC_PREFIX}.<party>.<case|alert|dlq>.v<major>)",
-        )
-    version = _VERSION_RE.match(labels[-1])
-    if version is None:
-        raise GatewayError(Reason.CONFIG_INVALID, f"topic: {name!r} does not end in .v<major>")
-    kind = labels[-2]
-    if kind not in _TOPIC_KINDS:
-        raise GatewayError(
-            Reason.CONFIG_INVALID, f"topic: {name!r} has kind {kind!r}; expected case, alert or dlq"
-        )
-    party = ".".join(labels[1:-2])
-    _check_party(party)
-    major = int(version.group(1))
-    if kind == "dlq" and major != _DLQ_MAJOR:
-        raise GatewayError(Reason.CONFIG_INVALID, f"topic: {name!r}: dead-letter topics are v{_DLQ_MAJOR}")
-    return TopicName(party, kind, major)
 
 
 def _error_name(code: int) -> str:
