@@ -42,7 +42,6 @@ from adapters.simulators.kemlu import KemluCaseApiSimulator, sarawak_cases
 from gateway.audit.notary import CHECKPOINT_TOPIC, TOPIC_PATTERN, Notary, NotaryConfig
 from gateway.audit.note import verifier_from_vkey
 from gateway.audit.replay import Auditor, audit_kafka
-from gateway.bus.delivery import MemorySink
 from gateway.bus.kafka import EMBEDDED_CLIENT_TIMINGS, KafkaSettings
 from gateway.bus.subscriber import Route
 from gateway.contract.keys import SigningKey, write_private_pem
@@ -52,6 +51,7 @@ from gateway.runtime.gateway import Gateway
 from gateway.runtime.signals import stop_on_signals
 from gateway.sandbox.broker import EmbeddedBroker
 from gateway.sandbox.deployment import create_sandbox
+from gateway.sandbox.memory import MemorySink
 
 __all__ = ["KBRI", "PARTIES", "ScenarioResult", "run_scenario"]
 

@@ -26,7 +26,7 @@ from typing import Any, Final, TypeVar, overload
 
 from gateway.errors import GatewayError, Reason
 
-__all__ = ["SECRET_MAX_BYTES", "Table", "is_loopback", "load_toml", "read_secret"]
+__all__ = ["SECRET_MAX_BYTES", "Table", "is_loopback", "load_toml", "read_passphrase", "read_secret"]
 
 SECRET_MAX_BYTES: Final = 4096
 
@@ -74,7 +74,9 @@ class Table:
         reason: Reason = Reason.CONFIG_INVALID,
     ) -> None:
         if not isinstance(data, Mapping):
-            raise GatewayError(reason, f"{where or 'document'}: must be a table, got {type(data).__name__}")
+            raise GatewayError(
+                reason, f"{where or 'document'}: must be a table/object, got {type(data).__name__}"
+            )
         self._data = data
         self.where = where
         self._base_dir = base_dir
@@ -126,8 +128,15 @@ class Table:
         """Raise for the first key (in file order) that no reader asked for, listing the known ones."""
         for key in self._data:
             if key not in self._used:
-                known = ", ".join(sorted(self._used)) or "none"
-                raise self.fail(key, f"unknown setting (known here: {known})")
+                raise self.fail(
+                    key, f"unknown setting; expected one of {', '.join(sorted(self._used)) or 'none'}"
+                )
+
+    def only(self, *keys: str) -> None:
+        """Refuse any key but ``keys`` now, before reading: a misspelt key (``ca`` for ``ca_file``) is then
+        reported as unknown rather than as the key it was meant to be being missing."""
+        self._used.update(keys)
+        self.refuse_unknown()
 
     # ---- typed readers (a ``default`` makes the key optional; it may be None) -----------------------------
     def _get(self, key: str, default: object) -> tuple[bool, Any]:
@@ -153,7 +162,7 @@ class Table:
         if not present:
             return value
         if not isinstance(value, str):
-            raise self.fail(key, f"must be a string, got {_kind(value)}")
+            raise self.fail(key, f"must be a string, got {type(value).__name__}")
         if not value and not empty:
             raise self.fail(key, "must not be empty")
         if choices and value not in choices:
@@ -276,7 +285,7 @@ class Table:
         """A nested table (an empty one when absent, unless ``required``)."""
         _, value = self._get(key, _REQUIRED if required else {})
         if not isinstance(value, Mapping):
-            raise self.fail(key, f"must be a table, got {_kind(value)}")
+            raise self.fail(key, f"must be a table/object, got {type(value).__name__}")
         return Table(value, where=self.name(key), base_dir=self._base_dir, reason=self._reason)
 
     def tables(self, key: str, *, required: bool = False) -> list[Table]:
@@ -288,7 +297,9 @@ class Table:
         for index, item in enumerate(value):
             where = f"{self.name(key)}[{index}]"
             if not isinstance(item, Mapping):
-                raise GatewayError(self._reason, f"{where}: must be a table, got {_kind(item)}")
+                raise GatewayError(
+                    self._reason, f"{where}: must be a table/object, got {type(item).__name__}"
+                )
             result.append(Table(item, where=where, base_dir=self._base_dir, reason=self._reason))
         return result
 
@@ -319,6 +330,13 @@ def read_secret(path: Path, what: str, *, reason: Reason = Reason.CONFIG_INVALID
     return text
 
 
+def read_passphrase(path: Path | None, what: str) -> bytes | None:
+    """The passphrase of a private key file (``keyfile.invalid`` when unreadable), or None without a file."""
+    if path is None:
+        return None
+    return read_secret(path, what, reason=Reason.KEYFILE_INVALID).encode("utf-8")
+
+
 def is_loopback(host: str) -> bool:
     """``localhost`` (any case) or a loopback IP address; not a name that merely resolves to one.
 
@@ -330,12 +348,6 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
-
-
-def _kind(value: object) -> str:
-    return {dict: "a table", list: "a list", str: "a string", bool: "a boolean"}.get(
-        type(value), type(value).__name__
-    )
 
 
 def _bounds(low: float | None, high: float | None) -> str:

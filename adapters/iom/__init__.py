@@ -23,10 +23,9 @@ See docs/ADAPTERS.md ("IOM") for the file and JSON layouts.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, Final
+from typing import Final
 
-from adapters._io import check_base_url, client_options, refuse_unknown_options
+from adapters._io import check_base_url
 from adapters.iom._mapping import (
     COLUMNS_FILE,
     EVENT_ID_NAMESPACE,
@@ -39,8 +38,9 @@ from adapters.iom._mapping import (
 from adapters.iom._reader import FileProblem, Sheet, read_sheet
 from adapters.iom._sink import referral_sink
 from adapters.iom._source import FileReport, HtcdsExportSource, RowRejection
-from gateway.bus.delivery import WebhookSink
-from gateway.runtime.plugins import PluginContext, option
+from gateway.runtime.plugins import PluginContext
+from gateway.runtime.webhook import WebhookSink, client_options
+from gateway.settings import Table
 
 __all__ = [
     "COLUMNS_FILE",
@@ -65,40 +65,42 @@ __all__ = [
 _SOURCE_OPTIONS: Final = frozenset(
     {"directory", "name", "poll_interval", "sheet", "max_file_bytes", "mapping"}
 )
-_SINK_OPTIONS: Final = frozenset({"url", "name", "timeout", "token_file", "ca_file", "mapping"})
+_SINK_OPTIONS: Final = frozenset(
+    {"url", "name", "timeout", "token_file", "ca_file", "cert_file", "key_file", "mapping"}
+)
 
 
-def _mapping(options: Mapping[str, Any], ctx: PluginContext) -> IomMapping:
-    path = option(options, "mapping", str, ctx, None)
-    return IomMapping.load(ctx.path(path, "mapping")) if path is not None else IomMapping.load()
+def _mapping(options: Table) -> IomMapping:
+    path = options.path("mapping", None)
+    return IomMapping.load(path) if path is not None else IomMapping.load()
 
 
-def htcds_source(options: Mapping[str, Any], ctx: PluginContext) -> HtcdsExportSource:
+def htcds_source(options: Table, ctx: PluginContext) -> HtcdsExportSource:
     """Entry point ``xchg_gateway.sources: iom-htcds``."""
-    refuse_unknown_options(options, _SOURCE_OPTIONS, ctx)
+    options.only(*_SOURCE_OPTIONS)
     return HtcdsExportSource(
-        ctx.path(options.get("directory"), "directory"),
+        options.path("directory"),
         party=ctx.party,
-        mapping=_mapping(options, ctx),
-        name=option(options, "name", str, ctx, "iom-htcds"),
-        poll_interval=option(options, "poll_interval", float, ctx, 2.0),
-        sheet=option(options, "sheet", str, ctx, None),
-        max_file_bytes=option(options, "max_file_bytes", int, ctx, 50 * 1024 * 1024),
+        mapping=_mapping(options),
+        name=options.string("name", "iom-htcds"),
+        poll_interval=options.number("poll_interval", 2.0),
+        sheet=options.string("sheet", None),
+        max_file_bytes=options.integer("max_file_bytes", 50 * 1024 * 1024, low=1),
         on_quarantine=ctx.quarantined,
     )
 
 
-def htcds_sink(options: Mapping[str, Any], ctx: PluginContext) -> WebhookSink:
+def htcds_sink(options: Table, ctx: PluginContext) -> WebhookSink:
     """Entry point ``xchg_gateway.sinks: iom-htcds``."""
-    refuse_unknown_options(options, _SINK_OPTIONS, ctx)
-    url = option(options, "url", str, ctx)
-    check_base_url(url, f"{ctx.where}.url")
-    headers, ssl = client_options(options, ctx)
+    options.only(*_SINK_OPTIONS)
+    url = options.string("url")
+    check_base_url(url, options.name("url"))
+    client = client_options(options)
     return referral_sink(
         url,
-        _mapping(options, ctx),
-        name=option(options, "name", str, ctx, "iom-htcds"),
-        timeout=option(options, "timeout", float, ctx, 10.0),
-        headers=headers,
-        ssl=ssl,
+        _mapping(options),
+        name=options.string("name", "iom-htcds"),
+        timeout=options.number("timeout", 10.0),
+        headers=client.headers,
+        ssl=client.ssl,
     )

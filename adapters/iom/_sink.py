@@ -2,7 +2,7 @@
 
 IOM's case system is built on HTCDS, so a referral is handed over in HTCDS field names (``prs_*``, ``vic_*``,
 ``cas_*``, ``con_Consent``; ``[referral_out]`` in ``mapping.toml``) rather than in the exchange's nested
-shape. The POST itself is :class:`gateway.bus.delivery.WebhookSink` with a ``body`` transform: same
+shape. The POST itself is :class:`gateway.runtime.webhook.WebhookSink` with a ``body`` transform: same
 ``Idempotency-Key: <source>/<id>``, same outcomes (409 = already delivered), nothing re-implemented.
 """
 
@@ -12,7 +12,7 @@ import ssl as _ssl
 from collections.abc import Mapping
 
 from adapters.iom._mapping import IomMapping
-from gateway.bus.delivery import WebhookSink
+from gateway.runtime.webhook import WebhookSink
 
 __all__ = ["referral_sink"]
 

@@ -19,18 +19,17 @@ start-up with ``config.invalid`` naming the key, instead of quarantining every r
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from functools import partial
-from typing import Any, Final
+from typing import Final
 
-from adapters._io import refuse_unknown_options
 from adapters.kemensos.inbound import CsvDropSource, RowMapper, csv_event_id, suppress_count, write_drop
 from adapters.kemensos.mapping import DEFAULT_MAPPING, KemensosMapping, load_mapping
 from adapters.kemensos.outbound import native_record, to_native
-from gateway.bus.delivery import Sink, WebhookSink
-from gateway.errors import GatewayError, Reason
-from gateway.runtime.plugins import PluginContext, option
+from gateway.bus.delivery import Sink
+from gateway.runtime.plugins import PluginContext
 from gateway.runtime.sources import Source
+from gateway.runtime.webhook import WebhookSink, client_options
+from gateway.settings import Table
 
 __all__ = [
     "DEFAULT_MAPPING",
@@ -52,41 +51,40 @@ __all__ = [
 SOURCE_KIND: Final = "kemensos-csv"
 SINK_KIND: Final = "kemensos-case-system"
 _SOURCE_OPTIONS: Final = frozenset({"directory", "poll_interval", "mapping", "name"})
-_SINK_OPTIONS: Final = frozenset({"url", "timeout", "mapping", "name"})
+_SINK_OPTIONS: Final = frozenset(
+    {"url", "timeout", "mapping", "name", "token_file", "ca_file", "cert_file", "key_file"}
+)
 
 
-def _mapping(options: Mapping[str, Any], ctx: PluginContext) -> KemensosMapping:
-    if "mapping" not in options:
-        return load_mapping()
-    return load_mapping(ctx.path(options["mapping"], "mapping"))
+def _mapping(options: Table) -> KemensosMapping:
+    path = options.path("mapping", None)
+    return load_mapping() if path is None else load_mapping(path)
 
 
-def csv_source(options: Mapping[str, Any], ctx: PluginContext) -> Source:
+def csv_source(options: Table, ctx: PluginContext) -> Source:
     """Factory of the ``kemensos-csv`` source (see the module docstring for the options)."""
-    refuse_unknown_options(options, _SOURCE_OPTIONS, ctx)
-    directory = ctx.path(options.get("directory"), "directory")
-    poll_interval = option(options, "poll_interval", float, ctx, 1.0)
-    if poll_interval <= 0:
-        raise GatewayError(Reason.CONFIG_INVALID, f"{ctx.where}.poll_interval: must be positive")
+    options.only(*_SOURCE_OPTIONS)
     return CsvDropSource(
-        directory,
-        _mapping(options, ctx),
-        name=option(options, "name", str, ctx, SOURCE_KIND),
-        poll_interval=poll_interval,
+        options.path("directory"),
+        _mapping(options),
+        name=options.string("name", SOURCE_KIND),
+        poll_interval=options.number("poll_interval", 1.0, positive=True),
         on_quarantine=ctx.quarantined,
     )
 
 
-def case_system_sink(options: Mapping[str, Any], ctx: PluginContext) -> Sink:
-    """Factory of the ``kemensos-case-system`` sink: a :class:`WebhookSink` with the Kemensos body."""
-    refuse_unknown_options(options, _SINK_OPTIONS, ctx)
-    mapping = _mapping(options, ctx)
-    timeout = option(options, "timeout", float, ctx, 10.0)
-    if timeout <= 0:
-        raise GatewayError(Reason.CONFIG_INVALID, f"{ctx.where}.timeout: must be positive")
+def case_system_sink(options: Table, ctx: PluginContext) -> Sink:
+    """Factory of the ``kemensos-case-system`` sink: a :class:`WebhookSink` with the Kemensos body; the
+    case system's token, CA and client certificate as for every HTTP client (``token_file``, ``ca_file``,
+    ``cert_file``/``key_file``)."""
+    options.only(*_SINK_OPTIONS)
+    mapping = _mapping(options)
+    client = client_options(options)
     return WebhookSink(
-        option(options, "url", str, ctx),
-        name=option(options, "name", str, ctx, SINK_KIND),
-        timeout=timeout,
+        options.string("url"),
+        name=options.string("name", SINK_KIND),
+        timeout=options.number("timeout", 10.0, positive=True),
+        headers=client.headers,
+        ssl=client.ssl,
         body=partial(to_native, mapping=mapping),
     )

@@ -3,7 +3,7 @@
 Kemensos staff work in Indonesian field names (``no_kasus``, ``nama_lengkap``, ``jenis_kelamin`` L/P,
 ``rencana_kepulangan``...), so the case system takes its own shape rather than the exchange's HTCDS names.
 The transform is a pure function of the :class:`~gateway.contract.verify.Accepted` event and the mapping file;
-the HTTP delivery (idempotency key, retry rules) is :class:`gateway.bus.delivery.WebhookSink`'s, reused
+the HTTP delivery (idempotency key, retry rules) is :class:`gateway.runtime.webhook.WebhookSink`'s, reused
 through its ``body`` hook rather than copied, so Kemensos gets exactly the delivery semantics every other
 webhook has.
 

@@ -30,11 +30,10 @@ See docs/ADAPTERS.md ("Kemlu / KBRI") for the API layouts.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from functools import partial
-from typing import Any, Final
+from typing import Final
 
-from adapters._io import check_base_url, client_options, refuse_unknown_options
+from adapters._io import check_base_url
 from adapters.kemlu._mapping import (
     EVENT_ID_NAMESPACE,
     MAPPING_FILE,
@@ -45,9 +44,11 @@ from adapters.kemlu._mapping import (
 )
 from adapters.kemlu._sink import update_url
 from adapters.kemlu._source import Cursor, KemluCaseApiSource, PollResult, parse_instant
-from gateway.bus.delivery import RetryPolicy, WebhookSink
+from gateway.bus.delivery import RetryPolicy
 from gateway.errors import GatewayError, Reason
-from gateway.runtime.plugins import PluginContext, option
+from gateway.runtime.plugins import PluginContext
+from gateway.runtime.webhook import WebhookSink, client_options
+from gateway.settings import Table
 
 __all__ = [
     "EVENT_ID_NAMESPACE",
@@ -68,7 +69,9 @@ __all__ = [
 
 _MISSION_RE: Final = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
 _NAME_RE: Final = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
-_HTTP_OPTIONS: Final = frozenset({"url", "name", "timeout", "token_file", "ca_file", "mapping"})
+_HTTP_OPTIONS: Final = frozenset(
+    {"url", "name", "timeout", "token_file", "ca_file", "cert_file", "key_file", "mapping"}
+)
 _SOURCE_OPTIONS: Final = _HTTP_OPTIONS | {
     "mission",
     "poll_interval",
@@ -85,65 +88,64 @@ def mission_of(party: str) -> str | None:
     return party[len(prefix) :] if party.startswith(prefix) and len(party) > len(prefix) else None
 
 
-def _mapping(options: Mapping[str, Any], ctx: PluginContext) -> KemluMapping:
-    path = option(options, "mapping", str, ctx, None)
-    return KemluMapping.load(ctx.path(path, "mapping") if path is not None else MAPPING_FILE)
+def _mapping(options: Table) -> KemluMapping:
+    return KemluMapping.load(options.path("mapping", MAPPING_FILE))
 
 
-def case_api_source(options: Mapping[str, Any], ctx: PluginContext) -> KemluCaseApiSource:
+def case_api_source(options: Table, ctx: PluginContext) -> KemluCaseApiSource:
     """Entry point ``xchg_gateway.sources: kemlu-case-api``."""
-    refuse_unknown_options(options, _SOURCE_OPTIONS, ctx)
-    mission = option(options, "mission", str, ctx, None) or mission_of(ctx.party)
+    options.only(*_SOURCE_OPTIONS)
+    mission = options.string("mission", None) or mission_of(ctx.party)
     if mission is None or not _MISSION_RE.match(mission):
         raise GatewayError(
             Reason.CONFIG_INVALID,
             f"{ctx.where}.mission: required (lower-case, e.g. 'kuching') "
             "unless the party is kemlu.kbri-<mission>",
         )
-    name = option(options, "name", str, ctx, f"kemlu-case-api-{mission}")
+    name = options.string("name", f"kemlu-case-api-{mission}")
     if not _NAME_RE.match(name):
         raise GatewayError(
             Reason.CONFIG_INVALID, f"{ctx.where}.name: lower-case letters, digits and '-' only"
         )
-    headers, ssl = client_options(options, ctx)
+    client = client_options(options)
     try:
         backoff = RetryPolicy(
             attempts=1,
-            base_delay=option(options, "backoff_base", float, ctx, 1.0),
-            max_delay=option(options, "backoff_max", float, ctx, 60.0),
+            base_delay=options.number("backoff_base", 1.0),
+            max_delay=options.number("backoff_max", 60.0),
             jitter=0.2,
         )
     except GatewayError as exc:
         raise GatewayError(Reason.CONFIG_INVALID, f"{ctx.where}.backoff_*: {exc.detail}") from exc
     return KemluCaseApiSource(
-        base_url=check_base_url(option(options, "url", str, ctx), f"{ctx.where}.url"),
+        base_url=check_base_url(options.string("url"), options.name("url")),
         mission=mission,
         party=ctx.party,
         state_dir=ctx.data_dir,
-        mapping=_mapping(options, ctx),
+        mapping=_mapping(options),
         name=name,
-        poll_interval=option(options, "poll_interval", float, ctx, 30.0),
-        page_size=option(options, "page_size", int, ctx, 100),
-        timeout=option(options, "timeout", float, ctx, 10.0),
-        since=option(options, "since", str, ctx, "1970-01-01T00:00:00Z"),
+        poll_interval=options.number("poll_interval", 30.0),
+        page_size=options.integer("page_size", 100),
+        timeout=options.number("timeout", 10.0),
+        since=options.string("since", "1970-01-01T00:00:00Z"),
         backoff=backoff,
-        headers=headers,
-        ssl=ssl,
+        headers=dict(client.headers),
+        ssl=client.ssl,
         on_quarantine=ctx.quarantined,
     )
 
 
-def case_api_sink(options: Mapping[str, Any], ctx: PluginContext) -> WebhookSink:
+def case_api_sink(options: Table, ctx: PluginContext) -> WebhookSink:
     """Entry point ``xchg_gateway.sinks: kemlu-case-api``: the gateway's webhook sink posting to the update
     endpoint of each event's case (:func:`update_url`), in the embassy system's field names."""
-    refuse_unknown_options(options, _HTTP_OPTIONS, ctx)
-    headers, ssl = client_options(options, ctx)
-    base = check_base_url(option(options, "url", str, ctx), f"{ctx.where}.url")
+    options.only(*_HTTP_OPTIONS)
+    client = client_options(options)
+    base = check_base_url(options.string("url"), options.name("url"))
     return WebhookSink(
         partial(update_url, base),
-        name=option(options, "name", str, ctx, "kemlu-case-api"),
-        timeout=option(options, "timeout", float, ctx, 10.0),
-        headers=headers,
-        ssl=ssl,
-        body=_mapping(options, ctx).update_body,
+        name=options.string("name", "kemlu-case-api"),
+        timeout=options.number("timeout", 10.0),
+        headers=client.headers,
+        ssl=client.ssl,
+        body=_mapping(options).update_body,
     )

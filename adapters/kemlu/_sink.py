@@ -4,7 +4,7 @@ Each event becomes ``POST <url>/api/v1/cases/<case_id>/updates`` with a body in 
 names (``mapping.toml``, ``[updates."<type>"]``) and ``Idempotency-Key: <source>/<id>``, so the embassy system
 files a redelivered event once (it answers ``409`` to a key it has seen, which counts as delivered).
 
-The sink (``adapters.kemlu.case_api_sink``) is :class:`gateway.bus.delivery.WebhookSink` configured with
+The sink (``adapters.kemlu.case_api_sink``) is :class:`gateway.runtime.webhook.WebhookSink` configured with
 :func:`update_url` as its per-event URL (the URL names the case) and the mapping's ``update_body`` as its
 ``body`` transform: its session, headers, redirect refusal, 409/408/429/5xx outcomes, URL checks and "no
 body or URL in errors" rule, nothing re-implemented here. A mapping error (a malformed case id, a type or

@@ -18,7 +18,7 @@ from typing import Final, Self
 
 from aiohttp import web
 
-from gateway.bus.delivery import is_loopback
+from gateway.settings import is_loopback
 
 __all__ = ["SimulatorServer"]
 

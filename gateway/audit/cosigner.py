@@ -42,7 +42,7 @@ from gateway.audit.note import MAX_NOTE_SIZE, CosignatureV1Signer, Note, decode_
 from gateway.audit.witness import MAX_CONSISTENCY_PROOF, Cosigner
 from gateway.contract.keys import SigningKey
 from gateway.errors import GatewayError, Reason
-from gateway.settings import load_toml
+from gateway.settings import load_toml, read_passphrase
 
 __all__ = ["CosignOutcome", "CosignerConfig", "CosignerService"]
 
@@ -160,7 +160,7 @@ class CosignerService:
 
     @classmethod
     def from_config(cls, config: CosignerConfig) -> CosignerService:
-        passphrase = config.passphrase_file.read_bytes().rstrip(b"\r\n") if config.passphrase_file else None
+        passphrase = read_passphrase(config.passphrase_file, "passphrase_file")
         signer = CosignatureV1Signer(config.name, SigningKey.load(config.key_file, passphrase))
         verifiers = [verifier_from_vkey(v) for v in config.notary_vkeys]
         origins = {v.name for v in verifiers}

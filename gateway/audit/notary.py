@@ -95,7 +95,7 @@ from gateway.contract.verify import Verifier as EventVerifier
 from gateway.errors import GatewayError, Reason
 from gateway.runtime.ops import start_ops_server, stop_ops_server
 from gateway.runtime.signals import stop_on_signals
-from gateway.settings import load_toml
+from gateway.settings import load_toml, read_passphrase
 
 __all__ = [
     "CHECKPOINT_FILE",
@@ -447,7 +447,7 @@ class Notary:
         config = self.config
         self.schemas = SchemaStore.load(config.schemas)
         self._load_registry()
-        passphrase = _read_passphrase(config.passphrase_file)
+        passphrase = read_passphrase(config.passphrase_file, "passphrase_file")
         key = SigningKey.load(config.key_file, passphrase)
         self.signer = Ed25519Signer(self.origin, key)
         self.vkey = str(self.signer.verifier().vkey())
@@ -944,17 +944,6 @@ def _error(status: int, reason: Reason, detail: str) -> web.Response:
 
 def _b64(value: bytes) -> str:
     return base64.b64encode(value).decode("ascii")
-
-
-def _read_passphrase(path: Path | None) -> bytes | None:
-    if path is None:
-        return None
-    try:
-        return path.read_bytes().rstrip(b"\r\n")
-    except OSError as exc:
-        raise GatewayError(
-            Reason.KEYFILE_INVALID, f"cannot read passphrase file {path}: {exc.strerror}"
-        ) from exc
 
 
 async def _finish(tasks: Iterable[asyncio.Task[None]], timeout: float) -> None:  # noqa: ASYNC109 - a bound

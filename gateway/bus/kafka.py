@@ -39,11 +39,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Final, Literal, cast, get_args
+from typing import Any, Final, Literal, get_args
 
 import structlog
 
 from gateway.errors import GatewayError, Reason
+from gateway.settings import Table, is_loopback, read_secret
 
 __all__ = [
     "EMBEDDED_CLIENT_TIMINGS",
@@ -87,7 +88,6 @@ refuses sessions below 6 s by default, so never use these against a real cluster
 _CLIENT_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _HOSTNAME_RE = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*$")
-_SECRET_MAX_BYTES = 4096
 
 
 def _fail(field_name: str, message: str) -> GatewayError:
@@ -112,15 +112,6 @@ def _split_server(server: str) -> tuple[str, int]:
     return host, int(port_text)
 
 
-def _is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _check_readable_file(field_name: str, path: Path) -> None:
     if not path.is_file():
         raise _fail(field_name, f"file {str(path)!r} does not exist or is not a regular file")
@@ -132,23 +123,7 @@ def _check_readable_file(field_name: str, path: Path) -> None:
 
 
 def _read_secret(field_name: str, path: Path) -> str:
-    """Read a one-line secret file; only a trailing newline is stripped (secrets may contain spaces)."""
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise _fail(field_name, f"cannot read {str(path)!r}: {exc.strerror}") from exc
-    if len(data) > _SECRET_MAX_BYTES:
-        raise _fail(field_name, f"{str(path)!r} is larger than {_SECRET_MAX_BYTES} bytes; expected one line")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise _fail(field_name, f"{str(path)!r} is not UTF-8 text") from exc
-    text = text.removesuffix("\n").removesuffix("\r")
-    if not text:
-        raise _fail(field_name, f"{str(path)!r} is empty")
-    if "\n" in text or "\r" in text:
-        raise _fail(field_name, f"{str(path)!r} must hold the secret on a single line")
-    return text
+    return read_secret(path, f"kafka.{field_name}")
 
 
 def _warn_if_shared(field_name: str, path: Path) -> None:
@@ -317,7 +292,7 @@ class KafkaSettings:
                 "set kafka.bootstrap_servers for a real cluster",
             )
         if not uses_tls and not self.allow_plaintext:
-            remote = [f"{h}:{p}" for h, p in self._hosts if not _is_loopback(h)]
+            remote = [f"{h}:{p}" for h, p in self._hosts if not is_loopback(h)]
             if remote:
                 raise _fail(
                     "security_protocol",
@@ -466,163 +441,108 @@ class KafkaSettings:
         Relative file paths are resolved against ``base_dir`` (the configuration file's directory) when
         given. Every error is a ``GatewayError(CONFIG_INVALID)`` whose detail starts with ``kafka.<field>``.
         """
-        return _Parser(base_dir).settings(mapping)
+        return _settings_from(Table(mapping, where="kafka", base_dir=base_dir))
+
+    @classmethod
+    def from_table(cls, table: Table) -> KafkaSettings:
+        """Parse a ``kafka`` table read with :class:`gateway.settings.Table` (names in errors follow it)."""
+        return _settings_from(table)
 
 
-class _Parser:
-    """Type-checks the raw mapping field by field so each message names the offending key."""
+_INT_FIELDS: Final = (
+    "request_timeout_ms",
+    "retry_backoff_ms",
+    "metadata_max_age_ms",
+    "session_timeout_ms",
+    "heartbeat_interval_ms",
+    "max_poll_interval_ms",
+    "fetch_max_wait_ms",
+    "max_batch_bytes",
+)
 
-    _TOP = frozenset(
-        {
-            "bootstrap_servers",
-            "security_protocol",
-            "tls",
-            "sasl",
-            "allow_plaintext",
-            "enable_idempotence",
-            "client_id",
-            "request_timeout_ms",
-            "retry_backoff_ms",
-            "metadata_max_age_ms",
-            "session_timeout_ms",
-            "heartbeat_interval_ms",
-            "max_poll_interval_ms",
-            "fetch_max_wait_ms",
-            "max_batch_bytes",
-        }
-    )
-    _TLS = frozenset({"ca_file", "cert_file", "key_file", "key_password_file", "check_hostname"})
-    _SASL = frozenset({"mechanism", "username", "password_file"})
-    _INTS = (
-        "request_timeout_ms",
-        "retry_backoff_ms",
-        "metadata_max_age_ms",
-        "session_timeout_ms",
-        "heartbeat_interval_ms",
-        "max_poll_interval_ms",
-        "fetch_max_wait_ms",
-        "max_batch_bytes",
-    )
 
-    def __init__(self, base_dir: Path | None) -> None:
-        self._base = base_dir
-
-    def settings(self, mapping: Mapping[str, object]) -> KafkaSettings:
-        if not isinstance(mapping, Mapping):
-            raise GatewayError(Reason.CONFIG_INVALID, "kafka: must be a table/object")
-        self._no_unknown("", mapping, self._TOP)
-        kwargs: dict[str, Any] = {}
-        if "bootstrap_servers" in mapping:
-            kwargs["bootstrap_servers"] = self._servers(mapping["bootstrap_servers"])
-        if "security_protocol" in mapping:
-            protocol = self._str("security_protocol", mapping["security_protocol"])
-            if protocol not in SECURITY_PROTOCOLS:
-                raise _fail(
-                    "security_protocol", f"{protocol!r} is not one of {', '.join(SECURITY_PROTOCOLS)}"
-                )
-            kwargs["security_protocol"] = protocol
-        for name in ("allow_plaintext", "enable_idempotence"):
-            if name in mapping:
-                kwargs[name] = self._bool(name, mapping[name])
-        if "client_id" in mapping:
-            kwargs["client_id"] = self._str("client_id", mapping["client_id"])
-        for name in self._INTS:
-            if name in mapping:
-                kwargs[name] = self._int(name, mapping[name])
-        if "tls" in mapping:
-            kwargs["tls"] = self._tls(mapping["tls"])
-        if "sasl" in mapping:
-            kwargs["sasl"] = self._sasl(mapping["sasl"])
-        return KafkaSettings(**kwargs)
-
-    def _tls(self, raw: object) -> TlsSettings:
-        table = self._table("tls", raw)
-        self._no_unknown("tls.", table, self._TLS)
-        if "ca_file" not in table:
-            raise _fail("tls.ca_file", "required: the CA certificate(s) that sign the brokers' certificates")
-        kwargs: dict[str, Any] = {"ca_file": self._path("tls.ca_file", table["ca_file"])}
-        for name in ("cert_file", "key_file", "key_password_file"):
-            if name in table:
-                kwargs[name] = self._path(f"tls.{name}", table[name])
-        if "check_hostname" in table:
-            kwargs["check_hostname"] = self._bool("tls.check_hostname", table["check_hostname"])
-        return TlsSettings(**kwargs)
-
-    def _sasl(self, raw: object) -> SaslSettings:
-        table = self._table("sasl", raw)
-        if "password" in table:
-            raise _fail(
-                "sasl.password",
-                "passwords are never read from the configuration; put it in a file and set "
-                "kafka.sasl.password_file",
+def _settings_from(table: Table) -> KafkaSettings:
+    """The ``[kafka]`` table, key by key; bounds and cross-field rules are KafkaSettings' own checks."""
+    kwargs: dict[str, Any] = {}
+    if "bootstrap_servers" in table:
+        kwargs["bootstrap_servers"] = _servers(table, table.raw("bootstrap_servers"))
+    table.mark_used("bootstrap_servers")
+    protocol = table.string("security_protocol", None)
+    if protocol is not None:
+        if protocol not in SECURITY_PROTOCOLS:
+            raise table.fail(
+                "security_protocol", f"{protocol!r} is not one of {', '.join(SECURITY_PROTOCOLS)}"
             )
-        self._no_unknown("sasl.", table, self._SASL)
-        for name in ("mechanism", "username", "password_file"):
-            if name not in table:
-                raise _fail(f"sasl.{name}", "required")
-        mechanism = self._str("sasl.mechanism", table["mechanism"])
-        if mechanism not in SASL_MECHANISMS:
-            raise _fail("sasl.mechanism", f"{mechanism!r} is not allowed; use {' or '.join(SASL_MECHANISMS)}")
-        return SaslSettings(
-            mechanism=mechanism,
-            username=self._str("sasl.username", table["username"]),
-            password_file=self._path("sasl.password_file", table["password_file"]),
+        kwargs["security_protocol"] = protocol
+    for name in ("allow_plaintext", "enable_idempotence"):
+        value = table.boolean(name, None)
+        if value is not None:
+            kwargs[name] = value
+    client_id = table.string("client_id", None, empty=True)
+    if client_id is not None:
+        kwargs["client_id"] = client_id
+    for name in _INT_FIELDS:
+        number = table.integer(name, None)
+        if number is not None:
+            kwargs[name] = number
+    if "tls" in table:
+        kwargs["tls"] = _tls_from(table.table("tls"))
+    if "sasl" in table:
+        kwargs["sasl"] = _sasl_from(table.table("sasl"))
+    table.mark_used("tls", "sasl")
+    table.refuse_unknown()
+    return KafkaSettings(**kwargs)
+
+
+def _tls_from(table: Table) -> TlsSettings:
+    table.only("ca_file", "cert_file", "key_file", "key_password_file", "check_hostname")
+    if "ca_file" not in table:
+        raise table.fail("ca_file", "required: the CA certificate(s) that sign the brokers' certificates")
+    kwargs: dict[str, Any] = {"ca_file": table.path("ca_file")}
+    for name in ("cert_file", "key_file", "key_password_file"):
+        path = table.path(name, None)
+        if path is not None:
+            kwargs[name] = path
+    check_hostname = table.boolean("check_hostname", None)
+    if check_hostname is not None:
+        kwargs["check_hostname"] = check_hostname
+    table.refuse_unknown()
+    return TlsSettings(**kwargs)
+
+
+def _sasl_from(table: Table) -> SaslSettings:
+    if "password" in table:
+        raise table.fail(
+            "password",
+            "passwords are never read from the configuration; put it in a file and set "
+            "kafka.sasl.password_file",
         )
+    table.only("mechanism", "username", "password_file")
+    mechanism = table.string("mechanism", empty=True)
+    if mechanism not in SASL_MECHANISMS:
+        raise table.fail("mechanism", f"{mechanism!r} is not allowed; use {' or '.join(SASL_MECHANISMS)}")
+    username = table.string("username", empty=True)
+    password_file = table.path("password_file")
+    table.refuse_unknown()
+    return SaslSettings(mechanism=mechanism, username=username, password_file=password_file)
 
-    @staticmethod
-    def _no_unknown(prefix: str, table: Mapping[str, object], allowed: frozenset[str]) -> None:
-        for key in table:
-            if key not in allowed:
-                raise _fail(
-                    f"{prefix}{key}", f"unknown setting; expected one of {', '.join(sorted(allowed))}"
-                )
 
-    @staticmethod
-    def _table(name: str, raw: object) -> Mapping[str, object]:
-        if not isinstance(raw, Mapping):
-            raise _fail(name, f"must be a table/object, got {type(raw).__name__}")
-        return cast(Mapping[str, object], raw)
-
-    @staticmethod
-    def _str(name: str, raw: object) -> str:
-        if not isinstance(raw, str):
-            raise _fail(name, f"must be a string, got {type(raw).__name__}")
-        return raw
-
-    @staticmethod
-    def _bool(name: str, raw: object) -> bool:
-        if not isinstance(raw, bool):
-            raise _fail(name, f"must be true or false, got {raw!r}")
-        return raw
-
-    @staticmethod
-    def _int(name: str, raw: object) -> int:
-        if isinstance(raw, bool) or not isinstance(raw, int):
-            raise _fail(name, f"must be an integer, got {raw!r}")
-        return raw
-
-    def _servers(self, raw: object) -> tuple[str, ...]:
-        if isinstance(raw, str):
-            items: list[object] = [part.strip() for part in raw.split(",")] if raw.strip() else []
-        elif isinstance(raw, Sequence):
-            items = list(raw)
-        else:
-            raise _fail(
-                "bootstrap_servers", "must be a list of 'host:port' strings or a comma-separated string"
-            )
-        servers = tuple(self._str("bootstrap_servers", item) for item in items)
-        if len(set(servers)) != len(servers):
-            raise _fail("bootstrap_servers", "lists the same server twice")
-        return servers
-
-    def _path(self, name: str, raw: object) -> Path:
-        text = self._str(name, raw)
-        if not text:
-            raise _fail(name, "must be a file path, got an empty string")
-        path = Path(text).expanduser()
-        if not path.is_absolute() and self._base is not None:
-            path = self._base / path
-        return path
+def _servers(table: Table, raw: object) -> tuple[str, ...]:
+    if isinstance(raw, str):
+        items: list[object] = [part.strip() for part in raw.split(",")] if raw.strip() else []
+    elif isinstance(raw, Sequence):
+        items = list(raw)
+    else:
+        raise table.fail(
+            "bootstrap_servers", "must be a list of 'host:port' strings or a comma-separated string"
+        )
+    for item in items:
+        if not isinstance(item, str):
+            raise table.fail("bootstrap_servers", f"must be a string, got {type(item).__name__}")
+    servers = tuple(str(item) for item in items)
+    if len(set(servers)) != len(servers):
+        raise table.fail("bootstrap_servers", "lists the same server twice")
+    return servers
 
 
 async def check_connection(settings: KafkaSettings) -> tuple[str, ...]:

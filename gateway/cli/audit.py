@@ -25,6 +25,7 @@ from gateway.contract.registry import Registry
 from gateway.contract.schemas import SchemaStore
 from gateway.errors import GatewayError, Reason
 from gateway.runtime.signals import stop_on_signals
+from gateway.settings import read_passphrase
 
 __all__ = ["add_commands"]
 
@@ -233,7 +234,9 @@ def _keygen(args: argparse.Namespace) -> int:
     from gateway.contract.keys import SigningKey, write_private_pem  # noqa: PLC0415 - same
 
     key = SigningKey.generate()
-    passphrase = Path(args.passphrase_file).read_bytes().rstrip(b"\r\n") if args.passphrase_file else None
+    passphrase = read_passphrase(
+        Path(args.passphrase_file) if args.passphrase_file else None, "--passphrase-file"
+    )
     if args.notary:
         vkey = str(Ed25519Signer(deployment_origin(args.notary), key).verifier().vkey())
     else:

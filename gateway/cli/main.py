@@ -38,6 +38,7 @@ from gateway.runtime.gateway import Gateway
 from gateway.runtime.logs import configure_logging
 from gateway.runtime.signals import stop_on_signals
 from gateway.sandbox.broker import EmbeddedBroker
+from gateway.settings import read_passphrase
 
 __all__ = ["main"]
 
@@ -61,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _keys_new(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True, mode=0o700)
-    passphrase = _read_secret(args.passphrase_file) if args.passphrase_file else None
+    passphrase = _passphrase(args)
     now = datetime.now(UTC).replace(microsecond=0)
     until = now + timedelta(days=args.valid_days)
     signing = SigningKey.generate(args.alg)
@@ -95,7 +96,7 @@ def _registry_entry(kid: str, use: str, public: PublicKey, since: datetime, unti
 # ---- sign / verify ------------------------------------------------------------------------------------
 def _sign(args: argparse.Namespace) -> int:
     registry = _registry(args)
-    passphrase = _read_secret(args.passphrase_file) if args.passphrase_file else None
+    passphrase = _passphrase(args)
     key = SigningKey.load(Path(args.key), passphrase)
     kid = args.kid or _kid_for(registry, args.party, key.public_key)
     data = parse_json(_read_input(args.data))
@@ -117,7 +118,7 @@ def _sign(args: argparse.Namespace) -> int:
 
 def _verify(args: argparse.Namespace) -> int:
     registry = _registry(args)
-    passphrase = _read_secret(args.passphrase_file) if args.passphrase_file else None
+    passphrase = _passphrase(args)
     sealing = {}
     for path in args.seal_key:
         key = SealingKey.load(Path(path), passphrase)
@@ -246,8 +247,8 @@ def _read_input(name: str) -> bytes:
         raise GatewayError(Reason.CONFIG_INVALID, f"cannot read {name}: {exc.strerror}") from exc
 
 
-def _read_secret(name: str) -> bytes:
-    return _read_input(name).rstrip(b"\r\n")
+def _passphrase(args: argparse.Namespace) -> bytes | None:
+    return read_passphrase(Path(args.passphrase_file) if args.passphrase_file else None, "--passphrase-file")
 
 
 def _pretty(value: object) -> bytes:

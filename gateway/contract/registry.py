@@ -40,7 +40,7 @@ from typing import Any, Final, Literal
 
 from gateway.contract.keys import ALG_X25519, SIGNATURE_ALGORITHMS, PublicKey
 from gateway.errors import GatewayError, Reason
-from gateway.settings import load_toml
+from gateway.settings import Table
 
 __all__ = ["FORMAT", "KeyEntry", "Party", "Registry"]
 
@@ -119,16 +119,22 @@ class Registry:
     # ---- loading ------------------------------------------------------------------------------------
     @classmethod
     def load(cls, path: Path) -> Registry:
-        return cls.from_mapping(load_toml(path, reason=Reason.REGISTRY_INVALID))
+        return cls.from_table(Table.load(path, what="registry", reason=Reason.REGISTRY_INVALID))
 
     @classmethod
     def from_mapping(cls, document: Mapping[str, Any]) -> Registry:
-        if document.get("format") != FORMAT:
+        return cls.from_table(Table(document, reason=Reason.REGISTRY_INVALID))
+
+    @classmethod
+    def from_table(cls, document: Table) -> Registry:
+        if document.raw("format") != FORMAT:
             raise GatewayError(Reason.REGISTRY_INVALID, f"format must be {FORMAT!r}")
-        parties = document.get("parties")
-        if not isinstance(parties, list) or not parties:
+        parties = document.tables("parties")
+        if not parties:
             raise GatewayError(Reason.REGISTRY_INVALID, "parties: at least one [[parties]] table is required")
-        return cls(_party(entry, index) for index, entry in enumerate(parties))
+        registry = cls(_party(entry) for entry in parties)
+        document.refuse_unknown()
+        return registry
 
     # ---- queries ------------------------------------------------------------------------------------
     @property
@@ -153,91 +159,74 @@ class Registry:
         return max(usable, key=lambda k: k.valid_from, default=None)
 
 
-def _party(entry: object, index: int) -> Party:
-    where = f"parties[{index}]"
-    if not isinstance(entry, dict):
-        raise GatewayError(Reason.REGISTRY_INVALID, f"{where}: must be a table")
-    party_id = _string(entry, "id", where)
+def _party(entry: Table) -> Party:
+    party_id = entry.string("id")
     if not PARTY_ID.fullmatch(party_id):
-        raise GatewayError(Reason.REGISTRY_INVALID, f"{where}.id: {party_id!r} is not a valid party id")
-    where = f"party {party_id!r}"
-    keys = entry.get("keys", [])
-    if not isinstance(keys, list):
-        raise GatewayError(Reason.REGISTRY_INVALID, f"{where}.keys: must be an array of tables")
-    return Party(
+        raise entry.fail("id", f"{party_id!r} is not a valid party id")
+    entry.where = f"party {party_id!r}"
+    name = entry.string("name")
+    party = Party(
         id=party_id,
-        name=_string(entry, "name", where),
-        name_en=str(entry.get("name_en", entry["name"])),
-        roles=_strings(entry, "roles", where),
-        publish=_strings(entry, "publish", where),
-        read=_strings(entry, "read", where),
-        keys=tuple(_key(k, party_id, f"{where}.keys[{i}]") for i, k in enumerate(keys)),
+        name=name,
+        name_en=entry.string("name_en", name),
+        roles=entry.strings("roles", ()),
+        publish=entry.strings("publish", ()),
+        read=entry.strings("read", ()),
+        keys=tuple(_key(k, party_id) for k in entry.tables("keys")),
     )
+    entry.refuse_unknown()
+    return party
 
 
-def _key(entry: object, party_id: str, where: str) -> KeyEntry:
-    if not isinstance(entry, dict):
-        raise GatewayError(Reason.REGISTRY_INVALID, f"{where}: must be a table")
-    kid = _string(entry, "kid", where)
+def _key(entry: Table, party_id: str) -> KeyEntry:
+    kid = entry.string("kid")
     if not _KID.fullmatch(kid):
-        raise GatewayError(Reason.REGISTRY_INVALID, f"{where}.kid: {kid!r} is not a valid key id")
-    use = entry.get("use")
-    alg = _string(entry, "alg", where)
+        raise entry.fail("kid", f"{kid!r} is not a valid key id")
+    use = entry.raw("use")
+    alg = entry.string("alg")
     if use == "sig" and alg not in SIGNATURE_ALGORITHMS:
-        raise GatewayError(Reason.REGISTRY_INVALID, f"{where}: {alg!r} is not a signature algorithm")
+        raise entry.fail("", f"{alg!r} is not a signature algorithm")
     if use == "seal" and alg != ALG_X25519:
-        raise GatewayError(Reason.REGISTRY_INVALID, f"{where}: sealing keys must be {ALG_X25519}")
+        raise entry.fail("", f"sealing keys must be {ALG_X25519}")
     if use not in ("sig", "seal"):
-        raise GatewayError(Reason.REGISTRY_INVALID, f"{where}.use: must be 'sig' or 'seal'")
+        raise entry.fail("use", "must be 'sig' or 'seal'")
     try:
-        raw = base64.b64decode(_string(entry, "public_key", where), validate=True)
+        raw = base64.b64decode(entry.string("public_key"), validate=True)
     except binascii.Error as exc:
-        raise GatewayError(Reason.REGISTRY_INVALID, f"{where}.public_key: not base64") from exc
+        raise entry.fail("public_key", "not base64") from exc
     try:
         public_key = PublicKey(alg, raw)
     except GatewayError as exc:
-        raise GatewayError(Reason.REGISTRY_INVALID, f"{where}: {exc.detail}") from exc
-    valid_from = _instant(entry, "valid_from", where, required=True)
+        raise entry.fail("", exc.detail) from exc
+    valid_from = _instant(entry, "valid_from", required=True)
     assert valid_from is not None  # noqa: S101 - required=True never returns None
-    valid_until = _instant(entry, "valid_until", where)
+    valid_until = _instant(entry, "valid_until")
     if valid_until is not None and valid_until <= valid_from:
-        raise GatewayError(Reason.REGISTRY_INVALID, f"{where}: valid_until must be after valid_from")
-    return KeyEntry(
+        raise entry.fail("", "valid_until must be after valid_from")
+    key = KeyEntry(
         kid=kid,
         party=party_id,
         use=use,
         public_key=public_key,
         valid_from=valid_from,
         valid_until=valid_until,
-        revoked_at=_instant(entry, "revoked_at", where),
+        revoked_at=_instant(entry, "revoked_at"),
     )
+    entry.refuse_unknown()
+    return key
 
 
-def _string(entry: Mapping[str, Any], name: str, where: str) -> str:
-    value = entry.get(name)
-    if not isinstance(value, str) or not value:
-        raise GatewayError(Reason.REGISTRY_INVALID, f"{where}.{name}: a non-empty string is required")
-    return value
-
-
-def _strings(entry: Mapping[str, Any], name: str, where: str) -> tuple[str, ...]:
-    value = entry.get(name, [])
-    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        raise GatewayError(Reason.REGISTRY_INVALID, f"{where}.{name}: must be an array of strings")
-    return tuple(value)
-
-
-def _instant(entry: Mapping[str, Any], name: str, where: str, *, required: bool = False) -> datetime | None:
-    value = entry.get(name)
+def _instant(entry: Table, name: str, *, required: bool = False) -> datetime | None:
+    value = entry.raw(name)
     if value is None:
         if required:
-            raise GatewayError(Reason.REGISTRY_INVALID, f"{where}.{name}: required")
+            raise entry.fail(name, "required")
         return None
     if isinstance(value, str):
         try:
             value = datetime.fromisoformat(value)
         except ValueError as exc:
-            raise GatewayError(Reason.REGISTRY_INVALID, f"{where}.{name}: not an RFC 3339 time") from exc
+            raise entry.fail(name, "not an RFC 3339 time") from exc
     if not isinstance(value, datetime) or value.tzinfo is None:
-        raise GatewayError(Reason.REGISTRY_INVALID, f"{where}.{name}: must be a time with an offset (Z)")
+        raise entry.fail(name, "must be a time with an offset (Z)")
     return value

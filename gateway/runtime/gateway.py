@@ -56,6 +56,7 @@ from gateway.runtime.ops import (
 from gateway.runtime.plugins import PluginContext, build_sink, build_source
 from gateway.runtime.signals import stop_on_signals
 from gateway.runtime.sources import Source
+from gateway.settings import read_passphrase
 
 __all__ = ["Gateway"]
 
@@ -182,15 +183,7 @@ class Gateway:
         )
 
     def _passphrase(self) -> bytes | None:
-        path = self.config.passphrase_file
-        if path is None:
-            return None
-        try:
-            return path.read_bytes().rstrip(b"\r\n")
-        except OSError as exc:
-            raise GatewayError(
-                Reason.KEYFILE_INVALID, f"cannot read passphrase file {path}: {exc.strerror}"
-            ) from exc
+        return read_passphrase(self.config.passphrase_file, "keys.passphrase_file")
 
     def _load_signing_key(self) -> SigningKey:
         """Read the signing key file (and passphrase file) as configured: at start-up and by /readyz."""

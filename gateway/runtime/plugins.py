@@ -3,9 +3,11 @@
 Built-in kinds are ``file-drop`` (source) and ``webhook`` (sink). Agency adapters register more through
 Python entry points (groups ``xchg_gateway.sources`` and ``xchg_gateway.sinks`` in ``pyproject.toml``), so the
 gateway core never imports agency code and a new agency's adapter is installed, not patched in. A factory
-receives the table's options and a :class:`PluginContext`, validates the options (``config.invalid`` naming
-the key on error) and returns a :class:`~gateway.runtime.sources.Source` or
-:class:`~gateway.bus.delivery.Sink`.
+receives the table's options as a :class:`gateway.settings.Table` (typed readers; every error names the key,
+``sinks[1].url: ...``) and a :class:`PluginContext`, and returns a :class:`~gateway.runtime.sources.Source` or
+:class:`~gateway.bus.delivery.Sink`. An option the factory never read is refused afterwards
+(``sinks[1].headers: unknown setting``): a misspelt or unsupported option never silently falls back to a
+default.
 """
 
 from __future__ import annotations
@@ -16,10 +18,12 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Final
 
-from gateway.bus.delivery import Sink, WebhookSink
+from gateway.bus.delivery import Sink
 from gateway.bus.metrics import GatewayMetrics
 from gateway.errors import GatewayError, Reason
 from gateway.runtime.sources import FileDropSource, Source
+from gateway.runtime.webhook import WebhookSink, client_options
+from gateway.settings import Table
 
 __all__ = [
     "SINK_GROUP",
@@ -29,7 +33,6 @@ __all__ = [
     "SourceFactory",
     "build_sink",
     "build_source",
-    "option",
 ]
 
 SOURCE_GROUP: Final = "xchg_gateway.sources"
@@ -48,47 +51,30 @@ class PluginContext:
     metrics: GatewayMetrics
     where: str = "sources[0]"
 
-    def path(self, value: object, name: str) -> Path:
-        if not isinstance(value, str) or not value:
-            raise GatewayError(Reason.CONFIG_INVALID, f"{self.where}.{name}: a path is required")
-        candidate = Path(value)
-        return candidate if candidate.is_absolute() else self.base_dir / candidate
-
     def quarantined(self, source: str, reason: str) -> None:
         self.metrics.quarantined.labels(source=source, reason=reason).inc()
 
 
-SourceFactory = Callable[[Mapping[str, Any], PluginContext], Source]
-SinkFactory = Callable[[Mapping[str, Any], PluginContext], Sink]
+SourceFactory = Callable[[Table, PluginContext], Source]
+SinkFactory = Callable[[Table, PluginContext], Sink]
 
 
-def option(options: Mapping[str, Any], name: str, kind: type, ctx: PluginContext, default: Any = ...) -> Any:
-    """Read one option with a type check; a missing required option or a wrong type names the key."""
-    if name not in options:
-        if default is ...:
-            raise GatewayError(Reason.CONFIG_INVALID, f"{ctx.where}.{name}: required")
-        return default
-    value = options[name]
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
-        raise GatewayError(Reason.CONFIG_INVALID, f"{ctx.where}.{name}: must be a {kind.__name__}")
-    return value
-
-
-def _file_drop(options: Mapping[str, Any], ctx: PluginContext) -> Source:
+def _file_drop(options: Table, ctx: PluginContext) -> Source:
     return FileDropSource(
-        ctx.path(options.get("directory"), "directory"),
-        poll_interval=option(options, "poll_interval", float, ctx, 0.5),
+        options.path("directory"),
+        poll_interval=options.number("poll_interval", 0.5, positive=True),
         on_quarantine=ctx.quarantined,
     )
 
 
-def _webhook(options: Mapping[str, Any], ctx: PluginContext) -> Sink:
+def _webhook(options: Table, ctx: PluginContext) -> Sink:
+    client = client_options(options)
     return WebhookSink(
-        option(options, "url", str, ctx),
-        name=option(options, "name", str, ctx, ctx.where.replace("[", "-").rstrip("]")),
-        timeout=option(options, "timeout", float, ctx, 10.0),
+        options.string("url"),
+        name=options.string("name", ctx.where.replace("[", "-").rstrip("]")),
+        timeout=options.number("timeout", 10.0, positive=True),
+        headers=client.headers,
+        ssl=client.ssl,
     )
 
 
@@ -114,9 +100,21 @@ def _resolve(group: str, builtins: Mapping[str, Any], kind: str, where: str) -> 
 
 def build_source(kind: str, options: Mapping[str, Any], ctx: PluginContext) -> Source:
     factory: SourceFactory = _resolve(SOURCE_GROUP, _BUILTIN_SOURCES, kind, ctx.where)
-    return factory(options, ctx)
+    table = _options(options, ctx, "kind")
+    source = factory(table, ctx)
+    table.refuse_unknown()
+    return source
 
 
 def build_sink(kind: str, options: Mapping[str, Any], ctx: PluginContext) -> Sink:
     factory: SinkFactory = _resolve(SINK_GROUP, _BUILTIN_SINKS, kind, ctx.where)
-    return factory(options, ctx)
+    table = _options(options, ctx, "kind", "types")
+    sink = factory(table, ctx)
+    table.refuse_unknown()
+    return sink
+
+
+def _options(options: Mapping[str, Any], ctx: PluginContext, *loaded: str) -> Table:
+    table = Table(options, where=ctx.where, base_dir=ctx.base_dir)
+    table.mark_used(*loaded)  # read by the configuration loader
+    return table

@@ -4,7 +4,7 @@ Not an agency system and not a mock of the gateway: a small aiohttp server on a 
 ``fail_next`` and idempotency keys from :class:`adapters.simulators._server.SimulatorServer`) that records
 every POST it acts on (``Idempotency-Key``, ``X-Xchg-Event-Id``, arrival order) and answers the way an
 idempotent agency API does: ``200`` the first time it sees a key, ``409 Conflict`` for a repeat (which
-:class:`gateway.bus.delivery.WebhookSink` counts as delivered). Tests read :attr:`AgencySimulator.posts` to
+:class:`gateway.runtime.webhook.WebhookSink` counts as delivered). Tests read :attr:`AgencySimulator.posts` to
 tell a lost event from a repeated one and to check that every repeat carried the key of the first delivery.
 """
 

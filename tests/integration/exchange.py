@@ -13,13 +13,13 @@ from typing import Any
 
 import tomli_w
 
-from gateway.bus.delivery import MemorySink
 from gateway.bus.kafka import EMBEDDED_CLIENT_TIMINGS, KafkaSettings
 from gateway.bus.subscriber import Route
 from gateway.runtime.config import GatewayConfig
 from gateway.runtime.gateway import Gateway
 from gateway.sandbox.broker import EmbeddedBroker
 from gateway.sandbox.deployment import SandboxParty, create_sandbox
+from gateway.sandbox.memory import MemorySink
 
 #: Client timings the embedded broker needs (gateway.bus.kafka.EMBEDDED_CLIENT_TIMINGS) and the tests' request
 #: timeout; an external Kafka gets its own settings.

@@ -23,7 +23,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
-from gateway.bus.delivery import MemorySink, SinkError
+from gateway.bus.delivery import SinkError
 from gateway.bus.kafka import KafkaSettings
 from gateway.bus.subscriber import DLQ_HEADERS
 from gateway.contract.canonical import canonical_json
@@ -36,6 +36,7 @@ from gateway.contract.seal import EventBinding, Recipient, seal
 from gateway.contract.sign import Signer, build_event, sign_envelope
 from gateway.contract.verify import Accepted
 from gateway.errors import Reason
+from gateway.sandbox.memory import MemorySink
 from tests.integration.exchange import (
     Node,
     eventually,

@@ -23,16 +23,16 @@ from adapters.iom import (
     HtcdsExportSource,
     IomMapping,
     htcds_columns,
-    htcds_sink,
-    htcds_source,
     read_sheet,
     row_event_id,
 )
 from adapters.simulators.iom import IomCaseSystemSimulator, export_columns, sample_rows, write_htcds_export
-from gateway.bus.delivery import RetryPolicy, SinkError, WebhookSink, deliver_with_retry
+from gateway.bus.delivery import RetryPolicy, SinkError, deliver_with_retry
 from gateway.contract.schemas import SchemaStore, default_schema_root
 from gateway.contract.verify import Accepted
 from gateway.errors import GatewayError, Reason
+from gateway.runtime.plugins import build_sink, build_source
+from gateway.runtime.webhook import WebhookSink
 from tests.data.agencies.iom import generate
 from tests.doubles import WorldPublish, plugin_context
 from tests.paths import DATA
@@ -247,15 +247,19 @@ def test_row_event_ids_follow_content() -> None:
 
 
 def test_source_options(tmp_path: Path) -> None:
-    source = htcds_source({"directory": "exports", "poll_interval": 1}, plugin_context(tmp_path, "iom"))
+    source = build_source(
+        "iom-htcds", {"directory": "exports", "poll_interval": 1}, plugin_context(tmp_path, "iom")
+    )
     assert source.directory == tmp_path / "exports"
     assert source.party == "iom"
     with pytest.raises(GatewayError, match=r"sources\[0\]\.directory"):
-        htcds_source({}, plugin_context(tmp_path, "iom"))
-    with pytest.raises(GatewayError, match=r"sources\[0\]\.sheets: unknown option"):
-        htcds_source({"directory": "exports", "sheets": "HTCDS"}, plugin_context(tmp_path, "iom"))
+        build_source("iom-htcds", {}, plugin_context(tmp_path, "iom"))
+    with pytest.raises(GatewayError, match=r"sources\[0\]\.sheets: unknown setting"):
+        build_source(
+            "iom-htcds", {"directory": "exports", "sheets": "HTCDS"}, plugin_context(tmp_path, "iom")
+        )
     with pytest.raises(GatewayError, match=r"sources\[0\]\.url"):
-        htcds_sink({"url": "iom.example/referrals"}, plugin_context(tmp_path, "iom"))
+        build_sink("iom-htcds", {"url": "iom.example/referrals"}, plugin_context(tmp_path, "iom"))
 
 
 # ---- outbound: referrals -> IOM's case system ------------------------------------------------------------
@@ -275,7 +279,7 @@ def referral_for_iom(world: World, *, sealed_for_iom: bool) -> Accepted:
 async def test_referral_is_posted_in_htcds_field_names(tmp_path: Path, world: World) -> None:
     accepted = referral_for_iom(world, sealed_for_iom=True)
     async with IomCaseSystemSimulator() as iom:
-        sink = htcds_sink({"url": iom.url}, plugin_context(tmp_path, "iom"))
+        sink = build_sink("iom-htcds", {"url": iom.url}, plugin_context(tmp_path, "iom"))
         assert isinstance(sink, WebhookSink)
         await sink.deliver(accepted)
         await sink.deliver(accepted)  # redelivery: 409, counted as delivered
@@ -312,7 +316,7 @@ async def test_referral_is_posted_in_htcds_field_names(tmp_path: Path, world: Wo
 async def test_a_referral_not_sealed_for_iom_carries_no_person_fields(tmp_path: Path, world: World) -> None:
     accepted = referral_for_iom(world, sealed_for_iom=False)
     async with IomCaseSystemSimulator() as iom:
-        sink = htcds_sink({"url": iom.url}, plugin_context(tmp_path, "iom"))
+        sink = build_sink("iom-htcds", {"url": iom.url}, plugin_context(tmp_path, "iom"))
         await sink.deliver(accepted)
         await sink.close()
     body = iom.referrals[0].body
@@ -331,7 +335,7 @@ async def test_other_types_are_dead_lettered_and_outages_retried(tmp_path: Path,
     verdict = world.verifier("iom").verify_structured(record.to_structured())
     assert isinstance(verdict, Accepted)
     async with IomCaseSystemSimulator() as iom:
-        sink = htcds_sink({"url": iom.url}, plugin_context(tmp_path, "iom"))
+        sink = build_sink("iom-htcds", {"url": iom.url}, plugin_context(tmp_path, "iom"))
         with pytest.raises(SinkError) as refused:
             await deliver_with_retry(sink, verdict, RetryPolicy(attempts=3, base_delay=0.0))
         assert not refused.value.retryable

@@ -24,9 +24,7 @@ from structlog.testing import capture_logs
 from adapters.kemensos import (
     DEFAULT_MAPPING,
     CsvDropSource,
-    case_system_sink,
     csv_event_id,
-    csv_source,
     load_mapping,
     native_record,
     suppress_count,
@@ -35,11 +33,12 @@ from adapters.kemensos import (
 )
 from adapters.kemensos.mapping import Column, KemensosMapping
 from adapters.simulators.kemensos import SAMPLE_DROPS, KemensosCaseSystemSimulator, write_sample_drops
-from gateway.bus.delivery import RetryPolicy, SinkError, WebhookSink, deliver_with_retry
+from gateway.bus.delivery import RetryPolicy, SinkError, deliver_with_retry
 from gateway.contract.schemas import SchemaStore, default_schema_root
 from gateway.contract.verify import Accepted
 from gateway.errors import GatewayError, Reason
 from gateway.runtime.plugins import build_sink, build_source
+from gateway.runtime.webhook import WebhookSink
 from tests.doubles import Published, WorldPublish, plugin_context
 from tests.paths import DATA
 from tests.world import World, example
@@ -782,7 +781,9 @@ async def test_the_sink_posts_the_native_record_once(
     tmp_path: Path, referral_for_kemensos: Accepted, mapping: KemensosMapping
 ) -> None:
     async with KemensosCaseSystemSimulator() as simulator:
-        sink = case_system_sink({"url": simulator.url, "timeout": 5}, plugin_context(tmp_path, "kemensos"))
+        sink = build_sink(
+            "kemensos-case-system", {"url": simulator.url, "timeout": 5}, plugin_context(tmp_path, "kemensos")
+        )
         assert isinstance(sink, WebhookSink)
         assert sink.name == "kemensos-case-system"
         try:
@@ -805,7 +806,9 @@ async def test_the_sink_retries_a_case_system_that_is_down(
 ) -> None:
     async with KemensosCaseSystemSimulator() as simulator:
         simulator.fail_next(2)
-        sink = case_system_sink({"url": simulator.url}, plugin_context(tmp_path, "kemensos"))
+        sink = build_sink(
+            "kemensos-case-system", {"url": simulator.url}, plugin_context(tmp_path, "kemensos")
+        )
         try:
             with pytest.raises(SinkError) as caught:
                 await sink.deliver(referral_for_kemensos)
@@ -858,7 +861,7 @@ def test_entry_points_resolve_to_the_factories(tmp_path: Path) -> None:
 )
 def test_source_options_are_checked(tmp_path: Path, options: dict[str, Any], named: str) -> None:
     with pytest.raises(GatewayError) as caught:
-        csv_source(options, plugin_context(tmp_path, "kemensos"))
+        build_source("kemensos-csv", options, plugin_context(tmp_path, "kemensos"))
     assert caught.value.reason is Reason.CONFIG_INVALID
     assert named in caught.value.detail
 
@@ -874,7 +877,7 @@ def test_source_options_are_checked(tmp_path: Path, options: dict[str, Any], nam
 )
 def test_sink_options_are_checked(tmp_path: Path, options: dict[str, Any], named: str) -> None:
     with pytest.raises(GatewayError) as caught:
-        case_system_sink(options, plugin_context(tmp_path, "kemensos"))
+        build_sink("kemensos-case-system", options, plugin_context(tmp_path, "kemensos"))
     assert caught.value.reason is Reason.CONFIG_INVALID
     assert named in caught.value.detail
 
@@ -882,8 +885,10 @@ def test_sink_options_are_checked(tmp_path: Path, options: dict[str, Any], named
 def test_a_mapping_override_is_used(tmp_path: Path) -> None:
     override = tmp_path / "kemensos.toml"
     override.write_text(DEFAULT_MAPPING.read_text("utf-8").replace('"RPTC-PTK" =', '"RPTC-PNK" ='), "utf-8")
-    source = csv_source(
-        {"directory": "drop", "mapping": "kemensos.toml"}, plugin_context(tmp_path, "kemensos")
+    source = build_source(
+        "kemensos-csv",
+        {"directory": "drop", "mapping": "kemensos.toml"},
+        plugin_context(tmp_path, "kemensos"),
     )
     assert isinstance(source, CsvDropSource)
     assert source.mapper.mapping.codes["lokasi"].lookup("RPTC-PNK") == "rptc-pontianak"

@@ -28,17 +28,17 @@ from adapters.kemlu import (
     KemluMapping,
     MessageProblem,
     PlannedMessage,
-    case_api_sink,
-    case_api_source,
     case_event_id,
     mission_of,
     update_url,
 )
 from adapters.simulators.kemlu import KemluCaseApiSimulator, sarawak_cases
-from gateway.bus.delivery import RetryPolicy, SinkError, WebhookSink, deliver_with_retry
+from gateway.bus.delivery import RetryPolicy, SinkError, deliver_with_retry
 from gateway.contract.schemas import SchemaStore, default_schema_root
 from gateway.contract.verify import Accepted
 from gateway.errors import GatewayError, Reason
+from gateway.runtime.plugins import build_sink, build_source
+from gateway.runtime.webhook import WebhookSink
 from tests.doubles import WorldPublish, plugin_context
 from tests.paths import DATA
 from tests.world import World, example
@@ -451,21 +451,21 @@ async def test_cursor_written_for_another_mission_is_ignored(
 
 def test_source_options_are_checked(tmp_path: Path) -> None:
     ctx = plugin_context(tmp_path, KBRI)
-    source = case_api_source({"url": "http://127.0.0.1:9/"}, ctx)
+    source = build_source("kemlu-case-api", {"url": "http://127.0.0.1:9/"}, ctx)
     assert (source.mission, source.name) == ("kuching", "kemlu-case-api-kuching")
     assert source.cursor.path == tmp_path / "state" / "kemlu-cursor-kemlu-case-api-kuching.json"
     with pytest.raises(GatewayError, match=r"sources\[0\]\.mission"):
-        case_api_source({"url": "http://127.0.0.1:9/"}, plugin_context(tmp_path, "kemensos"))
+        build_source("kemlu-case-api", {"url": "http://127.0.0.1:9/"}, plugin_context(tmp_path, "kemensos"))
     with pytest.raises(GatewayError, match=r"sources\[0\]\.url"):
-        case_api_source({"url": "ftp://example.org/"}, ctx)
+        build_source("kemlu-case-api", {"url": "ftp://example.org/"}, ctx)
     with pytest.raises(GatewayError, match="page_size"):
-        case_api_source({"url": "http://127.0.0.1:9/", "page_size": 0}, ctx)
-    with pytest.raises(GatewayError, match=r"sources\[0\]\.poll_intervall: unknown option"):
-        case_api_source({"url": "http://127.0.0.1:9/", "poll_intervall": 1.0}, ctx)
-    with pytest.raises(GatewayError, match=r"sources\[0\]\.maping: unknown option"):
-        case_api_sink({"url": "http://127.0.0.1:9/", "maping": "x.toml"}, ctx)
+        build_source("kemlu-case-api", {"url": "http://127.0.0.1:9/", "page_size": 0}, ctx)
+    with pytest.raises(GatewayError, match=r"sources\[0\]\.poll_intervall: unknown setting"):
+        build_source("kemlu-case-api", {"url": "http://127.0.0.1:9/", "poll_intervall": 1.0}, ctx)
+    with pytest.raises(GatewayError, match=r"sources\[0\]\.maping: unknown setting"):
+        build_sink("kemlu-case-api", {"url": "http://127.0.0.1:9/", "maping": "x.toml"}, ctx)
     (tmp_path / "token").write_text("s3cr3t\n")
-    with_token = case_api_source({"url": "http://127.0.0.1:9/", "token_file": "token"}, ctx)
+    with_token = build_source("kemlu-case-api", {"url": "http://127.0.0.1:9/", "token_file": "token"}, ctx)
     assert with_token._headers["Authorization"] == "Bearer s3cr3t"
 
 
@@ -492,7 +492,7 @@ def admission(world: World) -> Accepted:
 @pytest.fixture
 async def updates(api: KemluCaseApiSimulator, tmp_path: Path) -> AsyncIterator[WebhookSink]:
     """The ``kemlu-case-api`` sink as an operator configures it, posting to ``api``; closed after the test."""
-    sink = case_api_sink({"url": api.url}, plugin_context(tmp_path, KBRI))
+    sink = build_sink("kemlu-case-api", {"url": api.url}, plugin_context(tmp_path, KBRI))
     assert isinstance(sink, WebhookSink)  # the gateway's webhook sink, configured: nothing re-implemented
     yield sink
     await sink.close()

@@ -17,16 +17,11 @@ from aiohttp.test_utils import TestServer
 from structlog.testing import capture_logs
 from yarl import URL
 
-from gateway.bus.delivery import (
-    MemorySink,
-    RetryPolicy,
-    SinkError,
-    WebhookSink,
-    deliver_with_retry,
-    is_retryable_status,
-)
+from gateway.bus.delivery import RetryPolicy, SinkError, deliver_with_retry, is_retryable_status
 from gateway.contract.verify import Accepted
 from gateway.errors import GatewayError, Reason
+from gateway.runtime.webhook import WebhookSink
+from gateway.sandbox.memory import MemorySink
 from tests.world import World, example
 
 SYNTHETIC_NAME = "Sri Wahyuningsih Purbasari"  # invented; must never reach an error, log or DLQ header
