@@ -45,7 +45,7 @@ from gateway.audit.replay import Auditor, audit_kafka
 from gateway.bus.kafka import EMBEDDED_CLIENT_TIMINGS, KafkaSettings
 from gateway.bus.subscriber import Route
 from gateway.contract.keys import SigningKey, write_private_pem
-from gateway.contract.verify import Accepted, Verifier
+from gateway.contract.verify import Accepted, EventVerifier
 from gateway.runtime.config import GatewayConfig
 from gateway.runtime.gateway import Gateway
 from gateway.runtime.signals import stop_on_signals
@@ -247,7 +247,7 @@ async def _audit(
     """Wait for a checkpoint covering every record, then replay log + topics as ``gateway audit verify``."""
     result.notary_log = notary.config.log_dir
     result.checkpoint = await notary.sync()
-    verifier = Verifier(registry=notary.registry, schemas=notary.schemas)
+    verifier = EventVerifier(registry=notary.registry, schemas=notary.schemas)
     keys = [verifier_from_vkey(notary.vkey)]
     auditor = Auditor(notary.config.log_dir, notary_keys=keys, event_verifier=verifier)
     auditor.load_stored_checkpoints()

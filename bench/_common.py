@@ -29,8 +29,8 @@ from gateway.contract.canonical import canonical_json
 from gateway.contract.keys import PublicKey, SealingKey, SigningKey
 from gateway.contract.registry import Registry
 from gateway.contract.schemas import SchemaStore, default_schema_root
-from gateway.contract.sign import Signer
-from gateway.contract.verify import Verifier
+from gateway.contract.sign import EventSigner
+from gateway.contract.verify import EventVerifier
 
 __all__ = [
     "ALERT_TYPE",
@@ -120,7 +120,7 @@ class Member:
     """One party's keys in the synthetic deployment."""
 
     party: str
-    signer: Signer
+    signer: EventSigner
     sealing: SealingKey
     seal_kid: str
 
@@ -144,14 +144,14 @@ class Deployment:
             sig_kid, seal_kid = f"{party['id']}-sig-bench", f"{party['id']}-seal-bench"
             party["keys"] = [_key(sig_kid, "sig", signing.public_key, since),
                              _key(seal_kid, "seal", sealing.public_key, since)]  # fmt: skip
-            signer = Signer(party=party["id"], kid=sig_kid, key=signing)
+            signer = EventSigner(party=party["id"], kid=sig_kid, key=signing)
             members[party["id"]] = Member(party["id"], signer, sealing, seal_kid)
         return cls(Registry.from_mapping(document), SchemaStore.load(default_schema_root()), members)
 
-    def verifier(self, party: str | None = None) -> Verifier:
+    def verifier(self, party: str | None = None) -> EventVerifier:
         """The verifier of ``party`` (holding its sealing key), or a non-recipient verifier for None."""
         keys = {self.members[party].seal_kid: self.members[party].sealing} if party else {}
-        return Verifier(registry=self.registry, schemas=self.schemas, party=party, sealing_keys=keys)
+        return EventVerifier(registry=self.registry, schemas=self.schemas, party=party, sealing_keys=keys)
 
 
 def _key(kid: str, use: str, public: PublicKey, since: datetime) -> dict[str, Any]:

@@ -67,8 +67,8 @@ from gateway.contract.keys import SigningKey
 from gateway.contract.policy import event_topic
 from gateway.contract.registry import Registry
 from gateway.contract.schemas import SchemaStore
-from gateway.contract.sign import Signer, build_event
-from gateway.contract.verify import Verifier
+from gateway.contract.sign import EventSigner, build_event
+from gateway.contract.verify import EventVerifier
 from gateway.sandbox.deployment import create_sandbox
 
 _FORMAT: Final = "xchg-bench-audit-verify-cache/v1"
@@ -206,10 +206,10 @@ def _append(
 class _Builder:
     """One build process's signer, registry, schemas, verifier and payload templates."""
 
-    signer: Signer
+    signer: EventSigner
     registry: Registry
     schemas: SchemaStore
-    verifier: Verifier
+    verifier: EventVerifier
     alert: bytes
     referral: bytes
 
@@ -220,13 +220,13 @@ _builder: _Builder | None = None
 def _start_builder(registry_path: Path, key_path: Path) -> None:
     global _builder  # noqa: PLW0603 - one set-up per build process
     registry, schemas = Registry.load(registry_path), SchemaStore.load()
-    signer = Signer(party=PUBLISHER, kid=_KID, key=SigningKey.load(key_path))
+    signer = EventSigner(party=PUBLISHER, kid=_KID, key=SigningKey.load(key_path))
     # Templates: the payloads of bench._common differ only by their id (fixed width below 1,000,000).
     _builder = _Builder(
         signer,
         registry,
         schemas,
-        Verifier(registry=registry, schemas=schemas),
+        EventVerifier(registry=registry, schemas=schemas),
         orjson.dumps(alert_payload(0)),
         orjson.dumps(referral_payload(0)),
     )

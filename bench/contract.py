@@ -8,9 +8,9 @@ noisy machine slows all of them alike; the figures are medians over the repetiti
 
 * gateway sign = :func:`gateway.contract.sign.build_event` (logical schema, authorisation, sealing, wire
   schema, RFC 8785 data bytes, CloudEvent, verification material, DSSE signature) of a ~1 KB payload;
-* gateway verify = :meth:`gateway.contract.verify.Verifier.verify_kafka` of the Kafka record (size, strict
-  parse, canonical check, CloudEvents profile, DSSE, key, signature, material, authorisation, wire schema; for
-  the sealed referral also the recipient check, HPKE open and the logical schema);
+* gateway verify = :meth:`gateway.contract.verify.EventVerifier.verify_kafka` of the Kafka record (size,
+  strict parse, canonical check, CloudEvents profile, DSSE, key, signature, material, authorisation, wire
+  schema; for the sealed referral also the recipient check, HPKE open and the logical schema);
 * raw = ``nacl.signing`` sign and verify of the same ~1 KB canonical data bytes: the floor for any
   Ed25519-signed message in Python;
 * JWS = ``joserfc.jws`` compact serialisation, ``alg: EdDSA``, sign and verify of the same bytes: what a

@@ -20,8 +20,8 @@ from gateway.contract.envelope import Envelope
 from gateway.contract.keys import PublicKey, SealingKey, SigningKey
 from gateway.contract.registry import Registry
 from gateway.contract.schemas import SchemaStore, default_schema_root
-from gateway.contract.sign import Signer, build_event
-from gateway.contract.verify import Verifier
+from gateway.contract.sign import EventSigner, build_event
+from gateway.contract.verify import EventVerifier
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_REGISTRY = ROOT / "deploy" / "registry.example.toml"
@@ -31,7 +31,7 @@ KEYS_VALID_FROM = datetime(2020, 1, 1, tzinfo=UTC)
 @dataclass(frozen=True)
 class Member:
     party: str
-    signer: Signer
+    signer: EventSigner
     sealing: SealingKey
     seal_kid: str
 
@@ -71,7 +71,7 @@ class World:
                 key_entry(seal_kid, "seal", sealing.public_key),
             ]
             members[party["id"]] = Member(
-                party["id"], Signer(party=party["id"], kid=sig_kid, key=signing), sealing, seal_kid
+                party["id"], EventSigner(party=party["id"], kid=sig_kid, key=signing), sealing, seal_kid
             )
         return cls(document, members, schemas or SchemaStore.load(default_schema_root()))
 
@@ -84,9 +84,9 @@ class World:
     def party_doc(self, document: Mapping[str, Any], party: str) -> dict[str, Any]:
         return next(p for p in document["parties"] if p["id"] == party)
 
-    def verifier(self, party: str | None = None) -> Verifier:
+    def verifier(self, party: str | None = None) -> EventVerifier:
         keys = {self.members[party].seal_kid: self.members[party].sealing} if party else {}
-        return Verifier(registry=self.registry, schemas=self.schemas, party=party, sealing_keys=keys)
+        return EventVerifier(registry=self.registry, schemas=self.schemas, party=party, sealing_keys=keys)
 
     def event(
         self,
@@ -95,7 +95,7 @@ class World:
         *,
         by: str,
         recipients: Sequence[str] = (),
-        signer: Signer | None = None,
+        signer: EventSigner | None = None,
         **kwargs: Any,
     ) -> Envelope:
         return build_event(

@@ -17,9 +17,9 @@ from typing import Final
 from gateway.audit.merkle import HASH_SIZE
 from gateway.audit.note import (
     NoteSignature,
-    Signer,
+    NoteSigner,
+    NoteVerifier,
     VerifiedNote,
-    Verifier,
     decode_base64,
     open_note,
     sign_note,
@@ -108,13 +108,13 @@ class SignedCheckpoint:
 
 
 def sign_checkpoint(
-    checkpoint: Checkpoint, signers: Sequence[Signer], *, existing: Sequence[NoteSignature] = ()
+    checkpoint: Checkpoint, signers: Sequence[NoteSigner], *, existing: Sequence[NoteSignature] = ()
 ) -> bytes:
     """The checkpoint as a signed note (``existing`` signatures kept unless re-signed by the same key)."""
     return sign_note(checkpoint.to_note_body(), signers, existing=existing)
 
 
-def open_checkpoint(note: bytes, *, origin: str, verifiers: Iterable[Verifier]) -> SignedCheckpoint:
+def open_checkpoint(note: bytes, *, origin: str, verifiers: Iterable[NoteVerifier]) -> SignedCheckpoint:
     """Verify ``note`` against the log's key(s) and check it is a checkpoint of ``origin``.
 
     ``verifiers`` are the log's own keys (more than one during a key rotation): at least one must have signed.

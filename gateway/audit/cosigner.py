@@ -9,7 +9,7 @@ Design (pull over HTTP, the simplest one that stays correct when anything fails)
 
 1. ``GET <notary>/checkpoint`` — the latest checkpoint note;
 2. ``GET <notary>/consistency?from=<last cosigned size>&to=<its size>`` — the RFC 6962 proof;
-3. :meth:`gateway.audit.witness.Cosigner.add_checkpoint` verifies the notary's signature, the origin, the
+3. :meth:`gateway.audit.witness.Witness.add_checkpoint` verifies the notary's signature, the origin, the
    proof from the cosigner's *own* record (never from anything the notary says it was), refuses a fork
    (``cosign.fork``, ``proof.consistency-failed``, or ``proof.out-of-range`` when the tree shrank), and
    records the new checkpoint durably *before* the cosignature exists;
@@ -39,7 +39,7 @@ import structlog
 
 from gateway.audit.checkpoint import Checkpoint
 from gateway.audit.note import MAX_NOTE_SIZE, CosignatureV1Signer, Note, decode_base64, verifier_from_vkey
-from gateway.audit.witness import MAX_CONSISTENCY_PROOF, Cosigner
+from gateway.audit.witness import MAX_CONSISTENCY_PROOF, Witness
 from gateway.contract.keys import SigningKey
 from gateway.errors import GatewayError, Reason
 from gateway.settings import load_toml, read_passphrase
@@ -145,7 +145,7 @@ class CosignerService:
 
     def __init__(
         self,
-        cosigner: Cosigner,
+        cosigner: Witness,
         *,
         origin: str,
         notary_url: str,
@@ -167,7 +167,7 @@ class CosignerService:
         if len(origins) != 1:
             raise GatewayError(Reason.CONFIG_INVALID, "notary_vkeys: all keys must name the same log origin")
         origin = origins.pop()
-        cosigner = Cosigner(signer, {origin: verifiers}, state_file=config.state_file)
+        cosigner = Witness(signer, {origin: verifiers}, state_file=config.state_file)
         return cls(cosigner, origin=origin, notary_url=config.notary_url, timeout=config.timeout_seconds)
 
     async def _http(self) -> aiohttp.ClientSession:

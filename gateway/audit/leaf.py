@@ -8,9 +8,9 @@ deletion, reordering or rewrite, without the log ever holding victim data. So a 
   headers, value), plus the CloudEvents ``id``, ``source``, ``type``, ``time``, ``dataschema`` and the
   ``dssematerial`` signature exactly as they appear in the record headers;
 * the notary's verdict: ``accepted`` (with the signing key id) or ``rejected`` with the reason code that
-  :class:`gateway.contract.verify.Verifier` gives *without any sealing key* (the notary opens nothing) and
-  with the record timestamp as "now", so the verdict is a pure function of the record, the registry and the
-  schemas and an auditor recomputes it bit for bit;
+  :class:`gateway.contract.verify.EventVerifier` gives *without any sealing key* (the notary opens nothing)
+  and with the record timestamp as "now", so the verdict is a pure function of the record, the registry and
+  the schemas and an auditor recomputes it bit for bit;
 * for dead-lettered records, the gateway's reason headers (``xchg-reason``, origin topic/partition/offset,
   who and when; never the free-text ``xchg-detail``).
 
@@ -39,7 +39,7 @@ import orjson
 
 from gateway.audit.tiles import MAX_ENTRY_SIZE
 from gateway.contract.canonical import canonical_json
-from gateway.contract.verify import Accepted, Verifier
+from gateway.contract.verify import Accepted, EventVerifier
 from gateway.errors import GatewayError, Reason
 
 __all__ = [
@@ -404,7 +404,7 @@ def _dead_letter(value: object) -> Mapping[str, str | None] | None:
     return {name: _maybe(value[name]) for name in DEAD_LETTER_HEADERS}
 
 
-def leaf_for_record(record: RecordLike, verifier: Verifier) -> Leaf:
+def leaf_for_record(record: RecordLike, verifier: EventVerifier) -> Leaf:
     """The leaf the notary logs for ``record``: a pure function of the record, registry and schemas.
 
     ``verifier`` must hold no sealing keys (the notary opens nothing); the verdict is computed with the

@@ -78,7 +78,7 @@ from gateway.audit.note import (
     Ed25519Signer,
     Note,
     NoteSignature,
-    Verifier,
+    NoteVerifier,
     open_note,
     sign_note,
     verifier_from_vkey,
@@ -91,7 +91,7 @@ from gateway.contract.keys import SigningKey
 from gateway.contract.policy import exchange_topics
 from gateway.contract.registry import Registry
 from gateway.contract.schemas import SchemaStore
-from gateway.contract.verify import Verifier as EventVerifier
+from gateway.contract.verify import EventVerifier
 from gateway.errors import GatewayError, Reason
 from gateway.runtime.ops import start_ops_server, stop_ops_server
 from gateway.runtime.signals import stop_on_signals
@@ -264,7 +264,9 @@ class CheckpointStore:
     replaced atomically and durably, so a reader sees an old or a new note, never a torn one.
     """
 
-    def __init__(self, directory: Path, *, origin: str, verifiers: Sequence[Verifier], durable: bool = True):
+    def __init__(
+        self, directory: Path, *, origin: str, verifiers: Sequence[NoteVerifier], durable: bool = True
+    ):
         self._dir = directory
         self._origin = origin
         self._verifiers = tuple(verifiers)

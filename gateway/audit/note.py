@@ -42,9 +42,9 @@ __all__ = [
     "Ed25519Verifier",
     "Note",
     "NoteSignature",
-    "Signer",
+    "NoteSigner",
+    "NoteVerifier",
     "VerifiedNote",
-    "Verifier",
     "VerifierKey",
     "cosignature_v1_message",
     "cosignature_v1_timestamp",
@@ -101,7 +101,7 @@ def cosignature_v1_timestamp(signature: bytes) -> int | None:
     return timestamp if timestamp <= _MAX_TIMESTAMP else None
 
 
-class Verifier(Protocol):
+class NoteVerifier(Protocol):
     """Checks signatures by one key. ``(name, key_id)`` selects the verifier for a signature line."""
 
     @property
@@ -115,7 +115,7 @@ class Verifier(Protocol):
         ...
 
 
-class Signer(Protocol):
+class NoteSigner(Protocol):
     """Produces signature lines for one key."""
 
     @property
@@ -365,9 +365,9 @@ class Note:
                 raise GatewayError(Reason.NOTE_MALFORMED, "malformed signature")
         return (self.text + "\n" + "".join(s.line() for s in self.signatures)).encode("utf-8")
 
-    def verify(self, verifiers: Iterable[Verifier]) -> VerifiedNote:
+    def verify(self, verifiers: Iterable[NoteVerifier]) -> VerifiedNote:
         """Check every signature by a known key; see the module docstring for the rules."""
-        known: dict[tuple[str, int], Verifier] = {}
+        known: dict[tuple[str, int], NoteVerifier] = {}
         for verifier in verifiers:
             ident = (verifier.name, verifier.key_id)
             if ident in known and known[ident] is not verifier:
@@ -403,7 +403,7 @@ class VerifiedNote:
     verified: tuple[NoteSignature, ...]
     unverified: tuple[NoteSignature, ...]
 
-    def signed_by(self, verifier: Verifier) -> NoteSignature | None:
+    def signed_by(self, verifier: NoteVerifier) -> NoteSignature | None:
         for signature in self.verified:
             if (signature.name, signature.key_id) == (verifier.name, verifier.key_id):
                 return signature
@@ -415,12 +415,12 @@ def verifier_from_vkey(vkey: str) -> Ed25519Verifier | CosignatureV1Verifier:
     return VerifierKey.parse(vkey).verifier()
 
 
-def open_note(data: bytes, verifiers: Iterable[Verifier]) -> VerifiedNote:
+def open_note(data: bytes, verifiers: Iterable[NoteVerifier]) -> VerifiedNote:
     """Parse ``data`` and verify it against the trusted ``verifiers`` (raises unless one of them signed)."""
     return Note.parse(data).verify(verifiers)
 
 
-def sign_note(text: str, signers: Sequence[Signer], *, existing: Sequence[NoteSignature] = ()) -> bytes:
+def sign_note(text: str, signers: Sequence[NoteSigner], *, existing: Sequence[NoteSignature] = ()) -> bytes:
     """Serialise ``text`` with ``existing`` signatures followed by new ones from ``signers``.
 
     An existing signature by the same (name, key id) as a new signer is replaced, so re-signing is idempotent.

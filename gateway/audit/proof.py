@@ -27,7 +27,7 @@ from typing import Final, Protocol
 
 from gateway.audit.checkpoint import Checkpoint, open_checkpoint
 from gateway.audit.merkle import HASH_SIZE, leaf_hash, verify_inclusion
-from gateway.audit.note import Note, Verifier, decode_base64
+from gateway.audit.note import Note, NoteVerifier, decode_base64
 from gateway.audit.witness import verify_cosigned
 from gateway.errors import GatewayError, Reason
 
@@ -138,10 +138,10 @@ def verify_proof(
     data: bytes,
     *,
     origin: str,
-    log_verifiers: Iterable[Verifier],
+    log_verifiers: Iterable[NoteVerifier],
     entry: bytes | None = None,
     leaf: bytes | None = None,
-    cosigners: Sequence[Verifier] = (),
+    cosigners: Sequence[NoteVerifier] = (),
     quorum: int = 0,
     now: int | None = None,
 ) -> VerifiedProof:

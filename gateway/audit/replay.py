@@ -14,9 +14,9 @@ nothing on the notary's disk and nothing the broker's operator says. So this mod
    reordering shows exactly where);
 4. when Kafka records are available (from the broker, each partition read from its first offset and fetched
    by offset, or from a records dump), recomputes the leaf each record must have — which re-verifies its
-   signature, key validity and schema with :class:`gateway.contract.verify.Verifier` against the registry —
-   and requires it to be byte-identical to the logged one; every record must have its leaf and every leaf its
-   record (matched by topic/partition/offset; the data and record digests and the verdict must agree).
+   signature, key validity and schema with :class:`gateway.contract.verify.EventVerifier` against the registry
+   — and requires it to be byte-identical to the logged one; every record must have its leaf and every leaf
+   its record (matched by topic/partition/offset; the data and record digests and the verdict must agree).
    Recomputing a leaf is by far the most expensive step (~0.15 ms of CPU per record, over a third of it the
    Ed25519 check) and a pure function of the record, so with ``workers > 1`` worker processes do it, chunk
    by chunk, while the bookkeeping and the findings stay here, in record order (``record_checks``);
@@ -58,11 +58,11 @@ from gateway.audit import merkle
 from gateway.audit.checkpoint import Checkpoint, open_checkpoint
 from gateway.audit.leaf import ConsumedRecord, Leaf, RecordLike, leaf_for_record
 from gateway.audit.notary import CHECKPOINT_FILE, CHECKPOINT_HISTORY
-from gateway.audit.note import Note, Verifier
+from gateway.audit.note import Note, NoteVerifier
 from gateway.audit.tiles import TILE_HEIGHT, TILE_WIDTH, entries_path, tile_path
 from gateway.audit.witness import verify_cosigned
 from gateway.bus.kafka import KafkaSettings
-from gateway.contract.verify import Verifier as EventVerifier
+from gateway.contract.verify import EventVerifier
 from gateway.errors import GatewayError, Reason
 
 __all__ = [
@@ -278,10 +278,10 @@ class Auditor:
         self,
         log_dir: Path,
         *,
-        notary_keys: Sequence[Verifier],
+        notary_keys: Sequence[NoteVerifier],
         origin: str | None = None,
         event_verifier: EventVerifier | None = None,
-        cosigners: Sequence[Verifier] = (),
+        cosigners: Sequence[NoteVerifier] = (),
         quorum: int = 0,
         tolerate_lag: bool = False,
         max_findings: int = 10_000,

@@ -1,13 +1,13 @@
 """Cosigning checkpoints (c2sp.org/tlog-cosignature) and checking a quorum of cosignatures.
 
 Why: a notary that shows one history to one agency and another to a second (a *split view*) cannot be caught
-by either alone. Each other agency runs a :class:`Cosigner` (a witness in C2SP terms) that remembers, per log
+by either alone. Each other agency runs a :class:`Witness` (a witness in C2SP terms) that remembers, per log
 origin, the last checkpoint it cosigned and cosigns a new one only with a valid consistency proof from that
 one. An auditor who requires k of n agencies' cosignatures (:func:`verify_cosigned`) then knows that at least
 k independent parties saw that checkpoint extend everything they had seen before: to fork, the notary would
 need k colluding cosigners.
 
-The :class:`Cosigner` follows the add-checkpoint semantics of c2sp.org/tlog-witness (same checks, same order;
+The :class:`Witness` follows the add-checkpoint semantics of c2sp.org/tlog-witness (same checks, same order;
 :func:`parse_add_checkpoint` reads that request body), so an HTTP front end can be added without changing it.
 Cosignatures are Ed25519 cosignature/v1 (signature type 0x04, see :mod:`gateway.audit.note`).
 """
@@ -29,7 +29,7 @@ from gateway.audit.note import (
     CosignatureV1Signer,
     Note,
     NoteSignature,
-    Verifier,
+    NoteVerifier,
     cosignature_v1_timestamp,
     decode_base64,
     open_note,
@@ -39,7 +39,7 @@ from gateway.errors import GatewayError, Reason
 __all__ = [
     "MAX_CONSISTENCY_PROOF",
     "CosignedCheckpoint",
-    "Cosigner",
+    "Witness",
     "format_add_checkpoint",
     "parse_add_checkpoint",
     "verify_cosigned",
@@ -57,7 +57,7 @@ class _Cosigned:
     body: str  # the checkpoint note body we cosigned, kept as evidence
 
 
-class Cosigner:
+class Witness:
     """A witness for one or more logs: cosigns only checkpoints consistent with what it cosigned before.
 
     ``logs`` maps each trusted origin to the verifiers of that log's key(s). ``state_file`` (JSON) makes the
@@ -69,7 +69,7 @@ class Cosigner:
     def __init__(
         self,
         signer: CosignatureV1Signer,
-        logs: Mapping[str, Sequence[Verifier]],
+        logs: Mapping[str, Sequence[NoteVerifier]],
         *,
         state_file: Path | None = None,
         durable: bool = True,
@@ -87,7 +87,7 @@ class Cosigner:
     def name(self) -> str:
         return self._signer.name
 
-    def verifier(self) -> Verifier:
+    def verifier(self) -> NoteVerifier:
         """The verifier auditors configure for this cosigner (its vkey is ``str(verifier.vkey())``)."""
         return self._signer.verifier()
 
@@ -206,8 +206,8 @@ def verify_cosigned(
     note: bytes,
     *,
     origin: str,
-    log_verifiers: Iterable[Verifier],
-    cosigners: Sequence[Verifier],
+    log_verifiers: Iterable[NoteVerifier],
+    cosigners: Sequence[NoteVerifier],
     quorum: int,
     now: int | None = None,
     max_skew: int = 300,

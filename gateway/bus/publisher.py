@@ -25,7 +25,7 @@ from gateway.contract.envelope import Envelope
 from gateway.contract.policy import event_topic
 from gateway.contract.registry import Registry
 from gateway.contract.schemas import SchemaStore
-from gateway.contract.sign import Signer, build_event
+from gateway.contract.sign import EventSigner, build_event
 from gateway.errors import GatewayError, Reason
 
 __all__ = ["KafkaProducerLike", "Publisher"]
@@ -45,7 +45,7 @@ class Publisher:
     def __init__(
         self,
         *,
-        signer: Signer,
+        signer: EventSigner,
         registry: Registry,
         schemas: SchemaStore,
         outbox: Outbox,

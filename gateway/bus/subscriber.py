@@ -33,7 +33,7 @@ from gateway.bus.delivery import RetryPolicy, Sink, SinkError, deliver_with_retr
 from gateway.bus.inbox import Inbox, Outcome
 from gateway.bus.metrics import GatewayMetrics
 from gateway.contract.envelope import Envelope
-from gateway.contract.verify import Accepted, Verifier
+from gateway.contract.verify import Accepted, EventVerifier
 from gateway.errors import Reason, Rejected
 
 __all__ = ["DLQ_HEADERS", "Route", "Subscriber"]
@@ -83,7 +83,7 @@ class Subscriber:
         self,
         *,
         party: str,
-        verifier: Verifier,
+        verifier: EventVerifier,
         inbox: Inbox,
         routes: Sequence[Route],
         dlq_topic: str,

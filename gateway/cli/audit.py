@@ -285,7 +285,7 @@ def _kafka(args: argparse.Namespace) -> Any:
 def _event_verifier(registry: Loader, schemas: Loader, args: argparse.Namespace) -> Any:
     """The records' verifier (registry and schemas, no sealing key). Module level, so that with
     ``--workers`` each worker process builds its own the same way from the same options (it pickles)."""
-    from gateway.contract.verify import Verifier as EventVerifier  # noqa: PLC0415 - keep CLI start-up light
+    from gateway.contract.verify import EventVerifier  # noqa: PLC0415 - keep CLI start-up light
 
     return EventVerifier(registry=registry(args), schemas=schemas(args))
 

@@ -29,9 +29,9 @@ from gateway.contract.keys import (
 )
 from gateway.contract.registry import Registry
 from gateway.contract.schemas import SchemaStore, default_schema_root
-from gateway.contract.sign import Signer, build_event
+from gateway.contract.sign import EventSigner, build_event
 from gateway.contract.strictjson import parse_json
-from gateway.contract.verify import Accepted, Verifier
+from gateway.contract.verify import Accepted, EventVerifier
 from gateway.errors import GatewayError, Reason
 from gateway.runtime.config import GatewayConfig, env_overrides
 from gateway.runtime.gateway import Gateway
@@ -103,7 +103,7 @@ def _sign(args: argparse.Namespace) -> int:
     if not isinstance(data, dict):
         raise GatewayError(Reason.SCHEMA_INVALID, "the payload must be a JSON object")
     event = build_event(
-        signer=Signer(party=args.party, kid=kid, key=key),
+        signer=EventSigner(party=args.party, kid=kid, key=key),
         registry=registry,
         schemas=_schemas(args),
         event_type=args.type,
@@ -123,7 +123,9 @@ def _verify(args: argparse.Namespace) -> int:
     for path in args.seal_key:
         key = SealingKey.load(Path(path), passphrase)
         sealing[_kid_for(registry, args.party, key.public_key)] = key
-    verifier = Verifier(registry=registry, schemas=_schemas(args), party=args.party, sealing_keys=sealing)
+    verifier = EventVerifier(
+        registry=registry, schemas=_schemas(args), party=args.party, sealing_keys=sealing
+    )
     verdict = verifier.verify_structured(_read_input(args.event))
     if isinstance(verdict, Accepted):
         event = verdict.event

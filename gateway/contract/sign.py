@@ -24,13 +24,13 @@ from gateway.contract.schemas import MessageSchema, SchemaStore
 from gateway.contract.seal import EventBinding, Recipient, seal
 from gateway.errors import GatewayError, Reason
 
-__all__ = ["Signer", "build_event", "sign_envelope"]
+__all__ = ["EventSigner", "build_event", "sign_envelope"]
 
 _SIGNED_EXTATTRS: Final = ",".join(SIGNED_EXTENSIONS)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Signer:
+class EventSigner:
     """A party's identity for signing: the party id (= CloudEvents ``source``), key id and private key."""
 
     party: str
@@ -40,7 +40,7 @@ class Signer:
 
 def build_event(
     *,
-    signer: Signer,
+    signer: EventSigner,
     registry: Registry,
     schemas: SchemaStore,
     event_type: str,
@@ -102,14 +102,14 @@ def build_event(
     return envelope.with_signature(_SIGNED_EXTATTRS, dssematerial)
 
 
-def sign_envelope(envelope: Envelope, signer: Signer) -> Envelope:
+def sign_envelope(envelope: Envelope, signer: EventSigner) -> Envelope:
     """Add ``signedextattrs`` and ``dssematerial`` (spec "Signature" protocol, steps 2-7)."""
     unsigned = envelope.with_extensions(signedextattrs=_SIGNED_EXTATTRS)
     material = verification_material(unsigned.attributes(), unsigned.data, SIGNED_EXTENSIONS)
     return unsigned.with_signature(_SIGNED_EXTATTRS, _dssematerial(material, signer))
 
 
-def _dssematerial(material: bytes, signer: Signer) -> str:
+def _dssematerial(material: bytes, signer: EventSigner) -> str:
     """The ``dssematerial`` value: a DSSE envelope of ``material`` with ``signer``'s signature, base64."""
     signature = DsseSignature(signer.kid, signer.key.sign(pae(PAYLOAD_TYPE, material)))
     return DsseEnvelope(PAYLOAD_TYPE, material, (signature,)).to_b64()

@@ -36,7 +36,7 @@ from gateway.contract.schemas import MessageSchema, SchemaStore
 from gateway.contract.seal import EventBinding, open_sealed
 from gateway.errors import GatewayError, Reason, Rejected
 
-__all__ = ["Accepted", "Rejected", "Verdict", "Verifier"]
+__all__ = ["Accepted", "EventVerifier", "Rejected", "Verdict"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -76,7 +76,7 @@ def _instant_memo(time: str) -> datetime:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Verifier:
+class EventVerifier:
     """Verification policy for one party. Construct once; call ``verify_*`` per record."""
 
     registry: Registry

@@ -38,8 +38,8 @@ from gateway.contract.keys import SealingKey, SigningKey
 from gateway.contract.policy import dlq_topic, own_topics, readable_topics
 from gateway.contract.registry import Registry
 from gateway.contract.schemas import SchemaStore
-from gateway.contract.sign import Signer
-from gateway.contract.verify import Verifier
+from gateway.contract.sign import EventSigner
+from gateway.contract.verify import EventVerifier
 from gateway.errors import GatewayError, Reason
 from gateway.runtime.config import GatewayConfig
 from gateway.runtime.ops import (
@@ -113,8 +113,8 @@ class Gateway:
         for path in config.sealing_keys:
             key = SealingKey.load(path, passphrase)
             sealing[self._own_kid(key.public_key.raw, "seal", path)] = key
-        self.signer = Signer(party=self.party, kid=kid, key=signing)
-        self.verifier = Verifier(
+        self.signer = EventSigner(party=self.party, kid=kid, key=signing)
+        self.verifier = EventVerifier(
             registry=self.registry, schemas=self.schemas, party=self.party, sealing_keys=sealing,
             limits=config.limits,
         )  # fmt: skip

@@ -38,7 +38,7 @@ from gateway.bus.metrics import METRICS_CONTENT_TYPE, GatewayMetrics
 from gateway.contract.keys import PublicKey, SigningKey
 from gateway.contract.registry import Registry
 from gateway.contract.schemas import SchemaStore
-from gateway.contract.sign import Signer
+from gateway.contract.sign import EventSigner
 from gateway.errors import GatewayError, Reason
 
 __all__ = [
@@ -218,7 +218,7 @@ async def stop_ops_server(runner: web.AppRunner) -> None:
 
 
 def signing_key_check(
-    signer: Signer,
+    signer: EventSigner,
     public_key: PublicKey,
     *,
     load: Callable[[], SigningKey] | None = None,

@@ -33,7 +33,7 @@ from gateway.contract.policy import dlq_topic, topic_for
 from gateway.contract.registry import Registry
 from gateway.contract.schemas import SchemaStore
 from gateway.contract.seal import EventBinding, Recipient, seal
-from gateway.contract.sign import Signer, build_event, sign_envelope
+from gateway.contract.sign import EventSigner, build_event, sign_envelope
 from gateway.contract.verify import Accepted
 from gateway.errors import Reason
 from gateway.sandbox.memory import MemorySink
@@ -86,7 +86,7 @@ def synthetic_names() -> list[str]:
 
 
 def sign_unvalidated(
-    signer: Signer, registry: Registry, schemas: SchemaStore, payload: Mapping[str, Any], reader: str
+    signer: EventSigner, registry: Registry, schemas: SchemaStore, payload: Mapping[str, Any], reader: str
 ) -> Envelope:
     """Seal and sign ``payload`` as a referral without validating it (a broken or hostile producer)."""
     schema = schemas.latest(REFERRAL)
@@ -127,14 +127,14 @@ class Bad:
 def bad_records(publisher: Node, reader: Node) -> list[Bad]:
     gateway = publisher.gateway
     registry, schemas = gateway.registry, gateway.schemas
-    own = Signer(party=KCH, kid=gateway.signer.kid, key=SigningKey.load(gateway.config.signing_key))
+    own = EventSigner(party=KCH, kid=gateway.signer.kid, key=SigningKey.load(gateway.config.signing_key))
     reader_signer = reader.gateway.signer
-    stolen = Signer(  # Kemensos's real, registered key, claiming to be KBRI Kuching
+    stolen = EventSigner(  # Kemensos's real, registered key, claiming to be KBRI Kuching
         party=KCH, kid=reader_signer.kid, key=SigningKey.load(reader.gateway.config.signing_key)
     )
-    ghost = Signer(party=KCH, kid=f"{KCH}-sig-ghost", key=SigningKey.generate())
+    ghost = EventSigner(party=KCH, kid=f"{KCH}-sig-ghost", key=SigningKey.generate())
 
-    def event(signer: Signer) -> Envelope:
+    def event(signer: EventSigner) -> Envelope:
         return build_event(
             signer=signer,
             registry=registry,

@@ -35,7 +35,7 @@ from gateway.audit.leaf import Leaf
 from gateway.audit.notary import Notary, NotaryConfig
 from gateway.audit.note import CosignatureV1Signer, Ed25519Signer, sign_note, verifier_from_vkey
 from gateway.audit.tiles import TileLog
-from gateway.audit.witness import Cosigner, verify_cosigned
+from gateway.audit.witness import Witness, verify_cosigned
 from gateway.bus.kafka import KafkaSettings
 from gateway.cli.main import main
 from gateway.contract.keys import SigningKey, write_private_pem
@@ -376,7 +376,7 @@ async def test_cosigner_cosigns_successive_checkpoints_and_refuses_a_fork(
     vkey = notary_vkey(config_path)
     notary_verifier = verifier_from_vkey(vkey)
     state = tmp_path / "cosigner" / "state.json"
-    cosigner = Cosigner(
+    cosigner = Witness(
         CosignatureV1Signer("kemensos.cosigner", SigningKey.load(cosigner_key)),
         {notary_verifier.name: [notary_verifier]},
         state_file=state,
@@ -440,7 +440,7 @@ async def test_cosigner_cosigns_successive_checkpoints_and_refuses_a_fork(
     forged = [*honest[:10], honest[11], *honest[11:], *honest[:10]]
     signer = Ed25519Signer(notary.origin, SigningKey.load(NotaryConfig.load(config_path).key_file))
     runner = await _forked_notary(signer, forged, tmp_path / "forked")
-    cosigner = Cosigner(
+    cosigner = Witness(
         CosignatureV1Signer("kemensos.cosigner", SigningKey.load(cosigner_key)),
         {notary_verifier.name: [notary_verifier]},
         state_file=state,

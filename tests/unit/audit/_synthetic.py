@@ -25,7 +25,7 @@ from gateway.audit.tiles import TileLog
 from gateway.contract.keys import SigningKey
 from gateway.contract.policy import event_topic
 from gateway.contract.schemas import SchemaStore
-from gateway.contract.verify import Verifier
+from gateway.contract.verify import EventVerifier
 from tests.world import World, example
 
 KBRI = "kemlu.kbri-kuching"
@@ -49,8 +49,8 @@ class Run:
     def vkey(self) -> str:
         return str(self.signer.verifier().vkey())
 
-    def verifier(self) -> Verifier:
-        return Verifier(registry=self.world.registry, schemas=self.world.schemas)
+    def verifier(self) -> EventVerifier:
+        return EventVerifier(registry=self.world.registry, schemas=self.world.schemas)
 
 
 def _events(world: World) -> list[tuple[str, bytes, bytes, tuple[tuple[str, bytes | None], ...]]]:
@@ -143,7 +143,7 @@ def build_run(root: Path, count: int = 300) -> Run:
     registry_file = root / "registry.toml"
     registry_file.write_bytes(tomli_w.dumps(dict(world.document)).encode("utf-8"))
     records = make_records(world, count)
-    verifier = Verifier(registry=world.registry, schemas=world.schemas)
+    verifier = EventVerifier(registry=world.registry, schemas=world.schemas)
     entries = [leaf_for_record(record, verifier).encode() for record in records]
     key = SigningKey.generate()
     signer = Ed25519Signer(ORIGIN, key)

@@ -13,7 +13,7 @@ from gateway.audit.checkpoint import Checkpoint, deployment_origin, sign_checkpo
 from gateway.audit.note import CosignatureV1Signer, Ed25519Signer, Note, NoteSignature
 from gateway.audit.witness import (
     CosignedCheckpoint,
-    Cosigner,
+    Witness,
     format_add_checkpoint,
     parse_add_checkpoint,
     verify_cosigned,
@@ -42,9 +42,9 @@ def _proof(m: int, n: int, tree: ListTree = _HONEST) -> list[bytes]:
     return merkle.consistency_proof(m, n, tree.hash_at)
 
 
-def _witness(name: str = "kemlu.example/witness", state: Path | None = None) -> Cosigner:
+def _witness(name: str = "kemlu.example/witness", state: Path | None = None) -> Witness:
     signer = CosignatureV1Signer(name, SigningKey.generate(), clock=lambda: _NOW)
-    return Cosigner(signer, {_ORIGIN: [_LOG.verifier()]}, state_file=state)
+    return Witness(signer, {_ORIGIN: [_LOG.verifier()]}, state_file=state)
 
 
 def _reason(excinfo: pytest.ExceptionInfo[GatewayError]) -> object:
@@ -120,20 +120,20 @@ def test_state_survives_a_restart(tmp_path: Path) -> None:
     state = tmp_path / "witness.json"
     key = SigningKey.generate()
     signer = CosignatureV1Signer("kemlu.example/witness", key, clock=lambda: _NOW)
-    first = Cosigner(signer, {_ORIGIN: [_LOG.verifier()]}, state_file=state)
+    first = Witness(signer, {_ORIGIN: [_LOG.verifier()]}, state_file=state)
     first.add_checkpoint(_checkpoint(20), old_size=0, proof=[])
     assert json.loads(state.read_text())["logs"][_ORIGIN]["checkpoint"].startswith(_ORIGIN + "\n20\n")
-    second = Cosigner(signer, {_ORIGIN: [_LOG.verifier()]}, state_file=state)
+    second = Witness(signer, {_ORIGIN: [_LOG.verifier()]}, state_file=state)
     assert second.latest_size(_ORIGIN) == 20
     with pytest.raises(GatewayError):
         second.add_checkpoint(_checkpoint(20, _FORKED), old_size=20, proof=[])
     state.write_text("{not json")
     with pytest.raises(GatewayError) as caught:
-        Cosigner(signer, {_ORIGIN: [_LOG.verifier()]}, state_file=state)
+        Witness(signer, {_ORIGIN: [_LOG.verifier()]}, state_file=state)
     assert _reason(caught) == Reason.TLOG_CORRUPT
 
 
-def _cosigned(size: int, witnesses: list[Cosigner]) -> bytes:
+def _cosigned(size: int, witnesses: list[Witness]) -> bytes:
     note = _checkpoint(size)
     lines = "".join(w.add_checkpoint(note, old_size=0, proof=[]) for w in witnesses)
     return note + lines.encode()

@@ -22,13 +22,13 @@ from gateway.audit.leaf import (
 )
 from gateway.audit.tiles import MAX_ENTRY_SIZE
 from gateway.contract.canonical import canonical_json
-from gateway.contract.verify import Verifier
+from gateway.contract.verify import EventVerifier
 from gateway.errors import GatewayError, Reason
 from tests.unit.audit._synthetic import KBRI, make_records
 from tests.world import World, example
 
 _WORLD = World.build()
-_VERIFIER = Verifier(registry=_WORLD.registry, schemas=_WORLD.schemas)
+_VERIFIER = EventVerifier(registry=_WORLD.registry, schemas=_WORLD.schemas)
 
 
 def _referral_record(**changes: object) -> ConsumedRecord:

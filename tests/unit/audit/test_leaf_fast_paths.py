@@ -18,14 +18,14 @@ import pytest
 
 from gateway.audit.leaf import MAX_DSSE_CHARS, Leaf, _by_name, _dssematerial, _unb64, leaf_for_record
 from gateway.contract.canonical import canonical_json
-from gateway.contract.verify import Verifier
+from gateway.contract.verify import EventVerifier
 from gateway.errors import GatewayError
 from tests.unit.audit._synthetic import make_records
 from tests.world import World
 
 _WORLD = World.build()
 _ENTRIES = [
-    leaf_for_record(record, Verifier(registry=_WORLD.registry, schemas=_WORLD.schemas)).encode()
+    leaf_for_record(record, EventVerifier(registry=_WORLD.registry, schemas=_WORLD.schemas)).encode()
     for record in make_records(_WORLD, 60)  # signed, junk, a tombstone, a dead-lettered copy
 ]
 

@@ -14,7 +14,7 @@ from gateway.audit.checkpoint import Checkpoint, deployment_origin, sign_checkpo
 from gateway.audit.note import CosignatureV1Signer, Ed25519Signer, Note
 from gateway.audit.proof import PROOF_HEADER, TlogProof, create_proof, verify_proof
 from gateway.audit.tiles import TileLog
-from gateway.audit.witness import Cosigner
+from gateway.audit.witness import Witness
 from gateway.contract.keys import SigningKey
 from gateway.errors import GatewayError, Reason
 from tests.paths import VECTORS
@@ -118,7 +118,7 @@ def test_wrong_key_or_origin(log: TileLog) -> None:
 
 def test_with_a_cosigner_quorum(log: TileLog) -> None:
     witnesses = [
-        Cosigner(
+        Witness(
             CosignatureV1Signer(
                 f"agency{i}.example/witness", SigningKey.generate(), clock=lambda: 1_800_000_000
             ),

@@ -30,11 +30,11 @@ from gateway.audit.notary import CHECKPOINT_HISTORY, CheckpointStore
 from gateway.audit.note import CosignatureV1Signer, Ed25519Signer, sign_note
 from gateway.audit.replay import Auditor, AuditReport, Finding, read_records_dump
 from gateway.audit.tiles import TileLog, entries_path, tile_path
-from gateway.audit.witness import Cosigner
+from gateway.audit.witness import Witness
 from gateway.cli.main import main
 from gateway.contract.keys import SigningKey
 from gateway.contract.registry import Registry
-from gateway.contract.verify import Verifier
+from gateway.contract.verify import EventVerifier
 from gateway.errors import Reason
 from tests.unit.audit._synthetic import KBRI, ORIGIN, Run, build_run, rebuilt_log, write_log
 
@@ -64,7 +64,7 @@ def _audit(
     quorum: int = 0,
     tolerate_lag: bool = False,
 ) -> AuditReport:
-    verifier = Verifier(registry=registry or run.world.registry, schemas=run.world.schemas)
+    verifier = EventVerifier(registry=registry or run.world.registry, schemas=run.world.schemas)
     with Auditor(
         log_dir,
         notary_keys=[run.signer.verifier()],
@@ -341,7 +341,7 @@ def test_forked_checkpoints_signed_by_the_notary(run: Run, log_copy: Path) -> No
 
 
 def test_quorum_of_cosignatures(run: Run, log_copy: Path, tmp_path: Path) -> None:
-    witness = Cosigner(
+    witness = Witness(
         CosignatureV1Signer("kemensos.cosigner", SigningKey.generate()), {ORIGIN: [run.signer.verifier()]}
     )
     store = CheckpointStore(log_copy, origin=ORIGIN, verifiers=[run.signer.verifier()], durable=False)
@@ -386,7 +386,7 @@ def test_leaf_whose_record_is_gone_from_kafka(run: Run) -> None:
 
 
 def test_leaves_past_retention_are_not_findings(run: Run) -> None:
-    verifier = Verifier(registry=run.world.registry, schemas=run.world.schemas)
+    verifier = EventVerifier(registry=run.world.registry, schemas=run.world.schemas)
     first = run.records[:20]
     with Auditor(run.log_dir, notary_keys=[run.signer.verifier()], event_verifier=verifier) as auditor:
         auditor.load_stored_checkpoints()
@@ -429,7 +429,7 @@ def test_verdicts_re_verified_against_the_registry(run: Run) -> None:
 
 
 def test_findings_are_capped_but_counted(run: Run, tmp_path: Path) -> None:
-    verifier = Verifier(registry=run.world.registry, schemas=run.world.schemas)
+    verifier = EventVerifier(registry=run.world.registry, schemas=run.world.schemas)
     log = rebuilt_log(run, tmp_path / "log", run.entries[:10])
     with Auditor(
         log, notary_keys=[run.signer.verifier()], event_verifier=verifier, max_findings=5

@@ -27,16 +27,16 @@ from gateway.audit.replay import Auditor, write_records_dump
 from gateway.cli.main import main
 from gateway.contract.registry import Registry
 from gateway.contract.schemas import SchemaStore
-from gateway.contract.verify import Verifier
+from gateway.contract.verify import EventVerifier
 from gateway.errors import GatewayError, Reason
 from tests.unit.audit._synthetic import KBRI, Run, build_run, rebuilt_log
 
 DELETED, ALTERED, REWRITTEN, GONE, DUPLICATED = 120, 40, 200, 60, 75
 
 
-def verifier_from_files(registry: Path, schemas: Path) -> Verifier:
+def verifier_from_files(registry: Path, schemas: Path) -> EventVerifier:
     """The factory the workers call (module level: it pickles by name)."""
-    return Verifier(registry=Registry.load(registry), schemas=SchemaStore.load(schemas))
+    return EventVerifier(registry=Registry.load(registry), schemas=SchemaStore.load(schemas))
 
 
 @dataclass
@@ -51,7 +51,7 @@ class Tampered:
     def schemas(self) -> Path:
         return self.run.world.schemas.root
 
-    def factory(self, registry: Path | None = None) -> functools.partial[Verifier]:
+    def factory(self, registry: Path | None = None) -> functools.partial[EventVerifier]:
         return functools.partial(verifier_from_files, registry or self.registry, self.schemas)
 
 

@@ -12,7 +12,7 @@ import pytest
 from gateway.contract.canonical import canonical_json
 from gateway.contract.envelope import Envelope
 from gateway.contract.keys import SigningKey
-from gateway.contract.sign import Signer, sign_envelope
+from gateway.contract.sign import EventSigner, sign_envelope
 from gateway.contract.verify import Accepted, Rejected
 from gateway.errors import GatewayError, Reason
 from tests.world import World, example
@@ -33,7 +33,9 @@ def _rejected(world: World, event: Envelope | bytes, party: str = "kemensos") ->
     return verdict
 
 
-def _resign(world: World, event: Envelope, data: dict[str, Any], signer: Signer | None = None) -> Envelope:
+def _resign(
+    world: World, event: Envelope, data: dict[str, Any], signer: EventSigner | None = None
+) -> Envelope:
     """Re-sign ``event`` with different wire data, as a producer holding a valid key could."""
     attributes = {k: v for k, v in event.attributes().items() if k not in ("dssematerial", "signedextattrs")}
     unsigned = Envelope.from_attributes(attributes, canonical_json(data))
@@ -53,12 +55,12 @@ def test_baseline_referral_is_accepted(world: World) -> None:
 
 def test_wrong_key(world: World) -> None:
     """The registered kid, but the signature was made by some other key."""
-    impostor = Signer(party=KBRI, kid=world.members[KBRI].signer.kid, key=SigningKey.generate())
+    impostor = EventSigner(party=KBRI, kid=world.members[KBRI].signer.kid, key=SigningKey.generate())
     assert _rejected(world, _referral_event(world, signer=impostor)).reason == Reason.SIG_INVALID
 
 
 def test_unknown_kid(world: World) -> None:
-    ghost = Signer(party=KBRI, kid="kbri-kuching-sig-ghost", key=SigningKey.generate())
+    ghost = EventSigner(party=KBRI, kid="kbri-kuching-sig-ghost", key=SigningKey.generate())
     assert _rejected(world, _referral_event(world, signer=ghost)).reason == Reason.KEY_UNKNOWN
 
 
@@ -91,7 +93,7 @@ def test_key_not_yet_valid(world: World) -> None:
 def test_spoofed_source(world: World) -> None:
     """A valid kemensos signature on an event claiming to come from iom."""
     kemensos = world.members["kemensos"].signer
-    spoof = Signer(party="iom", kid=kemensos.kid, key=kemensos.key)
+    spoof = EventSigner(party="iom", kid=kemensos.kid, key=kemensos.key)
     event = world.event(REFERRAL, _referral(), by="iom", signer=spoof, recipients=["kemensos"])
     assert event.source == "iom"
     assert _rejected(world, event).reason == Reason.KEY_WRONG_PARTY

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 from gateway.contract.envelope import Envelope
-from gateway.contract.verify import Accepted, Verifier
+from gateway.contract.verify import Accepted, EventVerifier
 from tests.world import World, example
 
 CHANGES = 1000
@@ -29,7 +29,7 @@ def _flip(raw: bytes, rng: random.Random, lo: int = 0, hi: int | None = None) ->
 def test_structured_single_byte_changes_are_never_accepted(world: World) -> None:
     rng = random.Random(20261128)  # fixed seed: a failure is reproducible
     raw = _signed(world).to_structured()
-    verifier: Verifier = world.verifier("kemensos")
+    verifier: EventVerifier = world.verifier("kemensos")
     assert isinstance(verifier.verify_structured(raw), Accepted)
     accepted = [
         m
