@@ -1,7 +1,7 @@
 """``gateway audit ...`` and ``gateway notary run``: the command-line side of the audit log.
 
-Registered by ``gateway.cli.main._add_audit_commands``; the registry and schema look-ups (which read the
-environment) are passed in from there, so this module reads no environment variable itself.
+Registered by :mod:`gateway.cli.main`; the registry and schemas are found as for every other command
+(:mod:`gateway.cli._common`).
 
 Exit codes as everywhere: 0 success (``verify``/``check-receipt``: verified), 1 a finding or a failed
 verification, 2 usage or configuration error (``GatewayError`` raised to ``main``).
@@ -21,8 +21,7 @@ from typing import Any
 
 import orjson
 
-from gateway.contract.registry import Registry
-from gateway.contract.schemas import SchemaStore
+from gateway.cli._common import load_registry, load_schemas
 from gateway.errors import GatewayError, Reason
 from gateway.runtime.signals import stop_on_signals
 from gateway.settings import read_passphrase
@@ -32,16 +31,11 @@ __all__ = ["add_commands"]
 Loader = Callable[[argparse.Namespace], Any]
 
 
-def add_commands(
-    sub: Any,
-    *,
-    registry: Callable[[argparse.Namespace], Registry],
-    schemas: Callable[[argparse.Namespace], SchemaStore],
-) -> None:
+def add_commands(sub: Any) -> None:
     """Add the ``notary`` and ``audit`` command groups to the ``gateway`` parser's subcommands."""
 
     def with_loaders(handler: Callable[..., int]) -> Callable[[argparse.Namespace], int]:
-        return lambda args: handler(args, registry, schemas)
+        return lambda args: handler(args, load_registry, load_schemas)
 
     notary = sub.add_parser("notary", help="the audit notary").add_subparsers(required=True, metavar="ACTION")
     run = notary.add_parser(
