@@ -781,9 +781,9 @@ class Notary:
             while True:
                 try:
                     if self._producer is None:
-                        producer = AIOKafkaProducer(**self.kafka.producer_kwargs())
-                        await producer.start()
-                        self._producer = producer
+                        # assigned before start(): a start that fails is stopped below, never leaked
+                        self._producer = AIOKafkaProducer(**self.kafka.producer_kwargs())
+                        await self._producer.start()
                     if not ensured:
                         with contextlib.suppress(GatewayError):
                             await ensure_topics(

@@ -429,20 +429,20 @@ def test_sigkill_while_appending(tmp_path: Path) -> None:
     directory = tmp_path / "log"
     acknowledged = 0
     for delay in (0.15, 0.3, 0.05):
-        process = subprocess.Popen(
+        with subprocess.Popen(
             [sys.executable, "-c", _WRITER, str(directory)],
             cwd=_REPO,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env={**os.environ, "PYTHONPATH": str(_REPO)},
-        )
-        assert process.stdout is not None
-        first = process.stdout.readline()  # wait until it is appending
-        assert first, process.stderr.read() if process.stderr else ""
-        time.sleep(delay)
-        process.send_signal(signal.SIGKILL)
-        lines = first + process.stdout.read()
-        process.wait()
+        ) as process:
+            assert process.stdout is not None
+            first = process.stdout.readline()  # wait until it is appending
+            assert first, process.stderr.read() if process.stderr else ""
+            time.sleep(delay)  # where in the appending the kill lands; nothing is timed
+            process.send_signal(signal.SIGKILL)
+            lines = first + process.stdout.read()
+            process.wait()
         printed = [int(x) for x in lines.split()]
         acknowledged = max(acknowledged, *printed)
         with TileLog.open(directory) as log:
