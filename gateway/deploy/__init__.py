@@ -1,1 +1,1 @@
-"""TODO"""
+"""Production deployment files derived from the party registry: Kafka topics, SCRAM users, literal ACLs."""

@@ -1,1 +1,6 @@
-"""TODO"""
+"""One party's gateway as a process: configuration, lifecycle, sources and sinks, operations surface.
+
+:mod:`.config` (the TOML file), :mod:`.gateway` (the ordered lifecycle), :mod:`.plugins` (sources and sinks
+by kind, adapters by entry point), :mod:`.sources` (drop folders), :mod:`.webhook` (HTTP sink),
+:mod:`.ops` (``/healthz``, ``/readyz``, ``/metrics``), :mod:`.logs` (redacting JSON logs), :mod:`.signals`.
+"""
