@@ -1,6 +1,6 @@
 """The performance shortcuts on the hot paths give exactly what the straightforward code gives.
 
-Each shortcut (docs/PERFORMANCE.md, "Changes to the gateway") is checked against the reference it replaces:
+Each shortcut (docs/PERFORMANCE.md, "Hot-path shortcuts") is checked against the reference it replaces:
 one walk instead of two for the canonical check, orjson instead of the strict parser for canonical DSSE
 envelopes, ``bytes.translate`` instead of a regular expression for base64, memoised pure functions, fewer
 envelope copies when signing, and the subscriber's per-batch inbox query with its one-event crash window.
