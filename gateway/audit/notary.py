@@ -71,6 +71,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from gateway.audit import _fs
 from gateway.audit.checkpoint import Checkpoint, SignedCheckpoint, deployment_origin, open_checkpoint
+from gateway.audit.layout import CHECKPOINT_FILE, CHECKPOINT_HISTORY, checkpoint_path, checkpoint_size
 from gateway.audit.leaf import ConsumedRecord, Leaf, RecordLike, leaf_for_record
 from gateway.audit.merkle import EMPTY_ROOT, leaf_hash, verify_consistency
 from gateway.audit.note import (
@@ -98,8 +99,6 @@ from gateway.runtime.signals import stop_on_signals
 from gateway.settings import load_toml, read_passphrase
 
 __all__ = [
-    "CHECKPOINT_FILE",
-    "CHECKPOINT_HISTORY",
     "CHECKPOINT_TOPIC",
     "TOPIC_PATTERN",
     "CheckpointStore",
@@ -112,10 +111,6 @@ _log = structlog.get_logger(__name__)
 #: Exchange and dead-letter topics of every party and major version.
 TOPIC_PATTERN: Final = r"^xchg\..*\.(case|alert|dlq)\.v[0-9]+$"
 CHECKPOINT_TOPIC: Final = "xchg.notary.checkpoints.v1"
-#: The latest signed checkpoint, at the tlog-tiles location (``<prefix>/checkpoint``).
-CHECKPOINT_FILE: Final = "checkpoint"
-#: Every checkpoint ever signed: ``checkpoints/<size>`` (decimal), cosignatures attached as they arrive.
-CHECKPOINT_HISTORY: Final = "checkpoints"
 _INDEX_FILE: Final = "index.sqlite"
 _POLL_MS: Final = 300
 _QUIET_POLLS: Final = 1  # empty polls, once every partition's end is reached, before a sync is answered
@@ -273,15 +268,13 @@ class CheckpointStore:
         self._durable = durable
 
     def path(self, size: int) -> Path:
-        return self._dir / CHECKPOINT_HISTORY / str(size)
+        return self._dir / checkpoint_path(size)
 
     def sizes(self) -> list[int]:
         folder = self._dir / CHECKPOINT_HISTORY
         if not folder.is_dir():
             return []
-        return sorted(
-            int(p.name) for p in folder.iterdir() if p.name.isdigit() and p.name == str(int(p.name))
-        )
+        return sorted(size for p in folder.iterdir() if (size := checkpoint_size(p.name)) is not None)
 
     def get(self, size: int) -> bytes | None:
         try:

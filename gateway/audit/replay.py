@@ -56,10 +56,23 @@ import orjson
 
 from gateway.audit import merkle
 from gateway.audit.checkpoint import Checkpoint, open_checkpoint
+from gateway.audit.layout import (
+    CHECKPOINT_FILE,
+    CHECKPOINT_HISTORY,
+    STATE_FILE,
+    TILE_HEIGHT,
+    TILE_WIDTH,
+    bundle_prefix,
+    checkpoint_size,
+    decode_state,
+    entries_path,
+    split_bundle,
+    tile_hashes,
+    tile_path,
+    tile_root,
+)
 from gateway.audit.leaf import ConsumedRecord, Leaf, RecordLike, leaf_for_record
-from gateway.audit.notary import CHECKPOINT_FILE, CHECKPOINT_HISTORY
 from gateway.audit.note import Note, NoteVerifier
-from gateway.audit.tiles import TILE_HEIGHT, TILE_WIDTH, entries_path, tile_path
 from gateway.audit.witness import verify_cosigned
 from gateway.bus.kafka import KafkaSettings
 from gateway.contract.verify import EventVerifier
@@ -79,7 +92,6 @@ __all__ = [
 
 REPORT_FORMAT: Final = "xchg-audit-report/v1"
 _HASH: Final = merkle.HASH_SIZE
-_STATE_HEADER: Final = b"xchg-tlog-state/v1"
 _FLUSH: Final = 2000
 
 
@@ -347,7 +359,7 @@ class Auditor:
         if history.is_dir():
             for path in sorted(history.iterdir(), key=lambda p: (len(p.name), p.name)):
                 # only <size> files: a crash may leave a torn "<size>.tmp" that was never a checkpoint
-                if path.is_file() and re.fullmatch(r"0|[1-9][0-9]*", path.name):
+                if path.is_file() and checkpoint_size(path.name) is not None:
                     self.add_checkpoint(path.read_bytes(), str(path))
 
     def add_checkpoint(self, note: bytes, source: str) -> None:
@@ -399,24 +411,16 @@ class Auditor:
 
     # ---- the log -------------------------------------------------------------------------------------
     def _read_state(self) -> tuple[int, bytes] | None:
-        path = self._dir / "state"
+        path = self._dir / STATE_FILE
         try:
-            lines = path.read_bytes().split(b"\n")
+            data = path.read_bytes()
         except OSError:
             self._find(Reason.TLOG_CORRUPT, "the log has no readable state file", source=str(path))
             return None
-        if (
-            len(lines) == 4
-            and lines[0] == _STATE_HEADER
-            and lines[3] == b""
-            and re.fullmatch(rb"0|[1-9][0-9]*", lines[1])
-        ):
-            with contextlib.suppress(ValueError):
-                root = base64.b64decode(lines[2], validate=True)
-                if len(root) == _HASH:
-                    return int(lines[1]), root
-        self._find(Reason.TLOG_CORRUPT, "the state file is malformed", source=str(path))
-        return None
+        state = decode_state(data)
+        if state is None:
+            self._find(Reason.TLOG_CORRUPT, "the state file is malformed", source=str(path))
+        return state
 
     def _read_file(self, relative: str) -> bytes | None:
         try:
@@ -430,7 +434,7 @@ class Auditor:
         if data is None and width < TILE_WIDTH:  # a partial bundle may be gone once full (tlog-tiles)
             full = self._read_file(entries_path(index))
             if full is not None:
-                relative, data = entries_path(index), _bundle_prefix(full, width)
+                relative, data = entries_path(index), bundle_prefix(full, width)
         if data is None:
             self._find(
                 Reason.TLOG_CORRUPT,
@@ -439,15 +443,8 @@ class Auditor:
                 source=relative,
             )
             return None
-        entries: list[bytes] = []
-        offset = 0
-        while offset + 2 <= len(data) and len(entries) < width:
-            length = int.from_bytes(data[offset : offset + 2], "big")
-            if offset + 2 + length > len(data):
-                break
-            entries.append(data[offset + 2 : offset + 2 + length])
-            offset += 2 + length
-        if len(entries) != width or offset != len(data):
+        entries, exact = split_bundle(data, width)
+        if not exact:
             self._find(
                 Reason.TLOG_CORRUPT,
                 f"entry bundle {relative} does not hold exactly {width} length-prefixed entries",
@@ -468,7 +465,7 @@ class Auditor:
             what = "missing" if data is None else f"{len(data)} bytes, not {width * _HASH}"
             self._find(Reason.TLOG_CORRUPT, f"tile {relative} is {what}", source=relative)
             return None
-        return [data[i : i + _HASH] for i in range(0, len(data), _HASH)]
+        return tile_hashes(data)
 
     def scan_log(self) -> None:
         """Stream the entries: leaf hashes vs level-0 tiles, roots at checkpoint sizes, leaf decoding,
@@ -528,7 +525,7 @@ class Auditor:
             self._find(
                 Reason.TLOG_CORRUPT,
                 "the state file's root is not the root of the entries",
-                source=str(self._dir / "state"),
+                source=str(self._dir / STATE_FILE),
             )
         if complete:
             self._check_upper_tiles(accumulator.size)
@@ -568,7 +565,7 @@ class Auditor:
                 parent = current[1]
                 if below is None or parent is None:
                     continue
-                if _perfect_root(below) != parent[j % TILE_WIDTH]:
+                if tile_root(below) != parent[j % TILE_WIDTH]:
                     self._find(
                         Reason.TLOG_CORRUPT,
                         f"tile {tile_path(level - 1, j)} does not hash to its entry in level {level}",
@@ -1036,22 +1033,6 @@ class _ParallelChecks:
             self._check(topic, partition, offset, expected)
         if failure is not None:
             raise failure.error()
-
-
-def _bundle_prefix(data: bytes, count: int) -> bytes:
-    """The bytes of the first ``count`` length-prefixed entries of a bundle (all of it if shorter)."""
-    offset = 0
-    for _ in range(count):
-        if offset + 2 > len(data):
-            break
-        offset += 2 + int.from_bytes(data[offset : offset + 2], "big")
-    return data[:offset]
-
-
-def _perfect_root(hashes: list[bytes]) -> bytes:
-    while len(hashes) > 1:
-        hashes = [merkle.node_hash(hashes[i], hashes[i + 1]) for i in range(0, len(hashes), 2)]
-    return hashes[0]
 
 
 def _size_hint(note: bytes) -> int | None:

@@ -371,8 +371,8 @@ def _export(args: argparse.Namespace) -> int:
 
 # ---- receipts ----------------------------------------------------------------------------------------
 def _prove(args: argparse.Namespace) -> int:
+    from gateway.audit.layout import CHECKPOINT_FILE  # noqa: PLC0415 - same
     from gateway.audit.leaf import Leaf  # noqa: PLC0415 - keep CLI start-up light
-    from gateway.audit.notary import CHECKPOINT_FILE  # noqa: PLC0415 - same
     from gateway.audit.proof import create_proof  # noqa: PLC0415 - same
     from gateway.audit.tiles import TileLog  # noqa: PLC0415 - same
 
