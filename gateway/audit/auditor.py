@@ -7,17 +7,14 @@ nothing on the notary's disk and nothing the broker's operator says. So the :cla
    ``checkpoints/<size>``, files the auditor brings (receipts' checkpoints kept by agencies), the notary's
    Kafka topic ``xchg.notary.checkpoints.v1`` (:func:`gateway.audit.kafka_records.audit_kafka`) — and the
    cosignature quorum; two signed checkpoints of one size with different roots are a proven fork;
-2. streams the log's entry bundles (read directly and tolerantly by :mod:`gateway.audit._log_reader`: a
-   damaged log is a finding, not a crash) through a constant-memory
-   :class:`~gateway.audit.merkle.MerkleAccumulator`, recomputing every leaf hash (compared with the stored
-   level-0 tile) and the root at every signed checkpoint size;
+2. streams the entry bundles (read tolerantly by :mod:`gateway.audit._log_reader`: damage is a finding, not a
+   crash) through a constant-memory :class:`~gateway.audit.merkle.MerkleAccumulator`, recomputing every
+   leaf hash (compared with the stored level-0 tile) and the root at every signed checkpoint size;
 3. decodes every leaf strictly and checks that each partition's offsets strictly increase (a duplicate or a
    reordering shows exactly where);
-4. when Kafka records are available (from the broker, :mod:`gateway.audit.kafka_records`, or from a records
-   dump, :mod:`gateway.audit.records`), recomputes the leaf each record must have — which re-verifies its
-   signature, key validity and schema with :class:`gateway.contract.verify.EventVerifier` against the registry
-   — and requires it to be byte-identical to the logged one; every record must have its leaf and every leaf
-   its record (matched by topic/partition/offset; the data and record digests and the verdict must agree).
+4. given Kafka records (:mod:`gateway.audit.kafka_records`, or a dump: :mod:`gateway.audit.records`),
+   recomputes the leaf each record must have (re-verifying signature, key validity and schema against the
+   registry) and requires it byte for byte; every record must have its leaf and every leaf its record.
    With ``workers > 1`` worker processes recompute the leaves (:mod:`gateway.audit._workers`) while the
    bookkeeping and the findings stay here, in record order (:meth:`Auditor.record_checks`);
 5. checks the upper tile levels against the level below and the ``state`` file's root against the entries.
