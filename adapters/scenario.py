@@ -39,9 +39,10 @@ from typing import Any, TextIO
 from adapters.simulators.iom import IomCaseSystemSimulator, sample_rows, write_htcds_export
 from adapters.simulators.kemensos import KemensosCaseSystemSimulator, write_sample_drops
 from adapters.simulators.kemlu import KemluCaseApiSimulator, sarawak_cases
+from gateway.audit.auditor import Auditor
+from gateway.audit.kafka_records import audit_kafka
 from gateway.audit.notary import CHECKPOINT_TOPIC, TOPIC_PATTERN, Notary, NotaryConfig
 from gateway.audit.note import verifier_from_vkey
-from gateway.audit.replay import Auditor, audit_kafka
 from gateway.bus.kafka import EMBEDDED_CLIENT_TIMINGS, KafkaSettings
 from gateway.bus.subscriber import Route
 from gateway.contract.keys import SigningKey, write_private_pem

@@ -41,7 +41,8 @@ from bench._common import (
     write_results,
 )
 from gateway.audit import merkle
-from gateway.audit.tiles import TILE_WIDTH, TileLog
+from gateway.audit.layout import TILE_WIDTH, tile_root
+from gateway.audit.tiles import TileLog
 
 _BATCH: Final = 4096
 _DSSE: Final = "eyJwYXlsb2FkIjoi" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWZnaGlqa2xtbm9w" * 6
@@ -101,7 +102,7 @@ def replay_part(directory: str, size: int, first_tile: int, end_tile: int) -> Pa
         leaves.append(sha256(b"\x00" + entry).digest())
         entries += 1
         if len(leaves) == TILE_WIDTH:
-            root = _perfect_root(leaves)
+            root = tile_root(leaves)
             if root != log.hash_at(8, tile):  # the stored hash of this tile (level-1 tile entry)
                 mismatched += 1
             roots.append(root)
@@ -116,13 +117,6 @@ def replay_part(directory: str, size: int, first_tile: int, end_tile: int) -> Pa
 
 def _warm(_: int) -> int:
     return os.getpid()
-
-
-def _perfect_root(hashes: list[bytes]) -> bytes:
-    sha256 = hashlib.sha256
-    while len(hashes) > 1:
-        hashes = [sha256(b"\x01" + hashes[i] + hashes[i + 1]).digest() for i in range(0, len(hashes), 2)]
-    return hashes[0]
 
 
 def _combine(size: int, parts: Sequence[Part]) -> bytes:

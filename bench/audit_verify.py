@@ -13,8 +13,8 @@ Writes ``bench/results/audit_verify.json``.
    :class:`gateway.audit.tiles.TileLog` in batches of 1,000 with a checkpoint signed after each batch (the
    notary's defaults ``batch_size`` and ``checkpoint.entries``), in the notary's layout
    (:class:`gateway.audit.notary.CheckpointStore`). The records go to a records dump
-   (:func:`gateway.audit.replay.write_records_dump`): no broker is needed. Each smaller size is built from the
-   same stream (the same first events), as its own log and dump.
+   (:func:`gateway.audit.records.write_records_dump`): no broker is needed. Each smaller size is built from
+   the same stream (the same first events), as its own log and dump.
 2. Verify: ``python -m gateway.cli.main audit verify --log LOG --vkey VKEY --registry REGISTRY --records DUMP
    --workers W --json REPORT``, one subprocess per size and W in (1, number of cores); and the log alone
    (no ``--records``: the worker count does not apply). Measured: wall time; CPU = user + system of the

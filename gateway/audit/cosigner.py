@@ -42,13 +42,17 @@ from gateway.audit.note import MAX_NOTE_SIZE, CosignatureV1Signer, Note, decode_
 from gateway.audit.witness import MAX_CONSISTENCY_PROOF, Witness
 from gateway.contract.keys import SigningKey
 from gateway.errors import GatewayError, Reason
-from gateway.settings import load_toml, read_passphrase
+from gateway.settings import Table, read_passphrase
 
 __all__ = ["CosignOutcome", "CosignerConfig", "CosignerService"]
 
 _log = structlog.get_logger(__name__)
 
 _MAX_PROOF_BYTES: Final = 64 * (MAX_CONSISTENCY_PROOF + 1)
+_KEYS: Final = (
+    "name", "key_file", "passphrase_file", "state_file", "notary_url", "notary_vkeys", "interval_seconds",
+    "timeout_seconds",
+)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -61,6 +65,10 @@ class CosignerConfig:
     notary_url = "http://notary:8090"
     notary_vkeys = ["id.trafficking.xchg/notary/prod+...+..."]
     interval_seconds = 10
+    # passphrase_file = "..."            # of key_file, if it is encrypted
+    # timeout_seconds = 10               # per request to the notary
+
+    Read with :class:`gateway.settings.Table`: every key typed, an unknown key an error naming it.
     """
 
     name: str
@@ -74,56 +82,30 @@ class CosignerConfig:
 
     @classmethod
     def load(cls, path: Path) -> CosignerConfig:
-        return cls.from_mapping(load_toml(path), base_dir=path.parent)
+        return cls.from_table(Table.load(path))
 
     @classmethod
     def from_mapping(cls, document: Mapping[str, Any], *, base_dir: Path) -> CosignerConfig:
-        allowed = {
-            "name",
-            "key_file",
-            "passphrase_file",
-            "state_file",
-            "notary_url",
-            "notary_vkeys",
-            "interval_seconds",
-            "timeout_seconds",
-        }
-        unknown = sorted(set(document) - allowed)
-        if unknown:
-            raise GatewayError(Reason.CONFIG_INVALID, f"{unknown[0]}: unknown setting")
+        return cls.from_table(Table(document, base_dir=base_dir))
 
-        def text(name: str) -> str:
-            value = document.get(name)
-            if not isinstance(value, str) or not value:
-                raise GatewayError(Reason.CONFIG_INVALID, f"{name}: a non-empty string is required")
-            return value
-
-        def path(value: str) -> Path:
-            candidate = Path(value).expanduser()
-            return candidate if candidate.is_absolute() else base_dir / candidate
-
-        vkeys = document.get("notary_vkeys")
-        if not isinstance(vkeys, list) or not vkeys or not all(isinstance(v, str) for v in vkeys):
-            raise GatewayError(
-                Reason.CONFIG_INVALID, "notary_vkeys: a list of the notary's vkeys is required"
-            )
+    @classmethod
+    def from_table(cls, doc: Table) -> CosignerConfig:
+        """Every key checked (type, bounds); an unknown key is an error naming it."""
+        doc.only(*_KEYS)
+        if "notary_vkeys" not in doc:
+            raise doc.fail("notary_vkeys", "a list of the notary's vkeys is required")
+        vkeys = doc.strings("notary_vkeys", empty=False)
         for vkey in vkeys:
             verifier_from_vkey(vkey)
-        numbers = {}
-        for name, default in (("interval_seconds", 10.0), ("timeout_seconds", 10.0)):
-            value = document.get(name, default)
-            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-                raise GatewayError(Reason.CONFIG_INVALID, f"{name}: must be a positive number")
-            numbers[name] = float(value)
-        passphrase = document.get("passphrase_file")
         return cls(
-            name=text("name"),
-            key_file=path(text("key_file")),
-            state_file=path(text("state_file")),
-            notary_url=text("notary_url").rstrip("/"),
-            notary_vkeys=tuple(vkeys),
-            passphrase_file=path(passphrase) if isinstance(passphrase, str) and passphrase else None,
-            **numbers,
+            name=doc.string("name"),
+            key_file=doc.path("key_file"),
+            state_file=doc.path("state_file"),
+            notary_url=doc.string("notary_url").rstrip("/"),
+            notary_vkeys=vkeys,
+            passphrase_file=doc.path("passphrase_file", None),
+            interval_seconds=doc.number("interval_seconds", 10.0, positive=True),
+            timeout_seconds=doc.number("timeout_seconds", 10.0, positive=True),
         )
 
 

@@ -37,7 +37,7 @@ from typing import Any, Final, Literal, Protocol
 
 import orjson
 
-from gateway.audit.tiles import MAX_ENTRY_SIZE
+from gateway.audit.layout import MAX_ENTRY_SIZE
 from gateway.contract.canonical import canonical_json
 from gateway.contract.verify import Accepted, EventVerifier
 from gateway.errors import GatewayError, Reason

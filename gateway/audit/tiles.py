@@ -10,6 +10,8 @@ Files under the log directory (the ``tile/`` tree can be served as static files 
 * ``pending`` — while a batch is being written: the paths it writes (a redo-nothing/undo journal);
 * ``lock`` — ``flock``-ed by the single writer.
 
+The paths and the byte formats of these files are :mod:`gateway.audit.layout`'s (the auditor reads them too).
+
 Commit protocol of :meth:`TileLog.append` (one batch):
 
 1. ``pending`` is written durably, listing every path the batch will create;
@@ -28,12 +30,10 @@ not have seen). Open then re-derives the root from the tiles and refuses a log w
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import fcntl
 import hashlib
 import os
-import re
 import shutil
 import threading
 from collections import OrderedDict
@@ -44,93 +44,36 @@ from types import TracebackType
 from typing import Final
 
 from gateway.audit import _fs, merkle
+from gateway.audit.layout import (
+    LOCK_FILE,
+    MAX_ENTRY_SIZE,
+    PENDING_FILE,
+    STATE_FILE,
+    TILE_HEIGHT,
+    TILE_WIDTH,
+    decode_state,
+    encode_bundle,
+    encode_state,
+    entries_path,
+    parse_tile_path,
+    split_bundle,
+    tile_hashes,
+    tile_path,
+    tile_root,
+)
 from gateway.errors import GatewayError, Reason
 
-__all__ = [
-    "MAX_ENTRY_SIZE",
-    "TILE_HEIGHT",
-    "TILE_WIDTH",
-    "TileLog",
-    "entries_path",
-    "parse_tile_path",
-    "tile_path",
-]
+__all__ = ["TileLog"]
 
-TILE_HEIGHT: Final = 8
-TILE_WIDTH: Final = 1 << TILE_HEIGHT
-#: Entry bundles length-prefix entries with a big-endian uint16.
-MAX_ENTRY_SIZE: Final = 0xFFFF
 _HASH: Final = merkle.HASH_SIZE
-_STATE: Final = "state"
-_PENDING: Final = "pending"
-_LOCK: Final = "lock"
-_STATE_HEADER: Final = "xchg-tlog-state/v1"
 _FILE_MODE: Final = 0o640
 _TILE_CACHE: Final = 512  # full tiles (8 KiB each) kept in memory: 4 MiB
 _BUNDLE_CACHE: Final = 4
-_PATH: Final = re.compile(
-    r"^tile/(entries|0|[1-9][0-9]?)/((?:x[0-9]{3}/)*[0-9]{3})(?:\.p/([1-9][0-9]{0,2}))?$"
-)
-
-
-def _index_path(index: int) -> str:
-    """``1234067`` -> ``x001/x234/067``: 3-digit groups, all but the last prefixed with ``x``."""
-    if index < 0:
-        raise GatewayError(Reason.PROOF_OUT_OF_RANGE, f"negative tile index {index}")
-    groups: list[int] = []
-    while True:
-        index, group = divmod(index, 1000)
-        groups.append(group)
-        if index == 0:
-            break
-    groups.reverse()
-    return "/".join([*(f"x{g:03d}" for g in groups[:-1]), f"{groups[-1]:03d}"])
-
-
-def _suffix(width: int) -> str:
-    if not 1 <= width <= TILE_WIDTH:
-        raise GatewayError(Reason.PROOF_OUT_OF_RANGE, f"tile width {width} outside 1..{TILE_WIDTH}")
-    return "" if width == TILE_WIDTH else f".p/{width}"
-
-
-def tile_path(level: int, index: int, width: int = TILE_WIDTH) -> str:
-    """The tlog-tiles path of a Merkle tile, relative to the log prefix (``tile/0/x001/234``)."""
-    if not 0 <= level <= 63:
-        raise GatewayError(Reason.PROOF_OUT_OF_RANGE, f"tile level {level} outside 0..63")
-    return f"tile/{level}/{_index_path(index)}{_suffix(width)}"
-
-
-def entries_path(index: int, width: int = TILE_WIDTH) -> str:
-    """The tlog-tiles path of an entry bundle (``tile/entries/000.p/7``)."""
-    return f"tile/entries/{_index_path(index)}{_suffix(width)}"
-
-
-def parse_tile_path(path: str) -> tuple[int | None, int, int] | None:
-    """``(level, index, width)`` of a canonical tile path (level ``None`` = entry bundle), else ``None``."""
-    match = _PATH.fullmatch(path)
-    if match is None:
-        return None
-    kind, digits, width_text = match.groups()
-    index = int(digits.replace("x", "").replace("/", ""))
-    width = int(width_text) if width_text else TILE_WIDTH
-    level = None if kind == "entries" else int(kind)
-    if (width_text and width >= TILE_WIDTH) or (level is not None and level > 63):
-        return None
-    canonical = entries_path(index, width) if level is None else tile_path(level, index, width)
-    return (level, index, width) if canonical == path else None
 
 
 def _end(level: int | None, index: int, width: int) -> int:
     """One past the last leaf index a tile (or bundle) of this shape covers."""
     return (index * TILE_WIDTH + width) << (TILE_HEIGHT * (level or 0))
-
-
-def _perfect_root(hashes: list[bytes]) -> bytes:
-    """MTH over a power-of-two number of already-hashed nodes (a tile, or an aligned part of one)."""
-    sha256 = hashlib.sha256  # merkle.node_hash, inlined: ~1 call per appended entry
-    while len(hashes) > 1:
-        hashes = [sha256(b"\x01" + hashes[i] + hashes[i + 1]).digest() for i in range(0, len(hashes), 2)]
-    return hashes[0]
 
 
 def _root_from_edges(edges: list[list[bytes]]) -> bytes:
@@ -144,7 +87,7 @@ def _root_from_edges(edges: list[list[bytes]]) -> bytes:
         position = 0
         for bit in range(TILE_HEIGHT - 1, -1, -1):
             if len(edge) >> bit & 1:
-                peaks.append(_perfect_root(edge[position : position + (1 << bit)]))
+                peaks.append(tile_root(edge[position : position + (1 << bit)]))
                 position += 1 << bit
     if not peaks:
         return merkle.EMPTY_ROOT
@@ -154,29 +97,11 @@ def _root_from_edges(edges: list[list[bytes]]) -> bytes:
     return root
 
 
-def _encode_bundle(entries: Sequence[bytes]) -> bytes:
-    return b"".join(len(entry).to_bytes(2, "big") + entry for entry in entries)
-
-
 def _decode_bundle(data: bytes, count: int, what: str) -> list[bytes]:
-    entries: list[bytes] = []
-    offset = 0
-    while offset < len(data):
-        if offset + 2 > len(data):
-            break
-        length = int.from_bytes(data[offset : offset + 2], "big")
-        offset += 2
-        if offset + length > len(data):
-            break
-        entries.append(data[offset : offset + length])
-        offset += length
-    if offset != len(data) or len(entries) != count:
+    entries, exact = split_bundle(data, count)
+    if not exact:
         raise GatewayError(Reason.TLOG_CORRUPT, f"{what}: expected {count} entries")
     return entries
-
-
-def _split_hashes(data: bytes) -> list[bytes]:
-    return [data[i : i + _HASH] for i in range(0, len(data), _HASH)]
 
 
 class TileLog:
@@ -222,7 +147,7 @@ class TileLog:
         return log
 
     def _open(self, create: bool) -> None:
-        state = self._dir / _STATE
+        state = self._dir / STATE_FILE
         try:
             if not self._dir.is_dir():
                 if not create or self._read_only:
@@ -231,7 +156,7 @@ class TileLog:
             if not self._read_only:
                 self._take_lock()
             if not state.exists():
-                if (self._dir / "tile").exists() or (self._dir / _PENDING).exists():
+                if (self._dir / "tile").exists() or (self._dir / PENDING_FILE).exists():
                     raise GatewayError(Reason.TLOG_CORRUPT, f"{self._dir}: tiles without a state file")
                 if not create or self._read_only:
                     raise GatewayError(Reason.TLOG_IO_FAILED, f"no tile log at {self._dir}")
@@ -261,7 +186,7 @@ class TileLog:
                 size, root = newer
 
     def _take_lock(self) -> None:
-        fd = os.open(self._dir / _LOCK, os.O_RDWR | os.O_CREAT, _FILE_MODE)
+        fd = os.open(self._dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, _FILE_MODE)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
@@ -270,23 +195,20 @@ class TileLog:
         self._lock_fd = fd
 
     def _read_state(self) -> tuple[int, bytes]:
-        data = (self._dir / _STATE).read_bytes()
-        lines = data.split(b"\n")
-        if len(lines) == 4 and lines[0] == _STATE_HEADER.encode() and lines[3] == b"":
-            size_text = lines[1].decode("ascii", "replace")
-            root = _decode_root(lines[2])
-            if re.fullmatch(r"0|[1-9][0-9]*", size_text) and root is not None:
-                return int(size_text), root
-        raise GatewayError(Reason.TLOG_CORRUPT, f"{self._dir / _STATE} is malformed")
+        state = decode_state((self._dir / STATE_FILE).read_bytes())
+        if state is None:
+            raise GatewayError(Reason.TLOG_CORRUPT, f"{self._dir / STATE_FILE} is malformed")
+        return state
 
     def _write_state(self, size: int, root: bytes) -> None:
-        text = f"{_STATE_HEADER}\n{size}\n{base64.b64encode(root).decode('ascii')}\n"
-        _fs.replace_files({self._dir / _STATE: text.encode()}, durable=self._durable, mode=_FILE_MODE)
+        _fs.replace_files(
+            {self._dir / STATE_FILE: encode_state(size, root)}, durable=self._durable, mode=_FILE_MODE
+        )
 
     def _recover(self, size: int) -> int:
         """Undo an interrupted batch: delete what ``pending`` lists beyond ``size``; drop temporary files."""
-        pending = self._dir / _PENDING
-        _fs.remove_files([_fs.temporary_path(self._dir / name) for name in (_STATE, _PENDING)])
+        pending = self._dir / PENDING_FILE
+        _fs.remove_files([_fs.temporary_path(self._dir / name) for name in (STATE_FILE, PENDING_FILE)])
         if not pending.exists():
             return 0
         removed = 0
@@ -318,7 +240,7 @@ class TileLog:
             if width:
                 path = tile_path(level, count // TILE_WIDTH, width)
                 data = self._read_file(path, width * _HASH)
-                hashes = _split_hashes(data)
+                hashes = tile_hashes(data)
             edges.append(hashes)
             level += 1
         bundle: list[bytes] = []
@@ -418,8 +340,8 @@ class TileLog:
             first = index << height
             tile = self._tile(tile_level, first // TILE_WIDTH)
             offset = first % TILE_WIDTH
-            hashes = _split_hashes(tile[offset * _HASH : (offset + (1 << height)) * _HASH])
-            return hashes[0] if height == 0 else _perfect_root(hashes)
+            hashes = tile_hashes(tile[offset * _HASH : (offset + (1 << height)) * _HASH])
+            return hashes[0] if height == 0 else tile_root(hashes)
 
     def leaf_hash(self, index: int) -> bytes:
         return self.hash_at(0, index)
@@ -498,7 +420,7 @@ class TileLog:
             level = 1
             while size >> (TILE_HEIGHT * level):
                 for j in range(size >> (TILE_HEIGHT * level)):
-                    below = _perfect_root(_split_hashes(self._tile(level - 1, j)))
+                    below = tile_root(tile_hashes(self._tile(level - 1, j)))
                     tile = self._tile(level, j // TILE_WIDTH)
                     if tile[(j % TILE_WIDTH) * _HASH : (j % TILE_WIDTH + 1) * _HASH] != below:
                         raise GatewayError(Reason.TLOG_CORRUPT, f"hash {level}/{j} does not match its tile")
@@ -550,12 +472,12 @@ class TileLog:
     def _append(self, batch: list[bytes]) -> None:
         built = self._build(batch)
         pending = "".join(f"{path}\n" for path in built.files).encode()
-        _fs.replace_files({self._dir / _PENDING: pending}, durable=self._durable, mode=_FILE_MODE)
+        _fs.replace_files({self._dir / PENDING_FILE: pending}, durable=self._durable, mode=_FILE_MODE)
         files = {self._dir / path: data for path, data in built.files.items()}
         _fs.replace_files(files, durable=self._durable, mode=_FILE_MODE)
         self._write_state(built.size, built.root)  # commit point
         with contextlib.suppress(OSError):  # a leftover journal only lists committed paths: harmless
-            (self._dir / _PENDING).unlink()
+            (self._dir / PENDING_FILE).unlink()
 
         self._size, self._root = built.size, built.root
         self._edges, self._bundle = built.edges, built.bundle
@@ -585,7 +507,7 @@ class TileLog:
             built.bundle.append(entry)
             if len(built.bundle) == TILE_WIDTH:
                 index = (size >> TILE_HEIGHT) - 1
-                files[entries_path(index)] = _encode_bundle(built.bundle)
+                files[entries_path(index)] = encode_bundle(built.bundle)
                 built.full_tiles.append((None, index, b""))
                 built.bundle = []
             level = 0
@@ -601,7 +523,7 @@ class TileLog:
                 data = b"".join(edge)
                 files[tile_path(level, index)] = data
                 built.full_tiles.append((level, index, data))
-                value = _perfect_root(edge)
+                value = tile_root(edge)
                 edges[level] = []
                 level += 1
         for level in sorted(touched):  # untouched levels keep their (already stored) partial tile
@@ -610,7 +532,7 @@ class TileLog:
                 files[tile_path(level, index, len(edges[level]))] = b"".join(edges[level])
         if built.bundle:
             index = built.size >> TILE_HEIGHT
-            files[entries_path(index, len(built.bundle))] = _encode_bundle(built.bundle)
+            files[entries_path(index, len(built.bundle))] = encode_bundle(built.bundle)
         built.root = _root_from_edges(edges)
         return built
 
@@ -625,14 +547,3 @@ class _Batch:
     bundle: list[bytes]
     files: dict[str, bytes] = field(default_factory=dict)
     full_tiles: list[tuple[int | None, int, bytes]] = field(default_factory=list)
-
-
-def _decode_root(text: bytes) -> bytes | None:
-    """A canonical base64 encoding of a 32-byte hash, or ``None``."""
-    try:
-        raw = base64.b64decode(text, validate=True)
-    except ValueError:
-        return None
-    if len(raw) != _HASH or base64.b64encode(raw) != text:
-        return None
-    return raw

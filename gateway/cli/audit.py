@@ -285,7 +285,7 @@ def _event_verifier(registry: Loader, schemas: Loader, args: argparse.Namespace)
 
 
 def _verify(args: argparse.Namespace, registry: Loader, schemas: Loader) -> int:
-    from gateway.audit import notary, replay  # noqa: PLC0415 - Kafka only for this command
+    from gateway.audit.auditor import Auditor  # noqa: PLC0415 - keep CLI start-up light
 
     kafka = _kafka(args)
     if args.records is None and kafka is None and args.kafka_config:
@@ -298,7 +298,7 @@ def _verify(args: argparse.Namespace, registry: Loader, schemas: Loader) -> int:
         options = argparse.Namespace(registry=args.registry, schemas=args.schemas)
         event_verifier = _event_verifier(registry, schemas, options)
         factory = functools.partial(_event_verifier, registry, schemas, options)
-    auditor = replay.Auditor(
+    auditor = Auditor(
         Path(args.log),
         notary_keys=_vkeys(args.vkey),
         event_verifier=event_verifier,
@@ -309,19 +309,20 @@ def _verify(args: argparse.Namespace, registry: Loader, schemas: Loader) -> int:
         workers=workers,
         verifier_factory=factory,
     )
-    pattern = args.topic_pattern or notary.TOPIC_PATTERN
-    checkpoint_topic = args.checkpoint_topic or notary.CHECKPOINT_TOPIC
     try:
         auditor.load_stored_checkpoints()
         for name in args.checkpoint:
             auditor.add_checkpoint(Path(name).read_bytes(), name)
         if kafka is not None:
+            from gateway.audit.kafka_records import audit_kafka  # noqa: PLC0415 - Kafka only when asked
+            from gateway.audit.notary import CHECKPOINT_TOPIC, TOPIC_PATTERN  # noqa: PLC0415 - same
+
             report = asyncio.run(
-                replay.audit_kafka(
+                audit_kafka(
                     auditor,
                     kafka,
-                    pattern=pattern,
-                    checkpoint_topic=checkpoint_topic,
+                    pattern=args.topic_pattern or TOPIC_PATTERN,
+                    checkpoint_topic=args.checkpoint_topic or CHECKPOINT_TOPIC,
                     idle_ms=args.fetch_idle_ms,
                 )
             )
@@ -344,35 +345,30 @@ def _verify(args: argparse.Namespace, registry: Loader, schemas: Loader) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from gateway.audit import notary, replay  # noqa: PLC0415 - Kafka only for this command
-    from gateway.audit.leaf import ConsumedRecord  # noqa: PLC0415 - same
+    from gateway.audit.kafka_records import read_kafka_records  # noqa: PLC0415 - Kafka only for this command
+    from gateway.audit.notary import TOPIC_PATTERN  # noqa: PLC0415 - same
+    from gateway.audit.records import RecordsDumpWriter  # noqa: PLC0415 - same
 
     kafka = _kafka(args)
     if kafka is None:
         raise GatewayError(Reason.CONFIG_INVALID, "--bootstrap-servers or --kafka-config is required")
-    out = Path(args.out)
-    count = 0
-    with out.open("wb") as handle:
-
-        def write(record: ConsumedRecord) -> None:
-            nonlocal count
-            handle.write(orjson.dumps(record.to_json()) + b"\n")
-            count += 1
-
+    with RecordsDumpWriter(Path(args.out)) as dump:
         asyncio.run(
-            replay.read_kafka_records(
-                kafka, write, pattern=args.topic_pattern or notary.TOPIC_PATTERN, idle_ms=args.fetch_idle_ms
+            read_kafka_records(
+                kafka, dump.write, pattern=args.topic_pattern or TOPIC_PATTERN, idle_ms=args.fetch_idle_ms
             )
         )
-    out.chmod(0o600)
-    print(f"wrote {count} records to {out} (mode 0600; it holds the records' data bytes)", file=sys.stderr)
+    print(
+        f"wrote {dump.count} records to {dump.path} (mode 0600; it holds the records' data bytes)",
+        file=sys.stderr,
+    )
     return 0
 
 
 # ---- receipts ----------------------------------------------------------------------------------------
 def _prove(args: argparse.Namespace) -> int:
+    from gateway.audit.layout import CHECKPOINT_FILE  # noqa: PLC0415 - same
     from gateway.audit.leaf import Leaf  # noqa: PLC0415 - keep CLI start-up light
-    from gateway.audit.notary import CHECKPOINT_FILE  # noqa: PLC0415 - same
     from gateway.audit.proof import create_proof  # noqa: PLC0415 - same
     from gateway.audit.tiles import TileLog  # noqa: PLC0415 - same
 

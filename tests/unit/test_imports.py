@@ -121,9 +121,6 @@ UPPER = (
             ),
             AUDIT_SERVICES,
             id="offline-auditor",
-            marks=pytest.mark.xfail(
-                reason="audit/replay.py still reads Kafka itself (being split)", strict=True
-            ),
         ),
         pytest.param(
             "gateway.audit",

@@ -17,10 +17,11 @@ from pathlib import Path
 import tomli_w
 
 from gateway.audit.checkpoint import Checkpoint, deployment_origin
+from gateway.audit.layout import CHECKPOINT_FILE, CHECKPOINT_HISTORY
 from gateway.audit.leaf import ConsumedRecord, leaf_for_record
-from gateway.audit.notary import CHECKPOINT_FILE, CHECKPOINT_HISTORY, CheckpointStore
+from gateway.audit.notary import CheckpointStore
 from gateway.audit.note import Ed25519Signer, sign_note
-from gateway.audit.replay import write_records_dump
+from gateway.audit.records import write_records_dump
 from gateway.audit.tiles import TileLog
 from gateway.contract.keys import SigningKey
 from gateway.contract.policy import event_topic

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from gateway.audit.checkpoint import Checkpoint
+from gateway.audit.layout import entries_path
 from gateway.audit.note import Ed25519Signer, sign_note
-from gateway.audit.tiles import entries_path
 from gateway.contract.keys import SigningKey
 from tests.unit.audit._synthetic import ORIGIN, Run, build_run
 

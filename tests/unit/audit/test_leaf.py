@@ -11,6 +11,7 @@ from dataclasses import replace
 
 import pytest
 
+from gateway.audit.layout import MAX_ENTRY_SIZE
 from gateway.audit.leaf import (
     LEAF_FORMAT,
     MAX_ATTRIBUTE_CHARS,
@@ -20,7 +21,6 @@ from gateway.audit.leaf import (
     leaf_for_record,
     record_sha256,
 )
-from gateway.audit.tiles import MAX_ENTRY_SIZE
 from gateway.contract.canonical import canonical_json
 from gateway.contract.verify import EventVerifier
 from gateway.errors import GatewayError, Reason

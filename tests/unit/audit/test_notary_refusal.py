@@ -10,7 +10,8 @@ import aiohttp
 import pytest
 import tomli_w
 
-from gateway.audit.notary import CHECKPOINT_FILE, Notary, NotaryConfig
+from gateway.audit.layout import CHECKPOINT_FILE
+from gateway.audit.notary import Notary, NotaryConfig
 from gateway.audit.note import Ed25519Signer
 from gateway.audit.tiles import TileLog
 from gateway.contract.keys import write_private_pem

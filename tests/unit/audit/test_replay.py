@@ -24,12 +24,15 @@ from typing import Any
 import pytest
 
 from gateway.audit import merkle
+from gateway.audit.auditor import Auditor
 from gateway.audit.checkpoint import Checkpoint
+from gateway.audit.layout import CHECKPOINT_HISTORY, entries_path, tile_path
 from gateway.audit.leaf import ConsumedRecord, Leaf
-from gateway.audit.notary import CHECKPOINT_HISTORY, CheckpointStore
+from gateway.audit.notary import CheckpointStore
 from gateway.audit.note import CosignatureV1Signer, Ed25519Signer, sign_note
-from gateway.audit.replay import Auditor, AuditReport, Finding, read_records_dump
-from gateway.audit.tiles import TileLog, entries_path, tile_path
+from gateway.audit.records import read_records_dump
+from gateway.audit.report import AuditReport, Finding
+from gateway.audit.tiles import TileLog
 from gateway.audit.witness import Witness
 from gateway.cli.main import main
 from gateway.contract.keys import SigningKey

@@ -21,9 +21,10 @@ from typing import Any
 import pytest
 import tomli_w
 
-from gateway.audit import replay
+from gateway.audit import _workers
+from gateway.audit.auditor import Auditor
 from gateway.audit.leaf import ConsumedRecord, Leaf
-from gateway.audit.replay import Auditor, write_records_dump
+from gateway.audit.records import write_records_dump
 from gateway.cli.main import main
 from gateway.contract.registry import Registry
 from gateway.contract.schemas import SchemaStore
@@ -119,7 +120,7 @@ def _report(
 
 @pytest.fixture
 def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(replay, "_CHUNK", 7)  # ~43 chunks, at most 2 per worker in flight
+    monkeypatch.setattr(_workers, "CHUNK", 7)  # ~43 chunks, at most 2 per worker in flight
 
 
 @pytest.fixture(scope="module")
@@ -156,8 +157,8 @@ def test_fewer_records_than_a_chunk_are_checked_in_process(
     def no_pool(*args: object) -> None:
         raise AssertionError("no worker process is needed for one chunk")
 
-    monkeypatch.setattr(replay, "_LeafPool", no_pool)
-    assert len(tampered.records) < replay._CHUNK
+    monkeypatch.setattr(_workers, "LeafPool", no_pool)
+    assert len(tampered.records) < _workers.CHUNK
     assert _report(tampered, 2, via="dump") == sequential
 
 

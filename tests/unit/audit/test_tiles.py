@@ -20,8 +20,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.audit import merkle, tiles
-from gateway.audit.tiles import TileLog, entries_path, parse_tile_path, tile_path
+from gateway.audit import layout, merkle
+from gateway.audit.layout import entries_path, parse_tile_path, tile_path
+from gateway.audit.tiles import TileLog
 from gateway.errors import GatewayError, Reason
 
 _REPO = Path(__file__).resolve().parents[3]
@@ -246,11 +247,11 @@ def test_open_missing_without_create(tmp_path: Path) -> None:
 
 def test_entry_limits(log: TileLog) -> None:
     assert log.append([]) == 0
-    log.append([b"", b"\x00" * tiles.MAX_ENTRY_SIZE])
+    log.append([b"", b"\x00" * layout.MAX_ENTRY_SIZE])
     assert log.entry(0) == b""
-    assert len(log.entry(1)) == tiles.MAX_ENTRY_SIZE
+    assert len(log.entry(1)) == layout.MAX_ENTRY_SIZE
     with pytest.raises(GatewayError) as caught:
-        log.append([b"ok", b"\x00" * (tiles.MAX_ENTRY_SIZE + 1)])
+        log.append([b"ok", b"\x00" * (layout.MAX_ENTRY_SIZE + 1)])
     assert caught.value.reason == Reason.SIZE_EXCEEDED
     assert log.size == 2  # all or nothing
     with pytest.raises(GatewayError):

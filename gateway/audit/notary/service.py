@@ -1,88 +1,38 @@
-"""The notary: logs every record of every exchange and dead-letter topic and signs C2SP checkpoints.
+"""The notary service: consume every exchange and dead-letter topic, append, sign, publish (:class:`Notary`).
 
-Why a separate role: auditors must be able to prove what was exchanged without trusting any gateway's
-operator, so one process that can read every topic but open nothing (no sealing key) appends one leaf per
-Kafka record (:mod:`gateway.audit.leaf`) to an RFC 6962 tile log (:class:`~gateway.audit.tiles.TileLog`) and
-publishes signed checkpoints that other agencies cosign (:mod:`gateway.audit.cosigner`).
+How it keeps its guarantees (no gap, no duplicate, every topic, never two inconsistent checkpoints,
+deterministic verdicts) is told in :mod:`gateway.audit.notary`; its configuration is
+:class:`~gateway.audit.notary.config.NotaryConfig`, its signed checkpoints on disk
+:class:`~gateway.audit.notary.checkpoints.CheckpointStore`, its HTTP endpoints :mod:`._http`.
 
-Guarantees and how they are kept:
-
-* **No gap, no duplicate, across crashes.** The notary has no consumer group and commits no offsets: its
-  position in each (topic, partition) is *derived from the log* — the next offset is one past the highest
-  offset any leaf of that partition records. An append is one atomic batch (``TileLog.append``); the
-  derived positions are kept in ``index.sqlite`` next to the tiles, which is updated *after* each append
-  and brought up to the log's size from the entries themselves at start (so it can lag, be deleted or be
-  corrupt: it is rebuilt, never trusted over the log). Records at offsets below a partition's position are
-  dropped as re-deliveries. A SIGKILL at any instant therefore resumes exactly after the last committed
-  batch.
-* **Every topic, including future ones.** Topics are discovered every ``refresh_seconds`` by listing the
-  cluster's topics and matching ``topic_pattern`` (default :data:`TOPIC_PATTERN`), which covers every
-  party's case/alert topics of every schema major and every dead-letter topic, including those created
-  later. Partitions are assigned manually (not ``subscribe(pattern=...)``: a group-less pattern
-  subscription re-assigns everything on each metadata change and resets positions, while manual assignment
-  plus ``seek`` keeps the position exactly where the log says it is). The topics the registry and schemas
-  predict (:func:`gateway.contract.policy.exchange_topics`) are logged when missing, never probed: on Tansu a
-  metadata request naming a topic creates it.
-* **Never two inconsistent checkpoints.** The last signed checkpoint is kept durably (``checkpoint`` and
-  ``checkpoints/<size>`` in the log directory, written before it is published anywhere). Before signing a
-  new one the notary proves, from its own log, that the new tree extends it (an RFC 6962 consistency proof,
-  verified); on start it checks the log still reproduces it. If either fails it refuses to sign, logs
-  ``notary.refused`` and answers 503 on ``/healthz`` (``checkpoint.inconsistent``): someone changed the log
-  under it, and signing would publish a fork.
-* **Deterministic verdicts.** Each leaf's verdict comes from :func:`~gateway.audit.leaf.leaf_for_record`,
-  a pure function of the record, the registry and the schemas, so ``gateway audit verify`` recomputes every
-  leaf byte for byte. The registry file is re-read when it changes.
-
-A checkpoint is signed every ``checkpoint.entries`` new entries or ``checkpoint.interval_seconds``, whichever
-comes first (and at shutdown), published to Kafka (``xchg.notary.checkpoints.v1``, value = the note bytes,
-key = the origin; again with every cosignature attached) and served over HTTP:
-
-* ``GET /checkpoint`` — the latest signed note with the cosignatures collected so far;
-* ``GET /checkpoint/<size>`` — an earlier one;
-* ``GET /consistency?from=m&to=n`` — an RFC 6962 consistency proof, one base64 hash per line;
-* ``GET /proof/<event id>[?source=<party>]`` — a c2sp.org/tlog-proof@v1 receipt for the first leaf of that
-  event (the entry itself in the ``extra`` line), against the latest checkpoint;
-* ``POST /cosignature`` — a cosigner returns the checkpoint note with its cosignature line appended; the
-  notary verifies it against the configured cosigner keys and attaches it;
-* ``GET /healthz`` — liveness plus size, signed size and a refusal if any;
-* ``GET /tile/...`` — the tlog-tiles files, for any tlog-tiles client.
-
-``gateway notary run --config FILE`` runs it; :class:`Notary` is the in-process API (tests, the demo).
+Lifecycle: ``await start()`` opens (and recovers) the tile log, brings the index up to it, checks the log
+still extends the last signed checkpoint (or signs the first), starts the HTTP server, the consumer and the
+publisher; ``await stop()`` stops consuming, signs what was appended, publishes pending checkpoints
+(bounded) and closes everything, in that order.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import re
-import sqlite3
-import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 import structlog
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from gateway.audit import _fs
-from gateway.audit.checkpoint import Checkpoint, SignedCheckpoint, deployment_origin, open_checkpoint
-from gateway.audit.leaf import ConsumedRecord, Leaf, RecordLike, leaf_for_record
-from gateway.audit.merkle import EMPTY_ROOT, leaf_hash, verify_consistency
-from gateway.audit.note import (
-    MAX_NOTE_SIZE,
-    Ed25519Signer,
-    Note,
-    NoteSignature,
-    NoteVerifier,
-    open_note,
-    sign_note,
-    verifier_from_vkey,
-)
+from gateway.audit.checkpoint import Checkpoint, open_checkpoint
+from gateway.audit.leaf import ConsumedRecord, RecordLike, leaf_for_record
+from gateway.audit.merkle import EMPTY_ROOT, verify_consistency
+from gateway.audit.notary._http import notary_app
+from gateway.audit.notary._index import INDEX_FILE, LeafIndex
+from gateway.audit.notary.checkpoints import CheckpointStore
+from gateway.audit.notary.config import NotaryConfig
+from gateway.audit.note import Ed25519Signer, Note, NoteSignature, open_note, sign_note, verifier_from_vkey
 from gateway.audit.proof import create_proof
 from gateway.audit.tiles import TileLog
 from gateway.bus.admin import ensure_topics
@@ -95,317 +45,14 @@ from gateway.contract.verify import EventVerifier
 from gateway.errors import GatewayError, Reason
 from gateway.runtime.ops import start_ops_server, stop_ops_server
 from gateway.runtime.signals import stop_on_signals
-from gateway.settings import load_toml, read_passphrase
+from gateway.settings import read_passphrase
 
-__all__ = [
-    "CHECKPOINT_FILE",
-    "CHECKPOINT_HISTORY",
-    "CHECKPOINT_TOPIC",
-    "TOPIC_PATTERN",
-    "CheckpointStore",
-    "Notary",
-    "NotaryConfig",
-]
+__all__ = ["Notary"]
 
 _log = structlog.get_logger(__name__)
 
-#: Exchange and dead-letter topics of every party and major version.
-TOPIC_PATTERN: Final = r"^xchg\..*\.(case|alert|dlq)\.v[0-9]+$"
-CHECKPOINT_TOPIC: Final = "xchg.notary.checkpoints.v1"
-#: The latest signed checkpoint, at the tlog-tiles location (``<prefix>/checkpoint``).
-CHECKPOINT_FILE: Final = "checkpoint"
-#: Every checkpoint ever signed: ``checkpoints/<size>`` (decimal), cosignatures attached as they arrive.
-CHECKPOINT_HISTORY: Final = "checkpoints"
-_INDEX_FILE: Final = "index.sqlite"
 _POLL_MS: Final = 300
 _QUIET_POLLS: Final = 1  # empty polls, once every partition's end is reached, before a sync is answered
-
-
-# ---- configuration --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class NotaryConfig:
-    """``gateway notary run --config FILE`` (TOML); relative paths are resolved against the file's folder.
-
-    See ``docs/AUDIT.md`` section 11 for every key.
-    """
-
-    deployment: str
-    registry: Path
-    log_dir: Path
-    key_file: Path
-    schemas: Path | None = None
-    passphrase_file: Path | None = None
-    kafka: KafkaSettings = field(default_factory=KafkaSettings)
-    cosigners: tuple[str, ...] = ()
-    """Verifier keys (vkeys) of the cosigners whose cosignatures the notary attaches to its checkpoints."""
-    topic_pattern: str = TOPIC_PATTERN
-    checkpoint_topic: str = CHECKPOINT_TOPIC
-    checkpoint_entries: int = 1000
-    checkpoint_interval: float = 10.0
-    batch_size: int = 1000
-    refresh_seconds: float = 5.0
-    http_host: str = "127.0.0.1"
-    http_port: int = 8090
-    durable: bool = True
-
-    @property
-    def origin(self) -> str:
-        return deployment_origin(self.deployment)
-
-    @classmethod
-    def load(cls, path: Path) -> NotaryConfig:
-        return cls.from_mapping(load_toml(path), base_dir=path.parent)
-
-    @classmethod
-    def from_mapping(cls, document: Mapping[str, Any], *, base_dir: Path) -> NotaryConfig:
-        allowed = {
-            "deployment", "registry", "schemas", "log_dir", "key_file", "passphrase_file", "kafka",
-            "cosigners", "topic_pattern", "checkpoint_topic", "checkpoint", "batch_size", "refresh_seconds",
-            "http", "durable",
-        }  # fmt: skip
-        unknown = sorted(set(document) - allowed)
-        if unknown:
-            raise _fail(unknown[0], "unknown setting")
-        checkpoint = _table(document, "checkpoint")
-        http = _table(document, "http")
-
-        def path(name: str, required: bool = True) -> Path | None:
-            value = document.get(name)
-            if value is None and not required:
-                return None
-            if not isinstance(value, str) or not value:
-                raise _fail(name, "a path is required")
-            candidate = Path(value).expanduser()
-            return candidate if candidate.is_absolute() else base_dir / candidate
-
-        cosigners = document.get("cosigners", [])
-        if not isinstance(cosigners, list) or not all(isinstance(v, str) for v in cosigners):
-            raise _fail("cosigners", "must be a list of vkey strings")
-        for vkey in cosigners:
-            verifier_from_vkey(vkey)  # fail at start-up, naming the setting's error
-        pattern = document.get("topic_pattern", TOPIC_PATTERN)
-        try:
-            re.compile(str(pattern))
-        except re.error as exc:
-            raise _fail("topic_pattern", f"not a regular expression: {exc}") from exc
-        deployment = document.get("deployment")
-        if not isinstance(deployment, str):
-            raise _fail(
-                "deployment", "a deployment name is required (origin id.trafficking.xchg/notary/<it>)"
-            )
-        deployment_origin(deployment)
-        registry, log_dir, key_file = path("registry"), path("log_dir"), path("key_file")
-        if registry is None or log_dir is None or key_file is None:  # unreachable: required=True
-            raise _fail("registry", "a path is required")
-        return cls(
-            deployment=deployment,
-            registry=registry,
-            log_dir=log_dir,
-            key_file=key_file,
-            schemas=path("schemas", required=False),
-            passphrase_file=path("passphrase_file", required=False),
-            kafka=KafkaSettings.from_mapping(_table(document, "kafka"), base_dir=base_dir),
-            cosigners=tuple(cosigners),
-            topic_pattern=str(pattern),
-            checkpoint_topic=str(document.get("checkpoint_topic", CHECKPOINT_TOPIC)),
-            checkpoint_entries=_int(checkpoint, "entries", 1000, 1, 10**9, "checkpoint"),
-            checkpoint_interval=_float(checkpoint, "interval_seconds", 10.0, "checkpoint"),
-            batch_size=_int(document, "batch_size", 1000, 1, 100_000, ""),
-            refresh_seconds=_float(document, "refresh_seconds", 5.0, ""),
-            http_host=str(http.get("host", "127.0.0.1")),
-            http_port=_int(http, "port", 8090, 0, 65535, "http"),
-            durable=_bool(document, "durable", True),
-        )
-
-
-def _fail(name: str, message: str) -> GatewayError:
-    return GatewayError(Reason.CONFIG_INVALID, f"{name}: {message}")
-
-
-def _table(document: Mapping[str, Any], name: str) -> Mapping[str, Any]:
-    value = document.get(name, {})
-    if not isinstance(value, Mapping):
-        raise _fail(name, "must be a table")
-    return value
-
-
-def _int(table: Mapping[str, Any], name: str, default: int, low: int, high: int, where: str) -> int:  # noqa: PLR0917 - a bounds table
-    value = table.get(name, default)
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise _fail(f"{where}.{name}" if where else name, f"must be an integer in {low}..{high}")
-    return value
-
-
-def _bool(table: Mapping[str, Any], name: str, default: bool) -> bool:
-    value = table.get(name, default)
-    if not isinstance(value, bool):
-        raise _fail(name, "must be true or false")
-    return value
-
-
-def _float(table: Mapping[str, Any], name: str, default: float, where: str) -> float:
-    value = table.get(name, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        raise _fail(f"{where}.{name}" if where else name, "must be a positive number")
-    return float(value)
-
-
-# ---- signed checkpoints on disk ---------------------------------------------------------------------------
-
-
-class CheckpointStore:
-    """The notary's signed checkpoints: ``checkpoint`` (latest) and ``checkpoints/<size>`` (all of them).
-
-    Why both: ``checkpoint`` is where tlog-tiles clients look; the history lets an auditor check the log
-    against every tree head the notary ever signed, and lets the notary find its last one even if a crash
-    left ``checkpoint`` one step behind (both are written by one durable batch, history first). Files are
-    replaced atomically and durably, so a reader sees an old or a new note, never a torn one.
-    """
-
-    def __init__(
-        self, directory: Path, *, origin: str, verifiers: Sequence[NoteVerifier], durable: bool = True
-    ):
-        self._dir = directory
-        self._origin = origin
-        self._verifiers = tuple(verifiers)
-        self._durable = durable
-
-    def path(self, size: int) -> Path:
-        return self._dir / CHECKPOINT_HISTORY / str(size)
-
-    def sizes(self) -> list[int]:
-        folder = self._dir / CHECKPOINT_HISTORY
-        if not folder.is_dir():
-            return []
-        return sorted(
-            int(p.name) for p in folder.iterdir() if p.name.isdigit() and p.name == str(int(p.name))
-        )
-
-    def get(self, size: int) -> bytes | None:
-        try:
-            return self.path(size).read_bytes()
-        except FileNotFoundError:
-            return None
-
-    def latest(self) -> SignedCheckpoint | None:
-        """The largest checkpoint this notary signed (verified with its key), from the history or
-        ``checkpoint``; ``None`` before the first. A note that does not verify raises: it is not ours."""
-        candidates = [self._dir / CHECKPOINT_FILE]
-        sizes = self.sizes()
-        if sizes:
-            candidates.append(self.path(sizes[-1]))
-        best: SignedCheckpoint | None = None
-        for candidate in candidates:
-            try:
-                note = candidate.read_bytes()
-            except FileNotFoundError:
-                continue
-            signed = open_checkpoint(note, origin=self._origin, verifiers=self._verifiers)
-            if best is None or signed.checkpoint.size > best.checkpoint.size:
-                best = signed
-        return best
-
-    def save(self, note: bytes, size: int, *, latest: bool = True) -> None:
-        """Durably write ``note`` as ``checkpoints/<size>`` (and ``checkpoint`` when it is the latest)."""
-        files = {self.path(size): note}
-        if latest:
-            files[self._dir / CHECKPOINT_FILE] = note
-        _fs.replace_files(files, durable=self._durable, mode=0o644)
-
-
-# ---- the derived index: positions and event ids -----------------------------------------------------------
-
-
-class _Index:
-    """``index.sqlite``: for every leaf its index, position and event id. Derived from the log, never ahead
-    of it; used to resume (next offset per partition) and to find an event's leaf for ``/proof``."""
-
-    def __init__(self, path: Path) -> None:
-        self._path = path
-        self._lock = threading.Lock()
-        self._db = self._connect()
-
-    def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        db.execute(
-            "CREATE TABLE IF NOT EXISTS leaves (idx INTEGER PRIMARY KEY, topic TEXT NOT NULL, "
-            "part INTEGER NOT NULL, off INTEGER NOT NULL, event_id TEXT, source TEXT, hash BLOB NOT NULL)"
-        )
-        db.execute("CREATE INDEX IF NOT EXISTS leaves_event ON leaves (event_id)")
-        return db
-
-    def sync_with(self, log: TileLog) -> int:
-        """Make the index describe exactly the log's entries; returns how many entries were (re)indexed."""
-        with self._lock:
-            try:
-                return self._sync(log)
-            except sqlite3.DatabaseError:
-                _log.warning("notary.index_rebuilt", reason="unreadable")
-                self._db.close()
-                _fs.remove_files([self._path, Path(f"{self._path}-wal"), Path(f"{self._path}-shm")])
-                self._db = self._connect()
-                return self._sync(log)
-
-    def _sync(self, log: TileLog) -> int:
-        size = log.size
-        self._db.execute("DELETE FROM leaves WHERE idx >= ?", (size,))
-        row = self._db.execute("SELECT idx, hash FROM leaves ORDER BY idx DESC LIMIT 1").fetchone()
-        if row is not None and bytes(row[1]) != log.leaf_hash(int(row[0])):
-            _log.warning("notary.index_rebuilt", reason="does not match the log")
-            self._db.execute("DELETE FROM leaves")
-            row = None
-        start = 0 if row is None else int(row[0]) + 1
-        batch: list[tuple[int, Leaf, bytes]] = []
-        for index, entry in enumerate(log.iter_entries(start), start):
-            batch.append((index, Leaf.decode(entry), entry))
-            if len(batch) >= 1000:
-                self._insert(batch)
-                batch = []
-        self._insert(batch)
-        return size - start
-
-    def add(self, first: int, leaves: Sequence[tuple[Leaf, bytes]]) -> None:
-        with self._lock:
-            self._insert([(index, leaf, entry) for index, (leaf, entry) in enumerate(leaves, first)])
-
-    def _insert(self, batch: Sequence[tuple[int, Leaf, bytes]]) -> None:
-        rows = [
-            (index, leaf.topic, leaf.partition, leaf.offset, leaf.id, leaf.source, leaf_hash(entry))
-            for index, leaf, entry in batch
-        ]
-        self._db.execute("BEGIN")
-        self._db.executemany("INSERT OR REPLACE INTO leaves VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
-        self._db.execute("COMMIT")
-
-    def positions(self) -> dict[tuple[str, int], int]:
-        """The next offset to log per (topic, partition): one past the highest offset logged."""
-        with self._lock:
-            rows = self._db.execute("SELECT topic, part, MAX(off) + 1 FROM leaves GROUP BY topic, part")
-            return {(str(t), int(p)): int(n) for t, p, n in rows}
-
-    def find(self, event_id: str, source: str | None, below: int) -> int | None:
-        with self._lock:
-            if source is None:
-                row = self._db.execute(
-                    "SELECT MIN(idx) FROM leaves WHERE event_id = ? AND idx < ?", (event_id, below)
-                ).fetchone()
-            else:
-                row = self._db.execute(
-                    "SELECT MIN(idx) FROM leaves WHERE event_id = ? AND source = ? AND idx < ?",
-                    (event_id, source, below),
-                ).fetchone()
-        return None if row is None or row[0] is None else int(row[0])
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-
-# ---- the notary ------------------------------------------------------------------------------------------
 
 
 class Notary:
@@ -439,7 +86,7 @@ class Notary:
         self._admin: AIOKafkaAdminClient | None = None
         self._runner: web.AppRunner | None = None
         self._log: TileLog | None = None
-        self._index: _Index | None = None
+        self._index: LeafIndex | None = None
         self._registry_mtime = 0.0
         self.appended = 0
         """Leaves appended by this process (not counting what the log held at start)."""
@@ -462,7 +109,7 @@ class Notary:
         try:
             if log.recovered:
                 _log.warning("notary.recovered", files_removed=log.recovered, size=log.size)
-            self._index = _Index(config.log_dir / _INDEX_FILE)
+            self._index = LeafIndex(config.log_dir / INDEX_FILE)
             reindexed = await asyncio.to_thread(self._index.sync_with, log)
             self._next = await asyncio.to_thread(self._index.positions)
             latest = await asyncio.to_thread(self.store.latest)
@@ -471,7 +118,7 @@ class Notary:
                 await asyncio.to_thread(self._check_extends, latest.checkpoint)  # raises: refuse to start
             else:
                 await self._sign()  # the first tree head (empty, or what an earlier run left unsigned)
-            app = self._http_app()
+            app = notary_app(self)
             self._runner, self.http_port = await start_ops_server(app, config.http_host, config.http_port)
         except BaseException:
             if self._index is not None:
@@ -808,74 +455,22 @@ class Notary:
             if self._publish_queue.empty():
                 self._publish_idle.set()
 
-    # ---- HTTP ---------------------------------------------------------------------------------------
-    def _http_app(self) -> web.Application:
-        app = web.Application(client_max_size=MAX_NOTE_SIZE)
-        app.router.add_get("/healthz", self._healthz)
-        app.router.add_get("/checkpoint", self._get_checkpoint)
-        app.router.add_get("/checkpoint/{size:[0-9]+}", self._get_checkpoint_at)
-        app.router.add_get("/consistency", self._get_consistency)
-        app.router.add_get("/proof/{event_id}", self._get_proof)
-        app.router.add_post("/cosignature", self._post_cosignature)
-        tiles = self.config.log_dir / "tile"
-        tiles.mkdir(parents=True, exist_ok=True)
-        app.router.add_static("/tile", tiles, follow_symlinks=False)
-        return app
-
-    async def _healthz(self, request: web.Request) -> web.Response:
-        body: dict[str, object] = {
-            "status": "refusing" if self.refused else "alive",
-            "origin": self.origin,
-            "size": self.log.size,
-            "signed_size": self.signed_size,
-        }
-        if self.refused is not None:
-            body["reason"] = str(self.refused.reason)
-            body["detail"] = self.refused.detail
-        return web.json_response(body, status=503 if self.refused else 200, headers=_NO_CACHE)
-
-    async def _get_checkpoint(self, request: web.Request) -> web.Response:
-        return _note_response(self.latest_checkpoint)
-
-    async def _get_checkpoint_at(self, request: web.Request) -> web.Response:
-        note = await asyncio.to_thread(self.store.get, int(request.match_info["size"]))
-        if note is None:
-            return _error(404, Reason.PROOF_OUT_OF_RANGE, "no checkpoint of that size")
-        return _note_response(note)
-
-    async def _get_consistency(self, request: web.Request) -> web.Response:
-        try:
-            old, new = int(request.query["from"]), int(request.query["to"])
-        except (KeyError, ValueError):
-            return _error(400, Reason.PROOF_MALFORMED, "give from=<size>&to=<size> as decimal integers")
-        try:
-            proof = await asyncio.to_thread(self.log.consistency_proof, old, new)
-        except GatewayError as exc:
-            return _error(400, exc.reason, exc.detail)
-        return web.Response(text="".join(_b64(h) + "\n" for h in proof), headers=_NO_CACHE)
-
-    async def _get_proof(self, request: web.Request) -> web.Response:
+    # ---- receipts ---------------------------------------------------------------------------------
+    async def receipt(self, event_id: str, source: str | None = None) -> bytes | None:
+        """A c2sp.org/tlog-proof@v1 receipt for the first leaf of event ``event_id`` (from ``source``, when
+        given) below the latest checkpoint's size, against that checkpoint, with the entry itself in the
+        ``extra`` line; None when there is no such leaf (yet)."""
         assert self._index is not None  # noqa: S101 - set in start()
         note = self.latest_checkpoint
         size = Checkpoint.parse(Note.parse(note).text).size
-        event_id, source = request.match_info["event_id"], request.query.get("source")
         index = await asyncio.to_thread(self._index.find, event_id, source, size)
         if index is None:
-            return _error(404, Reason.PROOF_OUT_OF_RANGE, "no such event in a signed checkpoint (yet)")
+            return None
 
         def receipt() -> bytes:
             return create_proof(self.log, index, note, extra=self.log.entry(index))
 
-        return _note_response(await asyncio.to_thread(receipt))
-
-    async def _post_cosignature(self, request: web.Request) -> web.Response:
-        body = await request.read()
-        try:
-            updated = await self.attach_cosignatures(body)
-        except GatewayError as exc:
-            status = 409 if exc.reason == Reason.COSIGN_FORK else 403
-            return _error(status, exc.reason, exc.detail)
-        return _note_response(updated)
+        return await asyncio.to_thread(receipt)
 
     # ---- stop ---------------------------------------------------------------------------------------
     async def stop(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109 - bounds the drain, by design
@@ -931,21 +526,6 @@ class Notary:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
-
-
-_NO_CACHE: Final = {"Cache-Control": "no-store"}
-
-
-def _note_response(note: bytes) -> web.Response:
-    return web.Response(body=note, content_type="text/plain", charset="utf-8", headers=_NO_CACHE)
-
-
-def _error(status: int, reason: Reason, detail: str) -> web.Response:
-    return web.json_response({"reason": str(reason), "detail": detail}, status=status, headers=_NO_CACHE)
-
-
-def _b64(value: bytes) -> str:
-    return base64.b64encode(value).decode("ascii")
 
 
 async def _finish(tasks: Iterable[asyncio.Task[None]], timeout: float) -> None:  # noqa: ASYNC109 - a bound

@@ -1,0 +1,600 @@
+"""``gateway audit verify``: replay the notary's log, recompute everything, and locate every discrepancy.
+
+Why replay and not trust: the auditor trusts the notary's public key (and, optionally, k of n cosigners),
+nothing on the notary's disk and nothing the broker's operator says. So the :class:`Auditor`
+
+1. verifies every signed checkpoint it is given — the log directory's ``checkpoint`` and
+   ``checkpoints/<size>``, files the auditor brings (receipts' checkpoints kept by agencies), the notary's
+   Kafka topic ``xchg.notary.checkpoints.v1`` (:func:`gateway.audit.kafka_records.audit_kafka`) — and the
+   cosignature quorum; two signed checkpoints of one size with different roots are a proven fork;
+2. streams the entry bundles (read tolerantly by :mod:`gateway.audit._log_reader`: damage is a finding, not a
+   crash) through a constant-memory :class:`~gateway.audit.merkle.MerkleAccumulator`, recomputing every
+   leaf hash (compared with the stored level-0 tile) and the root at every signed checkpoint size;
+3. decodes every leaf strictly and checks that each partition's offsets strictly increase (a duplicate or a
+   reordering shows exactly where);
+4. given Kafka records (:mod:`gateway.audit.kafka_records`, or a dump: :mod:`gateway.audit.records`),
+   recomputes the leaf each record must have (re-verifying signature, key validity and schema against the
+   registry) and requires it byte for byte; every record must have its leaf and every leaf its record.
+   With ``workers > 1`` worker processes recompute the leaves (:mod:`gateway.audit._workers`) while the
+   bookkeeping and the findings stay here, in record order (:meth:`Auditor.record_checks`);
+5. checks the upper tile levels against the level below and the ``state`` file's root against the entries.
+
+Every discrepancy becomes a :class:`~gateway.audit.report.Finding` with a stable reason code and its exact
+position; the :class:`~gateway.audit.report.AuditReport` is printed as a summary and written as JSON. Leaves
+and record digests are kept in a temporary SQLite file, so memory stays constant however long the log is.
+
+"The registry as it was at event time": the registry's keys carry ``valid_from``/``valid_until``/
+``revoked_at``, and the verifier checks the key at the event's ``time`` with the Kafka record timestamp as
+"now" — the same rule the notary applied. A verdict that differs from the logged one therefore means the
+registry now says something else about that time (typically a retroactive revocation): reported as
+``leaf.verdict-mismatch`` for a human to judge, never silently re-decided.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import sqlite3
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Final, NamedTuple, TextIO
+
+from gateway.audit import _workers, merkle
+from gateway.audit._log_reader import LogReader
+from gateway.audit.checkpoint import Checkpoint, open_checkpoint
+from gateway.audit.layout import (
+    CHECKPOINT_FILE,
+    CHECKPOINT_HISTORY,
+    STATE_FILE,
+    TILE_WIDTH,
+    checkpoint_size,
+    tile_path,
+)
+from gateway.audit.leaf import ConsumedRecord, Leaf, RecordLike
+from gateway.audit.note import Note, NoteVerifier
+from gateway.audit.records import dump_lines, read_records_dump
+from gateway.audit.report import AuditReport, CheckpointStatus, Finding
+from gateway.audit.witness import verify_cosigned
+from gateway.contract.verify import EventVerifier
+from gateway.errors import GatewayError, Reason
+
+__all__ = ["Auditor"]
+
+_FLUSH: Final = 2000
+
+
+class _Progress:
+    """A one-line progress indicator on stderr, only when it is a terminal (never in logs or pipes)."""
+
+    def __init__(self, stream: TextIO | None) -> None:
+        self._stream = stream if stream is not None and stream.isatty() else None
+        self._last = 0.0
+        self._shown = False
+
+    def update(self, label: str, done: int, total: int | None) -> None:
+        if self._stream is None:
+            return
+        now = time.monotonic()
+        if now - self._last < 0.2:
+            return
+        self._last = now
+        if total:
+            width = 30
+            filled = int(width * min(done, total) / total)
+            bar = "#" * filled + "." * (width - filled)
+            text = f"\r{label} [{bar}] {done:,}/{total:,}"
+        else:
+            text = f"\r{label} {done:,}"
+        self._stream.write(text)
+        self._stream.flush()
+        self._shown = True
+
+    def clear(self) -> None:
+        if self._stream is not None and self._shown:
+            self._stream.write("\r\x1b[K")
+            self._stream.flush()
+            self._shown = False
+
+
+class Auditor:
+    """One audit run. Order: checkpoints (``add_checkpoint`` / ``load_stored_checkpoints``), ``scan_log``,
+    then optionally ``check_record`` for every Kafka record and ``finish_records``, then ``report``.
+
+    ``notary_keys`` are the notary's note verifiers (more than one across a key rotation); the origin is
+    their key name unless given. ``event_verifier`` (registry + schemas, no sealing keys) is needed to check
+    records. With ``quorum > 0`` checkpoints count as cosigned only with ``quorum`` of ``cosigners``.
+    ``tolerate_lag`` accepts records after a partition's last logged offset (a live notary lags by up to a
+    checkpoint interval) and counts them as pending instead of reporting them.
+    """
+
+    def __init__(
+        self,
+        log_dir: Path,
+        *,
+        notary_keys: Sequence[NoteVerifier],
+        origin: str | None = None,
+        event_verifier: EventVerifier | None = None,
+        cosigners: Sequence[NoteVerifier] = (),
+        quorum: int = 0,
+        tolerate_lag: bool = False,
+        max_findings: int = 10_000,
+        progress: TextIO | None = None,
+        workers: int = 1,
+        verifier_factory: Callable[[], EventVerifier] | None = None,
+    ) -> None:
+        if not notary_keys:
+            raise GatewayError(Reason.NOTE_KEY_INVALID, "the notary's verifier key is required")
+        self._dir = Path(log_dir)
+        self._keys = tuple(notary_keys)
+        self._origin = origin or self._keys[0].name
+        self._event_verifier = event_verifier
+        self._cosigners = tuple(cosigners)
+        self._quorum = quorum
+        if quorum and not 1 <= quorum <= len(self._cosigners):
+            raise GatewayError(
+                Reason.NOTE_KEY_INVALID, f"quorum {quorum} of {len(self._cosigners)} cosigners"
+            )
+        self._tolerate_lag = tolerate_lag
+        if workers < 1:
+            raise GatewayError(Reason.CONFIG_INVALID, f"workers must be at least 1, not {workers}")
+        self._workers = workers
+        self._verifier_factory = verifier_factory
+        self._max_findings = max_findings
+        self._progress = _Progress(progress)
+        self._files = LogReader(self._dir, self._find)
+        self.report = AuditReport(origin=self._origin, log_dir=str(self._dir), quorum=quorum)
+        self._checkpoints: dict[tuple[int, bytes], CheckpointStatus] = {}
+        self._by_size: dict[int, list[CheckpointStatus]] = {}
+        """The same statuses by size, in the order they were added (constant-time look-ups in the scan)."""
+        self._last_good = 0
+        """The largest checkpoint size the scan has reproduced so far (sizes are reached in order)."""
+        self._last_offset: dict[tuple[str, int], int] = {}
+        self._scanned = False
+        self._records: Counter[str] = Counter()
+        self._record_source: str | None = None
+        self._tmp = Path(tempfile.mkdtemp(prefix="xchg-audit-"))
+        self._db = sqlite3.connect(self._tmp / "leaves.sqlite", isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=OFF")
+        self._db.execute("PRAGMA synchronous=OFF")
+        self._db.execute(
+            "CREATE TABLE leaves (topic TEXT, part INTEGER, off INTEGER, idx INTEGER, hash BLOB, "
+            "record_sha256 TEXT, data_sha256 TEXT, verdict TEXT, matched INTEGER DEFAULT 0, "
+            "PRIMARY KEY (topic, part, off)) WITHOUT ROWID"
+        )
+        self._pending: list[tuple[Any, ...]] = []
+
+    # ---- findings ------------------------------------------------------------------------------------
+    def _find(self, reason: Reason, detail: str, **where: Any) -> None:
+        if len(self.report.findings) < self._max_findings:
+            self.report.findings.append(Finding(reason=reason, detail=detail, **where))
+        else:
+            key = str(reason)
+            self.report.suppressed[key] = self.report.suppressed.get(key, 0) + 1
+
+    # ---- checkpoints ---------------------------------------------------------------------------------
+    def load_stored_checkpoints(self) -> None:
+        """Every checkpoint note in the log directory (``checkpoint`` and ``checkpoints/<size>``)."""
+        latest = self._dir / CHECKPOINT_FILE
+        if latest.is_file():
+            self.add_checkpoint(latest.read_bytes(), str(latest))
+        history = self._dir / CHECKPOINT_HISTORY
+        if history.is_dir():
+            for path in sorted(history.iterdir(), key=lambda p: (len(p.name), p.name)):
+                # only <size> files: a crash may leave a torn "<size>.tmp" that was never a checkpoint
+                if path.is_file() and checkpoint_size(path.name) is not None:
+                    self.add_checkpoint(path.read_bytes(), str(path))
+
+    def add_checkpoint(self, note: bytes, source: str) -> None:
+        """A signed checkpoint from ``source``: verified now, compared with the log during the scan."""
+        if self._scanned:
+            raise GatewayError(Reason.CONFIG_INVALID, "add checkpoints before scanning the log")
+        try:
+            signed = open_checkpoint(note, origin=self._origin, verifiers=self._keys)
+        except GatewayError as exc:
+            self._find(
+                exc.reason,
+                f"checkpoint rejected: {exc.detail}",
+                checkpoint_size=_size_hint(note),
+                source=source,
+            )
+            return
+        checkpoint = signed.checkpoint
+        key = (checkpoint.size, checkpoint.root_hash)
+        status = self._checkpoints.get(key)
+        if status is None:
+            same_size = self._by_size.setdefault(checkpoint.size, [])
+            for other in same_size:  # a distinct root for this size
+                self._find(
+                    Reason.CHECKPOINT_INCONSISTENT,
+                    f"two signed checkpoints of size {other.size} with different roots (a fork signed by the "
+                    f"notary; the other one is in {', '.join(other.sources)})",
+                    checkpoint_size=other.size,
+                    source=source,
+                )
+            status = CheckpointStatus(size=checkpoint.size, root=checkpoint.root_hash)
+            self._checkpoints[key] = status
+            same_size.append(status)
+        if source not in status.sources:
+            status.sources.append(source)
+        if self._quorum and not status.cosigned:
+            try:
+                cosigned = verify_cosigned(
+                    note,
+                    origin=self._origin,
+                    log_verifiers=self._keys,
+                    cosigners=self._cosigners,
+                    quorum=self._quorum,
+                )
+            except GatewayError:
+                pass  # not (yet) cosigned by the quorum: judged over all checkpoints in report()
+            else:
+                status.cosigned = True
+                status.cosigners = sorted({name for name, _ in cosigned.cosignatures})
+
+    # ---- the log -------------------------------------------------------------------------------------
+    def scan_log(self) -> None:
+        """Stream the entries: leaf hashes vs level-0 tiles, roots at checkpoint sizes, leaf decoding,
+        per-partition offset order; then upper tiles and the state root."""
+        self._scanned = True
+        report = self.report
+        state = self._files.state()
+        sizes = self._by_size.keys()
+        target = state[0] if state is not None else max(sizes, default=0)
+        report.state_size = None if state is None else state[0]
+        if 0 in sizes:
+            self._check_root(0, merkle.EMPTY_ROOT)
+        accumulator = merkle.MerkleAccumulator()
+        complete = True
+        for bundle_index in range(-(-target // TILE_WIDTH)):
+            width = min(TILE_WIDTH, target - bundle_index * TILE_WIDTH)
+            entries = self._files.bundle(bundle_index, width)
+            if entries is None:
+                complete = False
+                break
+            tile = self._files.tile(0, bundle_index, width)
+            for position, entry in enumerate(entries):
+                index = bundle_index * TILE_WIDTH + position
+                value = merkle.leaf_hash(entry)
+                if tile is not None and tile[position] != value:
+                    self._find(
+                        Reason.TLOG_CORRUPT,
+                        "the entry does not match its hash in the level-0 tile",
+                        leaf_index=index,
+                        source=tile_path(0, bundle_index, width),
+                    )
+                accumulator.append_leaf_hash(value)
+                self._leaf(index, entry, value)
+                if accumulator.size in sizes:
+                    self._check_root(accumulator.size, accumulator.root())
+            self._progress.update("verifying log", accumulator.size, target)
+        self._flush()
+        self._progress.clear()
+        report.log_size = accumulator.size
+        report.root = accumulator.root()
+        for status in self._checkpoints.values():
+            if status.size > accumulator.size:
+                status.matches = None
+                self._find(
+                    Reason.CHECKPOINT_BEYOND_LOG,
+                    f"signed checkpoint of size {status.size}, but the log "
+                    + (
+                        f"holds only {accumulator.size} entries"
+                        if complete
+                        else f"is unreadable after {accumulator.size} entries"
+                    )
+                    + ": entries were deleted or truncated",
+                    checkpoint_size=status.size,
+                    source=", ".join(status.sources),
+                )
+        if state is not None and complete and state[1] != accumulator.root():
+            self._find(
+                Reason.TLOG_CORRUPT,
+                "the state file's root is not the root of the entries",
+                source=str(self._dir / STATE_FILE),
+            )
+        if complete:
+            self._files.check_upper_tiles(accumulator.size)
+
+    def last_offsets(self) -> dict[tuple[str, int], int]:
+        """The highest offset logged per (topic, partition) (after :meth:`scan_log`)."""
+        return dict(self._last_offset)
+
+    def _check_root(self, size: int, root: bytes) -> None:
+        """Compare the signed roots of ``size`` with the log's (called once per size, in increasing order)."""
+        last_good = self._last_good
+        for status in self._by_size.get(size, ()):
+            status.matches = status.root == root
+            if status.matches:
+                self._last_good = size
+                continue
+            self._find(
+                Reason.CHECKPOINT_ROOT_MISMATCH,
+                f"the log's root at size {size} is not the signed one: entries in [{last_good}, {size}) "
+                f"differ from what was signed (the last reproduced checkpoint is at size {last_good})",
+                checkpoint_size=size,
+                source=", ".join(status.sources),
+            )
+
+    def _leaf(self, index: int, entry: bytes, value: bytes) -> None:
+        try:
+            leaf = Leaf.decode(entry)
+        except GatewayError as exc:
+            self._find(exc.reason, exc.detail, leaf_index=index)
+            return
+        verdict = "accepted" if leaf.verdict == "accepted" else str(leaf.reason)
+        self.report.verdicts[verdict] = self.report.verdicts.get(verdict, 0) + 1
+        key = (leaf.topic, leaf.partition)
+        where = {"leaf_index": index, "topic": leaf.topic, "partition": leaf.partition, "offset": leaf.offset}
+        last = self._last_offset.get(key)
+        if last is not None and leaf.offset <= last:
+            self._flush()
+            row = self._db.execute(
+                "SELECT idx FROM leaves WHERE topic = ? AND part = ? AND off = ?", (*key, leaf.offset)
+            ).fetchone()
+            if row is not None:
+                self._find(Reason.LEAF_DUPLICATE, f"this record was already logged as leaf {row[0]}", **where)
+                return
+            self._find(
+                Reason.LEAF_OUT_OF_ORDER,
+                f"offset {leaf.offset} logged after offset {last} of the same partition",
+                **where,
+            )
+        self._last_offset[key] = leaf.offset if last is None else max(last, leaf.offset)
+        self._pending.append(
+            (
+                leaf.topic,
+                leaf.partition,
+                leaf.offset,
+                index,
+                value,
+                leaf.record_sha256,
+                leaf.data_sha256,
+                _workers.verdict_text(leaf.verdict, leaf.reason, leaf.kid),
+            )
+        )
+        if len(self._pending) >= _FLUSH:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._pending:
+            self._db.execute("BEGIN")
+            self._db.executemany(
+                "INSERT OR IGNORE INTO leaves (topic, part, off, idx, hash, record_sha256, data_sha256, "
+                "verdict) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                self._pending,
+            )
+            self._db.execute("COMMIT")
+            self._pending = []
+
+    # ---- records ------------------------------------------------------------------------------------
+    def check_record(self, record: RecordLike) -> None:
+        """Cross-check one Kafka record with its leaf (call after :meth:`scan_log`), in this process."""
+        verifier = self._record_verifier()
+        claim = self._claim(record.topic, record.partition, record.offset)
+        if claim is not None:
+            self._resolve(claim, None if claim.row is None else _workers.expected_leaf(record, verifier))
+
+    def check_records(self, records: Iterable[RecordLike]) -> None:
+        """Cross-check every record of ``records`` (call after :meth:`scan_log`): what :meth:`check_record`
+        on each does, with ``workers > 1`` in worker processes (see :meth:`record_checks`)."""
+        with self.record_checks() as check:
+            for record in records:
+                check(record)
+
+    def check_records_dump(self, path: Path) -> None:
+        """Cross-check every record of a records dump (``docs/AUDIT.md`` section 12). With ``workers > 1``
+        the workers also parse the lines (about a tenth of the work per record); this process only reads
+        them."""
+        if self._workers == 1:
+            self.check_records(read_records_dump(path))
+            return
+        with self._parallel_checks() as checks:
+            for number, line in dump_lines(path):
+                checks.add((number, line), str(path))
+
+    @contextlib.contextmanager
+    def record_checks(self) -> Iterator[Callable[[RecordLike], None]]:
+        """A function checking one record at a time (a consumer's callback), settled when the block ends.
+
+        With ``workers == 1`` it is :meth:`check_record`. Otherwise worker processes recompute the leaves
+        (the expensive, pure part: signature, key validity, schema) chunk by chunk, at most two chunks per
+        worker in flight (memory stays bounded), and this process takes the results chunk by chunk in
+        submission order and does the rest exactly as :meth:`check_record` would, record by record: the
+        SQLite look-up and "matched" mark, the counters and the findings. The report is therefore the one
+        :meth:`check_record` gives. (A record without a leaf has its leaf recomputed for nothing; fewer
+        records than one chunk are recomputed here, starting no process.)
+        """
+        if self._workers == 1:
+            self._record_verifier()
+            yield self.check_record
+            return
+        with self._parallel_checks() as checks:
+            yield lambda record: checks.add(
+                record if isinstance(record, ConsumedRecord) else ConsumedRecord.of(record)
+            )
+
+    @contextlib.contextmanager
+    def _parallel_checks(self) -> Iterator[_workers.ParallelChecks]:
+        verifier = self._record_verifier()
+        if self._verifier_factory is None:
+            raise GatewayError(
+                Reason.CONFIG_INVALID, "checking records in worker processes needs a verifier factory"
+            )
+        factory, workers = self._verifier_factory, self._workers
+        checks = _workers.ParallelChecks(
+            lambda: _workers.LeafPool(factory, _workers.verifier_fingerprint(verifier), workers),
+            verifier,
+            self._check_recomputed,
+            in_flight=2 * workers,
+        )
+        try:
+            yield checks
+            checks.finish()
+        finally:
+            checks.close()
+
+    def _record_verifier(self) -> EventVerifier:
+        if not self._scanned:
+            raise GatewayError(Reason.CONFIG_INVALID, "scan the log before checking records")
+        if self._event_verifier is None:
+            raise GatewayError(Reason.CONFIG_INVALID, "checking records needs the registry and schemas")
+        return self._event_verifier
+
+    def _check_recomputed(self, topic: str, partition: int, offset: int, expected: _workers.Expected) -> None:
+        """:meth:`check_record` for a record whose leaf a worker has recomputed."""
+        claim = self._claim(topic, partition, offset)
+        if claim is not None:
+            self._resolve(claim, expected)
+
+    def _claim(self, topic: str, partition: int, offset: int) -> _Claim | None:
+        """The bookkeeping half of a record check: count the record, look its leaf up and mark it matched.
+        Returns what is left to decide (a finding, or the comparison with the recomputed leaf), or None
+        when nothing is (tolerated lag, the same record twice in a dump)."""
+        self._records["read"] += 1
+        self._progress.update("checking records", self._records["read"], None)
+        where = {"topic": topic, "partition": partition, "offset": offset}
+        if not self._db.in_transaction:  # one transaction per _FLUSH matches, not one per UPDATE
+            self._db.execute("BEGIN")
+        row = self._db.execute(
+            "SELECT idx, hash, record_sha256, data_sha256, verdict, matched FROM leaves "
+            "WHERE topic = ? AND part = ? AND off = ?",
+            (topic, partition, offset),
+        ).fetchone()
+        if row is None:
+            last = self._last_offset.get((topic, partition))
+            if last is not None and offset < last:
+                return _Claim(
+                    where, None, f"the log skips this record (it logs this partition up to offset {last})"
+                )
+            if self._tolerate_lag:
+                self._records["pending"] += 1
+                return None
+            return _Claim(
+                where,
+                None,
+                "after the last logged offset of its partition "
+                f"({'none' if last is None else last}): not logged (yet), or cut from the log",
+            )
+        if row[5]:
+            return None  # the same record twice in a dump
+        self._db.execute(
+            "UPDATE leaves SET matched = 1 WHERE topic = ? AND part = ? AND off = ?",
+            (topic, partition, offset),
+        )
+        self._records["matched"] += 1
+        if self._records["matched"] % _FLUSH == 0:
+            self._commit()
+        return _Claim(where, row, "")
+
+    def _resolve(self, claim: _Claim, expected: _workers.Expected | None) -> None:
+        """The deciding half: the finding of a record without a leaf, or the comparison of the stored leaf
+        with ``expected``, the leaf recomputed from the record."""
+        if claim.row is None:
+            self._find(Reason.RECORD_NOT_LOGGED, claim.not_logged, **claim.where)
+            return
+        if expected is None:
+            raise ValueError("a record with a leaf is resolved with its recomputed leaf")
+        index, stored_hash, stored_record, stored_data, stored_verdict, _ = claim.row
+        if expected.leaf_hash == bytes(stored_hash):
+            return
+        where = {**claim.where, "leaf_index": int(index)}
+        if stored_record != expected.record_sha256 or stored_data != expected.data_sha256:
+            self._find(
+                Reason.LEAF_RECORD_MISMATCH,
+                f"the Kafka record's digest is {expected.record_sha256[:16]}..., the leaf's "
+                f"{str(stored_record)[:16]}...: the record was rewritten on the broker or the leaf altered",
+                **where,
+            )
+        elif stored_verdict != expected.verdict:
+            self._find(
+                Reason.LEAF_VERDICT_MISMATCH,
+                f"logged verdict {stored_verdict}, re-verification now gives {expected.verdict} "
+                "(registry or schemas changed about that time?)",
+                **where,
+            )
+        else:
+            self._find(
+                Reason.LEAF_RECORD_MISMATCH,
+                "the leaf differs from the one recomputed from the record (attributes, timestamp or "
+                "signature material)",
+                **where,
+            )
+
+    def _commit(self) -> None:
+        if self._db.in_transaction:
+            self._db.execute("COMMIT")
+
+    def finish_records(self, source: str, earliest: Mapping[tuple[str, int], int] | None = None) -> None:
+        """Every leaf must have had its record; leaves below a partition's ``earliest`` available offset
+        (broker retention) are counted as expired instead."""
+        self._commit()
+        self._flush()
+        self._progress.clear()
+        self._record_source = source
+        rows = self._db.execute("SELECT idx, topic, part, off FROM leaves WHERE matched = 0 ORDER BY idx")
+        for index, topic, partition, offset in rows:
+            if earliest is not None and offset < earliest.get((topic, partition), 0):
+                self._records["expired"] += 1
+                continue
+            self._find(
+                Reason.LEAF_RECORD_MISSING,
+                "no Kafka record at this position: the leaf has no record",
+                leaf_index=int(index),
+                topic=topic,
+                partition=int(partition),
+                offset=int(offset),
+            )
+        self.report.records = {
+            "source": source,
+            "read": self._records["read"],
+            "matched": self._records["matched"],
+            "pending": self._records["pending"],
+            "expired": self._records["expired"],
+        }
+
+    # ---- the verdict --------------------------------------------------------------------------------
+    def finish(self) -> AuditReport:
+        """The report (checkpoints sorted by size; quorum judged over all checkpoints)."""
+        self._flush()
+        report = self.report
+        report.checkpoints = sorted(self._checkpoints.values(), key=lambda c: (c.size, c.root))
+        if not report.checkpoints:
+            self._find(Reason.NOTE_UNVERIFIED, "no checkpoint signed by the notary's key was found")
+        if self._quorum and not any(c.cosigned and c.matches for c in report.checkpoints):
+            latest = max((c.size for c in report.checkpoints), default=None)
+            self._find(
+                Reason.COSIGN_QUORUM_NOT_MET,
+                f"no checkpoint the log reproduces carries {self._quorum} trusted cosignatures",
+                checkpoint_size=latest,
+            )
+        self.close()
+        return report
+
+    def close(self) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            self._db.close()
+        shutil.rmtree(self._tmp, ignore_errors=True)
+
+    def __enter__(self) -> Auditor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _Claim(NamedTuple):
+    """A claimed record: where it is, its leaf's row (None: no leaf), why it is not logged (row None)."""
+
+    where: dict[str, Any]
+    row: tuple[Any, ...] | None
+    not_logged: str
+
+
+def _size_hint(note: bytes) -> int | None:
+    """The size an unverified checkpoint claims (only to locate a finding)."""
+    with contextlib.suppress(GatewayError, UnicodeDecodeError):
+        return Checkpoint.parse(Note.parse(note).text).size
+    return None
