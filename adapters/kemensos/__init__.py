@@ -22,9 +22,9 @@ from __future__ import annotations
 from functools import partial
 from typing import Final
 
-from adapters.kemensos.inbound import CsvDropSource, RowMapper, csv_event_id, suppress_count, write_drop
 from adapters.kemensos.mapping import DEFAULT_MAPPING, KemensosMapping, load_mapping
-from adapters.kemensos.outbound import native_record, to_native
+from adapters.kemensos.sink import native_record, to_native
+from adapters.kemensos.source import CsvDropSource, RowMapper, csv_event_id, suppress_count, write_drop
 from gateway.bus.delivery import Sink
 from gateway.runtime.plugins import PluginContext
 from gateway.runtime.sources import Source

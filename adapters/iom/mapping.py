@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
 
-from adapters._fieldmap import (
+from adapters.fieldmap import (
     MappingError,
     MessageMap,
     Tables,

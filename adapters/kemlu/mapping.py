@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from adapters._fieldmap import (
+from adapters.fieldmap import (
     MappingError,
     MessageMap,
     Tables,
