@@ -21,6 +21,11 @@ FORMAT: Final = "xchg-mapping/1"
 _PRODUCERS: Final = ("from", "const", "join")
 _DERIVATIONS: Final = ("template", "difference")
 _DEPTHS: Final = ("top", "any")
+_EACH_KEYS: Final = ("each", "fields")
+_SPEC_KEYS: Final = (
+    *_PRODUCERS, *_DERIVATIONS, "table", "reverse", "kind", "split", "thousands", "default", "required",
+    "omit_when",
+)  # fmt: skip
 _PATH_RE: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 _M = TypeVar("_M")
 
@@ -132,6 +137,7 @@ class _FieldReader:
 
     def spec(self, target: str, table: Table) -> FieldSpec:
         each = table.string("each", None)
+        table.only(*(_EACH_KEYS if each is not None else _SPEC_KEYS))  # a misspelt option is named as such
         if each is not None:
             self._source(table, "each", each)
             spec = FieldSpec(
