@@ -18,7 +18,7 @@ are translated per ``mapping.toml``; the HTCDS column list is ``htcds_v2_columns
     url = "https://cases.iom.example/api/v1/referrals"
     token_file = "secrets/iom-token"   # optional bearer token; ca_file = "..." optional private CA
 
-See docs/ADAPTERS.md ("IOM") for the file and JSON layouts.
+See docs/adapters/iom.md for the file and JSON layouts and docs/adapters/README.md for the mapping file.
 """
 
 from __future__ import annotations

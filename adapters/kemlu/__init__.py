@@ -24,7 +24,7 @@ admissions and case closures back to the case API. Field names and codes are tra
     types = ["id.trafficking.case.shelter-admission", "id.trafficking.case.closure"]
     url = "https://pwni.kemlu.example/"
 
-See docs/ADAPTERS.md ("Kemlu / KBRI") for the API layouts.
+See docs/adapters/kemlu.md for the API layouts and docs/adapters/README.md for the mapping file.
 """
 
 from __future__ import annotations
