@@ -18,15 +18,14 @@ are translated per ``mapping.toml``; the HTCDS column list is ``htcds_v2_columns
     url = "https://cases.iom.example/api/v1/referrals"
     token_file = "secrets/iom-token"   # optional bearer token; ca_file = "..." optional private CA
 
-See docs/ADAPTERS.md ("IOM") for the file and JSON layouts.
+See docs/adapters/iom.md for the file and JSON layouts and docs/adapters/README.md for the mapping file.
 """
 
 from __future__ import annotations
 
 from typing import Final
 
-from adapters._io import check_base_url
-from adapters.iom._mapping import (
+from adapters.iom.mapping import (
     COLUMNS_FILE,
     EVENT_ID_NAMESPACE,
     MAPPING_FILE,
@@ -35,9 +34,10 @@ from adapters.iom._mapping import (
     htcds_columns,
     row_event_id,
 )
-from adapters.iom._reader import FileProblem, Sheet, read_sheet
-from adapters.iom._sink import referral_sink
-from adapters.iom._source import FileReport, HtcdsExportSource, RowRejection
+from adapters.iom.reader import FileProblem, Sheet, read_sheet
+from adapters.iom.sink import referral_sink
+from adapters.iom.source import FileReport, HtcdsExportSource, RowRejection
+from adapters.plumbing import check_base_url
 from gateway.runtime.plugins import PluginContext
 from gateway.runtime.webhook import WebhookSink, client_options
 from gateway.settings import Table

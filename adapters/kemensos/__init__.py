@@ -1,6 +1,6 @@
 """Kemensos adapter: the Ministry of Social Affairs' RPTC shelters and Pos Pemulangan return posts.
 
-Two plug-ins, declared as entry points in ``pyproject.toml`` and documented in ``docs/ADAPTERS.md#kemensos``:
+Two plug-ins, declared as entry points in ``pyproject.toml`` and documented in ``docs/adapters/kemensos.md``:
 
 * source ``kemensos-csv`` (:func:`csv_source`): CSV exports dropped into a folder (admissions, discharges,
   bed capacity, group arrivals, onward referrals) become signed, sealed exchange events.
@@ -22,9 +22,10 @@ from __future__ import annotations
 from functools import partial
 from typing import Final
 
-from adapters.kemensos.inbound import CsvDropSource, RowMapper, csv_event_id, suppress_count, write_drop
-from adapters.kemensos.mapping import DEFAULT_MAPPING, KemensosMapping, load_mapping
-from adapters.kemensos.outbound import native_record, to_native
+from adapters.fieldmap import suppress_count
+from adapters.kemensos.mapping import MAPPING_FILE, KemensosMapping, RowMapper
+from adapters.kemensos.sink import native_record, to_native
+from adapters.kemensos.source import CsvDropSource, csv_event_id, write_drop
 from gateway.bus.delivery import Sink
 from gateway.runtime.plugins import PluginContext
 from gateway.runtime.sources import Source
@@ -32,7 +33,7 @@ from gateway.runtime.webhook import WebhookSink, client_options
 from gateway.settings import Table
 
 __all__ = [
-    "DEFAULT_MAPPING",
+    "MAPPING_FILE",
     "SINK_KIND",
     "SOURCE_KIND",
     "CsvDropSource",
@@ -41,7 +42,6 @@ __all__ = [
     "case_system_sink",
     "csv_event_id",
     "csv_source",
-    "load_mapping",
     "native_record",
     "suppress_count",
     "to_native",
@@ -57,8 +57,7 @@ _SINK_OPTIONS: Final = frozenset(
 
 
 def _mapping(options: Table) -> KemensosMapping:
-    path = options.path("mapping", None)
-    return load_mapping() if path is None else load_mapping(path)
+    return KemensosMapping.load(options.path("mapping", MAPPING_FILE))
 
 
 def csv_source(options: Table, ctx: PluginContext) -> Source:

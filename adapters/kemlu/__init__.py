@@ -24,7 +24,7 @@ admissions and case closures back to the case API. Field names and codes are tra
     types = ["id.trafficking.case.shelter-admission", "id.trafficking.case.closure"]
     url = "https://pwni.kemlu.example/"
 
-See docs/ADAPTERS.md ("Kemlu / KBRI") for the API layouts.
+See docs/adapters/kemlu.md for the API layouts and docs/adapters/README.md for the mapping file.
 """
 
 from __future__ import annotations
@@ -33,8 +33,7 @@ import re
 from functools import partial
 from typing import Final
 
-from adapters._io import check_base_url
-from adapters.kemlu._mapping import (
+from adapters.kemlu.mapping import (
     EVENT_ID_NAMESPACE,
     MAPPING_FILE,
     KemluMapping,
@@ -42,8 +41,9 @@ from adapters.kemlu._mapping import (
     PlannedMessage,
     case_event_id,
 )
-from adapters.kemlu._sink import update_url
-from adapters.kemlu._source import Cursor, KemluCaseApiSource, PollResult, parse_instant
+from adapters.kemlu.sink import update_url
+from adapters.kemlu.source import Cursor, KemluCaseApiSource, PollResult, parse_instant
+from adapters.plumbing import check_base_url
 from gateway.bus.delivery import RetryPolicy
 from gateway.errors import GatewayError, Reason
 from gateway.runtime.plugins import PluginContext

@@ -22,7 +22,7 @@ from typing import Any
 
 from aiohttp import web
 
-from adapters.iom._mapping import IomMapping, htcds_columns
+from adapters.iom.mapping import IomMapping, htcds_columns
 from adapters.simulators._server import SimulatorServer
 from gateway.runtime.sources import write_atomically
 

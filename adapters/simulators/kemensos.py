@@ -2,7 +2,7 @@
 
 Kemensos' case-management system is not public, so this stands in for it: a small aiohttp server on a
 loopback port that accepts what the ``kemensos-case-system`` sink sends (``POST /kasus``, the native
-record shape of :mod:`adapters.kemensos.outbound`) and behaves the way a well-built agency API should:
+record shape of :mod:`adapters.kemensos.sink`) and behaves the way a well-built agency API should:
 
 * ``201`` the first time it sees an ``Idempotency-Key``, ``409 Conflict`` for a repeat (the sink counts a
   409 as delivered), ``400`` without a key or without a JSON object body;
@@ -27,7 +27,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from adapters.kemensos.inbound import write_drop
+from adapters.kemensos.source import write_drop
 from adapters.simulators._server import SimulatorServer
 
 __all__ = [

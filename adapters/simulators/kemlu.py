@@ -1,7 +1,7 @@
 """SIMULATOR of the Kemlu citizen-protection case API (the embassies' case system is not public).
 
 Not Kemlu software and not a model of its internals: a small aiohttp server on a loopback port that speaks
-the interface ``adapters.kemlu`` is built against (docs/ADAPTERS.md, "Kemlu / KBRI"):
+the interface ``adapters.kemlu`` is built against (docs/adapters/kemlu.md):
 
 * ``GET /api/v1/cases?updated_since=<RFC 3339>&page=<n>&page_size=<k>[&mission=<m>]`` ->
   ``{"items": [...], "next_page": <n> | null}``: cases with ``updated_at >= updated_since``, oldest first

@@ -150,7 +150,6 @@ def test_imports_point_down(layer: str, forbidden: tuple[str, ...], exempt: tupl
     assert _violations(layer, forbidden, exempt=exempt) == []
 
 
-@pytest.mark.xfail(reason="adapters.simulators import adapters.iom._mapping (being renamed)", strict=True)
 def test_no_module_imports_another_packages_private_module() -> None:
     found = []
     for module, path in ALL:

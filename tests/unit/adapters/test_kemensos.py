@@ -21,17 +21,17 @@ import aiohttp
 import pytest
 from structlog.testing import capture_logs
 
+from adapters.fieldmap import FieldSpec
 from adapters.kemensos import (
-    DEFAULT_MAPPING,
+    MAPPING_FILE,
     CsvDropSource,
+    KemensosMapping,
     csv_event_id,
-    load_mapping,
     native_record,
     suppress_count,
     to_native,
     write_drop,
 )
-from adapters.kemensos.mapping import Column, KemensosMapping
 from adapters.simulators.kemensos import SAMPLE_DROPS, KemensosCaseSystemSimulator, write_sample_drops
 from gateway.bus.delivery import RetryPolicy, SinkError, deliver_with_retry
 from gateway.contract.schemas import SchemaStore, default_schema_root
@@ -57,7 +57,7 @@ NAMES = (
 
 @pytest.fixture(scope="module")
 def mapping() -> KemensosMapping:
-    return load_mapping()
+    return KemensosMapping.load()
 
 
 @pytest.fixture(scope="module")
@@ -141,58 +141,60 @@ def schema_paths(store: SchemaStore, event_type: str, dataschema: str | None = N
 
 def test_every_mapped_field_exists_in_its_schema(mapping: KemensosMapping, store: SchemaStore) -> None:
     """A typo in mapping.toml would quarantine every row at run time; catch it here instead."""
-    for kind in mapping.inbound.kinds:
+    for kind in mapping.files:
         assert kind.dataschema is not None, kind.name  # producers name the version, not "the latest"
         paths = schema_paths(store, kind.type, kind.dataschema)
-        targets = [c.field for c in kind.columns.values() if c.field is not None]
-        targets += [*kind.constants, *(d.field for d in kind.derive)]
+        targets = [spec.target for spec in kind.message.fields if not spec.target.startswith("$")]
         for target in targets:
             assert target in paths, (kind.name, target)
     every = set().union(*(schema_paths(store, t) for t in store.types()))
-    for out in mapping.outbound.common:
-        assert all(p in every for p in out.paths), out.target
-    for event_type, spec in mapping.outbound.types.items():
+    for out in mapping.common_record.fields:
+        assert all(p in every for p in payload_paths(out)), out.target
+    for event_type, spec in mapping.records.items():
         paths = schema_paths(store, event_type)
-        for out in spec.fields:
-            assert all(p in paths for p in out.paths), (event_type, out.target)
+        for out in (s for s in spec.fields if s not in mapping.common_record.fields):
+            assert all(p in paths for p in payload_paths(out)), (event_type, out.target)
+
+
+def payload_paths(spec: FieldSpec) -> list[str]:
+    """The payload paths an outbound field reads (not the event attributes, ``$event.*``)."""
+    return [path for path in spec.reads() if not path.startswith("$")]
 
 
 def test_code_list_values_are_exchange_values(mapping: KemensosMapping, store: SchemaStore) -> None:
     """Each code list maps to values the schemas accept: checked by the fixtures below for the ones they use,
     and here for the small enumerations (a misspelt ``fit-to-travl`` would otherwise wait for real data)."""
     common = json.loads((default_schema_root() / "_common" / "1.0.json").read_text("utf-8"))["$defs"]
-    assert set(mapping.codes["jenis_kelamin"].forward.values()) <= set(common["prs_Gender"]["enum"])
-    assert set(mapping.codes["status_korban"].forward.values()) == set(
-        common["vic_TraffickingStatus"]["enum"]
-    )
-    assert set(mapping.codes["dasar_hukum"].forward.values()) == set(common["legalBasis"]["enum"])
-    assert set(mapping.codes["moda"].forward.values()) == set(common["transportMode"]["enum"])
+    assert set(mapping.tables.values("jenis_kelamin")) <= set(common["prs_Gender"]["enum"])
+    assert set(mapping.tables.values("status_korban")) == set(common["vic_TraffickingStatus"]["enum"])
+    assert set(mapping.tables.values("dasar_hukum")) == set(common["legalBasis"]["enum"])
+    assert set(mapping.tables.values("moda")) == set(common["transportMode"]["enum"])
     health = common["health"]["properties"]
-    assert set(mapping.codes["status_covid"].forward.values()) == set(health["covid19_status"]["enum"])
-    assert set(mapping.codes["hasil_skrining"].forward.values()) == set(health["screening_result"]["enum"])
-    assert all(len(v) == 2 and v.isupper() for v in mapping.codes["negara"].forward.values())
+    assert set(mapping.tables.values("status_covid")) == set(health["covid19_status"]["enum"])
+    assert set(mapping.tables.values("hasil_skrining")) == set(health["screening_result"]["enum"])
+    assert all(len(v) == 2 and v.isupper() for v in mapping.tables.values("negara"))
 
 
 @pytest.mark.parametrize(
     ("replace", "by", "named"),
     [
-        ('code = "lokasi", required = true }', 'code = "lokasi_typo", required = true }', "code"),
-        ('format = "kemensos-mapping/1"', 'format = "kemensos-mapping/9"', "format"),
-        ('as = "datetime", required = true }', 'as = "timestamp", required = true }', ".as"),
-        ('timezone = "+07:00"', 'timezone = "WIB"', "inbound.timezone"),
-        ("[outbound.event]", '[outbound.event]\nbogus = "nope"', "outbound.event.bogus"),
+        ('table = "lokasi", required = true }', 'table = "lokasi_typo", required = true }', "table"),
+        ('format = "xchg-mapping/1"', 'format = "xchg-mapping/9"', "format"),
+        ('kind = "datetime", required = true }', 'kind = "timestamp", required = true }', ".kind"),
+        ('timezone = "+07:00"', 'timezone = "WIB"', "formats.timezone"),
+        ("[case_system.fields]", '[case_system.fields]\nbogus = "$event.nope"', "case_system.fields.bogus"),
         ('prefixes = ["kapasitas_"]', 'prefixes = ["keluar_x"]', "overlaps"),
     ],
 )
 def test_a_broken_mapping_file_stops_start_up_naming_the_key(
     tmp_path: Path, replace: str, by: str, named: str
 ) -> None:
-    text = DEFAULT_MAPPING.read_text("utf-8")
+    text = MAPPING_FILE.read_text("utf-8")
     assert replace in text
     broken = tmp_path / "mapping.toml"
     broken.write_text(text.replace(replace, by, 1), "utf-8")
     with pytest.raises(GatewayError) as caught:
-        load_mapping(broken)
+        KemensosMapping.load(broken)
     assert caught.value.reason is Reason.CONFIG_INVALID
     assert named in caught.value.detail
 
@@ -384,21 +386,21 @@ async def test_referrals_map_names_sex_and_citizenship(
 # ---- inbound: codes and formats ----------------------------------------------------------------------------
 
 
-def column(name: str, **spec: Any) -> Column:
-    return Column(name=name, field=name, **spec)
+def column(name: str, **spec: Any) -> FieldSpec:
+    return FieldSpec(target=name, source=name, **spec)
 
 
 @pytest.mark.parametrize(
     ("native", "gender"), [("L", "Masculine"), ("P", "Feminine"), ("l", "Masculine"), (" p ", "Feminine")]
 )
 def test_gender_codes(mapping: KemensosMapping, native: str, gender: str) -> None:
-    assert mapping.codes["jenis_kelamin"].lookup(native) == gender
+    assert mapping.tables.lookup("jenis_kelamin", native, "jenis_kelamin") == gender
 
 
 def test_unknown_gender_code_names_the_column_not_the_value(tmp_path: Path, mapping: KemensosMapping) -> None:
     source = make_source(tmp_path, mapping, [])
     with pytest.raises(GatewayError) as caught:
-        source.mapper._one(column("jenis_kelamin", code="jenis_kelamin"), "Perempuan-X")
+        source.mapper._one(column("jenis_kelamin", table="jenis_kelamin"), "Perempuan-X")
     assert caught.value.reason is Reason.SCHEMA_INVALID
     assert "jenis_kelamin" in caught.value.detail
     assert "unknown-code" in caught.value.detail
@@ -416,7 +418,7 @@ def test_unknown_gender_code_names_the_column_not_the_value(tmp_path: Path, mapp
 )
 def test_date_formats(tmp_path: Path, mapping: KemensosMapping, text: str, iso: str) -> None:
     source = make_source(tmp_path, mapping, [])
-    assert source.mapper._one(column("tanggal", convert="date"), text) == iso
+    assert source.mapper._one(column("tanggal", kind="date"), text) == iso
 
 
 @pytest.mark.parametrize(
@@ -432,27 +434,27 @@ def test_date_formats(tmp_path: Path, mapping: KemensosMapping, text: str, iso: 
 )
 def test_datetime_formats(tmp_path: Path, mapping: KemensosMapping, text: str, instant: str) -> None:
     source = make_source(tmp_path, mapping, [])
-    assert source.mapper._one(column("waktu", convert="datetime"), text) == instant
+    assert source.mapper._one(column("waktu", kind="datetime"), text) == instant
 
 
 @pytest.mark.parametrize(
-    ("convert", "text", "problem"),
+    ("kind", "text", "problem"),
     [
         ("date", "31/02/2020", "invalid-date"),
         ("date", "2020/19/08", "invalid-date"),
         ("datetime", "19/08/2020 25:00", "invalid-datetime"),
-        ("integer", "1.234", "invalid-integer"),
-        ("integer", "-1", "invalid-integer"),
+        ("int", "1.234", "invalid-integer"),
+        ("int", "-1", "invalid-integer"),
         ("count", "sepuluh", "invalid-count"),
         ("phone", "12", "invalid-phone"),
     ],
 )
 def test_bad_values_name_the_problem_not_the_value(
-    tmp_path: Path, mapping: KemensosMapping, convert: str, text: str, problem: str
+    tmp_path: Path, mapping: KemensosMapping, kind: str, text: str, problem: str
 ) -> None:
     source = make_source(tmp_path, mapping, [])
     with pytest.raises(GatewayError) as caught:
-        source.mapper._one(column("kolom", convert=convert), text)
+        source.mapper._one(column("kolom", kind=kind), text)
     assert f"kolom: {problem}" in caught.value.detail
     assert text not in caught.value.detail
 
@@ -467,7 +469,7 @@ def test_bad_values_name_the_problem_not_the_value(
 )
 def test_phone_numbers_become_e164(tmp_path: Path, mapping: KemensosMapping, text: str, e164: str) -> None:
     source = make_source(tmp_path, mapping, [])
-    assert source.mapper._one(column("telepon", convert="phone"), text) == e164
+    assert source.mapper._one(column("telepon", kind="phone"), text) == e164
 
 
 # ---- inbound: quarantine -----------------------------------------------------------------------------------
@@ -691,8 +693,8 @@ def test_referral_in_the_native_shape(mapping: KemensosMapping) -> None:
 
 def test_nothing_a_recipient_was_given_is_lost(mapping: KemensosMapping) -> None:
     """Every payload leaf is either mapped (its path or a parent's) or passed on under ``lainnya``."""
-    mapped = {p for spec in mapping.outbound.types.values() for out in spec.fields for p in out.paths}
-    mapped |= {p for out in mapping.outbound.common for p in out.paths}
+    records = (mapping.common_record, *mapping.records.values())
+    mapped = {p for record in records for out in record.fields for p in payload_paths(out)}
     for name in ("case.referral", "case.repatriation-plan", "case.shelter-discharge", "alert.supply"):
         for _, payload in example(name, "1.0"):
             record = native_record(attributes(f"id.trafficking.{name}"), payload, mapping)
@@ -884,11 +886,11 @@ def test_sink_options_are_checked(tmp_path: Path, options: dict[str, Any], named
 
 def test_a_mapping_override_is_used(tmp_path: Path) -> None:
     override = tmp_path / "kemensos.toml"
-    override.write_text(DEFAULT_MAPPING.read_text("utf-8").replace('"RPTC-PTK" =', '"RPTC-PNK" ='), "utf-8")
+    override.write_text(MAPPING_FILE.read_text("utf-8").replace('"RPTC-PTK" =', '"RPTC-PNK" ='), "utf-8")
     source = build_source(
         "kemensos-csv",
         {"directory": "drop", "mapping": "kemensos.toml"},
         plugin_context(tmp_path, "kemensos"),
     )
     assert isinstance(source, CsvDropSource)
-    assert source.mapper.mapping.codes["lokasi"].lookup("RPTC-PNK") == "rptc-pontianak"
+    assert source.mapper.mapping.tables.lookup("lokasi", "RPTC-PNK", "id_rptc") == "rptc-pontianak"

@@ -22,7 +22,7 @@ import pytest
 from structlog.testing import capture_logs
 from yarl import URL
 
-from adapters._fieldmap import MappingError
+from adapters.fieldmap import MappingError
 from adapters.kemlu import (
     KemluCaseApiSource,
     KemluMapping,

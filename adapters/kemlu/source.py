@@ -45,8 +45,8 @@ import aiohttp
 import structlog
 from yarl import URL
 
-from adapters._io import write_json_atomically
-from adapters.kemlu._mapping import KemluMapping, MessageProblem, PlannedMessage
+from adapters.kemlu.mapping import KemluMapping, MessageProblem, PlannedMessage
+from adapters.plumbing import write_json_atomically
 from gateway.bus.delivery import RetryPolicy, is_retryable_status
 from gateway.errors import GatewayError, Reason
 from gateway.runtime.sources import PublishFn

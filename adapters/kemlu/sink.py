@@ -19,7 +19,7 @@ from typing import Final
 
 from yarl import URL
 
-from adapters._fieldmap import MappingError
+from adapters.fieldmap import MappingError
 from gateway.contract.verify import Accepted
 
 __all__ = ["update_url"]

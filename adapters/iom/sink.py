@@ -11,7 +11,7 @@ from __future__ import annotations
 import ssl as _ssl
 from collections.abc import Mapping
 
-from adapters.iom._mapping import IomMapping
+from adapters.iom.mapping import IomMapping
 from gateway.runtime.webhook import WebhookSink
 
 __all__ = ["referral_sink"]

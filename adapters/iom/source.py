@@ -15,7 +15,7 @@ JSON Lines file drop, for the same reasons):
 Each row's ``record_type`` says what it is: ``assistance`` (a ``case.assistance-record``: hygiene kit,
 psychoeducation...), ``supply`` (an ``alert.supply``, e.g. 2,500 hygiene kits to Pos Pemulangan Pontianak) or
 ``case`` (nothing to exchange). A bad row never stops the rest of the file. Event ids come from the mapped
-content (:func:`adapters.iom._mapping.row_event_id`), so a cumulative export re-dropped tomorrow republishes
+content (:func:`adapters.iom.mapping.row_event_id`), so a cumulative export re-dropped tomorrow republishes
 nothing it already published. ``publish`` refusals about the gateway rather than the row (outbox full,
 stopping, bus down) leave the file in ``inbox/`` to be retried whole, with the same ids.
 """
@@ -32,9 +32,9 @@ from typing import Any
 
 import structlog
 
-from adapters._fieldmap import MappingError, MessageMap
-from adapters.iom._mapping import SKIP, IomMapping, row_event_id
-from adapters.iom._reader import SUFFIXES, FileProblem, Sheet, read_sheet
+from adapters.fieldmap import MappingError, MessageMap
+from adapters.iom.mapping import SKIP, IomMapping, row_event_id
+from adapters.iom.reader import SUFFIXES, FileProblem, Sheet, read_sheet
 from gateway.errors import GatewayError, Reason
 from gateway.runtime.sources import (
     DropEvent,

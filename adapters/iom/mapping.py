@@ -8,14 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
 
-from adapters._fieldmap import (
-    MappingError,
-    MessageMap,
-    Tables,
-    load_mapping_file,
-    parse_message_map,
-    parse_tables,
-)
+from adapters.fieldmap import MappingError, MappingFile, MessageMap, Tables, load_mapping
 from gateway.contract.canonical import canonical_json
 from gateway.contract.verify import Accepted
 from gateway.errors import GatewayError, Reason
@@ -39,6 +32,9 @@ EVENT_ID_NAMESPACE: Final = uuid.UUID("a6ba4561-a78e-5dbd-ae04-4534eab05500")
 #: Messages an export row can yield (``record_type`` column, translated by ``[tables.record_type]``).
 ROW_MESSAGES: Final = ("assistance_record", "supply_alert")
 SKIP: Final = "skip"
+#: The context a row's fields may read (the gateway's own party) and a referral's (its event attributes).
+ROW_CONTEXT: Final = ("$party",)
+EVENT_CONTEXT: Final = ("$event.id", "$event.source", "$event.type", "$event.time", "$event.dataschema")
 
 
 def htcds_columns(path: Path = COLUMNS_FILE) -> tuple[str, ...]:
@@ -65,42 +61,31 @@ def row_event_id(message: str, payload: Mapping[str, Any]) -> str:
 class IomMapping:
     """The parsed ``mapping.toml`` of the IOM adapter (see that file for the layout)."""
 
-    def __init__(
-        self,
-        document: Mapping[str, Any],
-        *,
-        columns: tuple[str, ...] | None = None,
-        where: str = "iom mapping",
-    ) -> None:
-        self.tables: Tables = parse_tables(document, where)
+    def __init__(self, document: Mapping[str, Any], *, columns: tuple[str, ...] | None = None) -> None:
+        file = MappingFile(document)
+        self.tables: Tables = file.tables
         if "record_type" not in self.tables:
-            raise GatewayError(Reason.CONFIG_INVALID, f"{where}: [tables.record_type] is required")
+            raise file.root.fail("tables.record_type", "required")
         self.messages: dict[str, MessageMap] = {}
+        self.event_types: dict[str, str] = {}
         for name in ROW_MESSAGES:
-            message = parse_message_map(name, document.get(name), self.tables, where)
-            if not isinstance(message.options.get("type"), str):
-                raise GatewayError(Reason.CONFIG_INVALID, f"{where}: [{name}] needs 'type'")
-            self.messages[name] = message
-        self.referral_out = parse_message_map(
-            "referral_out", document.get("referral_out"), self.tables, where
-        )
-        column_table = document.get("columns", {})
-        if not isinstance(column_table, Mapping):
-            column_table = {}
-        operational = _names(column_table.get("operational"))
-        required = _names(column_table.get("required"))
-        if not operational or not required or not set(required) <= set(operational):
-            raise GatewayError(
-                Reason.CONFIG_INVALID,
-                f"{where}: [columns] needs 'operational' and 'required' (a subset) names",
-            )
-        self.operational: tuple[str, ...] = operational
-        self.required: tuple[str, ...] = required
+            section = file.section(name)
+            self.messages[name] = file.message(section, context=ROW_CONTEXT)
+            self.event_types[name] = section.string("type")
+        referral = file.section("referral_out")
+        self.referral_out = file.message(referral, context=EVENT_CONTEXT, unmapped=True)
+        self.referral_type: str = referral.string("type")
+        column_table = file.section("columns")
+        self.operational: tuple[str, ...] = column_table.strings("operational", empty=False)
+        self.required: tuple[str, ...] = column_table.strings("required", empty=False)
+        if not set(self.required) <= set(self.operational):
+            raise column_table.fail("required", "must name operational columns only")
+        file.close()
         self.htcds: tuple[str, ...] = columns if columns is not None else htcds_columns()
 
     @classmethod
     def load(cls, path: Path = MAPPING_FILE) -> IomMapping:
-        return cls(load_mapping_file(path), where=str(path))
+        return load_mapping(path, cls)
 
     @property
     def known_columns(self) -> frozenset[str]:
@@ -120,13 +105,12 @@ class IomMapping:
         return self.messages[message].apply(record, self.tables, {"party": party})
 
     def event_type(self, message: str) -> str:
-        return str(self.messages[message].options["type"])
+        return self.event_types[message]
 
     def referral_body(self, accepted: Accepted) -> dict[str, Any]:
         """A referral as HTCDS-shaped JSON for IOM's case system (``[referral_out]``)."""
         event = accepted.event
-        expected = self.referral_out.options.get("type")
-        if event.type != expected:
+        if event.type != self.referral_type:
             raise MappingError("type", f"the IOM case system takes referrals only, not {event.type}")
         context = {
             "event": {
@@ -138,10 +122,3 @@ class IomMapping:
             }
         }
         return self.referral_out.apply(accepted.payload(), self.tables, context)
-
-
-def _names(value: object) -> tuple[str, ...]:
-    """The value as a tuple of column names, or () when it is not a list of non-empty strings."""
-    if isinstance(value, list) and all(isinstance(v, str) and v for v in value):
-        return tuple(value)
-    return ()

@@ -9,17 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from adapters._fieldmap import (
-    MappingError,
-    MessageMap,
-    Tables,
-    load_mapping_file,
-    parse_message_map,
-    parse_tables,
-    resolve,
-)
+from adapters.fieldmap import MappingError, MappingFile, MessageMap, Tables, load_mapping, resolve
 from gateway.contract.verify import Accepted
-from gateway.errors import GatewayError, Reason
 
 __all__ = [
     "EVENT_ID_NAMESPACE",
@@ -39,6 +30,8 @@ EVENT_ID_NAMESPACE: Final = uuid.UUID("de0ac1cc-e481-5bb1-b8a1-94595c86196f")
 MESSAGES: Final = ("referral", "repatriation_plan", "network_alert")
 _CASE_ID_RE: Final = re.compile(r"^[A-Z0-9][A-Z0-9-]{5,63}$")
 _PLACEHOLDERS: Final = frozenset({"$referred", "$copied", "$escort"})
+#: The CloudEvents attributes an ``[updates."<type>"]`` field may read.
+EVENT_CONTEXT: Final = ("$event.id", "$event.source", "$event.type", "$event.time")
 
 
 def case_event_id(key: str, version: str, kind: str) -> str:
@@ -64,35 +57,32 @@ class PlannedMessage:
 class KemluMapping:
     """The parsed ``mapping.toml`` of the Kemlu adapter (see that file for the layout)."""
 
-    def __init__(self, document: Mapping[str, Any], *, where: str = "kemlu mapping") -> None:
-        self.tables: Tables = parse_tables(document, where)
+    def __init__(self, document: Mapping[str, Any]) -> None:
+        file = MappingFile(document)
+        self.tables: Tables = file.tables
         self.messages: dict[str, MessageMap] = {}
+        self.event_types: dict[str, str] = {}
+        self.requires: dict[str, str] = {}
         for name in MESSAGES:
-            message = parse_message_map(name, document.get(name), self.tables, where)
-            if not isinstance(message.options.get("type"), str) or not isinstance(
-                message.options.get("requires"), str
-            ):
-                raise GatewayError(Reason.CONFIG_INVALID, f"{where}: [{name}] needs 'type' and 'requires'")
-            self.messages[name] = message
-        recipients = document.get("recipients", {})
-        if not isinstance(recipients, Mapping):
-            raise GatewayError(Reason.CONFIG_INVALID, f"{where}: [recipients] must be a table")
+            section = file.section(name)
+            self.messages[name] = file.message(section)
+            self.event_types[name] = section.string("type")
+            self.requires[name] = section.string("requires")
+        recipients = file.section("recipients", required=False)
         self.recipients: dict[str, tuple[str, ...]] = {}
-        for name, parties in recipients.items():
-            if not isinstance(parties, list) or not all(isinstance(p, str) and p for p in parties):
-                raise GatewayError(Reason.CONFIG_INVALID, f"{where}: recipients.{name} must list parties")
-            self.recipients[name] = tuple(parties)
-        updates = document.get("updates", {})
-        if not isinstance(updates, Mapping):
-            raise GatewayError(Reason.CONFIG_INVALID, f"{where}: [updates] must be a table")
+        for name in recipients:
+            if name not in MESSAGES:
+                raise recipients.fail(name, f"not a message ({', '.join(MESSAGES)})")
+            self.recipients[name] = recipients.strings(name)
         self.updates: dict[str, MessageMap] = {
-            event_type: parse_message_map(f"updates.{event_type}", table, self.tables, where)
-            for event_type, table in updates.items()
+            event_type: file.message(section, context=EVENT_CONTEXT, unmapped=True)
+            for event_type, section in file.subsections("updates", required=False).items()
         }
+        file.close()
 
     @classmethod
     def load(cls, path: Path = MAPPING_FILE) -> KemluMapping:
-        return cls(load_mapping_file(path), where=str(path))
+        return load_mapping(path, cls)
 
     # ---- inbound -------------------------------------------------------------------------------------
     def plan(self, item: Mapping[str, Any], *, version: str) -> list[PlannedMessage | MessageProblem]:
@@ -105,7 +95,7 @@ class KemluMapping:
         planned: list[PlannedMessage | MessageProblem] = []
         for name in MESSAGES:
             message = self.messages[name]
-            if resolve(item, str(message.options["requires"])) in (None, {}, []):
+            if resolve(item, self.requires[name]) in (None, {}, []):
                 continue
             try:
                 payload = message.apply(item, self.tables)
@@ -127,7 +117,7 @@ class KemluMapping:
             planned.append(
                 PlannedMessage(
                     message=name,
-                    event_type=str(message.options["type"]),
+                    event_type=self.event_types[name],
                     payload=payload,
                     recipients=recipients,
                     event_id=event_id,
