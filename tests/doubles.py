@@ -1,9 +1,15 @@
-"""Stand-ins for what the gateway runtime hands a plug-in: its context and its publish function.
+"""Test doubles: what the gateway runtime hands a plug-in, and the Kafka client objects the bus talks to.
 
 :class:`WorldPublish` is the runtime's publish function minus Kafka: ``build_event`` as one party of a
 :class:`~tests.world.World` (validate the payload, seal it for the recipients, sign) and an outbox that keeps
 one event per id, as the real outbox's ``INSERT OR IGNORE`` does. A record that "works" against it is one
 the gateway would accept and deduplicate.
+
+:class:`FakeRecord`, :class:`FakeConsumer` and :class:`FakeProducer` imitate the parts of aiokafka that
+:mod:`gateway.bus.subscriber` and :mod:`gateway.bus.publisher` use (their ``ConsumerLike``, ``ProducerLike``
+and ``KafkaProducerLike`` protocols), so the consume and send loops run offline against a real outbox and
+inbox. Both fakes can be told to fail their next sends or commits, and append every call to a ``calls``
+list that several doubles may share, so a test can assert the order of fetches, produces and commits.
 """
 
 from __future__ import annotations
@@ -11,10 +17,13 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from aiokafka import TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaConnectionError
 
 from gateway.bus.metrics import GatewayMetrics
 from gateway.contract.envelope import Envelope
@@ -22,7 +31,16 @@ from gateway.errors import GatewayError, Reason
 from gateway.runtime.plugins import PluginContext
 from tests.world import World
 
-__all__ = ["Published", "WorldPublish", "plugin_context"]
+__all__ = [
+    "Call",
+    "FakeConsumer",
+    "FakeProducer",
+    "FakeRecord",
+    "Produced",
+    "Published",
+    "WorldPublish",
+    "plugin_context",
+]
 
 
 @dataclass(frozen=True)
@@ -95,3 +113,196 @@ def plugin_context(tmp_path: Path, party: str) -> PluginContext:
     return PluginContext(
         party=party, base_dir=tmp_path, data_dir=tmp_path / "state", metrics=GatewayMetrics(party=party)
     )
+
+
+# ---- Kafka (aiokafka) -----------------------------------------------------------------------------------
+
+Call = tuple[Any, ...]
+"""One entry of a shared ``calls`` list: the method name first, then what identifies the call."""
+
+
+@dataclass
+class FakeRecord:
+    """Imitates ``aiokafka.structs.ConsumerRecord`` as ``AIOKafkaConsumer.getmany`` returns it: the fields a
+    consume loop reads (``topic``, ``partition``, ``offset``, ``key``, ``value``, ``headers`` as
+    ``(name, bytes)`` pairs). aiokafka also fills timestamps, a checksum and serialised sizes, which the
+    gateway never reads."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, event: Envelope, tp: TopicPartition, offset: int) -> FakeRecord:
+        """The record ``event`` is on the wire (``Envelope.to_kafka``), fetched from ``tp`` at ``offset``."""
+        record = event.to_kafka()
+        return cls(tp.topic, tp.partition, offset, record.key, record.value, list(record.headers))
+
+
+@dataclass
+class FakeConsumer:
+    """Imitates ``AIOKafkaConsumer.getmany``, ``commit`` and ``highwater`` for a consume loop.
+
+    ``getmany`` hands out ``fetches`` one per call, in order (each a ``{TopicPartition: [records]}`` mapping
+    as aiokafka returns it); once they are used up it sets ``stop`` and returns ``{}``, so a loop that runs
+    until ``stop`` ends after the last fetch. ``commit(offsets)`` appends ``offsets`` (the next offset to read
+    per partition, as aiokafka takes them) to ``commits``; while ``fail_commits`` is above zero it instead
+    counts down and raises ``CommitFailedError``, as a commit during a rebalance does. ``highwater`` answers
+    from ``highwaters`` (None for an unknown partition, as before the first fetch). Every call is appended to
+    ``calls``: ``("getmany", number of records)``, ``("commit", offsets)`` (successful or not) and
+    ``("commit-failed", offsets)``.
+    """
+
+    fetches: list[dict[TopicPartition, list[FakeRecord]]]
+    stop: asyncio.Event
+    calls: list[Call] = field(default_factory=list)
+    commits: list[dict[TopicPartition, int]] = field(default_factory=list)
+    fail_commits: int = 0
+    highwaters: dict[TopicPartition, int] = field(default_factory=dict)
+
+    async def getmany(
+        self, *partitions: TopicPartition, timeout_ms: int = 0, max_records: int | None = None
+    ) -> dict[TopicPartition, list[FakeRecord]]:
+        if not self.fetches:
+            self.stop.set()
+            self.calls.append(("getmany", 0))
+            return {}
+        fetch = self.fetches.pop(0)
+        self.calls.append(("getmany", sum(len(records) for records in fetch.values())))
+        return fetch
+
+    async def commit(self, offsets: Mapping[TopicPartition, int] | None = None) -> None:
+        committed = dict(offsets or {})
+        if self.fail_commits > 0:
+            self.fail_commits -= 1
+            self.calls.append(("commit-failed", committed))
+            raise CommitFailedError("the fake consumer was told to fail this commit")
+        self.calls.append(("commit", committed))
+        self.commits.append(committed)
+
+    def highwater(self, partition: TopicPartition) -> int | None:
+        return self.highwaters.get(partition)
+
+
+@dataclass(frozen=True)
+class Produced:
+    """One record handed to :class:`FakeProducer` (``send`` or ``send_and_wait``)."""
+
+    topic: str
+    value: bytes | None
+    key: bytes | None
+    headers: list[tuple[str, bytes]]
+
+    def header(self, name: str) -> str | None:
+        """The text of the header ``name`` (the last one if it repeats), or None."""
+        values = [value for key, value in self.headers if key == name]
+        return values[-1].decode("utf-8") if values else None
+
+
+def _connection_lost() -> Exception:
+    return KafkaConnectionError("the fake producer was told to fail this send")
+
+
+@dataclass
+class FakeProducer:
+    """Imitates ``AIOKafkaProducer.send`` (the outbox sender) and ``send_and_wait`` (dead letters).
+
+    ``send`` returns a future, as aiokafka's does, that resolves when the broker acknowledges the record;
+    ``send_and_wait`` waits for that acknowledgement. With ``auto_ack`` (the default) a record is
+    acknowledged at once; without it ``send`` futures stay pending until the test calls :meth:`ack` or
+    :meth:`nack`, so it can look at the world between hand-over and acknowledgement. ``fail_sends`` > 0
+    makes the next sends fail (counting down): ``send`` returns a failed future, ``send_and_wait`` raises,
+    with ``error()`` (default ``KafkaConnectionError``).
+
+    ``attempts`` holds every record handed over, ``sent`` those acknowledged, in order; every call is
+    appended to ``calls`` as ``(method, topic)`` and each failure as ``(method + "-failed", topic)``.
+    """
+
+    calls: list[Call] = field(default_factory=list)
+    fail_sends: int = 0
+    auto_ack: bool = True
+    error: Callable[[], Exception] = _connection_lost
+    attempts: list[Produced] = field(default_factory=list)
+    sent: list[Produced] = field(default_factory=list)
+    _unacked: list[tuple[Produced, asyncio.Future[None]]] = field(default_factory=list)
+    _handed: asyncio.Condition = field(default_factory=asyncio.Condition)
+
+    async def send(
+        self,
+        topic: str,
+        value: bytes | None = None,
+        key: bytes | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> asyncio.Future[None]:
+        record = await self._hand_over("send", topic, value, key, headers)
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self._should_fail():
+            self.calls.append(("send-failed", topic))
+            future.set_exception(self.error())
+        elif self.auto_ack:
+            self.sent.append(record)
+            future.set_result(None)
+        else:
+            self._unacked.append((record, future))
+        return future
+
+    async def send_and_wait(
+        self,
+        topic: str,
+        value: bytes | None = None,
+        key: bytes | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> None:
+        record = await self._hand_over("send_and_wait", topic, value, key, headers)
+        if self._should_fail():
+            self.calls.append(("send_and_wait-failed", topic))
+            raise self.error()
+        self.sent.append(record)
+
+    @property
+    def unacked(self) -> int:
+        """Records handed over by ``send`` and neither acknowledged nor failed yet (``auto_ack=False``)."""
+        return len(self._unacked)
+
+    def ack(self, count: int | None = None) -> None:
+        """Acknowledge the oldest ``count`` pending records (all by default)."""
+        for _ in range(len(self._unacked) if count is None else count):
+            record, future = self._unacked.pop(0)
+            self.sent.append(record)
+            future.set_result(None)
+
+    def nack(self, count: int = 1) -> None:
+        """Fail the oldest ``count`` pending records with ``error()`` (the broker did not take them)."""
+        for _ in range(count):
+            record, future = self._unacked.pop(0)
+            self.calls.append(("send-failed", record.topic))
+            future.set_exception(self.error())
+
+    async def wait_for_attempts(self, count: int) -> None:
+        """Return once at least ``count`` records have been handed over (no polling, no sleeping)."""
+        async with self._handed:
+            await self._handed.wait_for(lambda: len(self.attempts) >= count)
+
+    async def _hand_over(
+        self,
+        method: str,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None,
+        headers: list[tuple[str, bytes]] | None,
+    ) -> Produced:
+        record = Produced(topic, value, key, list(headers or ()))
+        self.calls.append((method, topic))
+        self.attempts.append(record)
+        async with self._handed:
+            self._handed.notify_all()
+        return record
+
+    def _should_fail(self) -> bool:
+        if self.fail_sends <= 0:
+            return False
+        self.fail_sends -= 1
+        return True

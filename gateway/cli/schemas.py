@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from gateway.cli._common import add_contract_options, load_schemas
+from gateway.contract.authoring import check_schemas
 
 __all__ = ["add_commands"]
 
@@ -31,7 +32,7 @@ def _schemas_list(args: argparse.Namespace) -> int:
 
 def _schemas_check(args: argparse.Namespace) -> int:
     store = load_schemas(args)
-    problems = store.check()
+    problems = check_schemas(store)
     for problem in problems:
         print(f"FAIL {problem}")
     print(f"{len(store.schemas())} schemas checked, {len(problems)} problems")

@@ -1,4 +1,4 @@
-"""The message schemas: loading, checking and validating payloads against them.
+"""The message schemas: loading them and validating payloads against them (the runtime store).
 
 Why this module exists: every event's ``data`` is validated against the schema its ``dataschema`` names, on
 the hot path (thousands of events per second), and a schema directory that is subtly wrong (a ``$id`` that
@@ -32,21 +32,24 @@ added, and required when any sealed property is required. A type without sealed 
 
 Recursion: jsonschema-rs recurses natively; with a recursive schema and input nested tens of thousands deep
 it can overflow the C stack. Input is depth-limited by :func:`gateway.contract.strictjson.parse_json` (32) and
-:meth:`SchemaStore.check` rejects recursive ``$ref`` cycles in message schemas, so neither can happen.
+:func:`gateway.contract.authoring.check_schemas` rejects recursive ``$ref`` cycles in message schemas, so
+neither can happen.
+
+Authoring rules: what CI and ``gateway schemas check`` verify beyond loading (examples and their wire form,
+partition key and alert rules, no recursive ``$ref``, minor-version compatibility) is in
+:mod:`gateway.contract.authoring`; this module keeps only what the running gateway needs.
 """
 
 from __future__ import annotations
 
-import base64
 import copy
-import itertools
 import os
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import Any, Final, Literal
 
 import jsonschema  # type: ignore[import-untyped]  # no stubs in the venv; used at load time only
 import jsonschema_rs
@@ -54,24 +57,22 @@ from referencing import Registry
 from referencing.exceptions import Unresolvable
 from referencing.jsonschema import DRAFT202012
 
-from gateway.contract.evolution import incompatibilities
-from gateway.contract.seal import SEAL_ALG
 from gateway.contract.strictjson import parse_json
 from gateway.errors import GatewayError, Reason
-
-if TYPE_CHECKING:  # referencing exports Resolver only from its private module; used for annotations
-    from referencing._core import Resolver
 
 __all__ = [
     "CLASSIFICATIONS",
     "COMMON_NAME",
     "SCHEMA_DIALECT",
     "SCHEMA_ID_PREFIX",
+    "SEALED_PROPERTY",
     "SEAL_CATEGORIES",
     "TYPE_PREFIX",
     "MessageSchema",
     "SchemaStore",
     "default_schema_root",
+    "read_json_file",
+    "walk_json",
 ]
 
 SCHEMA_DIALECT: Final = "https://json-schema.org/draft/2020-12/schema"
@@ -81,34 +82,18 @@ COMMON_NAME: Final = "_common"
 CLASSIFICATIONS: Final = ("public", "internal", "confidential", "restricted")
 SEAL_CATEGORIES: Final = frozenset({"identity", "contact", "health", "child", "perpetrator"})
 
-_SEALED_PROPERTY: Final = "sealed"
+#: The top-level property that carries the sealed fields in the wire form (reserved in logical schemas).
+SEALED_PROPERTY: Final = "sealed"
+
 _SEALED_BLOCK_DEF: Final = "#/$defs/sealedBlock"
 _DEFAULT_COMMON_ID: Final = f"{SCHEMA_ID_PREFIX}{COMMON_NAME}:1.0"
-_PARTITION_KEYS: Final = {"case": "case_id", "alert": "alert_id"}
 _NAME_RE: Final = re.compile(r"^(case|alert)\.[a-z][a-z0-9]*(-[a-z0-9]+)*$")
 _VERSION_FILE_RE: Final = re.compile(r"^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.json$")
-_VERSION_DIR_RE: Final = re.compile(r"^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)$")
-_EXAMPLE_RE: Final = re.compile(r"^(valid|invalid)-[A-Za-z0-9][A-Za-z0-9_-]*\.json$")
 _PLAIN_NAME_RE: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 _SCHEMA_FILE_MAX_DEPTH: Final = 128
-_MIN_VALID_EXAMPLES: Final = 2
-_MIN_INVALID_EXAMPLES: Final = 3
 _DETAIL_ERRORS: Final = 3
 _WEAK_KEYWORDS: Final = frozenset({"anyOf", "oneOf"})
 _NOTHING_SEALED: Final[Mapping[str, str]] = MappingProxyType({})
-# What gateway.contract.seal.seal() emits, with placeholder bytes: check() puts it into the wire form of each
-# valid example, so a sealedBlock definition that the sealing code's output would not satisfy is caught in CI.
-_PLACEHOLDER_SEALED: Final = {
-    "alg": SEAL_ALG,
-    "recipients": [
-        {
-            "ct": base64.b64encode(bytes(128 + 16)).decode("ascii"),
-            "enc": base64.b64encode(bytes(32)).decode("ascii"),
-            "kid": "kemensos-seal-check",
-            "party": "kemensos",
-        }
-    ],
-}
 
 
 def default_schema_root(override: str | os.PathLike[str] | None = None) -> Path:
@@ -163,7 +148,7 @@ def _describe_one(error: jsonschema_rs.ValidationError, names: frozenset[str], s
     if isinstance(kind, kinds.FalseSchema):
         if len(error.instance_path) == 1 and error.instance_path[0] in sealed:
             return f"{path}: sealed field sent in clear (x-seal properties travel only inside 'sealed')"
-        if list(error.instance_path) == [_SEALED_PROPERTY]:
+        if list(error.instance_path) == [SEALED_PROPERTY]:
             return f"{path}: not allowed (this message type has no sealed fields)"
         return f"{path}: not allowed (false schema)"
     if isinstance(kind, kinds.AdditionalProperties | kinds.UnevaluatedProperties):
@@ -275,27 +260,27 @@ class _Document:
         return _schema_id(self.name, self.version)
 
 
-def _walk(node: Any, pointer: str = "") -> Iterator[tuple[str, Any]]:
+def walk_json(node: Any, pointer: str = "") -> Iterator[tuple[str, Any]]:
     """Every (JSON pointer, value) in a JSON document, depth first."""
     yield pointer, node
     if isinstance(node, Mapping):
         for key, value in node.items():
-            yield from _walk(value, f"{pointer}/{str(key).replace('~', '~0').replace('/', '~1')}")
+            yield from walk_json(value, f"{pointer}/{str(key).replace('~', '~0').replace('/', '~1')}")
     elif isinstance(node, list):
         for index, value in enumerate(node):
-            yield from _walk(value, f"{pointer}/{index}")
+            yield from walk_json(value, f"{pointer}/{index}")
 
 
 def _refs(schema: Any) -> Iterator[tuple[str, str]]:
-    for pointer, node in _walk(schema):
+    for pointer, node in walk_json(schema):
         if isinstance(node, Mapping) and isinstance(node.get("$ref"), str):
             yield pointer, node["$ref"]
 
 
 def _declared_names(schemas: Iterable[Any]) -> frozenset[str]:
-    names = {_SEALED_PROPERTY}
+    names = {SEALED_PROPERTY}
     for schema in schemas:
-        for _, node in _walk(schema):
+        for _, node in walk_json(schema):
             if not isinstance(node, Mapping):
                 continue
             properties = node.get("properties")
@@ -307,7 +292,9 @@ def _declared_names(schemas: Iterable[Any]) -> frozenset[str]:
     return frozenset(names)
 
 
-def _read_json(path: Path, *, max_depth: int) -> Any:
+def read_json_file(path: Path, *, max_depth: int) -> Any:
+    """A JSON file, parsed strictly (:func:`~gateway.contract.strictjson.parse_json`); ``CONFIG_INVALID`` if
+    it cannot be read."""
     try:
         raw = path.read_bytes()
     except OSError as exc:
@@ -322,16 +309,16 @@ def _wire_schema(schema: Mapping[str, Any], sealed: Mapping[str, str], common_id
     wire["$id"] = f"{schema['$id']}:wire"
     properties = dict(wire.get("properties", {}))
     if not sealed:  # nothing to seal: a `sealed` block would be smuggled data, even where extras are allowed
-        properties[_SEALED_PROPERTY] = False
+        properties[SEALED_PROPERTY] = False
         wire["properties"] = properties
         return wire
     for name in sealed:
         properties[name] = False  # not merely dropped: a sealed field in clear must be rejected
-    properties[_SEALED_PROPERTY] = {"$ref": f"{common_id}{_SEALED_BLOCK_DEF}"}
+    properties[SEALED_PROPERTY] = {"$ref": f"{common_id}{_SEALED_BLOCK_DEF}"}
     wire["properties"] = properties
     required = [name for name in wire.get("required", []) if name not in sealed]
     if any(name in sealed for name in schema.get("required", [])):
-        required.append(_SEALED_PROPERTY)
+        required.append(SEALED_PROPERTY)
     wire["required"] = required
     return wire
 
@@ -436,6 +423,11 @@ class SchemaStore:
         """A ``referencing`` registry holding every loaded document under its ``$id``."""
         return self._registry
 
+    @property
+    def commons(self) -> Mapping[tuple[int, int], Mapping[str, Any]]:
+        """The loaded ``_common`` documents by version (read-only)."""
+        return MappingProxyType(self._commons)
+
     def get(self, dataschema: str) -> MessageSchema:
         """The schema whose ``$id`` is exactly ``dataschema``; ``GatewayError(SCHEMA_UNKNOWN)`` otherwise."""
         try:
@@ -471,194 +463,10 @@ class SchemaStore:
     def types(self) -> list[str]:
         return sorted(self._by_type)
 
-    # -- CI checks -------------------------------------------------------------------------------------------
-
-    def check(self) -> list[str]:
-        """Everything CI checks beyond what :meth:`load` enforces; an empty list means all good.
-
-        Per schema version: top level is an object; ``x-partitionkey`` is the convention's key for the kind
-        (``case_id``/``alert_id``), a required, unsealed string property; alerts have no ``x-seal`` and
-        ``additionalProperties: false``; no recursive ``$ref``; >= 2 ``valid-*`` and >= 3 ``invalid-*``
-        examples which pass and fail validation respectively, and the wire form of each valid example
-        (sealed fields replaced by a block shaped like :func:`gateway.contract.seal.seal` output) passes
-        :meth:`MessageSchema.validate_wire`. Across versions: minors of a major are
-        contiguous from 0 and each is compatible with its predecessor (:mod:`gateway.contract.evolution`).
-        """
-        problems: list[str] = []
-        for schema in self.schemas():
-            where = f"{schema.name}/{schema.version_string}"
-            problems.extend(f"{where}: {p}" for p in self._check_structure(schema))
-            problems.extend(f"{where}: {p}" for p in self._check_examples(schema))
-        problems.extend(self._check_orphan_examples())
-        problems.extend(self._check_versions())
-        return problems
-
-    def _check_structure(self, schema: MessageSchema) -> list[str]:
-        problems: list[str] = []
-        raw = schema.raw
-        if raw.get("type") != "object":
-            problems.append('top level must be "type": "object"')
-        key = schema.partition_key_field
-        expected = _PARTITION_KEYS[schema.kind]
-        if key != expected:
-            problems.append(f"x-partitionkey is {key!r}; {schema.kind} messages use {expected!r}")
-        properties = raw.get("properties", {})
-        if key not in properties:
-            problems.append(f"x-partitionkey {key!r} is not a property")
-        else:
-            if key not in raw.get("required", []):
-                problems.append(f"x-partitionkey {key!r} is not required")
-            if key in schema.sealed_fields:
-                problems.append(f"x-partitionkey {key!r} is sealed (it travels in clear as subject and key)")
-            if self._types_of(properties[key], schema.id) != {"string"}:
-                problems.append(f"x-partitionkey {key!r} is not declared as a string")
-        if schema.kind == "alert":
-            if schema.sealed_fields:
-                problems.append(f"alert has x-seal properties: {', '.join(sorted(schema.sealed_fields))}")
-            if raw.get("additionalProperties") is not False:
-                problems.append("alert must set additionalProperties: false at top level")
-        cycle = self._ref_cycle(raw, schema.id)
-        if cycle is not None:
-            problems.append(f"recursive $ref via {cycle} (message schemas must have bounded depth)")
-        return problems
-
-    def _types_of(self, subschema: Any, base: str) -> set[str] | None:
-        """The ``type`` a subschema declares, following ``$ref`` chains (None if none declares one)."""
-        resolver: Resolver[Any] = self._registry.resolver(base_uri=base)
-        seen = 0
-        while isinstance(subschema, Mapping):
-            declared = subschema.get("type")
-            if declared is not None:
-                return {declared} if isinstance(declared, str) else set(declared)
-            ref = subschema.get("$ref")
-            if not isinstance(ref, str) or seen > 32:
-                return None
-            resolved = resolver.lookup(ref)
-            subschema, resolver, seen = resolved.contents, resolved.resolver, seen + 1
-        return None
-
-    def _ref_cycle(self, schema: Mapping[str, Any], base: str) -> str | None:
-        """A ``$ref`` that leads back to a schema location already being expanded, if any."""
-        done: set[str] = set()
-
-        def visit(node: Any, resolver: Resolver[Any], location: str, stack: tuple[str, ...]) -> str | None:
-            for _, sub in _walk(node):
-                if not (isinstance(sub, Mapping) and isinstance(sub.get("$ref"), str)):
-                    continue
-                ref = str(sub["$ref"])
-                target = _absolute_ref(location, ref)
-                if target in stack:
-                    return ref
-                if target in done:
-                    continue
-                resolved = resolver.lookup(ref)
-                found = visit(resolved.contents, resolved.resolver, target, (*stack, target))
-                if found is not None:
-                    return found
-                done.add(target)
-            return None
-
-        return visit(schema, self._registry.resolver(base_uri=base), f"{base}#", (f"{base}#",))
-
-    def _check_examples(self, schema: MessageSchema) -> list[str]:
-        problems: list[str] = []
-        directory = self._root / schema.name / "examples" / schema.version_string
-        if not directory.is_dir():
-            return [f"no examples directory examples/{schema.version_string}/"]
-        counts = {"valid": 0, "invalid": 0}
-        for path in sorted(directory.iterdir()):
-            match = _EXAMPLE_RE.match(path.name)
-            if match is None or not path.is_file():
-                problems.append(
-                    f"examples/{schema.version_string}/{path.name}: not named valid-*.json/invalid-*.json"
-                )
-                continue
-            label = f"examples/{schema.version_string}/{path.name}"
-            expect_valid = match.group(1) == "valid"
-            counts[match.group(1)] += 1
-            try:
-                payload = _read_json(path, max_depth=32)
-            except GatewayError as exc:
-                problems.append(f"{label}: {exc}")
-                continue
-            try:
-                schema.validate(payload)
-            except GatewayError as exc:
-                if expect_valid:
-                    problems.append(f"{label}: should be valid but fails: {exc.detail}")
-                elif exc.reason is not Reason.SCHEMA_INVALID:
-                    problems.append(f"{label}: fails with {exc.reason}, expected {Reason.SCHEMA_INVALID}")
-                continue
-            if not expect_valid:
-                problems.append(f"{label}: should be invalid but passes")
-                continue
-            try:
-                schema.validate_wire(_wire_form(schema, payload))
-            except GatewayError as exc:
-                problems.append(
-                    f"{label}: its wire form (sealed fields in a sealed block) fails: {exc.detail}"
-                )
-        if counts["valid"] < _MIN_VALID_EXAMPLES:
-            problems.append(f"{counts['valid']} valid example(s), need >= {_MIN_VALID_EXAMPLES}")
-        if counts["invalid"] < _MIN_INVALID_EXAMPLES:
-            problems.append(f"{counts['invalid']} invalid example(s), need >= {_MIN_INVALID_EXAMPLES}")
-        return problems
-
-    def _check_orphan_examples(self) -> list[str]:
-        problems: list[str] = []
-        known = {(s.name, s.version_string) for s in self._by_id.values()}
-        for name in sorted({s.name for s in self._by_id.values()}):
-            examples = self._root / name / "examples"
-            if not examples.is_dir():
-                continue
-            for entry in sorted(examples.iterdir()):
-                if not entry.is_dir() or not _VERSION_DIR_RE.match(entry.name):
-                    problems.append(f"{name}/examples/{entry.name}: not a <major>.<minor> directory")
-                elif (name, entry.name) not in known:
-                    problems.append(f"{name}/examples/{entry.name}: no schema {name}/{entry.name}.json")
-        return problems
-
-    def _check_versions(self) -> list[str]:
-        documents: dict[str, dict[tuple[int, int], Mapping[str, Any]]] = {}
-        for schema in self._by_id.values():
-            documents.setdefault(schema.name, {})[schema.version] = schema.raw
-        documents[COMMON_NAME] = dict(self._commons)
-        problems: list[str] = []
-        for name in sorted(documents):
-            versions = documents[name]
-            for major in sorted({v[0] for v in versions}):
-                minors = sorted(v[1] for v in versions if v[0] == major)
-                missing = sorted(set(range(minors[-1] + 1)) - set(minors))
-                if missing:
-                    listed = ", ".join(f"{major}.{m}" for m in missing)
-                    problems.append(f"{name}: minor version(s) {listed} missing (minors must be contiguous)")
-                for older, newer in itertools.pairwise(minors):
-                    found = incompatibilities(
-                        versions[(major, older)], versions[(major, newer)], registry=self._registry
-                    )
-                    problems.extend(f"{name} {major}.{older} -> {major}.{newer}: {p}" for p in found)
-        return problems
-
-
-def _wire_form(schema: MessageSchema, payload: Any) -> Any:
-    """What a publisher puts on the wire for a valid logical ``payload`` (placeholder ciphertext)."""
-    if not isinstance(payload, dict):
-        return payload
-    clear = {key: value for key, value in payload.items() if key not in schema.sealed_fields}
-    if len(clear) < len(payload):
-        clear[_SEALED_PROPERTY] = copy.deepcopy(_PLACEHOLDER_SEALED)
-    return clear
-
 
 def _clip(value: object, limit: int = 100) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _absolute_ref(location: str, ref: str) -> str:
-    base = location.partition("#")[0]
-    document, _, fragment = ref.partition("#")
-    return f"{document or base}#{fragment}"
 
 
 def _read_documents(base: Path, problems: list[str]) -> list[_Document]:
@@ -686,7 +494,7 @@ def _read_documents(base: Path, problems: list[str]) -> list[_Document]:
                 continue
             version = (int(match.group(1)), int(match.group(2)))
             try:
-                schema = _read_json(path, max_depth=_SCHEMA_FILE_MAX_DEPTH)
+                schema = read_json_file(path, max_depth=_SCHEMA_FILE_MAX_DEPTH)
             except GatewayError as exc:
                 problems.append(f"{label}: {exc}")
                 continue
@@ -732,7 +540,7 @@ def _check_refs(doc: _Document, registry: Registry[Any], problems: list[str]) ->
 
 
 def _check_seal_placement(doc: _Document, problems: list[str], *, top_level_allowed: bool) -> None:
-    for pointer, node in _walk(doc.schema):
+    for pointer, node in walk_json(doc.schema):
         if not (isinstance(node, Mapping) and "x-seal" in node):
             continue
         parts = pointer.split("/")
@@ -773,8 +581,8 @@ def _build(
                 problems.append(
                     f"{label}: x-seal of {prop!r} must be one of {', '.join(sorted(SEAL_CATEGORIES))}"
                 )
-    if _SEALED_PROPERTY in properties:
-        problems.append(f"{label}: property {_SEALED_PROPERTY!r} is reserved for the wire form")
+    if SEALED_PROPERTY in properties:
+        problems.append(f"{label}: property {SEALED_PROPERTY!r} is reserved for the wire form")
     common_id = _common_for(schema, commons)
     if sealed:
         try:

@@ -34,6 +34,7 @@ from gateway.contract.sign import _uuid4, _zulu
 from gateway.contract.strictjson import depth_exceeds, parse_json
 from gateway.contract.verify import Accepted
 from gateway.errors import GatewayError
+from tests.doubles import FakeConsumer, FakeProducer, FakeRecord
 from tests.world import World, example, recent
 
 _scalars = (
@@ -150,45 +151,6 @@ def world() -> World:
 
 
 @dataclass
-class _Record:
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: list[tuple[str, bytes]]
-
-
-@dataclass
-class _Consumer:
-    batches: list[dict[TopicPartition, list[_Record]]]
-    stop: asyncio.Event
-    commits: list[dict[TopicPartition, int]] = field(default_factory=list)
-
-    async def getmany(self, *partitions: TopicPartition, timeout_ms: int = 0,
-                      max_records: int | None = None) -> dict[TopicPartition, list[_Record]]:  # fmt: skip
-        if not self.batches:
-            self.stop.set()
-            return {}
-        return self.batches.pop(0)
-
-    async def commit(self, offsets: dict[TopicPartition, int] | None = None) -> None:
-        self.commits.append(dict(offsets or {}))
-
-    def highwater(self, partition: TopicPartition) -> int | None:
-        return None
-
-
-@dataclass
-class _Producer:
-    sent: list[tuple[str, bytes | None]] = field(default_factory=list)
-
-    async def send_and_wait(self, topic: str, value: bytes | None, key: bytes | None,
-                            headers: list[tuple[str, bytes]]) -> None:  # fmt: skip
-        self.sent.append((topic, value))
-
-
-@dataclass
 class _Sink:
     """Checks, at every delivery, that every earlier delivery's outcome is already on disk: in the inbox's
     database or its journal (what a restarted process would find)."""
@@ -222,11 +184,10 @@ async def test_a_batch_is_delivered_once_per_event_and_outcomes_precede_the_comm
                           by="kemlu.kbri-kuching", now=recent(1)) for i in range(5)]  # fmt: skip
     tp = TopicPartition("xchg.kemlu.kbri-kuching.alert.v1", 0)
     records = [events[0], events[1], events[0], events[2], events[3], events[4], events[3]]  # repeats
-    batch = [_Record(tp.topic, 0, offset, e.to_kafka().key, e.to_kafka().value, e.to_kafka().headers)
-             for offset, e in enumerate(records)]  # fmt: skip
+    batch = [FakeRecord.of(e, tp, offset) for offset, e in enumerate(records)]
     bad = events[2].to_kafka()
-    batch.append(_Record(tp.topic, 0, len(batch), bad.key, bad.value + b" ", bad.headers))  # not canonical
-    later = [_Record(tp.topic, 0, len(batch), *_kafka(events[1]))]  # a redelivery in the next batch
+    batch.append(FakeRecord(tp.topic, 0, len(batch), bad.key, bad.value + b" ", bad.headers))  # not canonical
+    later = [FakeRecord.of(events[1], tp, len(batch))]  # a redelivery in the next batch
 
     db = Database(tmp_path / "inbox.db", durable=False)
     await db.open()
@@ -236,8 +197,8 @@ async def test_a_batch_is_delivered_once_per_event_and_outcomes_precede_the_comm
     await inbox.settle()
     sink = _Sink(tmp_path / "inbox.db")
     stop = asyncio.Event()
-    consumer = _Consumer([{tp: batch}, {tp: later}], stop)
-    producer = _Producer()
+    consumer = FakeConsumer([{tp: batch}, {tp: later}], stop)
+    producer = FakeProducer()
     subscriber = Subscriber(party="kemensos", verifier=world.verifier("kemensos"), inbox=inbox,
                             routes=[Route(sink)], dlq_topic="xchg.kemensos.dlq.v1",
                             metrics=GatewayMetrics(party="kemensos"))  # fmt: skip
@@ -245,14 +206,9 @@ async def test_a_batch_is_delivered_once_per_event_and_outcomes_precede_the_comm
         await asyncio.wait_for(subscriber.run(consumer, producer, stop), timeout=30)
         assert sink.delivered == [events[0].id, events[1].id, events[2].id, events[3].id]
         assert max(sink.unrecorded_at_delivery) == 0  # each outcome on disk before the next delivery
-        assert [topic for topic, _ in producer.sent] == ["xchg.kemensos.dlq.v1"]
+        assert [record.topic for record in producer.sent] == ["xchg.kemensos.dlq.v1"]
         assert consumer.commits[0] == {tp: len(batch)}
         assert consumer.commits[1] == {tp: len(batch) + 1}
         assert await inbox.seen([(e.source, e.id) for e in events]) == {(e.source, e.id) for e in events}
     finally:
         await db.close()
-
-
-def _kafka(event: Envelope) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
-    record = event.to_kafka()
-    return record.key, record.value, record.headers

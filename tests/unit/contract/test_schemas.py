@@ -14,6 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from gateway.contract.authoring import check_schemas
 from gateway.contract.schemas import MessageSchema, SchemaStore, default_schema_root
 from gateway.errors import GatewayError, Reason
 from tests.paths import DATA
@@ -157,7 +158,7 @@ def test_default_schema_root() -> None:
 
 
 def test_fixture_store_checks_clean(store: SchemaStore) -> None:
-    assert store.check() == []
+    assert check_schemas(store) == []
 
 
 # ---- validation and error details ----------------------------------------------------------------------
@@ -511,11 +512,11 @@ def test_missing_or_empty_root(tmp_path: Path) -> None:
         assert caught.value.reason is Reason.CONFIG_INVALID
 
 
-# ---- check() -------------------------------------------------------------------------------------------
+# ---- check_schemas() (gateway.contract.authoring) ------------------------------------------------------
 
 
 def _check(root: Path, *, examples: bool = True) -> list[str]:
-    problems = SchemaStore.load(root).check()
+    problems = check_schemas(SchemaStore.load(root))
     return problems if examples else [p for p in problems if "examples/" not in p]
 
 
