@@ -61,6 +61,7 @@ def add_commands(sub: Any) -> None:
 
 def _deploy_render(args: argparse.Namespace) -> int:
     from gateway.deploy import kafka as deploy  # noqa: PLC0415 - only this command needs it
+    from gateway.deploy import kubernetes  # noqa: PLC0415 - only this command needs it
 
     registry = load_registry(args)
     retention = -1 if args.retention_days == -1 else args.retention_days * 86_400_000
@@ -90,8 +91,8 @@ def _deploy_render(args: argparse.Namespace) -> int:
         ),
     }
     if args.k8s_gateways:
-        defaults = deploy.K8sGatewayOptions()
-        options = deploy.K8sGatewayOptions(
+        defaults = kubernetes.K8sGatewayOptions()
+        options = kubernetes.K8sGatewayOptions(
             namespace=args.k8s_namespace,
             image=args.image or defaults.image,
             kafka_cluster=args.strimzi_cluster,
@@ -100,7 +101,7 @@ def _deploy_render(args: argparse.Namespace) -> int:
             topic_replication=rendered.replication,
         )
         for party in sorted(registry.parties):
-            files[f"k8s-gateways/{party}.yaml"] = deploy.gateway_manifests(registry, party, options)
+            files[f"k8s-gateways/{party}.yaml"] = kubernetes.gateway_manifests(registry, party, options)
     for name, text in files.items():
         path = out / name
         path.parent.mkdir(parents=True, exist_ok=True)

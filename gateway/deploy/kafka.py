@@ -4,8 +4,9 @@ Why computed: the registry is the only statement of who may publish and read wha
 same thing a second time (defence in depth: a compromised gateway, or a stolen SCRAM password, must not read
 another agency's topics), so the broker's ACLs must be *derived* from the registry, never typed by hand.
 :func:`render` does that derivation once; :func:`to_manifest`, :func:`to_shell_script` and
-:func:`to_strimzi` only change the notation, and :func:`gateway_manifests` writes one party's Kubernetes
-objects. ``gateway deploy render`` is the command line around them (``docs/OPERATIONS.md``).
+:func:`to_strimzi` only change the notation, and :func:`gateway.deploy.kubernetes.gateway_manifests`
+writes one party's Kubernetes objects. ``gateway deploy render`` is the command line around them
+(``docs/OPERATIONS.md``).
 
 What is derived, per party ``P`` (principal ``User:xchg-P``, SCRAM-SHA-512):
 
@@ -40,10 +41,8 @@ import json
 import re
 import shlex
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Final, Literal
-
-import tomli_w
 
 from gateway.contract.policy import (
     TOPIC_PREFIX,
@@ -56,6 +55,7 @@ from gateway.contract.policy import (
 )
 from gateway.contract.registry import Party, Registry
 from gateway.contract.schemas import SchemaStore
+from gateway.deploy._notation import DNS_LABEL, DNS_SUBDOMAIN, yaml_documents
 from gateway.errors import GatewayError, Reason
 
 __all__ = [
@@ -64,16 +64,13 @@ __all__ = [
     "SCRAM_MECHANISM",
     "STRIMZI_API_VERSIONS",
     "AclEntry",
-    "K8sGatewayOptions",
     "NotarySpec",
     "Operation",
     "Rendered",
     "ResourceType",
     "TopicSpec",
     "UserSpec",
-    "gateway_manifests",
     "group_for",
-    "k8s_slug",
     "prefix_conflicts",
     "principal_for",
     "render",
@@ -97,14 +94,7 @@ TopicRole = Literal["case", "alert", "dlq", "checkpoints"]
 
 _OPERATION_ORDER: Final = {"Read": 0, "Write": 1, "Describe": 2, "IdempotentWrite": 3}
 _RESOURCE_ORDER: Final = {"cluster": 0, "group": 1, "topic": 2}
-_DNS_SUBDOMAIN: Final = re.compile(
-    r"^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
-)
-_DNS_LABEL: Final = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
-_LABEL_VALUE: Final = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$")
 _CLUSTER_RESOURCE: Final = "kafka-cluster"  # the only name Kafka accepts for the cluster resource
-_GATEWAY_APP: Final = "xchg-gateway"
-_OPS_PORT: Final = 8080
 
 
 # ---- the model -------------------------------------------------------------------------------------------
@@ -205,21 +195,6 @@ def group_for(party: str) -> str:
     """The consumer group of a party's gateway, exactly as :class:`gateway.runtime.gateway.Gateway` uses
     it."""
     return f"{TOPIC_PREFIX}.{party}"
-
-
-def k8s_slug(party: str) -> str:
-    """A DNS-1123 label for Kubernetes names: the party id with ``.`` as ``-`` (``kemlu-kbri-kuching``).
-
-    Raises ``GatewayError(CONFIG_INVALID)`` when the result is not a valid label (too long, trailing ``-``).
-    Use :func:`gateway_manifests`, which also refuses two parties with the same slug.
-    """
-    slug = party.replace(".", "-")
-    if not _DNS_LABEL.match(slug) or len(slug) > 40:
-        raise GatewayError(
-            Reason.CONFIG_INVALID,
-            f"deploy: party id {party!r} does not give a Kubernetes name (<= 40 chars, no trailing '-')",
-        )
-    return slug
 
 
 # ---- derivation ------------------------------------------------------------------------------------------
@@ -603,18 +578,9 @@ def _settings_text(rendered: Rendered) -> str:
 # ---- notation 3: Strimzi KafkaTopic and KafkaUser ---------------------------------------------------------
 def _k8s_name(text: str) -> str:
     """``text`` if it is a valid Kubernetes object name, else a stable hashed name."""
-    if _DNS_SUBDOMAIN.match(text):
+    if DNS_SUBDOMAIN.match(text):
         return text
     return f"xchg-{hashlib.sha256(text.encode()).hexdigest()[:20]}"
-
-
-def _yaml_documents(documents: Iterable[Mapping[str, Any]], header: str) -> str:
-    """Multi-document YAML written as JSON documents (JSON is YAML 1.2; no YAML library needed)."""
-    parts = [f"# {line}".rstrip() for line in header.splitlines()]
-    for document in documents:
-        parts.append("---")
-        parts.append(json.dumps(document, indent=2, ensure_ascii=False))
-    return "\n".join(parts) + "\n"
 
 
 def to_strimzi(
@@ -636,7 +602,7 @@ def to_strimzi(
         raise GatewayError(
             Reason.CONFIG_INVALID, f"deploy: Strimzi apiVersion must be one of {STRIMZI_API_VERSIONS}"
         )
-    if not _DNS_LABEL.match(cluster):
+    if not DNS_LABEL.match(cluster):
         raise GatewayError(Reason.CONFIG_INVALID, f"deploy: {cluster!r} is not a valid Strimzi cluster name")
 
     def metadata(name: str, annotations: Mapping[str, str]) -> dict[str, Any]:
@@ -671,7 +637,7 @@ def to_strimzi(
             }
         )
     for user in rendered.users:
-        if not _DNS_SUBDOMAIN.match(user.username):
+        if not DNS_SUBDOMAIN.match(user.username):
             raise GatewayError(
                 Reason.CONFIG_INVALID,
                 f"deploy: user {user.username!r} is not a valid KafkaUser name (the SCRAM user name)",
@@ -699,7 +665,7 @@ def to_strimzi(
         "registry and re-render. Strimzi KafkaTopic and KafkaUser resources; every ACL is LITERAL.\n"
         f"Apply in the namespace of the Kafka cluster {cluster!r}: kubectl apply -f this-file"
     )
-    return _yaml_documents(documents, header)
+    return yaml_documents(documents, header)
 
 
 def _config_value(value: str) -> int | str:
@@ -707,303 +673,3 @@ def _config_value(value: str) -> int | str:
         return int(value)
     except ValueError:
         return value
-
-
-# ---- notation 4: one party's gateway on Kubernetes --------------------------------------------------------
-@dataclass(frozen=True, slots=True, kw_only=True)
-class K8sGatewayOptions:
-    """Deployment choices for :func:`gateway_manifests`; defaults match ``deploy/k8s/kafka.yaml``."""
-
-    namespace: str = "xchg"
-    image: str = "registry.example.org/xchg/xchg-gateway:0.1.0"
-    kafka_cluster: str = "xchg"
-    kafka_namespace: str = "xchg"
-    kafka_port: int = 9093
-    prometheus_namespace: str = "monitoring"
-    prometheus_labels: Mapping[str, str] = field(
-        default_factory=lambda: {"app.kubernetes.io/name": "prometheus"}
-    )
-    agency_cidrs: tuple[str, ...] = ("192.0.2.0/24",)  # TEST-NET-1 placeholder: the agency system's address
-    agency_ports: tuple[int, ...] = (443,)
-    storage: str = "2Gi"
-    storage_class: str | None = None
-    topic_partitions: int = 6
-    topic_replication: int = 3
-
-
-def gateway_manifests(registry: Registry, party: str, options: K8sGatewayOptions | None = None) -> str:
-    """One party's gateway on Kubernetes as multi-document YAML (JSON documents).
-
-    ConfigMap (``gateway.toml``), PersistentVolumeClaim (outbox and inbox survive restarts), Deployment
-    (one replica, ``Recreate``: SQLite on a ReadWriteOnce volume has one writer), Service (metrics),
-    NetworkPolicy (ingress only from Prometheus; egress only to the Kafka brokers, DNS and the agency
-    system) and PodDisruptionBudget. Secrets are referenced, never rendered: ``xchg-gw-<slug>-keys``
-    (``signing.pem``, ``sealing.pem``), the Strimzi user Secret ``xchg-<party>`` (``password``) and the
-    cluster CA ``<cluster>-cluster-ca-cert`` (``ca.crt``); the registry is the ConfigMap ``xchg-registry``.
-    """
-    opts = options or K8sGatewayOptions()
-    if registry.party(party) is None:
-        raise GatewayError(Reason.CONFIG_INVALID, f"deploy: party {party!r} is not in the registry")
-    slugs: dict[str, str] = {}
-    for other in sorted(registry.parties):
-        slug = k8s_slug(other)
-        if slug in slugs:
-            raise GatewayError(
-                Reason.CONFIG_INVALID,
-                f"deploy: parties {slugs[slug]!r} and {other!r} both map to Kubernetes name {slug!r}",
-            )
-        slugs[slug] = other
-    slug = k8s_slug(party)
-    name = f"xchg-gw-{slug}"
-    username = username_for(party)
-    if not _DNS_SUBDOMAIN.match(username):
-        raise GatewayError(Reason.CONFIG_INVALID, f"deploy: {username!r} is not a valid Secret name")
-    selector = {"app.kubernetes.io/name": _GATEWAY_APP, "app.kubernetes.io/instance": name}
-    labels = {**selector, "app.kubernetes.io/part-of": "xchg", "app.kubernetes.io/component": "gateway"}
-    annotations = {"xchg/party": party}
-
-    def metadata(object_name: str) -> dict[str, Any]:
-        return {
-            "name": object_name,
-            "namespace": opts.namespace,
-            "labels": dict(labels),
-            "annotations": dict(annotations),
-        }
-
-    config = {
-        "party": party,
-        "data_dir": "/var/lib/xchg",
-        "registry": "/etc/xchg/registry/registry.toml",
-        "schemas": "/opt/xchg/schemas",
-        "keys": {
-            "signing_key": "/etc/xchg/secrets/signing.pem",
-            "sealing_keys": ["/etc/xchg/secrets/sealing.pem"],
-        },
-        "kafka": {
-            "bootstrap_servers": [
-                f"{opts.kafka_cluster}-kafka-bootstrap.{opts.kafka_namespace}.svc:{opts.kafka_port}"
-            ],
-            "security_protocol": "SASL_SSL",
-            "client_id": username,
-            "tls": {"ca_file": "/etc/xchg/secrets/kafka-ca.crt"},
-            "sasl": {
-                "mechanism": SCRAM_MECHANISM,
-                "username": username,
-                "password_file": "/etc/xchg/secrets/kafka-password",
-            },
-        },
-        "topics": {"partitions": opts.topic_partitions, "replication": opts.topic_replication},
-        "ops": {"host": "0.0.0.0", "port": _OPS_PORT},  # noqa: S104 - pod network; NetworkPolicy limits it
-    }
-    config_text = (
-        f"# gateway configuration of {party}: docs/OPERATIONS.md. Add [[sources]] and [[sinks]] for the\n"
-        "# agency system (the NetworkPolicy allows egress to agency_cidrs only).\n" + tomli_w.dumps(config)
-    )
-    checksum = hashlib.sha256(config_text.encode()).hexdigest()
-    http = {"port": "ops"}
-    container = {
-        "name": "gateway",
-        "image": opts.image,
-        "imagePullPolicy": "IfNotPresent",
-        "args": ["run", "--config", "/etc/xchg/config/gateway.toml", "--log-json"],
-        "ports": [{"name": "ops", "containerPort": _OPS_PORT, "protocol": "TCP"}],
-        "resources": {
-            "requests": {"cpu": "100m", "memory": "256Mi", "ephemeral-storage": "64Mi"},
-            "limits": {"cpu": "1", "memory": "512Mi", "ephemeral-storage": "256Mi"},
-        },
-        "startupProbe": {"httpGet": {"path": "/healthz", **http}, "periodSeconds": 2, "failureThreshold": 30},
-        "livenessProbe": {
-            "httpGet": {"path": "/healthz", **http},
-            "periodSeconds": 10,
-            "timeoutSeconds": 3,
-            "failureThreshold": 3,
-        },
-        "readinessProbe": {
-            "httpGet": {"path": "/readyz", **http},
-            "periodSeconds": 10,
-            "timeoutSeconds": 4,
-            "failureThreshold": 3,
-        },
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "runAsNonRoot": True,
-            "capabilities": {"drop": ["ALL"]},
-        },
-        "volumeMounts": [
-            {"name": "config", "mountPath": "/etc/xchg/config", "readOnly": True},
-            {"name": "registry", "mountPath": "/etc/xchg/registry", "readOnly": True},
-            {"name": "secrets", "mountPath": "/etc/xchg/secrets", "readOnly": True},
-            {"name": "state", "mountPath": "/var/lib/xchg"},
-            {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 - an emptyDir: the root file system is read-only
-        ],
-    }
-    pod = {
-        "metadata": {"labels": dict(labels), "annotations": {**annotations, "xchg/config-sha256": checksum}},
-        "spec": {
-            "automountServiceAccountToken": False,
-            "enableServiceLinks": False,
-            "terminationGracePeriodSeconds": 45,  # shutdown.timeout_seconds (30) + margin
-            "securityContext": {
-                "runAsNonRoot": True,
-                "runAsUser": 10001,
-                "runAsGroup": 10001,
-                "fsGroup": 10001,
-                "seccompProfile": {"type": "RuntimeDefault"},
-            },
-            "containers": [container],
-            "volumes": [
-                {"name": "config", "configMap": {"name": f"{name}-config"}},
-                {"name": "registry", "configMap": {"name": "xchg-registry"}},
-                {
-                    "name": "secrets",
-                    "projected": {
-                        "defaultMode": 0o440,
-                        "sources": [
-                            {
-                                "secret": {
-                                    "name": f"{name}-keys",
-                                    "items": [
-                                        {"key": "signing.pem", "path": "signing.pem"},
-                                        {"key": "sealing.pem", "path": "sealing.pem"},
-                                    ],
-                                }
-                            },
-                            {
-                                "secret": {
-                                    "name": username,
-                                    "items": [{"key": "password", "path": "kafka-password"}],
-                                }
-                            },
-                            {
-                                "secret": {
-                                    "name": f"{opts.kafka_cluster}-cluster-ca-cert",
-                                    "items": [{"key": "ca.crt", "path": "kafka-ca.crt"}],
-                                }
-                            },
-                        ],
-                    },
-                },
-                {"name": "state", "persistentVolumeClaim": {"claimName": f"{name}-state"}},
-                {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}},
-            ],
-        },
-    }
-    pvc_spec: dict[str, Any] = {
-        "accessModes": ["ReadWriteOnce"],
-        "resources": {"requests": {"storage": opts.storage}},
-    }
-    if opts.storage_class:
-        pvc_spec["storageClassName"] = opts.storage_class
-    documents: list[dict[str, Any]] = [
-        {
-            "apiVersion": "v1",
-            "kind": "ConfigMap",
-            "metadata": metadata(f"{name}-config"),
-            "data": {"gateway.toml": config_text},
-        },
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolumeClaim",
-            "metadata": metadata(f"{name}-state"),
-            "spec": pvc_spec,
-        },
-        {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": metadata(name),
-            "spec": {
-                "replicas": 1,
-                "strategy": {"type": "Recreate"},
-                "revisionHistoryLimit": 3,
-                "selector": {"matchLabels": dict(selector)},
-                "template": pod,
-            },
-        },
-        {
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": metadata(name),
-            "spec": {
-                "type": "ClusterIP",
-                "selector": dict(selector),
-                "ports": [{"name": "metrics", "port": _OPS_PORT, "targetPort": "ops", "protocol": "TCP"}],
-            },
-        },
-        _network_policy(name, selector, metadata(name), opts),
-        {
-            "apiVersion": "policy/v1",
-            "kind": "PodDisruptionBudget",
-            "metadata": metadata(name),
-            "spec": {"minAvailable": 1, "selector": {"matchLabels": dict(selector)}},
-        },
-    ]
-    header = (
-        f"Generated by `gateway deploy render --k8s-gateways` for party {party!r}. Do not edit: re-render.\n"
-        f"Needs: Secret {name}-keys (signing.pem, sealing.pem), ConfigMap xchg-registry (registry.toml),\n"
-        f"the Strimzi user Secret {username}, the cluster CA Secret {opts.kafka_cluster}-cluster-ca-cert.\n"
-        "docs/OPERATIONS.md explains each step."
-    )
-    return _yaml_documents(documents, header)
-
-
-def _network_policy(
-    name: str, selector: Mapping[str, str], metadata: Mapping[str, Any], opts: K8sGatewayOptions
-) -> dict[str, Any]:
-    for key, value in opts.prometheus_labels.items():
-        if not _LABEL_VALUE.match(value) or not key:
-            raise GatewayError(Reason.CONFIG_INVALID, f"deploy: bad Prometheus label {key}={value}")
-
-    def namespace(ns: str) -> dict[str, Any]:
-        return {"matchLabels": {"kubernetes.io/metadata.name": ns}}
-
-    egress: list[dict[str, Any]] = [
-        {
-            "to": [
-                {
-                    "namespaceSelector": namespace(opts.kafka_namespace),
-                    "podSelector": {
-                        "matchLabels": {"strimzi.io/cluster": opts.kafka_cluster, "strimzi.io/kind": "Kafka"}
-                    },
-                }
-            ],
-            "ports": [{"protocol": "TCP", "port": opts.kafka_port}],
-        },
-        {
-            "to": [
-                {
-                    "namespaceSelector": namespace("kube-system"),
-                    "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
-                }
-            ],
-            "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
-        },
-    ]
-    if opts.agency_cidrs:
-        egress.append(
-            {
-                "to": [{"ipBlock": {"cidr": cidr}} for cidr in opts.agency_cidrs],
-                "ports": [{"protocol": "TCP", "port": port} for port in opts.agency_ports],
-            }
-        )
-    return {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "NetworkPolicy",
-        "metadata": dict(metadata),
-        "spec": {
-            "podSelector": {"matchLabels": dict(selector)},
-            "policyTypes": ["Ingress", "Egress"],
-            "ingress": [
-                {
-                    "from": [
-                        {
-                            "namespaceSelector": namespace(opts.prometheus_namespace),
-                            "podSelector": {"matchLabels": dict(opts.prometheus_labels)},
-                        }
-                    ],
-                    "ports": [{"protocol": "TCP", "port": _OPS_PORT}],
-                }
-            ],
-            "egress": egress,
-        },
-    }

@@ -30,6 +30,7 @@ from gateway.contract.policy import parse_topic
 from gateway.contract.registry import Registry
 from gateway.contract.schemas import SchemaStore
 from gateway.deploy import kafka as deploy
+from gateway.deploy import kubernetes
 from gateway.errors import GatewayError
 from gateway.runtime.config import GatewayConfig
 from tests.paths import REPO
@@ -442,7 +443,9 @@ def test_checked_in_files_are_current(schemas: SchemaStore) -> None:
     files = {p.name for p in (K8S / "gateways").glob("*.yaml")}
     assert files == {f"{p}.yaml" for p in registry.parties}
     for party in registry.parties:
-        assert (K8S / "gateways" / f"{party}.yaml").read_text() == deploy.gateway_manifests(registry, party)
+        assert (K8S / "gateways" / f"{party}.yaml").read_text() == kubernetes.gateway_manifests(
+            registry, party
+        )
 
 
 # ---- Kubernetes -----------------------------------------------------------------------------------------
@@ -517,7 +520,7 @@ def builtin_documents() -> Iterator[tuple[str, dict[str, Any]]]:
                 yield path.name, doc
     registry = _extended_registry()
     for party in ("bp2mi", "polri"):
-        for doc in documents(deploy.gateway_manifests(registry, party)):
+        for doc in documents(kubernetes.gateway_manifests(registry, party)):
             yield f"rendered {party}", doc
 
 
@@ -545,7 +548,7 @@ def test_kubernetes_manifests_validate() -> None:
 
 def test_gateway_pods_are_locked_down() -> None:
     registry = _extended_registry()
-    docs = {d["kind"]: d for d in documents(deploy.gateway_manifests(registry, "kemlu.kbri-kuching"))}
+    docs = {d["kind"]: d for d in documents(kubernetes.gateway_manifests(registry, "kemlu.kbri-kuching"))}
     pod = docs["Deployment"]["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     assert pod["securityContext"]["runAsNonRoot"] is True
@@ -575,7 +578,7 @@ def test_gateway_pods_are_locked_down() -> None:
     document["parties"].append({**POLRI, "id": "kemlu-kbri.kuching"})
     clashing = Registry.from_mapping(document)
     with pytest.raises(GatewayError, match="both map"):
-        deploy.gateway_manifests(clashing, "kemlu.kbri-kuching")
+        kubernetes.gateway_manifests(clashing, "kemlu.kbri-kuching")
 
 
 # ---- docker compose -------------------------------------------------------------------------------------
@@ -588,13 +591,13 @@ def test_compose_matches_the_registry() -> None:
     compose = compose_document()
     services = compose["services"]
     gateways = {name for name in services if name.startswith("gw-")}
-    assert gateways == {f"gw-{deploy.k8s_slug(p)}" for p in registry.parties}
+    assert gateways == {f"gw-{kubernetes.k8s_slug(p)}" for p in registry.parties}
     targets = yaml_documents(COMPOSE / "prometheus" / "prometheus.yml")[0]["scrape_configs"][0][
         "static_configs"
     ][0]
     assert set(targets["targets"]) == {f"{g}:8080" for g in gateways}
     for party in registry.parties:
-        service = services[f"gw-{deploy.k8s_slug(party)}"]
+        service = services[f"gw-{kubernetes.k8s_slug(party)}"]
         assert f"./gateways/{party}.toml:/etc/xchg/gateway.toml:ro" in service["volumes"]
         config = tomllib.loads((COMPOSE / "gateways" / f"{party}.toml").read_text())
         assert config["party"] == party
