@@ -14,7 +14,7 @@ __all__ = ["add_commands"]
 
 def add_commands(sub: Any) -> None:
     """``gateway deploy render``: Kafka topics, users and LITERAL ACLs derived from the registry."""
-    from gateway.deploy.kafka import DEFAULT_RETENTION_MS, STRIMZI_API_VERSIONS  # noqa: PLC0415 - deploy-only
+    from gateway.deploy.acls import DEFAULT_RETENTION_MS, STRIMZI_API_VERSIONS  # noqa: PLC0415 - deploy-only
 
     actions = sub.add_parser("deploy", help="production deployment files").add_subparsers(
         required=True, metavar="ACTION"
@@ -60,7 +60,7 @@ def add_commands(sub: Any) -> None:
 
 
 def _deploy_render(args: argparse.Namespace) -> int:
-    from gateway.deploy import kafka as deploy  # noqa: PLC0415 - only this command needs it
+    from gateway.deploy import acls as deploy  # noqa: PLC0415 - only this command needs it
     from gateway.deploy import kubernetes  # noqa: PLC0415 - only this command needs it
 
     registry = load_registry(args)

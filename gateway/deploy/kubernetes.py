@@ -18,7 +18,7 @@ import tomli_w
 
 from gateway.contract.registry import Registry
 from gateway.deploy._notation import DNS_LABEL, DNS_SUBDOMAIN, yaml_documents
-from gateway.deploy.kafka import SCRAM_MECHANISM, username_for
+from gateway.deploy.acls import SCRAM_MECHANISM, username_for
 from gateway.errors import GatewayError, Reason
 
 __all__ = ["K8sGatewayOptions", "gateway_manifests", "k8s_slug"]

@@ -29,7 +29,7 @@ from gateway.cli.main import main
 from gateway.contract.policy import parse_topic
 from gateway.contract.registry import Registry
 from gateway.contract.schemas import SchemaStore
-from gateway.deploy import kafka as deploy
+from gateway.deploy import acls as deploy
 from gateway.deploy import kubernetes
 from gateway.errors import GatewayError
 from gateway.runtime.config import GatewayConfig
