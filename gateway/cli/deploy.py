@@ -61,7 +61,7 @@ def add_commands(sub: Any) -> None:
 
 def _deploy_render(args: argparse.Namespace) -> int:
     from gateway.deploy import acls as deploy  # noqa: PLC0415 - only this command needs it
-    from gateway.deploy import kubernetes  # noqa: PLC0415 - only this command needs it
+    from gateway.deploy import kubernetes, manifest  # noqa: PLC0415 - only this command needs them
 
     registry = load_registry(args)
     retention = -1 if args.retention_days == -1 else args.retention_days * 86_400_000
@@ -81,7 +81,7 @@ def _deploy_render(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     files = {
-        "acls.json": deploy.to_manifest(rendered),
+        "acls.json": manifest.to_manifest(rendered),
         "kafka-init.sh": deploy.to_shell_script(rendered),
         "strimzi-topics-users.yaml": deploy.to_strimzi(
             rendered,

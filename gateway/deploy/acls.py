@@ -3,10 +3,10 @@
 Why computed: the registry is the only statement of who may publish and read what. The broker enforces the
 same thing a second time (defence in depth: a compromised gateway, or a stolen SCRAM password, must not read
 another agency's topics), so the broker's ACLs must be *derived* from the registry, never typed by hand.
-:func:`render` does that derivation once; :func:`to_manifest`, :func:`to_shell_script` and
-:func:`to_strimzi` only change the notation, and :func:`gateway.deploy.kubernetes.gateway_manifests`
-writes one party's Kubernetes objects. ``gateway deploy render`` is the command line around them
-(``docs/OPERATIONS.md``).
+:func:`render` does that derivation once; :func:`gateway.deploy.manifest.to_manifest`,
+:func:`to_shell_script` and :func:`to_strimzi` only change the notation, and
+:func:`gateway.deploy.kubernetes.gateway_manifests` writes one party's Kubernetes objects.
+``gateway deploy render`` is the command line around them (``docs/OPERATIONS.md``).
 
 What is derived, per party ``P`` (principal ``User:xchg-P``, SCRAM-SHA-512):
 
@@ -37,7 +37,6 @@ re-render and apply when a party or a major schema version is added -- which cre
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import shlex
 from collections.abc import Iterable, Mapping, Sequence
@@ -60,7 +59,6 @@ from gateway.errors import GatewayError, Reason
 
 __all__ = [
     "DEFAULT_RETENTION_MS",
-    "MANIFEST_FORMAT",
     "SCRAM_MECHANISM",
     "STRIMZI_API_VERSIONS",
     "AclEntry",
@@ -74,13 +72,11 @@ __all__ = [
     "prefix_conflicts",
     "principal_for",
     "render",
-    "to_manifest",
     "to_shell_script",
     "to_strimzi",
     "username_for",
 ]
 
-MANIFEST_FORMAT: Final = "xchg-kafka-acls/1"
 #: Topic retention: 30 days, the inbox's de-duplication window (``gateway/bus/inbox.py``). A gateway that is
 #: down longer than this loses events; a replay older than this is no longer de-duplicated.
 DEFAULT_RETENTION_MS: Final = 30 * 24 * 3600 * 1000
@@ -414,56 +410,6 @@ def prefix_conflicts(registry: Registry) -> dict[str, list[str]]:
         if covered:
             conflicts[party] = covered
     return conflicts
-
-
-# ---- notation 1: the JSON manifest -------------------------------------------------------------------------
-def to_manifest(rendered: Rendered) -> str:
-    """``acls.json``: topics, users and ACLs as plain JSON (also valid YAML), for review and diffing."""
-    document = {
-        "format": MANIFEST_FORMAT,
-        "settings": {
-            "partitions": rendered.partitions,
-            "replication": rendered.replication,
-            "min_insync": rendered.min_insync,
-            "retention_ms": rendered.retention_ms,
-            "sasl_mechanism": SCRAM_MECHANISM,
-        },
-        "topics": [
-            {
-                "name": t.name,
-                "owner": t.owner,
-                "role": t.role,
-                "partitions": t.partitions,
-                "replication": t.replication,
-                "config": dict(t.config),
-            }
-            for t in rendered.topics
-        ],
-        "users": [
-            {
-                "username": u.username,
-                "principal": u.principal,
-                "party": u.party,
-                "group": u.group,
-                "mechanism": SCRAM_MECHANISM,
-            }
-            for u in rendered.users
-        ],
-        "acls": [
-            {
-                "principal": a.principal,
-                "permission": "Allow",
-                "operation": a.operation,
-                "resource_type": a.resource_type,
-                "resource_name": a.resource_name,
-                "pattern_type": a.pattern_type,
-                "host": "*",
-            }
-            for a in rendered.acls
-        ],
-        "warnings": list(rendered.warnings),
-    }
-    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
 
 
 # ---- notation 2: the kafka-*.sh script --------------------------------------------------------------------

@@ -31,6 +31,7 @@ from gateway.contract.registry import Registry
 from gateway.contract.schemas import SchemaStore
 from gateway.deploy import acls as deploy
 from gateway.deploy import kubernetes
+from gateway.deploy.manifest import MANIFEST_FORMAT, to_manifest
 from gateway.errors import GatewayError
 from gateway.runtime.config import GatewayConfig
 from tests.paths import REPO
@@ -266,8 +267,8 @@ def test_render_refuses_impossible_settings(schemas: SchemaStore) -> None:
 # ---- the notations say the same -----------------------------------------------------------------------
 def test_manifest_round_trips(case: tuple[Registry, deploy.Rendered]) -> None:
     _, rendered = case
-    manifest = json.loads(deploy.to_manifest(rendered))
-    assert manifest["format"] == deploy.MANIFEST_FORMAT
+    manifest = json.loads(to_manifest(rendered))
+    assert manifest["format"] == MANIFEST_FORMAT
     acls = {
         (a["principal"], a["resource_type"], a["resource_name"], a["operation"]) for a in manifest["acls"]
     }
