@@ -14,7 +14,8 @@ __all__ = ["add_commands"]
 
 def add_commands(sub: Any) -> None:
     """``gateway deploy render``: Kafka topics, users and LITERAL ACLs derived from the registry."""
-    from gateway.deploy.acls import DEFAULT_RETENTION_MS, STRIMZI_API_VERSIONS  # noqa: PLC0415 - deploy-only
+    from gateway.deploy.acls import DEFAULT_RETENTION_MS  # noqa: PLC0415 - deploy-only
+    from gateway.deploy.strimzi import STRIMZI_API_VERSIONS  # noqa: PLC0415 - deploy-only
 
     actions = sub.add_parser("deploy", help="production deployment files").add_subparsers(
         required=True, metavar="ACTION"
@@ -61,7 +62,7 @@ def add_commands(sub: Any) -> None:
 
 def _deploy_render(args: argparse.Namespace) -> int:
     from gateway.deploy import acls as deploy  # noqa: PLC0415 - only this command needs it
-    from gateway.deploy import kubernetes, manifest  # noqa: PLC0415 - only this command needs them
+    from gateway.deploy import kubernetes, manifest, strimzi  # noqa: PLC0415 - only this command needs them
 
     registry = load_registry(args)
     retention = -1 if args.retention_days == -1 else args.retention_days * 86_400_000
@@ -83,7 +84,7 @@ def _deploy_render(args: argparse.Namespace) -> int:
     files = {
         "acls.json": manifest.to_manifest(rendered),
         "kafka-init.sh": deploy.to_shell_script(rendered),
-        "strimzi-topics-users.yaml": deploy.to_strimzi(
+        "strimzi-topics-users.yaml": strimzi.to_strimzi(
             rendered,
             cluster=args.strimzi_cluster,
             namespace=args.strimzi_namespace,

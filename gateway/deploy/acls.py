@@ -4,7 +4,7 @@ Why computed: the registry is the only statement of who may publish and read wha
 same thing a second time (defence in depth: a compromised gateway, or a stolen SCRAM password, must not read
 another agency's topics), so the broker's ACLs must be *derived* from the registry, never typed by hand.
 :func:`render` does that derivation once; :func:`gateway.deploy.manifest.to_manifest`,
-:func:`to_shell_script` and :func:`to_strimzi` only change the notation, and
+:func:`to_shell_script` and :func:`gateway.deploy.strimzi.to_strimzi` only change the notation, and
 :func:`gateway.deploy.kubernetes.gateway_manifests` writes one party's Kubernetes objects.
 ``gateway deploy render`` is the command line around them (``docs/OPERATIONS.md``).
 
@@ -36,12 +36,11 @@ re-render and apply when a party or a major schema version is added -- which cre
 
 from __future__ import annotations
 
-import hashlib
 import re
 import shlex
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import Final, Literal
 
 from gateway.contract.policy import (
     TOPIC_PREFIX,
@@ -54,13 +53,11 @@ from gateway.contract.policy import (
 )
 from gateway.contract.registry import Party, Registry
 from gateway.contract.schemas import SchemaStore
-from gateway.deploy._notation import DNS_LABEL, DNS_SUBDOMAIN, yaml_documents
 from gateway.errors import GatewayError, Reason
 
 __all__ = [
     "DEFAULT_RETENTION_MS",
     "SCRAM_MECHANISM",
-    "STRIMZI_API_VERSIONS",
     "AclEntry",
     "NotarySpec",
     "Operation",
@@ -73,7 +70,6 @@ __all__ = [
     "principal_for",
     "render",
     "to_shell_script",
-    "to_strimzi",
     "username_for",
 ]
 
@@ -82,7 +78,6 @@ __all__ = [
 DEFAULT_RETENTION_MS: Final = 30 * 24 * 3600 * 1000
 USER_PREFIX: Final = "xchg-"
 SCRAM_MECHANISM: Final = "SCRAM-SHA-512"
-STRIMZI_API_VERSIONS: Final = ("kafka.strimzi.io/v1", "kafka.strimzi.io/v1beta2")
 
 ResourceType = Literal["topic", "group", "cluster"]
 Operation = Literal["Read", "Write", "Describe", "IdempotentWrite"]
@@ -519,103 +514,3 @@ def _settings_text(rendered: Rendered) -> str:
         f"partitions={rendered.partitions}, replication={rendered.replication}, "
         f"min_insync={rendered.min_insync}, retention_ms={rendered.retention_ms}"
     )
-
-
-# ---- notation 3: Strimzi KafkaTopic and KafkaUser ---------------------------------------------------------
-def _k8s_name(text: str) -> str:
-    """``text`` if it is a valid Kubernetes object name, else a stable hashed name."""
-    if DNS_SUBDOMAIN.match(text):
-        return text
-    return f"xchg-{hashlib.sha256(text.encode()).hexdigest()[:20]}"
-
-
-def to_strimzi(
-    rendered: Rendered,
-    *,
-    cluster: str = "xchg",
-    namespace: str | None = None,
-    api_version: str = STRIMZI_API_VERSIONS[0],
-) -> str:
-    """``strimzi-topics-users.yaml``: one ``KafkaTopic`` per topic and one ``KafkaUser`` per user.
-
-    Users authenticate with ``scram-sha-512`` (the User Operator generates the password into a Secret named
-    after the user, key ``password``) and are authorised with ``simple`` ACLs, all ``literal``. The User
-    Operator reconciles the ACL list: ACLs that are no longer rendered are removed when this is applied.
-    ``api_version`` is ``kafka.strimzi.io/v1`` (Strimzi 0.49 and later; the only one from Strimzi 1.0) or
-    ``kafka.strimzi.io/v1beta2`` (Strimzi 0.49-0.51 and older).
-    """
-    if api_version not in STRIMZI_API_VERSIONS:
-        raise GatewayError(
-            Reason.CONFIG_INVALID, f"deploy: Strimzi apiVersion must be one of {STRIMZI_API_VERSIONS}"
-        )
-    if not DNS_LABEL.match(cluster):
-        raise GatewayError(Reason.CONFIG_INVALID, f"deploy: {cluster!r} is not a valid Strimzi cluster name")
-
-    def metadata(name: str, annotations: Mapping[str, str]) -> dict[str, Any]:
-        meta: dict[str, Any] = {
-            "name": name,
-            "labels": {
-                "strimzi.io/cluster": cluster,
-                "app.kubernetes.io/part-of": "xchg",
-                "app.kubernetes.io/managed-by": "xchg-gateway-deploy",
-            },
-            "annotations": dict(annotations),
-        }
-        if namespace:
-            meta["namespace"] = namespace
-        return meta
-
-    documents: list[dict[str, Any]] = []
-    for topic in rendered.topics:
-        documents.append(
-            {
-                "apiVersion": api_version,
-                "kind": "KafkaTopic",
-                "metadata": metadata(
-                    _k8s_name(topic.name), {"xchg/owner": topic.owner, "xchg/role": topic.role}
-                ),
-                "spec": {
-                    "topicName": topic.name,
-                    "partitions": topic.partitions,
-                    "replicas": topic.replication,
-                    "config": {k: _config_value(v) for k, v in sorted(topic.config.items())},
-                },
-            }
-        )
-    for user in rendered.users:
-        if not DNS_SUBDOMAIN.match(user.username):
-            raise GatewayError(
-                Reason.CONFIG_INVALID,
-                f"deploy: user {user.username!r} is not a valid KafkaUser name (the SCRAM user name)",
-            )
-        acls = []
-        for (_principal, resource_type, name), operations in _grouped(rendered.acls_for(user.principal)):
-            resource: dict[str, str] = {"type": resource_type}
-            if resource_type != "cluster":
-                resource.update(name=name, patternType="literal")
-            acls.append({"resource": resource, "operations": list(operations), "host": "*", "type": "allow"})
-        annotations = {"xchg/party": user.party} if user.party else {"xchg/role": "notary"}
-        documents.append(
-            {
-                "apiVersion": api_version,
-                "kind": "KafkaUser",
-                "metadata": metadata(user.username, annotations),
-                "spec": {
-                    "authentication": {"type": "scram-sha-512"},
-                    "authorization": {"type": "simple", "acls": acls},
-                },
-            }
-        )
-    header = (
-        f"Generated by `gateway deploy render` ({_settings_text(rendered)}). Do not edit: change the\n"
-        "registry and re-render. Strimzi KafkaTopic and KafkaUser resources; every ACL is LITERAL.\n"
-        f"Apply in the namespace of the Kafka cluster {cluster!r}: kubectl apply -f this-file"
-    )
-    return yaml_documents(documents, header)
-
-
-def _config_value(value: str) -> int | str:
-    try:
-        return int(value)
-    except ValueError:
-        return value

@@ -30,7 +30,7 @@ from gateway.contract.policy import parse_topic
 from gateway.contract.registry import Registry
 from gateway.contract.schemas import SchemaStore
 from gateway.deploy import acls as deploy
-from gateway.deploy import kubernetes
+from gateway.deploy import kubernetes, strimzi
 from gateway.deploy.manifest import MANIFEST_FORMAT, to_manifest
 from gateway.errors import GatewayError
 from gateway.runtime.config import GatewayConfig
@@ -279,12 +279,12 @@ def test_manifest_round_trips(case: tuple[Registry, deploy.Rendered]) -> None:
 
 def test_strimzi_resources_round_trip(case: tuple[Registry, deploy.Rendered]) -> None:
     _, rendered = case
-    docs = documents(deploy.to_strimzi(rendered, namespace="xchg"))
+    docs = documents(strimzi.to_strimzi(rendered, namespace="xchg"))
     assert strimzi_acls(docs) == as_tuples(rendered)
     check_strimzi(docs, cluster="xchg")
     topics = {d["spec"]["topicName"]: d["spec"] for d in docs if d["kind"] == "KafkaTopic"}
     assert set(topics) == set(rendered.topic_names())
-    old = documents(deploy.to_strimzi(rendered, api_version="kafka.strimzi.io/v1beta2"))
+    old = documents(strimzi.to_strimzi(rendered, api_version="kafka.strimzi.io/v1beta2"))
     assert {d["apiVersion"] for d in old} == {"kafka.strimzi.io/v1beta2"}
 
 
@@ -440,7 +440,7 @@ def test_checked_in_files_are_current(schemas: SchemaStore) -> None:
     compose = deploy.render(registry, schemas, partitions=3, replication=3, min_insync=2)
     assert (COMPOSE / "kafka-init.sh").read_text() == deploy.to_shell_script(compose)
     k8s = deploy.render(registry, schemas, partitions=6, replication=3, min_insync=2)
-    assert (K8S / "strimzi-topics-users.yaml").read_text() == deploy.to_strimzi(k8s, namespace="xchg")
+    assert (K8S / "strimzi-topics-users.yaml").read_text() == strimzi.to_strimzi(k8s, namespace="xchg")
     files = {p.name for p in (K8S / "gateways").glob("*.yaml")}
     assert files == {f"{p}.yaml" for p in registry.parties}
     for party in registry.parties:
@@ -454,7 +454,7 @@ def check_strimzi(docs: list[dict[str, Any]], *, cluster: str) -> None:
     """Structural checks of the Strimzi resources: the fields they use, and the ACL invariants."""
     topics = {d["spec"].get("topicName", d["metadata"]["name"]) for d in docs if d["kind"] == "KafkaTopic"}
     for doc in docs:
-        assert doc["apiVersion"] in deploy.STRIMZI_API_VERSIONS, doc["apiVersion"]
+        assert doc["apiVersion"] in strimzi.STRIMZI_API_VERSIONS, doc["apiVersion"]
         assert doc["kind"] in {"Kafka", "KafkaNodePool", "KafkaTopic", "KafkaUser"}
         meta, spec = doc["metadata"], doc["spec"]
         assert re.fullmatch(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?", meta["name"]), meta["name"]
