@@ -62,7 +62,7 @@ def add_commands(sub: Any) -> None:
 
 def _deploy_render(args: argparse.Namespace) -> int:
     from gateway.deploy import acls as deploy  # noqa: PLC0415 - only this command needs it
-    from gateway.deploy import kubernetes, manifest, strimzi  # noqa: PLC0415 - only this command needs them
+    from gateway.deploy import kubernetes, manifest, script, strimzi  # noqa: PLC0415 - only this command
 
     registry = load_registry(args)
     retention = -1 if args.retention_days == -1 else args.retention_days * 86_400_000
@@ -83,7 +83,7 @@ def _deploy_render(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     files = {
         "acls.json": manifest.to_manifest(rendered),
-        "kafka-init.sh": deploy.to_shell_script(rendered),
+        "kafka-init.sh": script.to_shell_script(rendered),
         "strimzi-topics-users.yaml": strimzi.to_strimzi(
             rendered,
             cluster=args.strimzi_cluster,

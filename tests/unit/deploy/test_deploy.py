@@ -32,6 +32,7 @@ from gateway.contract.schemas import SchemaStore
 from gateway.deploy import acls as deploy
 from gateway.deploy import kubernetes, strimzi
 from gateway.deploy.manifest import MANIFEST_FORMAT, to_manifest
+from gateway.deploy.script import to_shell_script
 from gateway.errors import GatewayError
 from gateway.runtime.config import GatewayConfig
 from tests.paths import REPO
@@ -340,7 +341,7 @@ def _values(argv: list[str], flag: str) -> list[str]:
 
 def test_shell_script_does_exactly_the_same(case: tuple[Registry, deploy.Rendered], tmp_path: Path) -> None:
     _, rendered = case
-    calls = run_init_script(deploy.to_shell_script(rendered), tmp_path, rendered)
+    calls = run_init_script(to_shell_script(rendered), tmp_path, rendered)
     for call in calls:
         assert call[1:5] == [
             "--bootstrap-server",
@@ -385,7 +386,7 @@ def test_shell_script_does_exactly_the_same(case: tuple[Registry, deploy.Rendere
 def test_shell_script_refuses_weak_or_missing_passwords(tmp_path: Path, schemas: SchemaStore) -> None:
     rendered = deploy.render(Registry.load(SAMPLE), schemas)
     with pytest.raises(AssertionError, match="24\\+ characters"):
-        run_init_script(deploy.to_shell_script(rendered), tmp_path, rendered, password="short]")
+        run_init_script(to_shell_script(rendered), tmp_path, rendered, password="short]")
 
 
 def test_cli_writes_the_three_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -438,7 +439,7 @@ def test_checked_in_files_are_current(schemas: SchemaStore) -> None:
     """Re-render with the parameters in docs/OPERATIONS.md if this fails after a registry or schema change."""
     registry = Registry.load(SAMPLE)
     compose = deploy.render(registry, schemas, partitions=3, replication=3, min_insync=2)
-    assert (COMPOSE / "kafka-init.sh").read_text() == deploy.to_shell_script(compose)
+    assert (COMPOSE / "kafka-init.sh").read_text() == to_shell_script(compose)
     k8s = deploy.render(registry, schemas, partitions=6, replication=3, min_insync=2)
     assert (K8S / "strimzi-topics-users.yaml").read_text() == strimzi.to_strimzi(k8s, namespace="xchg")
     files = {p.name for p in (K8S / "gateways").glob("*.yaml")}
@@ -647,7 +648,7 @@ def test_gen_secrets_provides_every_file_compose_mounts(tmp_path: Path) -> None:
     assert all(len(p.keys) == 2 for p in generated.parties.values())
     schemas = SchemaStore.load()
     rendered = deploy.render(generated, schemas, partitions=3, replication=3, min_insync=2)
-    assert deploy.to_shell_script(rendered) == (COMPOSE / "kafka-init.sh").read_text()  # keys change no ACL
+    assert to_shell_script(rendered) == (COMPOSE / "kafka-init.sh").read_text()  # keys change no ACL
     party = "kemlu.kbri-kuching"
     document = tomllib.loads((COMPOSE / "gateways" / f"{party}.toml").read_text())
     document["keys"] = {
