@@ -61,15 +61,18 @@ def add_commands(sub: Any) -> None:
 
 
 def _deploy_render(args: argparse.Namespace) -> int:
-    from gateway.deploy import acls as deploy  # noqa: PLC0415 - only this command needs it
-    from gateway.deploy import kubernetes, manifest, script, strimzi  # noqa: PLC0415 - only this command
+    from gateway.deploy.acls import NotarySpec, prefix_conflicts, render  # noqa: PLC0415 - deploy-only
+    from gateway.deploy.kubernetes import K8sGatewayOptions, gateway_manifests  # noqa: PLC0415 - deploy-only
+    from gateway.deploy.manifest import to_manifest  # noqa: PLC0415 - deploy-only
+    from gateway.deploy.script import to_shell_script  # noqa: PLC0415 - deploy-only
+    from gateway.deploy.strimzi import to_strimzi  # noqa: PLC0415 - deploy-only
 
     registry = load_registry(args)
     retention = -1 if args.retention_days == -1 else args.retention_days * 86_400_000
-    notary = deploy.NotarySpec(
+    notary = NotarySpec(
         username=args.notary_user, group=args.notary_group, checkpoint_topic=args.notary_checkpoint_topic
     )
-    rendered = deploy.render(
+    rendered = render(
         registry,
         load_schemas(args),
         partitions=args.partitions,
@@ -82,9 +85,9 @@ def _deploy_render(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     files = {
-        "acls.json": manifest.to_manifest(rendered),
-        "kafka-init.sh": script.to_shell_script(rendered),
-        "strimzi-topics-users.yaml": strimzi.to_strimzi(
+        "acls.json": to_manifest(rendered),
+        "kafka-init.sh": to_shell_script(rendered),
+        "strimzi-topics-users.yaml": to_strimzi(
             rendered,
             cluster=args.strimzi_cluster,
             namespace=args.strimzi_namespace,
@@ -92,8 +95,8 @@ def _deploy_render(args: argparse.Namespace) -> int:
         ),
     }
     if args.k8s_gateways:
-        defaults = kubernetes.K8sGatewayOptions()
-        options = kubernetes.K8sGatewayOptions(
+        defaults = K8sGatewayOptions()
+        options = K8sGatewayOptions(
             namespace=args.k8s_namespace,
             image=args.image or defaults.image,
             kafka_cluster=args.strimzi_cluster,
@@ -102,7 +105,7 @@ def _deploy_render(args: argparse.Namespace) -> int:
             topic_replication=rendered.replication,
         )
         for party in sorted(registry.parties):
-            files[f"k8s-gateways/{party}.yaml"] = kubernetes.gateway_manifests(registry, party, options)
+            files[f"k8s-gateways/{party}.yaml"] = gateway_manifests(registry, party, options)
     for name, text in files.items():
         path = out / name
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -125,7 +128,7 @@ def _deploy_render(args: argparse.Namespace) -> int:
             f"  {user.principal}: writes {len(writes)} and reads {len(reads)} exchange topic(s), "
             f"consumer group {user.group or '-'}"
         )
-    for party, covered in deploy.prefix_conflicts(registry).items():
+    for party, covered in prefix_conflicts(registry).items():
         print(
             f"  note: a PREFIXED ACL on xchg.{party}. would also cover {', '.join(covered)}: "
             "that is why every ACL is LITERAL"

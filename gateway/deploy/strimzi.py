@@ -2,8 +2,7 @@
 
 On Kubernetes the Strimzi Topic and User Operators apply what :func:`gateway.deploy.acls.render` derived:
 one ``KafkaTopic`` per topic, one ``KafkaUser`` per SCRAM user carrying that user's ACLs (all LITERAL:
-:mod:`gateway.deploy.acls` says why). The User Operator reconciles, so an ACL that is no longer rendered is
-removed when the file is applied. The gateways themselves are :mod:`gateway.deploy.kubernetes`.
+:mod:`gateway.deploy.acls` says why). The gateways that use those users are :mod:`gateway.deploy.kubernetes`.
 """
 
 from __future__ import annotations
