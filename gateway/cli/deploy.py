@@ -14,7 +14,8 @@ __all__ = ["add_commands"]
 
 def add_commands(sub: Any) -> None:
     """``gateway deploy render``: Kafka topics, users and LITERAL ACLs derived from the registry."""
-    from gateway.deploy.kafka import DEFAULT_RETENTION_MS, STRIMZI_API_VERSIONS  # noqa: PLC0415 - deploy-only
+    from gateway.deploy.acls import DEFAULT_RETENTION_MS  # noqa: PLC0415 - deploy-only
+    from gateway.deploy.strimzi import STRIMZI_API_VERSIONS  # noqa: PLC0415 - deploy-only
 
     actions = sub.add_parser("deploy", help="production deployment files").add_subparsers(
         required=True, metavar="ACTION"
@@ -60,14 +61,18 @@ def add_commands(sub: Any) -> None:
 
 
 def _deploy_render(args: argparse.Namespace) -> int:
-    from gateway.deploy import kafka as deploy  # noqa: PLC0415 - only this command needs it
+    from gateway.deploy.acls import NotarySpec, prefix_conflicts, render  # noqa: PLC0415 - deploy-only
+    from gateway.deploy.kubernetes import K8sGatewayOptions, gateway_manifests  # noqa: PLC0415 - deploy-only
+    from gateway.deploy.manifest import to_manifest  # noqa: PLC0415 - deploy-only
+    from gateway.deploy.script import to_shell_script  # noqa: PLC0415 - deploy-only
+    from gateway.deploy.strimzi import to_strimzi  # noqa: PLC0415 - deploy-only
 
     registry = load_registry(args)
     retention = -1 if args.retention_days == -1 else args.retention_days * 86_400_000
-    notary = deploy.NotarySpec(
+    notary = NotarySpec(
         username=args.notary_user, group=args.notary_group, checkpoint_topic=args.notary_checkpoint_topic
     )
-    rendered = deploy.render(
+    rendered = render(
         registry,
         load_schemas(args),
         partitions=args.partitions,
@@ -80,9 +85,9 @@ def _deploy_render(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     files = {
-        "acls.json": deploy.to_manifest(rendered),
-        "kafka-init.sh": deploy.to_shell_script(rendered),
-        "strimzi-topics-users.yaml": deploy.to_strimzi(
+        "acls.json": to_manifest(rendered),
+        "kafka-init.sh": to_shell_script(rendered),
+        "strimzi-topics-users.yaml": to_strimzi(
             rendered,
             cluster=args.strimzi_cluster,
             namespace=args.strimzi_namespace,
@@ -90,8 +95,8 @@ def _deploy_render(args: argparse.Namespace) -> int:
         ),
     }
     if args.k8s_gateways:
-        defaults = deploy.K8sGatewayOptions()
-        options = deploy.K8sGatewayOptions(
+        defaults = K8sGatewayOptions()
+        options = K8sGatewayOptions(
             namespace=args.k8s_namespace,
             image=args.image or defaults.image,
             kafka_cluster=args.strimzi_cluster,
@@ -100,7 +105,7 @@ def _deploy_render(args: argparse.Namespace) -> int:
             topic_replication=rendered.replication,
         )
         for party in sorted(registry.parties):
-            files[f"k8s-gateways/{party}.yaml"] = deploy.gateway_manifests(registry, party, options)
+            files[f"k8s-gateways/{party}.yaml"] = gateway_manifests(registry, party, options)
     for name, text in files.items():
         path = out / name
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -123,7 +128,7 @@ def _deploy_render(args: argparse.Namespace) -> int:
             f"  {user.principal}: writes {len(writes)} and reads {len(reads)} exchange topic(s), "
             f"consumer group {user.group or '-'}"
         )
-    for party, covered in deploy.prefix_conflicts(registry).items():
+    for party, covered in prefix_conflicts(registry).items():
         print(
             f"  note: a PREFIXED ACL on xchg.{party}. would also cover {', '.join(covered)}: "
             "that is why every ACL is LITERAL"
