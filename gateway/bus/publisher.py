@@ -121,41 +121,51 @@ class Publisher:
                 self.outbox.wakeup.clear()
                 await _wait_any(self.outbox.wakeup, stop, seconds=1.0)
                 continue
-            try:
-                sent = await self._send(producer, batch)
-            except Exception as exc:  # noqa: BLE001 - any client error: keep the entries, back off, retry
-                _log.warning("send failed; entries stay in the outbox", error=type(exc).__name__,
+            sent, failure = await self._send(producer, batch)
+            if sent:
+                await self.outbox.mark_sent(sent)
+                self.sent_total += len(sent)
+                self._metrics.outbox_depth.set(self.outbox.depth)
+            if failure is not None:  # any client error: the unacknowledged entries stay, back off, retry
+                _log.warning("send failed; entries stay in the outbox", error=type(failure).__name__,
                              pending=self.outbox.depth, retry_in=backoff)  # fmt: skip
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self._max_backoff)
                 continue
             backoff = self._retry_backoff
-            await self.outbox.mark_sent(sent)
-            self.sent_total += len(sent)
-            self._metrics.outbox_depth.set(self.outbox.depth)
 
-    async def _send(self, producer: KafkaProducerLike, batch: list[OutboxEntry]) -> list[int]:
-        futures = [
-            await producer.send(entry.topic, value=entry.value, key=entry.key, headers=entry.headers)
-            for entry in batch
-        ]
+    async def _send(
+        self, producer: KafkaProducerLike, batch: list[OutboxEntry]
+    ) -> tuple[list[int], BaseException | None]:
+        """Send ``batch``; return the sequence numbers the broker acknowledged and the first failure, if any.
+
+        A ``send`` that raises part-way still leaves the records handed over before it in flight: they are
+        awaited, and those acknowledged are reported, so they are not sent a second time.
+        """
+        futures = []
+        failure: BaseException | None = None
+        for entry in batch:
+            try:
+                futures.append(
+                    await producer.send(entry.topic, value=entry.value, key=entry.key, headers=entry.headers)
+                )
+            except Exception as exc:  # noqa: BLE001 - a client error: what was handed over is still awaited
+                failure = exc
+                break
         results = await asyncio.gather(*futures, return_exceptions=True)
         now = time.time()
         acked = []
         by_type: collections.Counter[str] = collections.Counter()
-        for entry, result in zip(batch, results, strict=True):
+        for entry, result in zip(batch, results, strict=False):
             if isinstance(result, BaseException):
+                failure = failure or result
                 continue
             acked.append(entry.seq)
             by_type[_header(entry.headers, "ce_type")] += 1
             self._metrics.publish_latency.observe(max(0.0, now - entry.created_at))
         for event_type, count in by_type.items():
             self._metrics.published.labels(type=event_type).inc(count)
-        if len(acked) < len(batch):
-            await self.outbox.mark_sent(acked)
-            failed = next(r for r in results if isinstance(r, BaseException))
-            raise failed if isinstance(failed, Exception) else RuntimeError(repr(failed))
-        return acked
+        return acked, failure
 
 
 def _header(headers: Sequence[tuple[str, bytes]], name: str) -> str:
