@@ -16,7 +16,7 @@ import structlog
 from yarl import URL
 
 from gateway.errors import GatewayError, Reason
-from gateway.runtime.sources import write_atomically
+from gateway.runtime.dropfolder import write_atomically
 from gateway.settings import is_loopback
 
 __all__ = [
@@ -28,7 +28,7 @@ _log = structlog.get_logger(__name__)
 
 
 def write_json_atomically(target: Path, document: Mapping[str, Any]) -> None:
-    """A state file as indented JSON, written with :func:`gateway.runtime.sources.write_atomically`."""
+    """A state file as indented JSON, written with :func:`gateway.runtime.dropfolder.write_atomically`."""
     write_atomically(target, json.dumps(document, indent=2, sort_keys=True).encode("utf-8") + b"\n")
 
 

@@ -41,11 +41,12 @@ from adapters.simulators.kemensos import KemensosCaseSystemSimulator, write_samp
 from adapters.simulators.kemlu import KemluCaseApiSimulator, sarawak_cases
 from gateway.audit.auditor import Auditor
 from gateway.audit.kafka_records import audit_kafka
-from gateway.audit.notary import CHECKPOINT_TOPIC, TOPIC_PATTERN, Notary, NotaryConfig
+from gateway.audit.notary import Notary, NotaryConfig
 from gateway.audit.note import verifier_from_vkey
 from gateway.bus.kafka import EMBEDDED_CLIENT_TIMINGS, KafkaSettings
 from gateway.bus.subscriber import Route
 from gateway.contract.keys import SigningKey, write_private_pem
+from gateway.contract.policy import CHECKPOINT_TOPIC, NOTARISED_TOPICS
 from gateway.contract.verify import Accepted, EventVerifier
 from gateway.runtime.config import GatewayConfig
 from gateway.runtime.gateway import Gateway
@@ -252,7 +253,7 @@ async def _audit(
     keys = [verifier_from_vkey(notary.vkey)]
     auditor = Auditor(notary.config.log_dir, notary_keys=keys, event_verifier=verifier)
     auditor.load_stored_checkpoints()
-    report = await audit_kafka(auditor, kafka, pattern=TOPIC_PATTERN, checkpoint_topic=CHECKPOINT_TOPIC)
+    report = await audit_kafka(auditor, kafka, pattern=NOTARISED_TOPICS, checkpoint_topic=CHECKPOINT_TOPIC)
     result.audit = report.to_json()
     records = report.records or {}
     print("\nAudit log: the notary's last signed checkpoint", file=out)

@@ -55,8 +55,8 @@ from gateway.bus.subscriber import Route, Subscriber
 from gateway.contract.envelope import Envelope
 from gateway.contract.sign import build_event
 from gateway.contract.verify import Accepted
+from gateway.runtime.dropfolder import PUBLISH_CHUNK, FileDropSource
 from gateway.runtime.logs import configure_logging
-from gateway.runtime.sources import PUBLISH_CHUNK, FileDropSource
 
 _BATCH = 500
 _PARTITIONS = 4

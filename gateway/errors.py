@@ -82,7 +82,7 @@ class Reason(enum.StrEnum):
     TLOG_CORRUPT = "tlog.corrupt"
     TLOG_IO_FAILED = "tlog.io-failed"
     TLOG_LOCKED = "tlog.locked"
-    # audit replay findings and notary refusals (gateway/audit/replay.py, notary.py; docs/AUDIT.md)
+    # audit findings and notary refusals (gateway/audit/auditor.py, notary/; docs/AUDIT.md)
     LEAF_MALFORMED = "leaf.malformed"
     LEAF_DUPLICATE = "leaf.duplicate"
     LEAF_OUT_OF_ORDER = "leaf.out-of-order"

@@ -1,7 +1,7 @@
 """Inbound: IOM HTCDS v2.0 exports (CSV or XLSX) in a folder -> assistance records and supply alerts.
 
-Layout under ``directory`` (the drop folder of :class:`gateway.runtime.sources.DropFolderSource`, as for the
-JSON Lines file drop, for the same reasons):
+Layout under ``directory`` (the drop folder of :class:`gateway.runtime.dropfolder.DropFolderSource`, as for
+the JSON Lines file drop, for the same reasons):
 
 * ``inbox/``: IOM's export job (or an officer) writes ``.<name>.tmp`` and renames it to ``<name>.csv`` or
   ``<name>.xlsx`` when complete; a rename is atomic, so a half-written workbook is never read. Files are
@@ -36,16 +36,15 @@ from adapters.fieldmap import MappingError, MessageMap
 from adapters.iom.mapping import SKIP, IomMapping, row_event_id
 from adapters.iom.reader import SUFFIXES, FileProblem, Sheet, read_sheet
 from gateway.errors import GatewayError, Reason
-from gateway.runtime.sources import (
+from gateway.runtime.dropfolder import (
     DropEvent,
     DropFile,
     DropFolderSource,
     DropRecord,
     DropRejection,
     DropResult,
-    PublishFn,
-    QuarantineFn,
 )
+from gateway.runtime.sources import PublishFn, QuarantineFn
 
 __all__ = ["FileReport", "HtcdsExportSource", "RowRejection"]
 

@@ -1,12 +1,12 @@
 """Inbound: Kemensos CSV drops (RPTC shelters, Pos Pemulangan return posts) -> exchange events.
 
 Kemensos' systems are spreadsheets and a case register that can export CSV; a drop folder is the interface
-every office can run today. The folder mechanism is :class:`gateway.runtime.sources.DropFolderSource`, the one
-the JSON Lines file drop uses, for the same reasons (see :mod:`gateway.runtime.sources`): writers create
-``inbox/.<name>.tmp`` and rename it to ``inbox/<name>.csv`` when complete (atomic); each row's event id is
-``uuid5(NAMESPACE, "<sha256 of the file>:<row>")``, so a file processed again after a crash or dropped twice
-re-publishes the *same* ids, which the outbox and every consumer deduplicate; a row is one event, published
-whole or quarantined whole; only when every row is done does the file move to ``done/``.
+every office can run today. The folder mechanism is :class:`gateway.runtime.dropfolder.DropFolderSource`, the
+one the JSON Lines file drop uses, for the same reasons (see :mod:`gateway.runtime.dropfolder`): writers
+create ``inbox/.<name>.tmp`` and rename it to ``inbox/<name>.csv`` when complete (atomic); each row's event id
+is ``uuid5(NAMESPACE, "<sha256 of the file>:<row>")``, so a file processed again after a crash or dropped
+twice re-publishes the *same* ids, which the outbox and every consumer deduplicate; a row is one event,
+published whole or quarantined whole; only when every row is done does the file move to ``done/``.
 
 What is different from the JSON Lines drop, and why:
 
@@ -40,16 +40,15 @@ import structlog
 
 from adapters.kemensos.mapping import FileKind, Header, KemensosMapping, RowError, RowMapper
 from gateway.errors import GatewayError, Reason
-from gateway.runtime.sources import (
+from gateway.runtime.dropfolder import (
     DropEvent,
     DropFile,
     DropFolderSource,
     DropRecord,
     DropRejection,
-    PublishFn,
-    QuarantineFn,
     write_atomically,
 )
+from gateway.runtime.sources import PublishFn, QuarantineFn
 
 __all__ = [
     "DROP_SUFFIX",
@@ -80,7 +79,7 @@ class CsvDropSource(DropFolderSource):
     """Publish every row of ``*.csv`` files dropped into ``directory/inbox/`` (see the module docstring).
 
     The drop folder (layout, name order, deferring, done/ and quarantine/) is
-    :class:`gateway.runtime.sources.DropFolderSource`'s; this class maps rows. A file whose name matches no
+    :class:`gateway.runtime.dropfolder.DropFolderSource`'s; this class maps rows. A file whose name matches no
     kind is reported as one rejection (``schema.unknown``) and moved to ``done/``, so ``inbox/`` stays "work
     to do".
     """

@@ -5,7 +5,7 @@ server speaking the native interface the adapter is built against (e.g.
 :class:`adapters.simulators.kemensos.KemensosCaseSystemSimulator`), plus helpers that write the synthetic
 native files an agency would export. All data they produce is invented ("Siti Contoh"). What the servers share
 (a loopback aiohttp app on a free port, ``fail_next(n)`` outages, idempotency keys answered ``409`` when
-repeated) is :class:`adapters.simulators._server.SimulatorServer`.
+repeated) is :class:`adapters.simulators.server.SimulatorServer`.
 """
 
 from __future__ import annotations

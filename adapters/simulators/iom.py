@@ -23,8 +23,8 @@ from typing import Any
 from aiohttp import web
 
 from adapters.iom.mapping import IomMapping, htcds_columns
-from adapters.simulators._server import SimulatorServer
-from gateway.runtime.sources import write_atomically
+from adapters.simulators.server import SimulatorServer
+from gateway.runtime.dropfolder import write_atomically
 
 __all__ = [
     "IomCaseSystemSimulator",

@@ -28,7 +28,7 @@ from typing import Any, Final
 from aiohttp import web
 
 from adapters.kemensos.source import write_drop
-from adapters.simulators._server import SimulatorServer
+from adapters.simulators.server import SimulatorServer
 
 __all__ = [
     "SAMPLE_DROPS",

@@ -27,7 +27,7 @@ from typing import Any
 
 from aiohttp import web
 
-from adapters.simulators._server import SimulatorServer
+from adapters.simulators.server import SimulatorServer
 
 __all__ = ["CaseUpdate", "KemluCaseApiSimulator", "sarawak_cases"]
 

@@ -30,7 +30,6 @@ Security decisions (inter-agency data about trafficking victims crosses this bus
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import ipaddress
 import re
@@ -57,7 +56,7 @@ __all__ = [
     "SaslSettings",
     "SecurityProtocol",
     "TlsSettings",
-    "check_connection",
+    "split_server",
 ]
 
 _log = structlog.get_logger(__name__)
@@ -94,7 +93,7 @@ def _fail(field_name: str, message: str) -> GatewayError:
     return GatewayError(Reason.CONFIG_INVALID, f"kafka.{field_name}: {message}")
 
 
-def _split_server(server: str) -> tuple[str, int]:
+def split_server(server: str) -> tuple[str, int]:
     """``host:port`` or ``[v6]:port`` -> (host, port); raises ValueError with a reason."""
     if server.startswith("["):
         host, sep, port_text = server[1:].partition("]:")
@@ -261,7 +260,7 @@ class KafkaSettings:
         hosts: list[tuple[str, int]] = []
         for server in self.bootstrap_servers:
             try:
-                hosts.append(_split_server(server))
+                hosts.append(split_server(server))
             except ValueError as exc:
                 raise _fail("bootstrap_servers", f"{server!r}: {exc}") from exc
         object.__setattr__(self, "_hosts", tuple(hosts))
@@ -543,89 +542,3 @@ def _servers(table: Table, raw: object) -> tuple[str, ...]:
     if len(set(servers)) != len(servers):
         raise table.fail("bootstrap_servers", "lists the same server twice")
     return servers
-
-
-async def check_connection(settings: KafkaSettings) -> tuple[str, ...]:
-    """Prove the cluster is reachable with these settings; return each broker's advertised ``host:port``.
-
-    aiokafka reports every bootstrap failure as "Unable to bootstrap from [...]" and only logs the cause, so
-    this first connects to each bootstrap server itself (TCP, TLS, SASL, as aiokafka does) to say *why* it
-    failed: certificate verification (names ``kafka.tls.ca_file``), other TLS errors, SASL mechanism or
-    credentials, refused connections. Then it does a metadata round trip and connects to every advertised
-    broker, which catches a broker advertising an address clients cannot reach (e.g. the port behind a TLS
-    terminator). Each step is bounded by ``request_timeout_ms``; wrap the call in ``asyncio.timeout`` for an
-    overall bound. Raises :class:`GatewayError`: CONFIG_INVALID when TLS or SASL refuse us (the detail
-    names the ``kafka.tls``/``kafka.sasl`` field), BUS_UNAVAILABLE when no broker can be reached or the
-    advertised addresses are unreachable.
-    """
-    from aiokafka import errors  # noqa: PLC0415 -- keep importing settings cheap
-    from aiokafka.client import AIOKafkaClient  # noqa: PLC0415 -- same
-    from aiokafka.conn import create_conn  # noqa: PLC0415 -- same
-
-    kwargs = settings.admin_kwargs()
-    timeout = settings.request_timeout_ms / 1000
-    conn_kwargs = {
-        key: kwargs[key]
-        for key in (
-            "client_id",
-            "request_timeout_ms",
-            "security_protocol",
-            "ssl_context",
-            "sasl_mechanism",
-            "sasl_plain_username",
-            "sasl_plain_password",
-        )
-        if key in kwargs
-    }
-    failures: list[str] = []
-    for server in settings.bootstrap_servers:
-        host, port = _split_server(server)
-        try:
-            conn = await asyncio.wait_for(create_conn(host, port, **conn_kwargs), timeout=timeout)
-        except ssl.SSLCertVerificationError as exc:
-            raise _fail(
-                "tls.ca_file",
-                f"TLS handshake with {server} failed: certificate verify failed: {exc.verify_message}",
-            ) from exc
-        except ssl.SSLError as exc:
-            raise _fail("tls", f"TLS handshake with {server} failed: {exc.reason or exc}") from exc
-        except (errors.AuthenticationFailedError, errors.SaslAuthenticationFailed) as exc:
-            user = settings.sasl.username if settings.sasl else "?"
-            raise _fail("sasl", f"authentication as {user!r} failed at {server}: {exc}") from exc
-        except (errors.UnsupportedSaslMechanismError, errors.AuthenticationMethodNotSupported) as exc:
-            raise _fail("sasl.mechanism", f"{server} does not accept it: {exc}") from exc
-        except (OSError, TimeoutError, errors.KafkaError) as exc:
-            failures.append(f"{server}: {exc or type(exc).__name__}")
-            continue
-        conn.close()
-    if len(failures) == len(settings.bootstrap_servers):
-        raise GatewayError(
-            Reason.BUS_UNAVAILABLE,
-            f"kafka.bootstrap_servers: no broker reachable ({'; '.join(failures)}); "
-            f"security_protocol is {settings.security_protocol}",
-        )
-
-    client = AIOKafkaClient(**kwargs)
-    try:
-        try:
-            await asyncio.wait_for(client.bootstrap(), timeout=timeout)
-        except (errors.KafkaError, OSError, TimeoutError) as exc:
-            raise GatewayError(
-                Reason.BUS_UNAVAILABLE,
-                f"kafka.bootstrap_servers: no metadata from {', '.join(settings.bootstrap_servers)} "
-                f"({type(exc).__name__}); is it a Kafka listener with security_protocol "
-                f"{settings.security_protocol}?",
-            ) from exc
-        advertised: list[str] = []
-        for broker in client.cluster.brokers():
-            address = f"{broker.host}:{broker.port}"
-            if not await asyncio.wait_for(client.ready(broker.nodeId), timeout=timeout):
-                raise GatewayError(
-                    Reason.BUS_UNAVAILABLE,
-                    f"kafka.bootstrap_servers: broker {broker.nodeId} advertises {address}, "
-                    "which this client cannot connect to",
-                )
-            advertised.append(address)
-        return tuple(advertised)
-    finally:
-        await client.close()

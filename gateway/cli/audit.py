@@ -315,13 +315,13 @@ def _verify(args: argparse.Namespace, registry: Loader, schemas: Loader) -> int:
             auditor.add_checkpoint(Path(name).read_bytes(), name)
         if kafka is not None:
             from gateway.audit.kafka_records import audit_kafka  # noqa: PLC0415 - Kafka only when asked
-            from gateway.audit.notary import CHECKPOINT_TOPIC, TOPIC_PATTERN  # noqa: PLC0415 - same
+            from gateway.contract.policy import CHECKPOINT_TOPIC, NOTARISED_TOPICS  # noqa: PLC0415 - same
 
             report = asyncio.run(
                 audit_kafka(
                     auditor,
                     kafka,
-                    pattern=args.topic_pattern or TOPIC_PATTERN,
+                    pattern=args.topic_pattern or NOTARISED_TOPICS,
                     checkpoint_topic=args.checkpoint_topic or CHECKPOINT_TOPIC,
                     idle_ms=args.fetch_idle_ms,
                 )
@@ -346,8 +346,8 @@ def _verify(args: argparse.Namespace, registry: Loader, schemas: Loader) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     from gateway.audit.kafka_records import read_kafka_records  # noqa: PLC0415 - Kafka only for this command
-    from gateway.audit.notary import TOPIC_PATTERN  # noqa: PLC0415 - same
     from gateway.audit.records import RecordsDumpWriter  # noqa: PLC0415 - same
+    from gateway.contract.policy import NOTARISED_TOPICS  # noqa: PLC0415 - same
 
     kafka = _kafka(args)
     if kafka is None:
@@ -355,7 +355,7 @@ def _export(args: argparse.Namespace) -> int:
     with RecordsDumpWriter(Path(args.out)) as dump:
         asyncio.run(
             read_kafka_records(
-                kafka, dump.write, pattern=args.topic_pattern or TOPIC_PATTERN, idle_ms=args.fetch_idle_ms
+                kafka, dump.write, pattern=args.topic_pattern or NOTARISED_TOPICS, idle_ms=args.fetch_idle_ms
             )
         )
     print(

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.cli._common import ENV_REGISTRY, ENV_SCHEMAS, load_registry, load_schemas
+from gateway.contract.policy import CHECKPOINT_TOPIC
 
 __all__ = ["add_commands"]
 
@@ -43,7 +44,7 @@ def add_commands(sub: Any) -> None:
     render.add_argument("--no-notary", action="store_true", help="leave out the audit notary's user")
     render.add_argument("--notary-user", default="xchg-notary")
     render.add_argument("--notary-group", default="xchg.notary")
-    render.add_argument("--notary-checkpoint-topic", default="xchg.notary.checkpoints.v1")
+    render.add_argument("--notary-checkpoint-topic", default=CHECKPOINT_TOPIC)
     render.add_argument("--strimzi-cluster", default="xchg", help="Strimzi Kafka cluster name (default xchg)")
     render.add_argument("--strimzi-namespace", help="namespace written into the Strimzi resources")
     render.add_argument(

@@ -30,7 +30,9 @@ from gateway.contract.schemas import MessageSchema, SchemaStore
 from gateway.errors import GatewayError, Reason
 
 __all__ = [
+    "CHECKPOINT_TOPIC",
     "MESSAGE_KINDS",
+    "NOTARISED_TOPICS",
     "SIGNED_EXTENSIONS",
     "TOPIC_PREFIX",
     "MessageKind",
@@ -56,6 +58,11 @@ _DLQ_MAJOR: Final = 1
 _MAX_TOPIC_LEN: Final = 249  # Kafka's limit
 _KAFKA_TOPIC_RE: Final = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 _VERSION_RE: Final = re.compile(r"^v([1-9][0-9]{0,5})$")
+
+#: The topics the notary logs: every party's exchange and dead-letter topics, every major version.
+NOTARISED_TOPICS: Final = r"^xchg\..*\.(case|alert|dlq)\.v[0-9]+$"
+#: Where the notary publishes every checkpoint it signs (value = the note, key = the log origin).
+CHECKPOINT_TOPIC: Final = "xchg.notary.checkpoints.v1"
 
 #: Extensions every event signs: routing (partitionkey) and handling (dataclassification) must not be altered.
 SIGNED_EXTENSIONS: Final = ("partitionkey", "dataclassification")

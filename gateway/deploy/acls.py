@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from typing import Final, Literal
 
 from gateway.contract.policy import (
+    CHECKPOINT_TOPIC,
     TOPIC_PREFIX,
     MessageKind,
     dlq_topic,
@@ -144,7 +145,7 @@ class NotarySpec:
 
     username: str = "xchg-notary"
     group: str = "xchg.notary"
-    checkpoint_topic: str = "xchg.notary.checkpoints.v1"
+    checkpoint_topic: str = CHECKPOINT_TOPIC
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

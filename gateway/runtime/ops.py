@@ -33,7 +33,8 @@ from typing import Final
 import structlog
 from aiohttp import web
 
-from gateway.bus.kafka import KafkaSettings, check_connection
+from gateway.bus.connectivity import check_connection
+from gateway.bus.kafka import KafkaSettings
 from gateway.bus.metrics import METRICS_CONTENT_TYPE, GatewayMetrics
 from gateway.contract.keys import PublicKey, SigningKey
 from gateway.contract.registry import Registry

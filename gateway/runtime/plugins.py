@@ -21,7 +21,8 @@ from typing import Any, Final
 from gateway.bus.delivery import Sink
 from gateway.bus.metrics import GatewayMetrics
 from gateway.errors import GatewayError, Reason
-from gateway.runtime.sources import FileDropSource, Source
+from gateway.runtime.dropfolder import FileDropSource
+from gateway.runtime.sources import Source
 from gateway.runtime.webhook import WebhookSink, client_options
 from gateway.settings import Table
 

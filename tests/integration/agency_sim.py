@@ -1,7 +1,7 @@
 """A SIMULATOR of an agency's case-management system: the endpoint a gateway's generic webhook sink POSTs to.
 
 Not an agency system and not a mock of the gateway: a small aiohttp server on a loopback port (lifecycle,
-``fail_next`` and idempotency keys from :class:`adapters.simulators._server.SimulatorServer`) that records
+``fail_next`` and idempotency keys from :class:`adapters.simulators.server.SimulatorServer`) that records
 every POST it acts on (``Idempotency-Key``, ``X-Xchg-Event-Id``, arrival order) and answers the way an
 idempotent agency API does: ``200`` the first time it sees a key, ``409 Conflict`` for a repeat (which
 :class:`gateway.runtime.webhook.WebhookSink` counts as delivered). Tests read :attr:`AgencySimulator.posts` to
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from adapters.simulators._server import SimulatorServer
+from adapters.simulators.server import SimulatorServer
 
 __all__ = ["AgencySimulator", "Post"]
 

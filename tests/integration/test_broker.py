@@ -19,7 +19,8 @@ from aiokafka.errors import KafkaConnectionError, RequestTimedOutError, UnknownE
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from gateway.bus.admin import ensure_topics
-from gateway.bus.kafka import KafkaSettings, TlsSettings, check_connection
+from gateway.bus.connectivity import check_connection
+from gateway.bus.kafka import KafkaSettings, TlsSettings
 from gateway.contract.policy import dlq_topic, parse_topic, topic_for
 from gateway.errors import GatewayError, Reason
 from gateway.sandbox.broker import EmbeddedBroker, free_port

@@ -16,7 +16,7 @@ Guarantees and how they are kept:
   dropped as re-deliveries. A SIGKILL at any instant therefore resumes exactly after the last committed
   batch.
 * **Every topic, including future ones.** Topics are discovered every ``refresh_seconds`` by listing the
-  cluster's topics and matching ``topic_pattern`` (default :data:`TOPIC_PATTERN`), which covers every
+  cluster's topics and matching ``topic_pattern`` (default :data:`NOTARISED_TOPICS`), which covers every
   party's case/alert topics of every schema major and every dead-letter topic, including those created
   later. Partitions are assigned manually (not ``subscribe(pattern=...)``: a group-less pattern
   subscription re-assigns everything on each metadata change and resets positions, while manual assignment
@@ -49,7 +49,7 @@ endpoints). File names and formats in the log directory: :mod:`gateway.audit.lay
 from __future__ import annotations
 
 from gateway.audit.notary.checkpoints import CheckpointStore
-from gateway.audit.notary.config import CHECKPOINT_TOPIC, TOPIC_PATTERN, NotaryConfig
+from gateway.audit.notary.config import NotaryConfig
 from gateway.audit.notary.service import Notary
 
-__all__ = ["CHECKPOINT_TOPIC", "TOPIC_PATTERN", "CheckpointStore", "Notary", "NotaryConfig"]
+__all__ = ["CheckpointStore", "Notary", "NotaryConfig"]

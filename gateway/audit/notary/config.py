@@ -16,14 +16,11 @@ from typing import Any, Final
 from gateway.audit.checkpoint import deployment_origin
 from gateway.audit.note import verifier_from_vkey
 from gateway.bus.kafka import KafkaSettings
+from gateway.contract.policy import CHECKPOINT_TOPIC, NOTARISED_TOPICS
 from gateway.settings import Table
 
-__all__ = ["CHECKPOINT_TOPIC", "TOPIC_PATTERN", "NotaryConfig"]
+__all__ = ["NotaryConfig"]
 
-#: Exchange and dead-letter topics of every party and major version.
-TOPIC_PATTERN: Final = r"^xchg\..*\.(case|alert|dlq)\.v[0-9]+$"
-#: Where the notary publishes every checkpoint it signs (value = the note, key = the origin).
-CHECKPOINT_TOPIC: Final = "xchg.notary.checkpoints.v1"
 _KEYS: Final = (
     "deployment", "registry", "schemas", "log_dir", "key_file", "passphrase_file", "kafka", "cosigners",
     "topic_pattern", "checkpoint_topic", "checkpoint", "batch_size", "refresh_seconds", "http", "durable",
@@ -46,7 +43,7 @@ class NotaryConfig:
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     cosigners: tuple[str, ...] = ()
     """Verifier keys (vkeys) of the cosigners whose cosignatures the notary attaches to its checkpoints."""
-    topic_pattern: str = TOPIC_PATTERN
+    topic_pattern: str = NOTARISED_TOPICS
     checkpoint_topic: str = CHECKPOINT_TOPIC
     checkpoint_entries: int = 1000
     checkpoint_interval: float = 10.0
@@ -81,7 +78,7 @@ class NotaryConfig:
         cosigners = doc.strings("cosigners", ())
         for vkey in cosigners:
             verifier_from_vkey(vkey)  # fail at start-up, naming the setting's error
-        pattern = doc.string("topic_pattern", TOPIC_PATTERN)
+        pattern = doc.string("topic_pattern", NOTARISED_TOPICS)
         try:
             re.compile(pattern)
         except re.error as exc:

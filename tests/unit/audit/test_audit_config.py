@@ -12,9 +12,10 @@ import tomli_w
 
 from gateway.audit.checkpoint import deployment_origin
 from gateway.audit.cosigner import CosignerConfig
-from gateway.audit.notary import CHECKPOINT_TOPIC, TOPIC_PATTERN, NotaryConfig
+from gateway.audit.notary import NotaryConfig
 from gateway.audit.note import CosignatureV1Signer, Ed25519Signer
 from gateway.contract.keys import SigningKey
+from gateway.contract.policy import CHECKPOINT_TOPIC, NOTARISED_TOPICS
 from gateway.errors import GatewayError, Reason
 
 _KEY = SigningKey.generate()
@@ -74,7 +75,7 @@ def test_notary_config_reads_every_key(tmp_path: Path) -> None:
     assert config.key_file == Path("/etc/xchg/notary.pem")
     assert (config.schemas, config.passphrase_file) == (None, None)
     assert config.cosigners == (COSIGNER_VKEY,)
-    assert (config.topic_pattern, config.checkpoint_topic) == (TOPIC_PATTERN, CHECKPOINT_TOPIC)
+    assert (config.topic_pattern, config.checkpoint_topic) == (NOTARISED_TOPICS, CHECKPOINT_TOPIC)
     assert (config.checkpoint_entries, config.checkpoint_interval) == (50, 2.0)
     assert (config.batch_size, config.refresh_seconds, config.durable) == (10, 0.5, False)
     assert (config.http_host, config.http_port) == ("10.1.2.3", 0)

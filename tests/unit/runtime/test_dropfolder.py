@@ -17,7 +17,7 @@ from structlog.testing import capture_logs
 
 from gateway.contract.envelope import Envelope
 from gateway.errors import GatewayError, Reason
-from gateway.runtime.sources import EVENT_ID_NAMESPACE, PUBLISH_CHUNK, FileDropSource, drop_event_id
+from gateway.runtime.dropfolder import EVENT_ID_NAMESPACE, PUBLISH_CHUNK, FileDropSource, drop_event_id
 from tests.doubles import Published
 from tests.world import World, example
 
