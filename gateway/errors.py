@@ -63,6 +63,9 @@ class Reason(enum.StrEnum):
     SEAL_NO_RECIPIENTS = "seal.no-recipients"
     SEAL_UNKNOWN_RECIPIENT = "seal.unknown-recipient"
     SEAL_RECIPIENT_NOT_PERMITTED = "seal.recipient-not-permitted"
+    # privacy rules (UU 27/2022; docs/PRIVACY.md)
+    PRIVACY_NO_LEGAL_BASIS = "privacy.no-legal-basis"
+    PRIVACY_CONSENT_WITHDRAWN = "privacy.consent-withdrawn"
     # audit log (notes, checkpoints, proofs, cosignatures, tile storage)
     NOTE_MALFORMED = "note.malformed"
     NOTE_KEY_INVALID = "note.key-invalid"

@@ -28,7 +28,7 @@ from gateway.contract.schemas import SchemaStore
 from gateway.contract.sign import EventSigner, build_event
 from gateway.errors import GatewayError, Reason
 
-__all__ = ["KafkaProducerLike", "Publisher"]
+__all__ = ["KafkaProducerLike", "PublishObserver", "Publisher"]
 
 _log = structlog.get_logger(__name__)
 
@@ -39,6 +39,13 @@ class KafkaProducerLike(Protocol):
     async def send(
         self, topic: str, value: bytes, key: bytes, headers: list[tuple[str, bytes]]
     ) -> asyncio.Future[Any]: ...
+
+
+class PublishObserver(Protocol):
+    """Told about every event once the outbox accepted it (``data``: the logical payload, sealed fields
+    included): the coordination timeline. A failing observer is logged; the publish has already succeeded."""
+
+    async def published(self, event: Envelope, data: Mapping[str, Any]) -> None: ...
 
 
 class Publisher:
@@ -53,8 +60,10 @@ class Publisher:
         batch_size: int = 500,
         retry_backoff: float = 0.5,
         max_backoff: float = 10.0,
+        observers: Sequence[PublishObserver] = (),
     ) -> None:
         self.signer = signer
+        self.observers = list(observers)
         self._registry = registry
         self._schemas = schemas
         self.outbox = outbox
@@ -92,6 +101,13 @@ class Publisher:
         await self.outbox.put(topic, event)
         self._metrics.outbox_depth.set(self.outbox.depth)  # xchg_published_total counts broker acks (_send)
         _log.debug("event accepted into outbox", event_id=event.id, type=event_type, topic=topic)
+        for observer in self.observers:
+            try:
+                await observer.published(event, data)
+            except Exception as exc:  # noqa: BLE001 - the event is accepted; an observer must not undo that
+                _log.error(
+                    "publish observer failed", observer=type(observer).__name__, error=type(exc).__name__
+                )
         return event
 
     def topic_of(self, event: Envelope) -> str:

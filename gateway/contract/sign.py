@@ -18,6 +18,7 @@ from gateway.contract.canonical import canonical_json
 from gateway.contract.dsse import PAYLOAD_TYPE, DsseEnvelope, DsseSignature, pae, verification_material
 from gateway.contract.envelope import CONTENT_TYPE, Envelope
 from gateway.contract.keys import SigningKey
+from gateway.contract.lawful import check_lawful_basis
 from gateway.contract.policy import SIGNED_EXTENSIONS, event_topic, may_publish
 from gateway.contract.registry import Registry
 from gateway.contract.schemas import MessageSchema, SchemaStore
@@ -63,6 +64,7 @@ def build_event(
     if not may_publish(party, event_type):
         raise GatewayError(Reason.AUTHZ_TYPE_NOT_PERMITTED, f"{signer.party} may not publish {event_type}")
     schema.validate(dict(data))
+    check_lawful_basis(event_type, data)
 
     instant = (now or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
     binding = EventBinding(id=event_id or _uuid4(), source=signer.party, type=event_type)

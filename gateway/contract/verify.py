@@ -9,7 +9,7 @@ Checks run in a fixed order and the first failure decides the reason code (``doc
 event time not in the future; 8. source permitted to publish the type; 9. schema of the exact version
 named, matching the type, classification and partition key; wire form valid; every sealed recipient known
 and entitled to the topic; 10. our sealed entry opened (if addressed to us) and the full payload valid
-against the logical schema.
+against the logical schema; 11. a referral's lawful basis (:mod:`gateway.contract.lawful`).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from gateway.contract.dsse import (
 )
 from gateway.contract.envelope import DEFAULT_LIMITS, Envelope, Limits
 from gateway.contract.keys import SealingKey
+from gateway.contract.lawful import check_lawful_basis
 from gateway.contract.policy import SIGNED_EXTENSIONS, event_topic, may_publish
 from gateway.contract.registry import KeyEntry, Registry
 from gateway.contract.schemas import MessageSchema, SchemaStore
@@ -118,7 +119,9 @@ class EventVerifier:
             return exc.rejected()
 
     # ---- the checks, in order (``data``: the data value if the caller already parsed it) -------------
-    def _verify(self, envelope: Envelope, now: datetime, data: Any = None) -> Accepted:
+    def _verify(  # noqa: PLR0915 - one statement per check, in the documented order
+        self, envelope: Envelope, now: datetime, data: Any = None
+    ) -> Accepted:
         if not envelope.dssematerial:
             raise GatewayError(Reason.SIG_MISSING, "event is not signed (no dssematerial)")
         dsse = DsseEnvelope.from_b64(envelope.dssematerial)
@@ -181,6 +184,7 @@ class EventVerifier:
             if not set(unsealed) <= set(schema.sealed_fields):  # a sealed copy must not override clear fields
                 raise GatewayError(Reason.SEAL_MALFORMED, "sealed plaintext holds unsealed properties")
             schema.validate({**{k: v for k, v in data.items() if k != "sealed"}, **unsealed})
+        check_lawful_basis(envelope.type, {**data, **unsealed} if unsealed else data)
         return Accepted(
             event=envelope.only_extensions((*signed_ext, "signedextattrs", "dssematerial")),
             schema=schema,

@@ -21,6 +21,7 @@ from typing import Any, Final
 from gateway.bus.delivery import RetryPolicy
 from gateway.bus.kafka import KafkaSettings
 from gateway.contract.envelope import Limits
+from gateway.coordination.config import CoordinationConfig
 from gateway.errors import GatewayError
 from gateway.settings import Table, load_toml
 
@@ -29,7 +30,7 @@ __all__ = ["ENV_PREFIX", "GatewayConfig", "OpsConfig", "SinkConfig", "SourceConf
 ENV_PREFIX: Final = "XCHG__"
 _SECTIONS: Final = frozenset(
     {"party", "data_dir", "registry", "schemas", "keys", "kafka", "limits", "ops", "retry", "shutdown",
-     "sources", "sinks", "topics"}
+     "sources", "sinks", "topics", "coordination"}
 )  # fmt: skip
 
 
@@ -82,6 +83,8 @@ class GatewayConfig:
     shutdown_timeout: float = 30.0
     sources: tuple[SourceConfig, ...] = ()
     sinks: tuple[SinkConfig, ...] = ()
+    coordination: CoordinationConfig | None = None
+    """``[coordination]``: timeline, SOP engine and statistics (gateway/coordination); absent: off."""
 
     @classmethod
     def load(cls, path: Path, overrides: Mapping[str, Any] | None = None) -> GatewayConfig:
@@ -138,6 +141,11 @@ class GatewayConfig:
             shutdown_timeout=doc.table("shutdown").number("timeout_seconds", 30.0, positive=True),
             sources=tuple(_source(s) for s in doc.tables("sources")),
             sinks=tuple(_sink(s) for s in doc.tables("sinks")),
+            coordination=(
+                CoordinationConfig.from_table(doc.table("coordination"), data_dir=doc.path("data_dir"))
+                if "coordination" in doc
+                else None
+            ),
         )
         for table in (keys, limits, ops, retry, topics):
             table.refuse_unknown()

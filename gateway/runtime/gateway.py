@@ -26,6 +26,7 @@ from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from gateway.bus.admin import ensure_topics
+from gateway.bus.consent import CONSENT_CHANGE, ConsentGate, ConsentRegister
 from gateway.bus.database import Database
 from gateway.bus.delivery import Sink
 from gateway.bus.inbox import Inbox
@@ -40,6 +41,8 @@ from gateway.contract.registry import Registry
 from gateway.contract.schemas import SchemaStore
 from gateway.contract.sign import EventSigner
 from gateway.contract.verify import EventVerifier
+from gateway.coordination.clock import Clock
+from gateway.coordination.service import Coordinator
 from gateway.errors import GatewayError, Reason
 from gateway.runtime.config import GatewayConfig
 from gateway.runtime.ops import (
@@ -74,6 +77,7 @@ class Gateway:
         sources: Sequence[Source] = (),
         routes: Sequence[Route] = (),
         consumer_group: str | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.config = config
         self.kafka = kafka or config.kafka
@@ -98,6 +102,9 @@ class Gateway:
         self._databases: list[Database] = []
         self._sinks: list[Sink] = []
         self.sources: list[Source] = []
+        self.clock = clock
+        """Time of the coordination component (SOP deadlines, statistics periods); None: the system clock."""
+        self.coordinator: Coordinator | None = None
 
     # ---- start ------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -134,12 +141,7 @@ class Gateway:
             signer=self.signer, registry=self.registry, schemas=self.schemas, outbox=self.outbox,
             metrics=self.metrics, batch_size=config.batch_size,
         )  # fmt: skip
-        routes = list(self._extra_routes)
-        for index, sink_config in enumerate(config.sinks):
-            context = self._plugin_context(f"sinks[{index}]")
-            routes.append(
-                Route(build_sink(sink_config.kind, sink_config.options, context), sink_config.types)
-            )
+        routes = await self._routes()
         self._sinks = list(dict.fromkeys(route.sink for route in routes))
         self.topics = readable_topics(self.registry, self.schemas, self.party)
         self.subscriber = Subscriber(
@@ -159,12 +161,44 @@ class Gateway:
 
         self._tasks["sender"] = asyncio.create_task(self._run_sender(), name=f"{self.party}-sender")
         self._tasks["consumer"] = asyncio.create_task(self._run_consumer(), name=f"{self.party}-consumer")
+        if self.coordinator is not None:
+            self._tasks["coordination"] = asyncio.create_task(
+                self.coordinator.run(self._consume_stop), name=f"{self.party}-coordination"
+            )
         for source in self.sources:
             self._source_tasks.append(
                 asyncio.create_task(self._run_source(source), name=f"{self.party}-{source.name}")
             )
         _log.info("gateway started", party=self.party, ops_port=self.ops_port, reads=len(self.topics),
                   kafka=self.kafka.redacted())  # fmt: skip
+
+    async def _routes(self) -> list[Route]:
+        """The subscriber's routes: extra routes, each configured agency sink behind the consent gate (with
+        consent changes routed to every one of them), and the coordination component when configured."""
+        config = self.config
+        consent_db = Database(config.data_dir / "consent.db", durable=True)
+        await consent_db.open()
+        self._databases.append(consent_db)
+        self.consent = ConsentRegister(consent_db)
+        await self.consent.attach()
+        withheld = ConsentGate.counter(self.metrics.registry)
+        routes = list(self._extra_routes)
+        for index, sink_config in enumerate(config.sinks):
+            context = self._plugin_context(f"sinks[{index}]")
+            sink = ConsentGate(
+                build_sink(sink_config.kind, sink_config.options, context), self.consent, withheld
+            )
+            # consent changes and erasure requests reach every agency sink, whatever types it takes
+            routes.append(Route(sink, (*sink_config.types, CONSENT_CHANGE)))
+        if config.coordination is not None:
+            self.coordinator = Coordinator(
+                config.coordination, party=self.party, registry=self.registry, schemas=self.schemas,
+                publish=self.publisher.publish, clock=self.clock,
+            )  # fmt: skip
+            await self.coordinator.start()
+            self.publisher.observers.append(self.coordinator)
+            routes.append(Route(self.coordinator))
+        return routes
 
     def _plugin_context(self, where: str) -> PluginContext:
         return PluginContext(
@@ -288,7 +322,7 @@ class Gateway:
         await _finish(self._source_tasks, deadline)
         # 2. stop the consume loop (it finishes and commits the batch in hand)
         self._consume_stop.set()
-        await _finish([self._tasks["consumer"]], deadline)
+        await _finish([t for n, t in self._tasks.items() if n in ("consumer", "coordination")], deadline)
         # 3. drain the outbox
         self._send_stop.set()
         await _finish([self._tasks["sender"]], deadline)
@@ -305,6 +339,8 @@ class Gateway:
                 await sink.close()
         if self._runner is not None:
             await stop_ops_server(self._runner)
+        if self.coordinator is not None:
+            await self.coordinator.stop()
         await self.outbox.wait_flushed()
         self.inbox.close()
         for db in self._databases:
