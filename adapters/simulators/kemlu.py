@@ -258,6 +258,8 @@ class KemluCaseApiSimulator(SimulatorServer):
         for case in sarawak_cases() if cases is None else cases:
             self.add_case(case)
         self.updates: list[CaseUpdate] = []
+        self.erased: list[str] = []
+        """Case ids whose exchange updates were deleted on an erasure request (``hapus_data``)."""
         self.update_attempts = 0
         self.gets: list[dict[str, str]] = []
 
@@ -350,5 +352,9 @@ class KemluCaseApiSimulator(SimulatorServer):
         if not isinstance(body, dict) or body.get("id_kasus") != case_id:
             return web.json_response({"error": "body must be an update of this case"}, status=422)
         self._accept(key)
+        if body.get("jenis_pembaruan") == "PERUBAHAN_PERSETUJUAN" and body.get("hapus_data") is True:
+            # erasure: drop what this system received about the case through the exchange
+            self.updates = [u for u in self.updates if u.case_id != case_id]
+            self.erased.append(case_id)
         self.updates.append(CaseUpdate(case_id, key, body))
         return web.json_response({"status": "recorded"}, status=201)
