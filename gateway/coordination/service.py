@@ -127,31 +127,42 @@ class Coordinator:
         await self._observe(accepted.event, clear, accepted.payload())
 
     async def _observe(self, event: Envelope, clear: Mapping[str, Any], payload: Mapping[str, Any]) -> None:
+        await self.record(
+            event_type=event.type, source=event.source, event_id=event.id, subject=event.subject or "",
+            time=event.time or "", clear=clear, payload=payload,
+        )  # fmt: skip
+
+    async def record(
+        self,
+        *,
+        event_type: str,
+        source: str,
+        event_id: str,
+        subject: str,
+        time: str,
+        clear: Mapping[str, Any],
+        payload: Mapping[str, Any] | None = None,
+    ) -> str | None:
+        """Project one event (``clear``: its clear payload) into the timeline and the SOP engine; returns its
+        anomaly (``closure`` before ``shelter-admission``...) or None. Recorded either way; never raises for
+        an event out of order."""
         entry = project(
-            event_type=event.type,
-            source=event.source,
-            event_id=event.id,
-            subject=event.subject or "",
-            event_time=event.time or "",
-            clear=clear,
-            payload=payload,
-            fact_fields=self._fact_fields,
-            profiles=self.config.profiles,
-        )
+            event_type=event_type, source=source, event_id=event_id, subject=subject, event_time=time,
+            clear=clear, payload=payload, fact_fields=self._fact_fields, profiles=self.config.profiles,
+        )  # fmt: skip
         if entry is None:
-            return
+            return None
         async with self._lock:  # one event at a time: the engine reads what the previous one wrote
             added = await self.store.add([entry])
             if not added:
-                return  # a redelivery: already recorded
+                return None  # a redelivery: already recorded
             _, anomaly = added[0]
             if anomaly is not None:
                 self.anomalies += 1
-                _log.warning(
-                    "timeline.out-of-order", subject=entry.subject, anomaly=anomaly, party=self.party
-                )
+                _log.warning("timeline.out-of-order", subject=subject, anomaly=anomaly, party=self.party)
             if self.engine is not None:
                 await self.engine.observe(entry, clear)
+            return anomaly
 
     # ---- time -------------------------------------------------------------------------------------------
     async def tick(self) -> None:
