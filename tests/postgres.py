@@ -42,15 +42,41 @@ def postgres_server() -> Iterator[str]:
             os.chown(path, user.pw_uid, user.pw_gid)
         prefix = ["runuser", "-u", "postgres", "--"]
     port = free_port()
-    run = {"check": True, "capture_output": True, "timeout": 120}
-    subprocess.run([*prefix, str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "xchg",
-                    "-E", "UTF8", "--no-sync"], **run)  # type: ignore[call-overload]  # fmt: skip
+    initdb = [
+        str(bin_dir / "initdb"),
+        "-D",
+        str(data),
+        "-A",
+        "trust",
+        "-U",
+        "xchg",
+        "-E",
+        "UTF8",
+        "--no-sync",
+    ]
+    subprocess.run([*prefix, *initdb], check=True, capture_output=True, timeout=120)
     options = f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1 -c fsync=off"
-    subprocess.run([*prefix, str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options, "-w", "-t", "60",
-                    "-l", str(root / "server.log"), "start"], **run)  # type: ignore[call-overload]  # fmt: skip
+    start = [
+        str(bin_dir / "pg_ctl"),
+        "-D",
+        str(data),
+        "-o",
+        options,
+        "-w",
+        "-t",
+        "60",
+        "-l",
+        str(root / "server.log"),
+        "start",
+    ]
+    subprocess.run([*prefix, *start], check=True, capture_output=True, timeout=120)
     try:
         yield f"host=127.0.0.1 port={port} user=xchg dbname=postgres"
     finally:
-        subprocess.run([*prefix, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"],
-                       check=False, capture_output=True, timeout=60)  # fmt: skip
+        subprocess.run(
+            [*prefix, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"],
+            check=False,
+            capture_output=True,
+            timeout=60,
+        )
         shutil.rmtree(root, ignore_errors=True)

@@ -1,4 +1,5 @@
-"""Fixtures of the coordination tests: a store on SQLite and on a real PostgreSQL server (tests/postgres.py)."""
+"""Fixtures of the coordination tests: a store on SQLite and on a real PostgreSQL server
+(tests/postgres.py)."""
 
 from __future__ import annotations
 

@@ -47,16 +47,27 @@ def _zulu(clock: ManualClock) -> str:
 
 def coordinator(store: Store, clock: ManualClock, world: World, alerts: Alerts, **config: Any) -> Coordinator:
     return Coordinator(
-        CoordinationConfig(sop_alerts=True, **config), party=KEMENSOS, registry=world.registry,
-        schemas=world.schemas, publish=alerts, clock=clock, store=store,
-    )  # fmt: skip
+        CoordinationConfig(sop_alerts=True, **config),
+        party=KEMENSOS,
+        registry=world.registry,
+        schemas=world.schemas,
+        publish=alerts,
+        clock=clock,
+        store=store,
+    )
 
 
 async def referral(c: Coordinator, clock: ManualClock, case_id: str, to: str = KEMENSOS) -> str:
     event_id = str(uuid.uuid4())
     clear = {"case_id": case_id, "cas_ReferredOrganisation": to, "legal_basis": "consent"}
-    await c.record(event_type="id.trafficking.case.referral", source=KBRI, event_id=event_id, subject=case_id,
-                   time=_zulu(clock), clear=clear)  # fmt: skip
+    await c.record(
+        event_type="id.trafficking.case.referral",
+        source=KBRI,
+        event_id=event_id,
+        subject=case_id,
+        time=_zulu(clock),
+        clear=clear,
+    )
     return event_id
 
 
@@ -64,8 +75,14 @@ async def response(
     c: Coordinator, clock: ManualClock, case_id: str, referral_id: str, by: str = KEMENSOS
 ) -> None:
     clear = {"case_id": case_id, "status": "accepted", "referral_event": {"source": KBRI, "id": referral_id}}
-    await c.record(event_type="id.trafficking.case.referral-response", source=by, event_id=str(uuid.uuid4()),
-                   subject=case_id, time=_zulu(clock), clear=clear)  # fmt: skip
+    await c.record(
+        event_type="id.trafficking.case.referral-response",
+        source=by,
+        event_id=str(uuid.uuid4()),
+        subject=case_id,
+        time=_zulu(clock),
+        clear=clear,
+    )
 
 
 async def test_an_overdue_referral_is_escalated_once_and_resolved_once(
@@ -85,7 +102,8 @@ async def test_an_overdue_referral_is_escalated_once_and_resolved_once(
     assert alerts.statuses("referral-answered") == ["active"]  # fired once, however often the clock ticks
     active = alerts.events[0][1]
     assert active["case_id"] == "KBRI-KCH-2020-000124"
-    assert active["responsible_party"] == KEMENSOS and active["coordinating_party"] == KEMENSOS
+    assert active["responsible_party"] == KEMENSOS
+    assert active["coordinating_party"] == KEMENSOS
     assert active["hours_overdue"] == 2
     world.schemas.latest("id.trafficking.alert.sop-overdue").validate(active)
 
@@ -148,10 +166,22 @@ async def test_capacity_below_the_threshold_is_raised_at_once_and_resolved_when_
     c = coordinator(store, clock, world, alerts)
 
     async def snapshot(free: int) -> None:
-        clear = {"alert_id": "CAP-RPTC-PONTIANAK", "shelter_id": "rptc-pontianak", "as_of": _zulu(clock),
-                 "capacity_beds": 60, "occupied_beds": 60 - free, "available_beds": free}  # fmt: skip
-        await c.record(event_type="id.trafficking.alert.shelter-capacity", source=KEMENSOS,
-                       event_id=str(uuid.uuid4()), subject="CAP-RPTC-PONTIANAK", time=_zulu(clock), clear=clear)  # fmt: skip
+        clear = {
+            "alert_id": "CAP-RPTC-PONTIANAK",
+            "shelter_id": "rptc-pontianak",
+            "as_of": _zulu(clock),
+            "capacity_beds": 60,
+            "occupied_beds": 60 - free,
+            "available_beds": free,
+        }
+        await c.record(
+            event_type="id.trafficking.alert.shelter-capacity",
+            source=KEMENSOS,
+            event_id=str(uuid.uuid4()),
+            subject="CAP-RPTC-PONTIANAK",
+            time=_zulu(clock),
+            clear=clear,
+        )
 
     await snapshot(4)
     await c.tick()
@@ -173,10 +203,19 @@ async def test_a_data_incident_deadline_runs_from_detection(
     c = coordinator(store, clock, world, alerts)
     detected = clock.now()
     clock.advance(hours=10)  # published ten hours after detection
-    clear = {"alert_id": "ALR-KEMENSOS-2020-000007", "status": "detected",
-             "detected_at": detected.strftime("%Y-%m-%dT%H:%M:%SZ")}  # fmt: skip
-    await c.record(event_type="id.trafficking.alert.data-incident", source=KEMENSOS, event_id="i-1",
-                   subject="ALR-KEMENSOS-2020-000007", time=_zulu(clock), clear=clear)  # fmt: skip
+    clear = {
+        "alert_id": "ALR-KEMENSOS-2020-000007",
+        "status": "detected",
+        "detected_at": detected.strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    await c.record(
+        event_type="id.trafficking.alert.data-incident",
+        source=KEMENSOS,
+        event_id="i-1",
+        subject="ALR-KEMENSOS-2020-000007",
+        time=_zulu(clock),
+        clear=clear,
+    )
     clock.advance(hours=61)  # 71 h after detection
     await c.tick()
     assert alerts.statuses("data-incident-notified") == []
@@ -191,19 +230,34 @@ async def test_out_of_order_events_are_recorded_and_reported(
     alerts = Alerts()
     c = coordinator(store, clock, world, alerts)
     case = "KBRI-KCH-2020-000128"
-    closed = await c.record(event_type="id.trafficking.case.closure", source=KEMENSOS, event_id="c-1", subject=case,
-                            time="2020-08-18T09:00:00Z",
-                            clear={"case_id": case, "closed_on": "2020-08-18", "closure_reason_code": "reintegrated"})  # fmt: skip
-    admitted = await c.record(event_type="id.trafficking.case.shelter-admission", source=KEMENSOS, event_id="a-1",
-                              subject=case, time="2020-08-19T09:00:00Z",
-                              clear={"case_id": case, "shelter_id": "rptc-pontianak",
-                                     "admitted_at": "2020-08-19T09:00:00Z"})  # fmt: skip
+    closed = await c.record(
+        event_type="id.trafficking.case.closure",
+        source=KEMENSOS,
+        event_id="c-1",
+        subject=case,
+        time="2020-08-18T09:00:00Z",
+        clear={"case_id": case, "closed_on": "2020-08-18", "closure_reason_code": "reintegrated"},
+    )
+    admitted = await c.record(
+        event_type="id.trafficking.case.shelter-admission",
+        source=KEMENSOS,
+        event_id="a-1",
+        subject=case,
+        time="2020-08-19T09:00:00Z",
+        clear={"case_id": case, "shelter_id": "rptc-pontianak", "admitted_at": "2020-08-19T09:00:00Z"},
+    )
     assert closed is None
     assert admitted == "shelter-admission after closure"
     assert await store.anomalies() == [(case, "shelter-admission", "shelter-admission after closure")]
     assert [e["stage"] for e in await store.events(case)] == ["closure", "shelter-admission"]
-    again = await c.record(event_type="id.trafficking.case.shelter-admission", source=KEMENSOS, event_id="a-1",
-                           subject=case, time="2020-08-19T09:00:00Z", clear={"case_id": case})  # fmt: skip
+    again = await c.record(
+        event_type="id.trafficking.case.shelter-admission",
+        source=KEMENSOS,
+        event_id="a-1",
+        subject=case,
+        time="2020-08-19T09:00:00Z",
+        clear={"case_id": case},
+    )
     assert again is None  # a redelivery changes nothing
     assert len(await store.events(case)) == 2
 
@@ -215,9 +269,14 @@ async def test_an_answer_recorded_before_its_referral_closes_the_step(
     c = coordinator(store, clock, world, alerts)
     referral_id = str(uuid.uuid4())
     await response(c, clock, "KBRI-KCH-2020-000129", referral_id)
-    await c.record(event_type="id.trafficking.case.referral", source=KBRI, event_id=referral_id,
-                   subject="KBRI-KCH-2020-000129", time=_zulu(clock),
-                   clear={"case_id": "KBRI-KCH-2020-000129", "cas_ReferredOrganisation": KEMENSOS})  # fmt: skip
+    await c.record(
+        event_type="id.trafficking.case.referral",
+        source=KBRI,
+        event_id=referral_id,
+        subject="KBRI-KCH-2020-000129",
+        time=_zulu(clock),
+        clear={"case_id": "KBRI-KCH-2020-000129", "cas_ReferredOrganisation": KEMENSOS},
+    )
     clock.advance(days=2)
     await c.tick()
     assert alerts.events == []

@@ -33,10 +33,20 @@ EXAMPLES = int(os.environ.get("XCHG_SUPPRESSION_EXAMPLES", "4"))
 PERIOD = month_of(date(2020, 8, 1))
 _AGES = [f"{lo}+" if hi >= 200 else f"{lo}-{hi}" for lo, hi in AGE_BANDS] + ["Unknown"]
 _COUNTRIES = ["MY", "SA", "AE", "HK", "TW", "SG", "JP", "KR", "QA", "KW", "OM", "BN", "TR", "PL", "ID"]
-_EXPLOITATION = ["ForcedLabour", "SexualExploitation", "Servitude", "ForcedMarriage", "ChildLabour", "Multiple",
-                 "Other", "Unknown"]  # fmt: skip
-_POSTS = [f"pos-pemulangan-{p}" for p in ("pontianak", "nunukan", "tanjungpinang", "dumai", "batam", "kupang",
-                                           "entikong", "jakarta")]  # fmt: skip
+_EXPLOITATION = [
+    "ForcedLabour",
+    "SexualExploitation",
+    "Servitude",
+    "ForcedMarriage",
+    "ChildLabour",
+    "Multiple",
+    "Other",
+    "Unknown",
+]
+_POSTS = [
+    f"pos-pemulangan-{p}"
+    for p in ("pontianak", "nunukan", "tanjungpinang", "dumai", "batam", "kupang", "entikong", "jakarta")
+]
 
 
 def _zipf(rng: random.Random, items: list[str], skew: float) -> str:
@@ -51,12 +61,37 @@ async def _fill(store: Store, rng: random.Random, cases: int, skew: float) -> No
     for n in range(cases):
         at = rng.uniform(start, end - 1)
         citizenship = "NP" if n < rare else _zipf(rng, _COUNTRIES[-1:] + _COUNTRIES[:-1], skew)
-        profiles.append((f"CASE-{n:08d}", 2020, _zipf(rng, ["Feminine", "Masculine", "Other", "Unknown"], skew * 2),
-                         _zipf(rng, _AGES, skew), citizenship,
-                         _zipf(rng, _EXPLOITATION, skew), _zipf(rng, _COUNTRIES, skew), at))  # fmt: skip
+        profiles.append(
+            (
+                f"CASE-{n:08d}",
+                2020,
+                _zipf(rng, ["Feminine", "Masculine", "Other", "Unknown"], skew * 2),
+                _zipf(rng, _AGES, skew),
+                citizenship,
+                _zipf(rng, _EXPLOITATION, skew),
+                _zipf(rng, _COUNTRIES, skew),
+                at,
+            )
+        )
         if rng.random() < 0.3:
-            arrivals.append((f"KBRI-{n}", f"e-{n}", "case.repatriation-plan", "case", f"CASE-{n:08d}", "arrival", 4,
-                             at, at, None, _zipf(rng, _POSTS, skew * 1.5), "completed", "{}", None))  # fmt: skip
+            arrivals.append(
+                (
+                    f"KBRI-{n}",
+                    f"e-{n}",
+                    "case.repatriation-plan",
+                    "case",
+                    f"CASE-{n:08d}",
+                    "arrival",
+                    4,
+                    at,
+                    at,
+                    None,
+                    _zipf(rng, _POSTS, skew * 1.5),
+                    "completed",
+                    "{}",
+                    None,
+                )
+            )
 
     def work(run: Any) -> None:
         for row in profiles:
@@ -92,7 +127,7 @@ async def test_no_small_cell_published_and_no_suppressed_cell_recoverable(
     payload = stats.payload()
     schemas.latest("id.trafficking.alert.statistics").validate(payload)
     counts = _published_counts(payload)
-    assert all(v == SUPPRESSED or v == 0 or v >= 11 for v in counts)
+    assert all(v in (SUPPRESSED, 0) or v >= 11 for v in counts)
     assert SUPPRESSED in counts  # every example has small cells: the test exercises suppression
     assert recovered_cells(payload["tables"]) == []
     by_id = {t["id"]: t for t in payload["tables"]}
@@ -111,11 +146,15 @@ def test_small_tables_of_any_shape(counts: list[list[int]], one_dimensional: boo
     if one_dimensional:
         table = CountTable("t", tuple(f"c{j}" for j in range(len(counts[0]))), (tuple(counts[0]),))
     else:
-        table = CountTable("t", tuple(f"c{j}" for j in range(len(counts[0]))), tuple(map(tuple, counts)),
-                           rows=tuple(f"r{i}" for i in range(len(counts))))  # fmt: skip
+        table = CountTable(
+            "t",
+            tuple(f"c{j}" for j in range(len(counts[0]))),
+            tuple(map(tuple, counts)),
+            rows=tuple(f"r{i}" for i in range(len(counts))),
+        )
     published = suppress(table).to_json()
     values = _published_counts({"tables": [published]})
-    assert all(v == SUPPRESSED or v == 0 or v >= 11 for v in values)
+    assert all(v in (SUPPRESSED, 0) or v >= 11 for v in values)
     assert recovered_cells([published]) == []
 
 
@@ -124,14 +163,22 @@ def test_a_worked_example() -> None:
     table = CountTable("t", ("a", "b", "c"), ((5, 40, 30), (20, 33, 25)), rows=("x", "y"))
     published = suppress(table).to_json()
     assert published["cells"] == [[SUPPRESSED, 40, SUPPRESSED], [SUPPRESSED, 33, SUPPRESSED]]
-    assert published["row_totals"] == [75, 78] and published["total"] == 153
+    assert published["row_totals"] == [75, 78]
+    assert published["total"] == 153
     assert recovered_cells([published]) == []
 
 
 def test_the_attacker_finds_what_primary_suppression_alone_would_leak() -> None:
     """The check can fail: with primary suppression only, a lone small cell follows from its row total."""
-    leaky = {"id": "t", "rows": ["x", "y"], "columns": ["a", "b"], "cells": [[SUPPRESSED, 40], [20, 33]],
-             "row_totals": [45, 53], "column_totals": [25, 73], "total": 98}  # fmt: skip
+    leaky = {
+        "id": "t",
+        "rows": ["x", "y"],
+        "columns": ["a", "b"],
+        "cells": [[SUPPRESSED, 40], [20, 33]],
+        "row_totals": [45, 53],
+        "column_totals": [25, 73],
+        "total": 98,
+    }
     assert recovered_cells([leaky]) == ["t/x/a = 5"]
     one_dimensional = {"id": "u", "columns": ["a", "b"], "cells": [[SUPPRESSED, 40]], "total": 43}
     assert recovered_cells([one_dimensional]) == ["u/a = 3"]
