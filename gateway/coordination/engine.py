@@ -31,7 +31,7 @@ import structlog
 from gateway.coordination.clock import Clock
 from gateway.coordination.projection import TimelineEntry, instant
 from gateway.coordination.sop import Sop, Step, fact
-from gateway.coordination.store import Instance, Store
+from gateway.coordination.store import Instance, Session, Store
 from gateway.errors import GatewayError
 
 __all__ = ["ALERT_TYPE", "PublishAlert", "SopEngine", "alert_id", "unflatten"]
@@ -88,15 +88,22 @@ class SopEngine:
     # ---- events -------------------------------------------------------------------------------------------
     async def observe(self, entry: TimelineEntry, clear: Mapping[str, Any]) -> None:
         """Close what ``entry`` completes, then open what it triggers (see the module docstring)."""
-        for instance in await self.store.unresolved(entry.subject):
+        if await self.store.call(lambda run: self.observe_in(Session(run), entry, clear)):
+            await self.tick()
+
+    def observe_in(self, session: Session, entry: TimelineEntry, clear: Mapping[str, Any]) -> bool:
+        """:meth:`observe` inside the caller's store transaction; True when a step was closed late (call
+        :meth:`tick` afterwards to publish its resolved alert)."""
+        late = False
+        for instance in session.unresolved(entry.subject):
             step = self.sop.step(instance.step)
             if step is not None and self._closes(step, instance, entry.message, entry.source, clear):
-                state = await self.store.resolve(instance.instance, entry.at, entry.source, entry.event_id)
-                if state == "late":
-                    await self.tick()
+                state = session.resolve(instance.instance, entry.at, entry.source, entry.event_id)
+                late = late or state == "late"
         for step in self.sop.steps:
             if step.triggered_by(entry.message, clear):
-                await self._open(step, entry, clear)
+                self._open(session, step, entry, clear)
+        return late
 
     def _closes(
         self, step: Step, instance: Instance, message: str, source: str, payload: Mapping[str, Any]
@@ -114,7 +121,7 @@ class SopEngine:
                 return False
         return True
 
-    async def _open(self, step: Step, entry: TimelineEntry, clear: Mapping[str, Any]) -> None:
+    def _open(self, session: Session, step: Step, entry: TimelineEntry, clear: Mapping[str, Any]) -> None:
         responsible = self._responsible(step, entry, clear)
         if responsible is None:
             _log.warning("sop.no-responsible-party", step=step.id, subject=entry.subject, sop=self.sop.id)
@@ -145,13 +152,13 @@ class SopEngine:
             resolved_id=None,
             resolution_alerted=False,
         )
-        if not await self.store.open_instance(instance):
+        if not session.open_instance(instance):
             return
-        for event in await self.store.events(entry.subject):  # an expected event recorded before its trigger
+        for event in session.events(entry.subject):  # an expected event recorded before its trigger
             if (event["source"], event["event_id"]) == (entry.source, entry.event_id):
                 continue
             if self._closes(step, instance, event["message"], event["source"], unflatten(event["facts"])):
-                await self.store.resolve(instance.instance, event["at"], event["source"], event["event_id"])
+                session.resolve(instance.instance, event["at"], event["source"], event["event_id"])
                 break
 
     def _responsible(self, step: Step, entry: TimelineEntry, clear: Mapping[str, Any]) -> str | None:

@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Final
@@ -31,10 +31,10 @@ from gateway.contract.verify import Accepted
 from gateway.coordination.clock import Clock, SystemClock
 from gateway.coordination.config import CoordinationConfig
 from gateway.coordination.engine import PublishAlert, SopEngine
-from gateway.coordination.projection import project
+from gateway.coordination.projection import TimelineEntry, project
 from gateway.coordination.sop import Sop
 from gateway.coordination.statistics import STAT_TYPE, Period, Statistics, compute, month_of
-from gateway.coordination.store import Store
+from gateway.coordination.store import Session, Store
 from gateway.errors import GatewayError, Reason
 from gateway.settings import read_secret
 
@@ -100,6 +100,10 @@ class Coordinator:
         self._published_periods: dict[str, str] = {}
         self._last_prune = 0.0
         self._lock = asyncio.Lock()
+        self._pending: list[tuple[TimelineEntry, Mapping[str, Any], asyncio.Future[str | None]]] = []
+        self._wakeup = asyncio.Event()
+        self._flush_now = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
         self.anomalies = 0
 
     def _parties_with_role(self, role: str) -> list[str]:
@@ -107,11 +111,19 @@ class Coordinator:
 
     async def start(self) -> None:
         await self.store.open()
+        self._writer = asyncio.create_task(self._write(), name=f"{self.party}-coordination-writer")
 
     async def close(self) -> None:
         """Sink interface: the store is closed by :meth:`stop` (the runtime calls it last)."""
 
     async def stop(self) -> None:
+        """Commit what is queued, stop the writer, close the store."""
+        if self._writer is not None:
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer
+            self._writer = None
+        await self.flush()
         await self.store.close()
 
     # ---- observing events -------------------------------------------------------------------------------
@@ -127,10 +139,15 @@ class Coordinator:
         await self._observe(accepted.event, clear, accepted.payload())
 
     async def _observe(self, event: Envelope, clear: Mapping[str, Any], payload: Mapping[str, Any]) -> None:
-        await self.record(
-            event_type=event.type, source=event.source, event_id=event.id, subject=event.subject or "",
-            time=event.time or "", clear=clear, payload=payload,
-        )  # fmt: skip
+        """Queue the event for the next group commit (``flush_ms = 0``: wait for its commit)."""
+        arguments: dict[str, Any] = {
+            "event_type": event.type, "source": event.source, "event_id": event.id,
+            "subject": event.subject or "", "time": event.time or "", "clear": clear, "payload": payload,
+        }  # fmt: skip
+        if self.config.flush_ms <= 0 or self._writer is None:
+            await self.record(**arguments)
+        else:
+            self.submit(**arguments)
 
     async def record(
         self,
@@ -143,30 +160,117 @@ class Coordinator:
         clear: Mapping[str, Any],
         payload: Mapping[str, Any] | None = None,
     ) -> str | None:
-        """Project one event (``clear``: its clear payload) into the timeline and the SOP engine; returns its
-        anomaly (``closure`` before ``shelter-admission``...) or None. Recorded either way; never raises for
-        an event out of order."""
+        """Project one event (``clear``: its clear payload) into the timeline and the SOP engine and wait
+        until it is committed; returns its anomaly (``closure`` before ``shelter-admission``...) or None.
+        Recorded either way; never raises for an event out of order."""
+        future = self.submit(
+            event_type=event_type,
+            source=source,
+            event_id=event_id,
+            subject=subject,
+            time=time,
+            clear=clear,
+            payload=payload,
+        )
+        if future is None:
+            return None
+        if self._writer is None:
+            await self.flush()
+        else:
+            self._flush_now.set()
+        return await future
+
+    def submit(
+        self,
+        *,
+        event_type: str,
+        source: str,
+        event_id: str,
+        subject: str,
+        time: str,
+        clear: Mapping[str, Any],
+        payload: Mapping[str, Any] | None = None,
+    ) -> asyncio.Future[str | None] | None:
+        """Queue one event for the next group commit (within ``flush_ms``); the future gives its anomaly."""
         entry = project(
-            event_type=event_type, source=source, event_id=event_id, subject=subject, event_time=time,
-            clear=clear, payload=payload, fact_fields=self._fact_fields, profiles=self.config.profiles,
-        )  # fmt: skip
+            event_type=event_type,
+            source=source,
+            event_id=event_id,
+            subject=subject,
+            event_time=time,
+            clear=clear,
+            payload=payload,
+            fact_fields=self._fact_fields,
+            profiles=self.config.profiles,
+        )
         if entry is None:
             return None
-        async with self._lock:  # one event at a time: the engine reads what the previous one wrote
-            added = await self.store.add([entry])
-            if not added:
-                return None  # a redelivery: already recorded
-            _, anomaly = added[0]
-            if anomaly is not None:
-                self.anomalies += 1
-                _log.warning("timeline.out-of-order", subject=subject, anomaly=anomaly, party=self.party)
-            if self.engine is not None:
-                await self.engine.observe(entry, clear)
-            return anomaly
+        future: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+        self._pending.append((entry, clear, future))
+        self._wakeup.set()
+        return future
+
+    async def flush(self) -> None:
+        """Commit every queued event now: one transaction for the timeline entries and the SOP engine."""
+        async with self._lock:  # one batch at a time: the engine reads what the previous batch wrote
+            batch, self._pending = self._pending, []
+            if not batch:
+                return
+            engine = self.engine
+
+            def work(run: Callable[..., Any]) -> list[tuple[bool, str | None, bool]]:
+                session = Session(run)
+                results: list[tuple[bool, str | None, bool]] = []
+                for entry, clear, _ in batch:
+                    added = session.add(entry)
+                    if added is None:  # a redelivery: already recorded
+                        results.append((False, None, False))
+                        continue
+                    late = engine.observe_in(session, entry, clear) if engine is not None else False
+                    results.append((True, added[1], late))
+                return results
+
+            try:
+                results = await self.store.call(work)
+            except BaseException as exc:
+                for _, _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                raise
+            any_late = False
+            for (entry, _, future), (_, anomaly, late) in zip(batch, results, strict=True):
+                any_late = any_late or late
+                if anomaly is not None:
+                    self.anomalies += 1
+                    _log.warning(
+                        "timeline.out-of-order", subject=entry.subject, anomaly=anomaly, party=self.party
+                    )
+                if not future.done():
+                    future.set_result(anomaly)
+        if any_late and engine is not None:
+            async with self._lock:
+                await engine.tick()  # the resolved alerts of steps closed late
+
+    async def _write(self) -> None:
+        """Group commit: flush when ``flush_ms`` passed since the first queued event, at 512 queued events,
+        or at once when someone waits (``record``)."""
+        window = self.config.flush_ms / 1000
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            if window > 0 and len(self._pending) < 512 and not self._flush_now.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._flush_now.wait(), timeout=window)
+            self._flush_now.clear()
+            try:
+                await self.flush()
+            except Exception as exc:  # noqa: BLE001 - logged; the waiting callers got the exception
+                _log.error("coordination.flush-failed", error=type(exc).__name__, party=self.party)
 
     # ---- time -------------------------------------------------------------------------------------------
     async def tick(self) -> None:
         """Escalate overdue steps, publish last month's statistics once, apply retention once a day."""
+        await self.flush()
         async with self._lock:
             if self.engine is not None:
                 await self.engine.tick()

@@ -29,7 +29,7 @@ from typing import Any, Final, Literal, TypeVar
 from gateway.coordination.projection import Profile, TimelineEntry
 from gateway.errors import GatewayError, Reason
 
-__all__ = ["Instance", "Store", "StoreKind"]
+__all__ = ["Instance", "Session", "Store", "StoreKind"]
 
 T = TypeVar("T")
 StoreKind = Literal["sqlite", "postgresql"]
@@ -184,29 +184,7 @@ class Store:
 
     async def events(self, subject: str) -> list[dict[str, Any]]:
         """Every recorded event of a case or alert, oldest business time first (facts decoded)."""
-
-        def query(run: Callable[..., Any]) -> list[dict[str, Any]]:
-            rows = run(
-                "SELECT source, event_id, message, stage, at, event_time, party, place, code, facts, anomaly"
-                " FROM xc_events WHERE subject = ? ORDER BY at, event_time",
-                (subject,),
-            ).fetchall()
-            names = (
-                "source",
-                "event_id",
-                "message",
-                "stage",
-                "at",
-                "event_time",
-                "party",
-                "place",
-                "code",
-                "facts",
-                "anomaly",
-            )
-            return [{**dict(zip(names, row, strict=True)), "facts": json.loads(row[9])} for row in rows]
-
-        return await self.call(query)
+        return await self.call(lambda run: Session(run).events(subject))
 
     async def anomalies(self) -> list[tuple[str, str, str]]:
         """(subject, stage, anomaly) of every event recorded out of order."""
@@ -245,28 +223,10 @@ class Store:
     # ---- SOP step instances -------------------------------------------------------------------------------
     async def open_instance(self, instance: Instance) -> bool:
         """Store a new instance unless one of the same step, subject and responsible party is unresolved."""
-
-        def work(run: Callable[..., Any]) -> bool:
-            busy = run(
-                "SELECT 1 FROM xc_instances WHERE step = ? AND subject = ? AND responsible = ?"
-                " AND state IN ('open', 'overdue')",
-                (instance.step, instance.subject, instance.responsible),
-            ).fetchone()
-            if busy:
-                return False
-            values = [getattr(instance, name) for name in Instance.__dataclass_fields__]
-            values = [int(v) if isinstance(v, bool) else v for v in values]
-            cursor = run(
-                f"INSERT INTO xc_instances ({_INSTANCE_COLUMNS}) VALUES ({', '.join('?' * len(values))})"  # noqa: S608 - fixed column names
-                " ON CONFLICT DO NOTHING",
-                values,
-            )
-            return bool(cursor.rowcount)
-
-        return await self.call(work)
+        return await self.call(lambda run: Session(run).open_instance(instance))
 
     async def unresolved(self, subject: str) -> list[Instance]:
-        return await self._instances("subject = ? AND state IN ('open', 'overdue')", (subject,))
+        return await self.call(lambda run: Session(run).unresolved(subject))
 
     async def due(self, now: float) -> list[Instance]:
         """Open instances whose deadline has passed, and overdue/late ones whose alert is not yet out."""
@@ -280,12 +240,7 @@ class Store:
         return await self._instances("1 = 1", ())
 
     async def _instances(self, where: str, params: tuple[Any, ...]) -> list[Instance]:
-        def query(run: Callable[..., Any]) -> list[Instance]:
-            sql = f"SELECT {_INSTANCE_COLUMNS} FROM xc_instances WHERE {where} ORDER BY due"  # noqa: S608 - internal
-            rows = run(sql, params)
-            return [_instance(row) for row in rows.fetchall()]
-
-        return await self.call(query)
+        return await self.call(lambda run: Session(run).instances(where, params))
 
     async def mark_overdue(self, instance: str, at: float) -> bool:
         """``open`` -> ``overdue`` (once: False when another transition got there first)."""
@@ -307,24 +262,81 @@ class Store:
 
     async def resolve(self, instance: str, at: float, source: str, event_id: str) -> str | None:
         """Close an unresolved instance: ``met`` if it was open, ``late`` if overdue; None if closed."""
-
-        def work(run: Callable[..., Any]) -> str | None:
-            row = run("SELECT state FROM xc_instances WHERE instance = ?", (instance,)).fetchone()
-            if row is None or row[0] not in _OPEN_STATES:
-                return None
-            state = "met" if row[0] == "open" else "late"
-            run(
-                "UPDATE xc_instances SET state = ?, resolved_at = ?, resolved_source = ?, resolved_id = ?"
-                " WHERE instance = ?",
-                (state, at, source, event_id, instance),
-            )
-            return state
-
-        return await self.call(work)
+        return await self.call(lambda run: Session(run).resolve(instance, at, source, event_id))
 
     # ---- profiles (statistics) ----------------------------------------------------------------------
     async def erase_profile(self, case_id: str) -> None:
         await self.call(lambda run: run("DELETE FROM xc_profiles WHERE case_id = ?", (case_id,)))
+
+
+class Session:
+    """The store's operations inside one transaction (on the store's thread): :meth:`Store.call` gives
+    ``run``; the coordinator records an event and runs the SOP engine in one transaction this way."""
+
+    def __init__(self, run: Callable[..., Any]) -> None:
+        self.run = run
+
+    def add(self, entry: TimelineEntry) -> tuple[TimelineEntry, str | None] | None:
+        return _add_one(self.run, entry)
+
+    def events(self, subject: str) -> list[dict[str, Any]]:
+        rows = self.run(
+            "SELECT source, event_id, message, stage, at, event_time, party, place, code, facts, anomaly"
+            " FROM xc_events WHERE subject = ? ORDER BY at, event_time",
+            (subject,),
+        ).fetchall()
+        return [{**dict(zip(_EVENT_COLUMNS, row, strict=True)), "facts": json.loads(row[9])} for row in rows]
+
+    def instances(self, where: str, params: tuple[Any, ...]) -> list[Instance]:
+        sql = f"SELECT {_INSTANCE_COLUMNS} FROM xc_instances WHERE {where} ORDER BY due"  # noqa: S608 - internal
+        return [_instance(row) for row in self.run(sql, params).fetchall()]
+
+    def unresolved(self, subject: str) -> list[Instance]:
+        return self.instances("subject = ? AND state IN ('open', 'overdue')", (subject,))
+
+    def open_instance(self, instance: Instance) -> bool:
+        busy = self.run(
+            "SELECT 1 FROM xc_instances WHERE step = ? AND subject = ? AND responsible = ?"
+            " AND state IN ('open', 'overdue')",
+            (instance.step, instance.subject, instance.responsible),
+        ).fetchone()
+        if busy:
+            return False
+        values = [getattr(instance, name) for name in Instance.__dataclass_fields__]
+        values = [int(v) if isinstance(v, bool) else v for v in values]
+        cursor = self.run(
+            f"INSERT INTO xc_instances ({_INSTANCE_COLUMNS}) VALUES ({', '.join('?' * len(values))})"  # noqa: S608 - fixed column names
+            " ON CONFLICT DO NOTHING",
+            values,
+        )
+        return bool(cursor.rowcount)
+
+    def resolve(self, instance: str, at: float, source: str, event_id: str) -> str | None:
+        row = self.run("SELECT state FROM xc_instances WHERE instance = ?", (instance,)).fetchone()
+        if row is None or row[0] not in _OPEN_STATES:
+            return None
+        state = "met" if row[0] == "open" else "late"
+        self.run(
+            "UPDATE xc_instances SET state = ?, resolved_at = ?, resolved_source = ?, resolved_id = ?"
+            " WHERE instance = ?",
+            (state, at, source, event_id, instance),
+        )
+        return state
+
+
+_EVENT_COLUMNS: Final = (
+    "source",
+    "event_id",
+    "message",
+    "stage",
+    "at",
+    "event_time",
+    "party",
+    "place",
+    "code",
+    "facts",
+    "anomaly",
+)
 
 
 def _add_one(run: Callable[..., Any], entry: TimelineEntry) -> tuple[TimelineEntry, str | None] | None:
