@@ -107,6 +107,7 @@ class Store:
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute("PRAGMA synchronous=NORMAL")
             connection.execute("PRAGMA busy_timeout=5000")
+            connection.execute("PRAGMA cache_size=-65536")  # 64 MiB: the timeline's indexes stay in memory
             path.chmod(0o600)
             return connection
 
