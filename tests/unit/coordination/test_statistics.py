@@ -150,3 +150,22 @@ async def test_an_erasure_is_recorded_without_content_and_deletes_the_profile(
     stages = [e["stage"] for e in await store.events(payload["case_id"])]
     assert stages == ["referral", "consent-change"]
     assert (await c.statistics(AUGUST)).payload()["tables"][2]["total"] == 0  # the profile is gone
+
+
+async def test_retention_deletes_what_is_older_than_the_cutoff(store: Store, world: World) -> None:
+    c, _ = await _coordinator(store, world)
+    for n, day in enumerate(("2020-08-01", "2020-08-20")):
+        payload = _referral(f"KBRI-KCH-2020-00080{n}", "Feminine", "1990-05-05")
+        await c.record(
+            event_type="id.trafficking.case.referral",
+            source="kemlu.kbri-kuching",
+            event_id=f"r-{n}",
+            subject=payload["case_id"],
+            time=f"{day}T08:00:00Z",
+            clear={k: v for k, v in payload.items() if k != "identity"},
+            payload=payload,
+        )
+    removed = await store.prune(datetime(2020, 8, 10, tzinfo=UTC).timestamp())
+    assert removed >= 2  # the old referral's timeline row and its profile
+    assert await store.events("KBRI-KCH-2020-000800") == []
+    assert len(await store.events("KBRI-KCH-2020-000801")) == 1
