@@ -54,7 +54,7 @@ from gateway.bus.subscriber import Route
 from gateway.contract.keys import SigningKey, write_private_pem
 from gateway.contract.policy import CHECKPOINT_TOPIC, NOTARISED_TOPICS
 from gateway.contract.verify import Accepted, EventVerifier
-from gateway.coordination.clock import ManualClock
+from gateway.coordination.clock import OffsetClock
 from gateway.coordination.statistics import month_of
 from gateway.runtime.config import GatewayConfig
 from gateway.runtime.gateway import Gateway
@@ -148,7 +148,7 @@ async def run_scenario(  # noqa: PLR0915 - the scenario reads top to bottom, one
             )
             gateways: dict[str, Gateway] = {}
             observers: dict[str, _Timeline] = {}
-            clock = ManualClock()  # Kemensos' coordination clock: the demo jumps it ahead
+            clock = OffsetClock()  # Kemensos' coordination clock: real time, which the demo jumps ahead
             notary = await _start_notary(root, kafka, out)
             try:
                 for party in PARTIES:
@@ -295,7 +295,7 @@ async def _coordination(  # noqa: PLR0917 - the scenario's state, passed on as i
     gateways: dict[str, Gateway],
     observers: dict[str, _Timeline],
     drop_dir: Path,
-    clock: ManualClock,
+    clock: OffsetClock,
     result: ScenarioResult,
     out: TextIO,
     started: float,

@@ -2,7 +2,7 @@
 
 Why: SOP deadlines are hours and days long; tests and the demo must make a referral overdue without waiting
 a day, and without ``sleep``. :class:`SystemClock` is the real time; :class:`ManualClock` is moved by hand
-(``advance(hours=25)``).
+(``advance(hours=25)``); :class:`OffsetClock` is the real time plus an offset that can jump (the demo).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-__all__ = ["Clock", "ManualClock", "SystemClock"]
+__all__ = ["Clock", "ManualClock", "OffsetClock", "SystemClock"]
 
 
 class Clock(Protocol):
@@ -41,3 +41,19 @@ class ManualClock:
 
     def set(self, instant: datetime) -> None:
         self._now = instant.astimezone(UTC)
+
+
+class OffsetClock:
+    """The system clock plus an offset that only grows (the demo: time runs, and can jump a day ahead)."""
+
+    def __init__(self) -> None:
+        self._offset = timedelta()
+
+    def now(self) -> datetime:
+        return datetime.now(UTC) + self._offset
+
+    def advance(
+        self, *, days: float = 0, hours: float = 0, minutes: float = 0, seconds: float = 0
+    ) -> datetime:
+        self._offset += timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
+        return self.now()

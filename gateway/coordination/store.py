@@ -313,10 +313,16 @@ class Session:
         return bool(cursor.rowcount)
 
     def resolve(self, instance: str, at: float, source: str, event_id: str) -> str | None:
-        row = self.run("SELECT state FROM xc_instances WHERE instance = ?", (instance,)).fetchone()
+        """``met`` if the instance was open; ``late`` if it was overdue, resolved no earlier than it was
+        found overdue (an answer made in time but learned of after the escalation still closes a breach)."""
+        row = self.run(
+            "SELECT state, overdue_at FROM xc_instances WHERE instance = ?", (instance,)
+        ).fetchone()
         if row is None or row[0] not in _OPEN_STATES:
             return None
         state = "met" if row[0] == "open" else "late"
+        if state == "late" and row[1] is not None:
+            at = max(at, float(row[1]))
         self.run(
             "UPDATE xc_instances SET state = ?, resolved_at = ?, resolved_source = ?, resolved_id = ?"
             " WHERE instance = ?",

@@ -75,6 +75,14 @@ async def test_demo_plays_the_scenario_and_leaks_nothing(tmp_path: Path, capture
     assert result.iom_referrals
     assert all("vic_TraffickingStatus" in r for r in result.iom_referrals)
     assert "Summary" in out.getvalue()
+    # coordination: one referral escalated then resolved, the capacity step, the month's suppressed statistics
+    steps = [(a["step_id"], a["alert_status"]) for a in result.sop_alerts]
+    assert steps.count(("referral-answered", "active")) == 1
+    assert steps.count(("referral-answered", "resolved")) == 1
+    assert ("shelter-capacity-low", "active") in steps
+    assert result.statistics is not None
+    assert any("suppressed" in row for t in result.statistics["tables"] for row in t["cells"])
+    assert "SOP (proposal) escalations" in out.getvalue()
 
     personal = _personal_strings()
     assert "Budi" in " ".join(personal)  # the native systems really hold names
