@@ -125,7 +125,17 @@ def test_untouched_run_has_no_findings(run: Run) -> None:
     assert report.signed_size == 300
     assert [c.size for c in report.checkpoints] == [0, 50, 100, 256, 300]
     assert all(c.matches for c in report.checkpoints)
-    assert report.records == {"source": "test", "read": 300, "matched": 300, "pending": 0, "expired": 0}
+    assert report.records == {
+        "source": "test",
+        "read": 300,
+        "matched": 300,
+        "mismatched": 0,
+        "not_logged": 0,
+        "leaves_without_record": 0,
+        "pending": 0,
+        "expired": 0,
+        "repeated": 0,
+    }
     assert report.verdicts["accepted"] > 200
     assert report.verdicts["sig.digest-mismatch"] > 0
     assert "VERDICT: OK" in report.summary()
@@ -208,7 +218,8 @@ def test_inserted_leaf_without_a_record(run: Run, tmp_path: Path) -> None:
     (orphan,) = _only(report, Reason.LEAF_RECORD_MISSING)
     assert (orphan.leaf_index, _where(orphan)) == (TOUCHED, ("xchg.iom.alert.v1", 3, 0))
     assert _mismatched_sizes(report) == [256, 300]
-    assert set(_reasons(report)) == {"leaf.record-missing", "checkpoint.root-mismatch"}
+    # one entry more than the last signed size: nothing signed covers the last one
+    assert set(_reasons(report)) == {"leaf.record-missing", "checkpoint.root-mismatch", "log.unsigned-tail"}
 
 
 def test_duplicated_leaf(run: Run, tmp_path: Path) -> None:
@@ -217,7 +228,7 @@ def test_duplicated_leaf(run: Run, tmp_path: Path) -> None:
     (duplicate,) = _only(report, Reason.LEAF_DUPLICATE)
     assert (duplicate.leaf_index, _where(duplicate)) == (TOUCHED, _position(run.records[100]))
     assert "leaf 100" in duplicate.detail
-    assert set(_reasons(report)) == {"leaf.duplicate", "checkpoint.root-mismatch"}
+    assert set(_reasons(report)) == {"leaf.duplicate", "checkpoint.root-mismatch", "log.unsigned-tail"}
 
 
 def test_truncated_log(run: Run, tmp_path: Path) -> None:
@@ -226,10 +237,13 @@ def test_truncated_log(run: Run, tmp_path: Path) -> None:
     unlogged = _only(report, Reason.RECORD_NOT_LOGGED)
     assert sorted(_where(f) for f in unlogged) == sorted(_position(r) for r in run.records[200:])  # type: ignore[type-var]
     assert report.signed_size == 100
-    assert set(_reasons(report)) == {"checkpoint.beyond-log", "record.not-logged"}
+    # rebuilt in one batch: the partial tiles checkpoints 50 and 100 need (tile/0/000.p/50, .p/100) are gone
+    missing = _only(report, Reason.LOG_TILE_MISSING)
+    assert [(f.checkpoint_size, f.source) for f in missing] == [(s, tile_path(0, 0, s)) for s in (50, 100)]
+    assert set(_reasons(report)) == {"checkpoint.beyond-log", "record.not-logged", "log.tile-missing"}
     # a live notary lags: the tail may be tolerated, the signed-then-deleted entries never are
     lenient = _audit(run, rebuilt_log(run, tmp_path / "log2", run.entries[:200]), tolerate_lag=True)
-    assert set(_reasons(lenient)) == {"checkpoint.beyond-log"}
+    assert set(_reasons(lenient)) == {"checkpoint.beyond-log", "log.tile-missing"}
     assert lenient.records is not None
     assert lenient.records["pending"] == 100
 
@@ -286,7 +300,10 @@ def test_state_file_rolled_back(run: Run, log_copy: Path) -> None:
     assert report.log_size == 200
     assert sorted(f.checkpoint_size or 0 for f in _only(report, Reason.CHECKPOINT_BEYOND_LOG)) == [256, 300]
     assert len(_only(report, Reason.RECORD_NOT_LOGGED)) == 100
-    assert set(_reasons(report)) == {"checkpoint.beyond-log", "record.not-logged"}
+    # the tiles and bundles of entries 200..299 are still there: beyond the tree the state describes
+    beyond = sorted(f.source or "" for f in _only(report, Reason.LOG_BEYOND_TREE))
+    assert entries_path(1, 44) in beyond
+    assert set(_reasons(report)) == {"checkpoint.beyond-log", "record.not-logged", "log.beyond-tree"}
 
 
 def test_progress_only_on_a_terminal(run: Run) -> None:
