@@ -53,6 +53,7 @@ def add_commands(sub: Any) -> None:
     actions = audit.add_subparsers(required=True, metavar="ACTION")
     _add_keygen(actions)
     _add_verify(actions, with_loaders(_verify))
+    actions.choices["report"].set_defaults(handler=with_loaders(_report))
     _add_receipts(actions)
     _add_services(actions)
 
@@ -77,34 +78,80 @@ def _add_verify(actions: Any, handler: Callable[[argparse.Namespace], int]) -> N
         "and cross-check records and leaves. Prints a summary; --json writes the full report. Exit 0 when "
         "there is no finding, 1 otherwise, 2 on a usage or configuration error.",
     )
-    verify.add_argument("--log", required=True, help="the notary's log directory (or a copy of it)")
-    verify.add_argument("--vkey", action="append", required=True, help="notary vkey (or a file holding it)")
-    verify.add_argument("--registry", help="party registry TOML (needed to check records)")
-    verify.add_argument("--schemas", help="schema directory (default: bundled)")
-    source = verify.add_mutually_exclusive_group()
+    _add_audit_inputs(verify)
+    verify.add_argument("--json", help="write the JSON report here ('-' for stdout)")
+    verify.set_defaults(handler=handler)
+
+    report = actions.add_parser(
+        "report",
+        help="the auditor's report: self-contained HTML (and PDF) in Bahasa Indonesia or English",
+        description="Run the audit as 'verify' does (same options), or take a kept JSON report "
+        "(--from-json), and write a self-contained HTML report an auditor can read: the verdict in plain "
+        "words, what was checked against which keys and checkpoints, each finding explained, per-party "
+        "counts. Exit 0 when the audit found nothing, 1 otherwise (the report is written either way), 2 on "
+        "a usage error.",
+    )
+    report.add_argument("--from-json", metavar="REPORT", help="render this JSON report instead of auditing")
+    _add_audit_inputs(report, required=False)
+    report.add_argument("--out", required=True, help="the HTML file to write")
+    report.add_argument("--pdf", help="also write a PDF of it here (needs the 'pdf' extra: WeasyPrint)")
+    report.add_argument(
+        "--lang", choices=("id", "en"), default="en", help="id: Bahasa Indonesia; en: English"
+    )
+    report.add_argument(
+        "--timezone", default="UTC", help="IANA time zone of the times shown, e.g. Asia/Jakarta (default UTC)"
+    )
+    report.add_argument("--json", help="also write the JSON report here")
+    report.set_defaults(handler=handler)
+
+
+def _add_audit_inputs(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
+    """What an audit reads and trusts (``verify`` and ``report``)."""
+    parser.add_argument("--log", required=required, help="the notary's log directory (or a copy of it)")
+    parser.add_argument(
+        "--vkey", action="append", required=required, help="notary vkey (or a file holding it)"
+    )
+    parser.add_argument("--registry", help="party registry TOML (needed to check records)")
+    parser.add_argument("--schemas", help="schema directory (default: bundled)")
+    source = parser.add_mutually_exclusive_group()
     source.add_argument("--bootstrap-servers", help="read the records (and published checkpoints) from Kafka")
     source.add_argument("--records", help="a records dump (gateway audit export-records) instead of Kafka")
-    verify.add_argument("--kafka-config", help="TOML file with a [kafka] table (TLS, SASL) for the broker")
-    verify.add_argument("--checkpoint", action="append", default=[], help="more signed checkpoints to check")
-    verify.add_argument("--cosigner", action="append", default=[], help="trusted cosigner vkey (or file)")
-    verify.add_argument("--quorum", type=int, default=0, help="cosignatures required (k of the --cosigner)")
-    verify.add_argument("--tolerate-lag", action="store_true", help="records after the log's end are pending")
-    verify.add_argument(
+    parser.add_argument("--kafka-config", help="TOML file with a [kafka] table (TLS, SASL) for the broker")
+    parser.add_argument("--checkpoint", action="append", default=[], help="more signed checkpoints to check")
+    parser.add_argument("--cosigner", action="append", default=[], help="trusted cosigner vkey (or file)")
+    parser.add_argument("--quorum", type=int, default=0, help="cosignatures required (k of the --cosigner)")
+    parser.add_argument(
+        "--allow-unsigned",
+        type=_count,
+        default=0,
+        metavar="N",
+        help="tolerate up to N entries after the newest signed checkpoint (a notary between checkpoints)",
+    )
+    parser.add_argument("--tolerate-lag", action="store_true", help="records after the log's end are pending")
+    parser.add_argument(
         "--topic-pattern", default=None, help="exchange topics to read (default: the notary's)"
     )
-    verify.add_argument("--checkpoint-topic", default=None, help="default xchg.notary.checkpoints.v1")
-    verify.add_argument(
+    parser.add_argument("--checkpoint-topic", default=None, help="default xchg.notary.checkpoints.v1")
+    parser.add_argument(
         "--fetch-idle-ms", type=int, default=1000, help="an empty fetch this long ends reading"
     )
-    verify.add_argument(
+    parser.add_argument(
         "--workers",
         type=_worker_count,
         default=None,
         metavar="N",
         help="processes re-verifying records (default: one per CPU; 1: all in this process)",
     )
-    verify.add_argument("--json", help="write the JSON report here ('-' for stdout)")
-    verify.set_defaults(handler=handler)
+
+
+def _count(value: str) -> int:
+    try:
+        count = int(value)
+    except ValueError:
+        count = -1
+    if count < 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 0, not {value!r}")
+    return count
 
 
 def _worker_count(value: str) -> int:
@@ -284,7 +331,8 @@ def _event_verifier(registry: Loader, schemas: Loader, args: argparse.Namespace)
     return EventVerifier(registry=registry(args), schemas=schemas(args))
 
 
-def _verify(args: argparse.Namespace, registry: Loader, schemas: Loader) -> int:
+def _audit(args: argparse.Namespace, registry: Loader, schemas: Loader) -> Any:
+    """Run the audit the options describe; the :class:`~gateway.audit.report.AuditReport`."""
     from gateway.audit.auditor import Auditor  # noqa: PLC0415 - keep CLI start-up light
 
     kafka = _kafka(args)
@@ -304,11 +352,14 @@ def _verify(args: argparse.Namespace, registry: Loader, schemas: Loader) -> int:
         event_verifier=event_verifier,
         cosigners=_vkeys(args.cosigner),
         quorum=args.quorum,
+        allow_unsigned=args.allow_unsigned,
         tolerate_lag=args.tolerate_lag,
         progress=sys.stderr,
         workers=workers,
         verifier_factory=factory,
     )
+    if checking_records:
+        auditor.report.registry = _registry_file(args)
     try:
         auditor.load_stored_checkpoints()
         for name in args.checkpoint:
@@ -317,7 +368,7 @@ def _verify(args: argparse.Namespace, registry: Loader, schemas: Loader) -> int:
             from gateway.audit.kafka_records import audit_kafka  # noqa: PLC0415 - Kafka only when asked
             from gateway.contract.policy import CHECKPOINT_TOPIC, NOTARISED_TOPICS  # noqa: PLC0415 - same
 
-            report = asyncio.run(
+            return asyncio.run(
                 audit_kafka(
                     auditor,
                     kafka,
@@ -326,22 +377,77 @@ def _verify(args: argparse.Namespace, registry: Loader, schemas: Loader) -> int:
                     idle_ms=args.fetch_idle_ms,
                 )
             )
-        else:
-            auditor.scan_log()
-            if args.records is not None:
-                auditor.check_records_dump(Path(args.records))
-                auditor.finish_records(f"file {args.records}")
-            report = auditor.finish()
+        auditor.scan_log()
+        if args.records is not None:
+            auditor.check_records_dump(Path(args.records))
+            auditor.finish_records(f"file {args.records}")
+        return auditor.finish()
     finally:
         auditor.close()
+
+
+def _registry_file(args: argparse.Namespace) -> dict[str, str] | None:
+    """The registry file the records are re-verified with, and its SHA-256 (for the report)."""
+    import hashlib  # noqa: PLC0415 - this command only
+
+    from gateway.cli._common import ENV_REGISTRY  # noqa: PLC0415 - same
+
+    name = args.registry or os.environ.get(ENV_REGISTRY)
+    if not name:
+        return None
+    try:
+        digest = hashlib.sha256(Path(name).read_bytes()).hexdigest()
+    except OSError:
+        return None
+    return {"file": str(name), "sha256": digest}
+
+
+def _write_json(report: Any, target: str) -> None:
+    data = orjson.dumps(report.to_json(), option=orjson.OPT_INDENT_2) + b"\n"
+    if target == "-":
+        sys.stdout.buffer.write(data)
+    else:
+        Path(target).write_bytes(data)
+
+
+def _verify(args: argparse.Namespace, registry: Loader, schemas: Loader) -> int:
+    report = _audit(args, registry, schemas)
     print(report.summary())
     if args.json:
-        data = orjson.dumps(report.to_json(), option=orjson.OPT_INDENT_2) + b"\n"
-        if args.json == "-":
-            sys.stdout.buffer.write(data)
-        else:
-            Path(args.json).write_bytes(data)
+        _write_json(report, args.json)
     return 0 if report.ok else 1
+
+
+def _report(args: argparse.Namespace, registry: Loader, schemas: Loader) -> int:
+    import zoneinfo  # noqa: PLC0415 - this command only
+
+    from gateway.audit.html_report import render_html, write_pdf  # noqa: PLC0415 - same
+
+    try:
+        zone = zoneinfo.ZoneInfo(args.timezone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+        raise GatewayError(Reason.CONFIG_INVALID, f"--timezone {args.timezone!r}: unknown time zone") from exc
+    if args.from_json:
+        if args.log or args.vkey:
+            raise GatewayError(Reason.CONFIG_INVALID, "--from-json renders a kept report: no --log or --vkey")
+        try:
+            document = orjson.loads(Path(args.from_json).read_bytes())
+        except (OSError, orjson.JSONDecodeError) as exc:
+            raise GatewayError(Reason.CONFIG_INVALID, f"--from-json {args.from_json}: {exc}") from exc
+    else:
+        if not args.log or not args.vkey:
+            raise GatewayError(Reason.CONFIG_INVALID, "give --log and --vkey (or --from-json REPORT)")
+        report = _audit(args, registry, schemas)
+        print(report.summary())
+        if args.json:
+            _write_json(report, args.json)
+        document = report.to_json()
+    page = render_html(document, lang=args.lang, zone=zone)
+    Path(args.out).write_text(page, encoding="utf-8")
+    if args.pdf:
+        write_pdf(page, Path(args.pdf))
+    print(f"wrote {args.out}" + (f" and {args.pdf}" if args.pdf else ""), file=sys.stderr)
+    return 0 if document.get("ok") else 1
 
 
 def _export(args: argparse.Namespace) -> int:
