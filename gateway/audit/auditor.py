@@ -584,7 +584,8 @@ def _verdict(leaf: Leaf) -> str:
 
 
 def _differences(logged: Leaf, recomputed: Leaf) -> tuple[Difference, ...]:
-    """Every leaf member whose value differs, in the leaf's member order, both values as text."""
+    """Every leaf member whose value differs (in :class:`~gateway.audit.leaf.Leaf`'s field order: position,
+    digests, attributes, verdict), both values as text."""
     before, after = logged.to_json(), recomputed.to_json()
     return tuple(
         Difference(name, _text(before[name]), _text(after.get(name)))

@@ -173,13 +173,30 @@ def _default_workers() -> int:
 
 
 def _add_receipts(actions: Any) -> None:
-    prove = actions.add_parser("prove", help="a c2sp.org/tlog-proof@v1 receipt for an event")
-    prove.add_argument("event_id", metavar="EVENT_ID")
+    prove = actions.add_parser(
+        "prove",
+        help="c2sp.org/tlog-proof@v1 receipts: for an event, or for every event of a case",
+        description="EVENT_ID: the receipt of that event's first leaf against the latest checkpoint. "
+        "--case CASE_ID: the auditor's records (--records or the broker) name the case's events (the "
+        "record key is the case id); each gets the receipt of its leaf, written with a manifest "
+        "(case.json) to the --out folder. Exit 1 when an event is missing from the signed log.",
+    )
+    prove.add_argument("event_id", metavar="EVENT_ID", nargs="?")
+    prove.add_argument("--case", metavar="CASE_ID", help="every event of this case (needs the records)")
     where = prove.add_mutually_exclusive_group(required=True)
     where.add_argument("--log", help="the notary's log directory (uses its latest checkpoint)")
     where.add_argument("--notary", help="the notary's URL (GET /proof/<event id>)")
     prove.add_argument("--source", help="only the event from this party (ids are unique per source)")
-    prove.add_argument("--out", help="write the receipt here (default stdout)")
+    prove.add_argument("--out", help="EVENT_ID: the receipt file (default stdout); --case: a folder")
+    records = prove.add_mutually_exclusive_group()
+    records.add_argument("--records", help="--case: a records dump (gateway audit export-records)")
+    records.add_argument("--bootstrap-servers", help="--case: read the records from Kafka")
+    prove.add_argument("--kafka-config", help="TOML file with a [kafka] table (TLS, SASL) for the broker")
+    prove.add_argument("--topic-pattern", default=None)
+    prove.add_argument("--fetch-idle-ms", type=int, default=1000)
+    prove.add_argument(
+        "--vkey", action="append", default=[], help="--case: verify the checkpoint and every receipt"
+    )
     prove.set_defaults(handler=_prove)
 
     check = actions.add_parser(
@@ -473,39 +490,72 @@ def _export(args: argparse.Namespace) -> int:
 
 # ---- receipts ----------------------------------------------------------------------------------------
 def _prove(args: argparse.Namespace) -> int:
-    from gateway.audit.layout import CHECKPOINT_FILE  # noqa: PLC0415 - same
-    from gateway.audit.leaf import Leaf  # noqa: PLC0415 - keep CLI start-up light
-    from gateway.audit.proof import create_proof  # noqa: PLC0415 - same
-    from gateway.audit.tiles import TileLog  # noqa: PLC0415 - same
+    from gateway.audit.receipts import event_receipt  # noqa: PLC0415 - keep CLI start-up light
 
+    if (args.event_id is None) == (args.case is None):
+        raise GatewayError(Reason.CONFIG_INVALID, "give an EVENT_ID or --case CASE_ID")
+    if args.case is not None:
+        return _prove_case(args)
     if args.notary:
         receipt = _fetch_receipt(args.notary, args.event_id, args.source)
     else:
-        directory = Path(args.log)
-        note = (directory / CHECKPOINT_FILE).read_bytes()
-        with TileLog.open(directory, read_only=True) as log:
-            from gateway.audit.checkpoint import Checkpoint  # noqa: PLC0415 - same
-            from gateway.audit.note import Note  # noqa: PLC0415 - same
-
-            size = Checkpoint.parse(Note.parse(note).text).size
-            found = None
-            for index, entry in enumerate(log.iter_entries(0, min(size, log.size))):
-                leaf = Leaf.decode(entry)
-                if leaf.id == args.event_id and (args.source is None or leaf.source == args.source):
-                    found = (index, entry)
-                    break
-            if found is None:
-                print(
-                    f"event {args.event_id} is not in the log's latest checkpoint (size {size})",
-                    file=sys.stderr,
-                )
-                return 1
-            receipt = create_proof(log, found[0], note, extra=found[1])
+        found = event_receipt(Path(args.log), args.event_id, args.source)
+        if found is None:
+            print(f"event {args.event_id} is not in the log's latest checkpoint", file=sys.stderr)
+            return 1
+        receipt = found
     if args.out:
         Path(args.out).write_bytes(receipt)
     else:
         sys.stdout.buffer.write(receipt)
     return 0
+
+
+def _prove_case(args: argparse.Namespace) -> int:
+    from gateway.audit.receipts import case_proofs  # noqa: PLC0415 - keep CLI start-up light
+
+    if not args.log or not args.out:
+        raise GatewayError(Reason.CONFIG_INVALID, "--case needs --log (a copy of the log) and --out FOLDER")
+    records: list[Any] = []
+    key = args.case.encode("utf-8")
+    if args.records:
+        from gateway.audit.records import read_records_dump  # noqa: PLC0415 - same
+
+        records = [r for r in read_records_dump(Path(args.records)) if r.key == key]
+    else:
+        kafka = _kafka(args)
+        if kafka is None:
+            raise GatewayError(
+                Reason.CONFIG_INVALID, "--case needs the records: --records FILE or --bootstrap-servers"
+            )
+        from gateway.audit.kafka_records import read_kafka_records  # noqa: PLC0415 - Kafka only when asked
+        from gateway.contract.policy import NOTARISED_TOPICS  # noqa: PLC0415 - same
+
+        def keep(record: Any) -> None:
+            if record.key == key:
+                records.append(record)
+
+        asyncio.run(
+            read_kafka_records(
+                kafka, keep, pattern=args.topic_pattern or NOTARISED_TOPICS, idle_ms=args.fetch_idle_ms
+            )
+        )
+    proofs = case_proofs(Path(args.log), records, args.case, verifiers=_vkeys(args.vkey))
+    manifest = proofs.write(Path(args.out))
+    print(f"case {args.case}: {len(proofs.events)} event(s) in the log of {proofs.origin} at size "
+          f"{proofs.checkpoint_size}; receipts and {manifest.name} in {args.out}")  # fmt: skip
+    for event in proofs.events:
+        leaf = event.leaf
+        status = "" if event.record_matches else "  RECORD DIFFERS FROM ITS LEAF"
+        print(f"  {event.receipt_file}  leaf {event.index}  {leaf.source}  {leaf.type}  id={leaf.id}{status}")
+    for missing in proofs.not_in_log:
+        print(
+            f"  NOT IN THE LOG  {missing['topic']}:{missing['partition']}:{missing['offset']}: "
+            f"{missing['why']}"
+        )
+    if not proofs.events and not proofs.not_in_log:
+        print(f"  the records hold no event of case {args.case}")
+    return 0 if proofs.complete else 1
 
 
 def _fetch_receipt(url: str, event_id: str, source: str | None) -> bytes:

@@ -175,6 +175,43 @@ def test_consistently_rewritten_log_is_located_by_checkpoints_and_records(run: R
     assert set(_reasons(report)) == {"checkpoint.root-mismatch", "leaf.record-mismatch"}
 
 
+def test_a_mismatch_names_the_differing_field_with_both_values(run: Run, tmp_path: Path) -> None:
+    """The leaf's data digest forged (tiles rebuilt): the finding names ``data_sha256`` with the logged and
+    the recomputed value, not two equal record digests; the record counts come from the findings."""
+    entries = list(run.entries)
+    entries[TOUCHED] = _forge(entries[TOUCHED])
+    report = _audit(run, rebuilt_log(run, tmp_path / "log", entries))
+    (mismatch,) = _only(report, Reason.LEAF_RECORD_MISMATCH)
+    logged, recomputed = Leaf.decode(entries[TOUCHED]), Leaf.decode(run.entries[TOUCHED])
+    assert [(d.field, d.logged, d.recomputed) for d in mismatch.differences] == [
+        ("data_sha256", logged.data_sha256, recomputed.data_sha256)
+    ]
+    assert "data digest" in mismatch.detail
+    assert report.records is not None
+    assert (report.records["matched"], report.records["mismatched"]) == (299, 1)
+    summary = report.summary()
+    assert "299 matched their leaf, 1 differ from it" in summary
+    assert f"data_sha256: logged {logged.data_sha256}, recomputed {recomputed.data_sha256}" in summary
+    document = report.to_json()["findings"]
+    assert [f["differences"] for f in document if f["reason"] == "leaf.record-mismatch"] == [
+        [{"field": "data_sha256", "logged": logged.data_sha256, "recomputed": recomputed.data_sha256}]
+    ]
+
+
+def test_a_rewritten_record_names_its_record_digest(run: Run) -> None:
+    target = run.records[TOUCHED]
+    assert target.value is not None
+    records = [
+        replace(r, value=r.value + b" ") if i == TOUCHED and r.value else r for i, r in enumerate(run.records)
+    ]
+    report = _audit(run, run.log_dir, records=records)
+    (mismatch,) = report.findings
+    fields = [d.field for d in mismatch.differences]
+    # the record digest first, then the data digest and the verdict the changed bytes now get
+    assert fields == ["record_sha256", "data_sha256", "verdict", "reason", "kid"]
+    assert "rewritten on the broker" in mismatch.detail
+
+
 def test_deleted_entry(run: Run, tmp_path: Path) -> None:
     entries = [e for i, e in enumerate(run.entries) if i != TOUCHED]
     report = _audit(run, rebuilt_log(run, tmp_path / "log", entries))
