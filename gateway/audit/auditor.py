@@ -17,11 +17,19 @@ nothing on the notary's disk and nothing the broker's operator says. So the :cla
    registry) and requires it byte for byte; every record must have its leaf and every leaf its record.
    With ``workers > 1`` worker processes recompute the leaves (:mod:`gateway.audit._workers`) while the
    bookkeeping and the findings stay here, in record order (:meth:`Auditor.record_checks`);
-5. checks the upper tile levels against the level below and the ``state`` file's root against the entries.
+5. checks the upper tile levels against the level below and the ``state`` file's root against the entries,
+   and accounts for every file under ``tile/`` (:mod:`gateway.audit._tile_inventory`: stray files, data
+   beyond the tree, leftover partial tiles that are not prefixes of it, partial tiles a signed checkpoint
+   needs);
+6. never says OK about what no signature covers: entries after the newest signed checkpoint are
+   ``log.unsigned-tail`` unless ``allow_unsigned`` tolerates them, a missing ``checkpoint`` file is
+   ``log.checkpoint-missing``, a trusted cosigner's failing line is ``cosign.signature-invalid`` whatever
+   the quorum (:mod:`gateway.audit._signed_heads`).
 
 Every discrepancy becomes a :class:`~gateway.audit.report.Finding` with a stable reason code and its exact
-position; the :class:`~gateway.audit.report.AuditReport` is printed as a summary and written as JSON. Leaves
-and record digests are kept in a temporary SQLite file, so memory stays constant however long the log is.
+position (a record that differs from its leaf: every differing leaf member with both values); the
+:class:`~gateway.audit.report.AuditReport` is printed as a summary and written as JSON. The leaves' positions
+and hashes are kept in a temporary SQLite file, so memory stays constant however long the log is.
 
 "The registry as it was at event time": the registry's keys carry ``valid_from``/``valid_until``/
 ``revoked_at``, and the verifier checks the key at the event's ``time`` with the Kafka record timestamp as
@@ -46,6 +54,7 @@ import orjson
 
 from gateway.audit import _workers, merkle
 from gateway.audit._log_reader import LogReader
+from gateway.audit._progress import Progress
 from gateway.audit._signed_heads import SignedHeads
 from gateway.audit._tile_inventory import check_tile_files
 from gateway.audit.layout import STATE_FILE, TILE_WIDTH, tile_path
@@ -59,39 +68,6 @@ from gateway.errors import GatewayError, Reason
 __all__ = ["Auditor"]
 
 _FLUSH: Final = 2000
-
-
-class _Progress:
-    """A one-line progress indicator on stderr, only when it is a terminal (never in logs or pipes)."""
-
-    def __init__(self, stream: TextIO | None) -> None:
-        self._stream = stream if stream is not None and stream.isatty() else None
-        self._last = 0.0
-        self._shown = False
-
-    def update(self, label: str, done: int, total: int | None) -> None:
-        if self._stream is None:
-            return
-        now = time.monotonic()
-        if now - self._last < 0.2:
-            return
-        self._last = now
-        if total:
-            width = 30
-            filled = int(width * min(done, total) / total)
-            bar = "#" * filled + "." * (width - filled)
-            text = f"\r{label} [{bar}] {done:,}/{total:,}"
-        else:
-            text = f"\r{label} {done:,}"
-        self._stream.write(text)
-        self._stream.flush()
-        self._shown = True
-
-    def clear(self) -> None:
-        if self._stream is not None and self._shown:
-            self._stream.write("\r\x1b[K")
-            self._stream.flush()
-            self._shown = False
 
 
 class Auditor:
@@ -140,7 +116,7 @@ class Auditor:
         self._workers = workers
         self._verifier_factory = verifier_factory
         self._max_findings = max_findings
-        self._progress = _Progress(progress)
+        self._progress = Progress(progress)
         self._files = LogReader(self._dir, self._find)
         self.report = AuditReport(
             origin=self._origin,

@@ -5,6 +5,10 @@ Registered by :mod:`gateway.cli.main`; the registry and schemas are found as for
 
 Exit codes as everywhere: 0 success (``verify``/``check-receipt``: verified), 1 a finding or a failed
 verification, 2 usage or configuration error (``GatewayError`` raised to ``main``).
+
+About 620 lines: the options and handlers of the ten commands of the group (keygen, verify, report, prove,
+check-receipt, cosign, export-records, notary run); what they do lives in :mod:`gateway.audit`
+(``auditor``, ``html_report``, ``receipts``, ...).
 """
 
 from __future__ import annotations
