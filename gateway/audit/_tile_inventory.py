@@ -35,6 +35,7 @@ from gateway.audit.layout import (
     entries_path,
     parse_tile_path,
     split_bundle,
+    tile_end,
     tile_path,
 )
 from gateway.audit.merkle import HASH_SIZE
@@ -43,11 +44,6 @@ from gateway.errors import Reason
 __all__ = ["check_tile_files"]
 
 _TILES: Final = "tile"
-
-
-def _end(level: int | None, index: int, width: int) -> int:
-    """One past the last leaf a tile (level ``None``: an entry bundle) of this shape covers."""
-    return (index * TILE_WIDTH + width) << (TILE_HEIGHT * (level or 0))
 
 
 def _edge_width(size: int, level: int | None, index: int) -> int:
@@ -95,7 +91,7 @@ def check_tile_files(directory: Path, size: int, signed_sizes: Iterable[int], fi
             )
             continue
         level, index, width = parsed
-        end = _end(level, index, width)
+        end = tile_end(level, index, width)
         if end > size:
             find(
                 Reason.LOG_BEYOND_TREE,
@@ -138,7 +134,7 @@ def _check_leftover(
     if not consistent:
         find(
             Reason.LOG_LEFTOVER_MISMATCH,
-            f"{relative} (the tree as it was at size {_end(level, index, width)}) is not a prefix of the "
+            f"{relative} (the tree as it was at size {tile_end(level, index, width)}) is not a prefix of the "
             f"tree's {own}: a tlog-tiles client checking an earlier checkpoint would read other data than "
             "the log holds",
             leaf_index=(index * TILE_WIDTH) << (TILE_HEIGHT * (level or 0)),

@@ -374,6 +374,7 @@ def synthetic_mutations(run: Run, *, every: int) -> Iterator[Mutation]:
         "a checkpoint inside a tile",
         lambda d: _needed_partial_deleted(d, run),
         frozenset({"log.tile-missing"}),
+        run.records[:120],  # the log is rebuilt with the first 120 records' leaves
     )
 
 
