@@ -14,12 +14,12 @@ from tests.unit.audit.campaign import DEMO, Tally, demo_mutations, run_campaign,
 
 def test_every_sampled_mutation_is_caught_by_its_class(tmp_path: Path) -> None:
     tally = Tally()
-    run_campaign(DEMO / "log", (DEMO / "notary.vkey").read_text().strip(), demo_mutations(every=6), tally)
+    run_campaign(DEMO / "log", (DEMO / "notary.vkey").read_text().strip(), demo_mutations(every=9), tally)
     run = build_run(tmp_path)
     run_campaign(
         run.log_dir,
         run.vkey,
-        synthetic_mutations(run, every=97),
+        synthetic_mutations(run, every=150),
         tally,
         records=run.records,
         verifier=run.verifier(),
