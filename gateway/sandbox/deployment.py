@@ -19,6 +19,7 @@ from typing import Any
 import tomli_w
 
 from gateway.contract.keys import PublicKey, SealingKey, SigningKey, write_private_pem
+from gateway.settings import overlay
 
 __all__ = ["SAMPLE_REGISTRY", "SandboxParty", "create_sandbox"]
 
@@ -82,7 +83,7 @@ def create_sandbox(
             "sources": [{"kind": "file-drop", "directory": "drop"}],
             "sinks": list((sinks or {}).get(party, ())),
         }
-        config = _merge(_merge(config, settings or {}), (per_party or {}).get(party, {}))
+        config = overlay(overlay(config, settings or {}), (per_party or {}).get(party, {}))
         config_path = root / party / "gateway.toml"
         config_path.write_bytes(tomli_w.dumps(config).encode("utf-8"))
         result[party] = SandboxParty(party, config_path, root / party / "state", drop_dir)
@@ -102,13 +103,3 @@ def _key_entry(kid: str, use: str, public: PublicKey, since: datetime) -> dict[s
         "valid_from": since,
         "valid_until": since + timedelta(days=365),
     }
-
-
-def _merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in extra.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
