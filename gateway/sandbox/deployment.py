@@ -9,7 +9,6 @@ is fresh; nothing private is committed anywhere.
 from __future__ import annotations
 
 import base64
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -19,7 +18,7 @@ from typing import Any
 import tomli_w
 
 from gateway.contract.keys import PublicKey, SealingKey, SigningKey, write_private_pem
-from gateway.settings import overlay
+from gateway.settings import load_toml, overlay
 
 __all__ = ["SAMPLE_REGISTRY", "SandboxParty", "create_sandbox"]
 
@@ -53,8 +52,7 @@ def create_sandbox(
     ``sources`` are replaced, tables merged).
     """
     root.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with template.open("rb") as handle:
-        registry: dict[str, Any] = tomllib.load(handle)
+    registry: dict[str, Any] = load_toml(template, what="registry template")
     registry["parties"] = [*registry["parties"], *(dict(p) for p in extra_parties)]
     by_id = {p["id"]: p for p in registry["parties"]}
     now = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
