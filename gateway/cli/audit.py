@@ -18,7 +18,6 @@ import asyncio
 import functools
 import os
 import sys
-import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ import orjson
 from gateway.cli._common import load_registry, load_schemas
 from gateway.errors import GatewayError, Reason
 from gateway.runtime.signals import stop_on_signals
-from gateway.settings import read_passphrase
+from gateway.settings import load_toml, read_passphrase
 
 __all__ = ["add_commands"]
 
@@ -331,10 +330,7 @@ def _kafka(args: argparse.Namespace) -> Any:
     base: Path | None = None
     if args.kafka_config:
         path = Path(args.kafka_config)
-        try:
-            table = dict(tomllib.loads(path.read_text(encoding="utf-8")).get("kafka", {}))
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise GatewayError(Reason.CONFIG_INVALID, f"--kafka-config {path}: {exc}") from exc
+        table = dict(load_toml(path, what="--kafka-config").get("kafka", {}))
         base = path.parent
     if args.bootstrap_servers:
         table["bootstrap_servers"] = args.bootstrap_servers
