@@ -23,7 +23,7 @@ from gateway.bus.kafka import KafkaSettings
 from gateway.contract.envelope import Limits
 from gateway.coordination.config import CoordinationConfig
 from gateway.errors import GatewayError
-from gateway.settings import Table, load_toml
+from gateway.settings import Table, load_toml, overlay
 
 __all__ = ["ENV_PREFIX", "GatewayConfig", "OpsConfig", "SinkConfig", "SourceConfig", "env_overrides"]
 
@@ -89,7 +89,7 @@ class GatewayConfig:
     @classmethod
     def load(cls, path: Path, overrides: Mapping[str, Any] | None = None) -> GatewayConfig:
         document = load_toml(path)
-        return cls.from_mapping(_merge(document, overrides or {}), base_dir=path.parent)
+        return cls.from_mapping(overlay(document, overrides or {}), base_dir=path.parent)
 
     @classmethod
     def from_mapping(cls, document: Mapping[str, Any], *, base_dir: Path) -> GatewayConfig:
@@ -173,16 +173,6 @@ def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
             target = target.setdefault(part, {})
         target[parts[-1]] = value
     return result
-
-
-def _merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in overrides.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
 
 
 def _sealing_keys(keys: Table) -> tuple[Path, ...]:
