@@ -63,6 +63,7 @@ def build_event(
     if not may_publish(party, event_type):
         raise GatewayError(Reason.AUTHZ_TYPE_NOT_PERMITTED, f"{signer.party} may not publish {event_type}")
     schema.validate(dict(data))
+    schema.check_parties(data, signer.party)
 
     instant = (now or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
     binding = EventBinding(id=event_id or _uuid4(), source=signer.party, type=event_type)
