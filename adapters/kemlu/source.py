@@ -58,7 +58,9 @@ _log = structlog.get_logger(__name__)
 CURSOR_FORMAT: Final = "kemlu-cursor/1"
 _EPOCH: Final = "1970-01-01T00:00:00Z"
 #: ``publish`` refusals about the gateway's state, not the case: retry the page later, do not quarantine.
-_DEFERRING: Final = frozenset({Reason.OUTBOX_FULL, Reason.STOPPING, Reason.BUS_UNAVAILABLE})
+_DEFERRING: Final = frozenset(
+    {Reason.OUTBOX_FULL, Reason.OUTBOX_UNAVAILABLE, Reason.STOPPING, Reason.BUS_UNAVAILABLE}
+)
 _INSTANT_RE: Final = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:Z|[+-]\d{2}:\d{2})$")
 _FILE_MODE: Final = 0o600
 _DIR_MODE: Final = 0o700

@@ -69,7 +69,9 @@ EVENT_ID_NAMESPACE: Final = uuid.UUID("65e84f46-c50c-579c-85e3-f33fb744a1fc")
 #: Files in ``inbox/`` with this suffix (and not starting with ``.``) are ready to be processed.
 DROP_SUFFIX: Final = ".jsonl"
 #: ``publish`` refusals about the gateway's state, not the record: the file is retried, not quarantined.
-_DEFERRING_REASONS: Final = frozenset({Reason.OUTBOX_FULL, Reason.STOPPING, Reason.BUS_UNAVAILABLE})
+_DEFERRING_REASONS: Final = frozenset(
+    {Reason.OUTBOX_FULL, Reason.OUTBOX_UNAVAILABLE, Reason.STOPPING, Reason.BUS_UNAVAILABLE}
+)
 PUBLISH_CHUNK: Final = 64
 """Records of one file published concurrently (one group commit in the outbox instead of one each)."""
 _LINE_MEMBERS: Final = frozenset({"type", "data", "recipients", "dataschema"})
