@@ -146,7 +146,7 @@ async def max_message_bytes(admin_kwargs: Mapping[str, Any], topics: Iterable[st
     try:
         await admin.start()
         responses = await admin.describe_configs(
-            [ConfigResource(ConfigResourceType.TOPIC, name, ["max.message.bytes"]) for name in names]
+            [ConfigResource(ConfigResourceType.TOPIC, name, {"max.message.bytes": None}) for name in names]
         )
         for response in responses:
             for resource in getattr(response, "resources", ()):

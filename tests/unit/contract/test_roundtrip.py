@@ -24,9 +24,7 @@ def _publisher(world: World, schema: MessageSchema, payload: dict[str, Any] | No
     """A party that may publish the type; the one an ``x-party: source`` field of ``payload`` names."""
     named = {payload[f] for f in schema.party_fields if payload and f in payload}
     return next(
-        p.id
-        for p in world.registry.parties.values()
-        if p.may_publish(schema.type) and named <= {p.id}
+        p.id for p in world.registry.parties.values() if p.may_publish(schema.type) and named <= {p.id}
     )
 
 
