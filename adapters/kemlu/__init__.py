@@ -73,6 +73,7 @@ _HTTP_OPTIONS: Final = frozenset(
     {"url", "name", "timeout", "token_file", "ca_file", "cert_file", "key_file", "mapping"}
 )
 _SOURCE_OPTIONS: Final = _HTTP_OPTIONS | {
+    "max_clock_skew",
     "mission",
     "poll_interval",
     "page_size",
@@ -128,6 +129,7 @@ def case_api_source(options: Table, ctx: PluginContext) -> KemluCaseApiSource:
         page_size=options.integer("page_size", 100),
         timeout=options.number("timeout", 10.0),
         since=options.string("since", "1970-01-01T00:00:00Z"),
+        max_clock_skew=options.number("max_clock_skew", 300.0, low=0.0, high=86_400.0),
         backoff=backoff,
         headers=dict(client.headers),
         ssl=client.ssl,
