@@ -566,10 +566,12 @@ class FileDropSource(DropFolderSource):
         on_quarantine: QuarantineFn | None = None,
         max_line_bytes: int = 256 * 1024,
         bounds: IntakeBounds | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(
-            directory, name=name, poll_interval=poll_interval, on_quarantine=on_quarantine, bounds=bounds
-        )
+            directory, name=name, poll_interval=poll_interval, on_quarantine=on_quarantine, bounds=bounds,
+            clock=clock,
+        )  # fmt: skip
         if max_line_bytes <= 0:
             raise GatewayError(Reason.CONFIG_INVALID, f"source {name}: max_line_bytes must be positive")
         self.max_line_bytes = max_line_bytes
