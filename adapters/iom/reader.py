@@ -20,7 +20,9 @@ from __future__ import annotations
 import csv
 import datetime as _dt
 import io
+import struct
 import zipfile
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -158,12 +160,20 @@ def _guarded(read: Callable[[], Any], row: int) -> Any:
         ) from None
 
 
+#: What zipfile and openpyxl (through defusedxml) raise for a broken or hostile workbook part.
+_WORKBOOK_ERRORS: Final = (
+    zipfile.BadZipFile, zlib.error, struct.error, ParseError, KeyError, OSError, ValueError, EOFError,
+    TypeError, IndexError, AttributeError,
+    RuntimeError,  # an encrypted part; NotImplementedError (a RuntimeError): an unknown zip version
+)  # fmt: skip
+
+
 def _check_workbook(path: Path, max_bytes: int) -> None:
     """Refuse a workbook before parsing it: not a zip, too many parts, unpacking beyond
     :data:`MAX_UNPACKED_RATIO` times ``max_bytes`` (a zip bomb), or a DTD in any part."""
     try:
         archive = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError, ValueError):
+    except _WORKBOOK_ERRORS:
         raise FileProblem(Reason.SCHEMA_INVALID, "file", "not a readable .xlsx workbook", row=0) from None
     budget = MAX_UNPACKED_RATIO * max_bytes
     with archive:
@@ -192,19 +202,20 @@ def _check_workbook(path: Path, max_bytes: int) -> None:
                                 row=0,
                             )
                         tail = chunk[-16:]
-            except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError):
+            except (
+                zipfile.BadZipFile,
+                zlib.error,
+                OSError,
+                EOFError,
+                ValueError,
+                RuntimeError,
+                struct.error,
+            ):
                 raise FileProblem(
                     Reason.SCHEMA_INVALID, "file", "not a readable .xlsx workbook", row=0
                 ) from None
         if budget < 0:
             raise FileProblem(Reason.SIZE_EXCEEDED, "file", _TOO_LARGE, row=0)
-
-
-#: What openpyxl (through defusedxml) raises for a broken or hostile workbook part.
-_WORKBOOK_ERRORS: Final = (
-    zipfile.BadZipFile, ParseError, KeyError, OSError, ValueError, EOFError, TypeError, IndexError,
-    AttributeError,
-)  # fmt: skip
 
 
 def _read_xlsx(path: Path, sheet: str | None, max_bytes: int) -> tuple[list[str], Rows]:
