@@ -40,7 +40,7 @@ from adapters.iom.source import DEFAULT_MAX_FILE_BYTES, FileReport, HtcdsExportS
 from adapters.plumbing import check_base_url
 from gateway.runtime.intake import BOUND_OPTIONS, IntakeBounds
 from gateway.runtime.plugins import PluginContext
-from gateway.runtime.webhook import WebhookSink, client_options
+from gateway.runtime.webhook import WebhookSink, client_options, formulas_option
 from gateway.settings import Table
 
 __all__ = [
@@ -65,7 +65,7 @@ __all__ = [
 
 _SOURCE_OPTIONS: Final = frozenset({"directory", "name", "poll_interval", "sheet", "mapping", *BOUND_OPTIONS})
 _SINK_OPTIONS: Final = frozenset(
-    {"url", "name", "timeout", "token_file", "ca_file", "cert_file", "key_file", "mapping"}
+    {"url", "name", "timeout", "token_file", "ca_file", "cert_file", "key_file", "mapping", "formulas"}
 )
 
 
@@ -102,4 +102,5 @@ def htcds_sink(options: Table, ctx: PluginContext) -> WebhookSink:
         timeout=options.number("timeout", 10.0),
         headers=client.headers,
         ssl=client.ssl,
+        formulas=formulas_option(options),
     )

@@ -30,7 +30,7 @@ from gateway.bus.delivery import Sink
 from gateway.runtime.intake import BOUND_OPTIONS, IntakeBounds
 from gateway.runtime.plugins import PluginContext
 from gateway.runtime.sources import Source
-from gateway.runtime.webhook import WebhookSink, client_options
+from gateway.runtime.webhook import WebhookSink, client_options, formulas_option
 from gateway.settings import Table
 
 __all__ = [
@@ -53,7 +53,7 @@ SOURCE_KIND: Final = "kemensos-csv"
 SINK_KIND: Final = "kemensos-case-system"
 _SOURCE_OPTIONS: Final = frozenset({"directory", "poll_interval", "mapping", "name", *BOUND_OPTIONS})
 _SINK_OPTIONS: Final = frozenset(
-    {"url", "timeout", "mapping", "name", "token_file", "ca_file", "cert_file", "key_file"}
+    {"url", "timeout", "mapping", "name", "token_file", "ca_file", "cert_file", "key_file", "formulas"}
 )
 
 
@@ -88,4 +88,5 @@ def case_system_sink(options: Table, ctx: PluginContext) -> Sink:
         headers=client.headers,
         ssl=client.ssl,
         body=partial(to_native, mapping=mapping),
+        formulas=formulas_option(options),
     )

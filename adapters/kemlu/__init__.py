@@ -47,7 +47,7 @@ from adapters.plumbing import check_base_url
 from gateway.bus.delivery import RetryPolicy
 from gateway.errors import GatewayError, Reason
 from gateway.runtime.plugins import PluginContext
-from gateway.runtime.webhook import WebhookSink, client_options
+from gateway.runtime.webhook import WebhookSink, client_options, formulas_option
 from gateway.settings import Table
 
 __all__ = [
@@ -140,7 +140,7 @@ def case_api_source(options: Table, ctx: PluginContext) -> KemluCaseApiSource:
 def case_api_sink(options: Table, ctx: PluginContext) -> WebhookSink:
     """Entry point ``xchg_gateway.sinks: kemlu-case-api``: the gateway's webhook sink posting to the update
     endpoint of each event's case (:func:`update_url`), in the embassy system's field names."""
-    options.only(*_HTTP_OPTIONS)
+    options.only(*_HTTP_OPTIONS, "formulas")
     client = client_options(options)
     base = check_base_url(options.string("url"), options.name("url"))
     return WebhookSink(
@@ -150,4 +150,5 @@ def case_api_sink(options: Table, ctx: PluginContext) -> WebhookSink:
         headers=client.headers,
         ssl=client.ssl,
         body=_mapping(options).update_body,
+        formulas=formulas_option(options),
     )

@@ -17,6 +17,7 @@ from typing import Any, Final
 from gateway.contract.canonical import canonical_json
 from gateway.contract.dsse import PAYLOAD_TYPE, DsseEnvelope, DsseSignature, pae, verification_material
 from gateway.contract.envelope import CONTENT_TYPE, Envelope
+from gateway.contract.formulas import FORMULA_EXTENSION, flag_value, formula_pointers
 from gateway.contract.keys import SigningKey
 from gateway.contract.policy import SIGNED_EXTENSIONS, event_topic, may_publish
 from gateway.contract.registry import Registry
@@ -95,12 +96,17 @@ def build_event(
         "partitionkey": key_value,
         "dataclassification": schema.classification,
     }
+    signed: tuple[str, ...] = SIGNED_EXTENSIONS
+    flagged = flag_value(formula_pointers(clear))  # spreadsheet formulas in clear data: flagged, signed
+    if flagged is not None:
+        attributes[FORMULA_EXTENSION] = flagged
+        signed = (*SIGNED_EXTENSIONS, FORMULA_EXTENSION)
     data_bytes = canonical_json(clear)
     envelope = Envelope.from_attributes(attributes, data_bytes)  # checks every attribute
     # The material covers the core attributes, the data and the signed extensions, not signedextattrs
     # itself: computed from the attributes just checked, it is what envelope.attributes() would give.
-    dssematerial = _dssematerial(verification_material(attributes, data_bytes, SIGNED_EXTENSIONS), signer)
-    return envelope.with_signature(_SIGNED_EXTATTRS, dssematerial)
+    dssematerial = _dssematerial(verification_material(attributes, data_bytes, signed), signer)
+    return envelope.with_signature(",".join(signed), dssematerial)
 
 
 def sign_envelope(envelope: Envelope, signer: EventSigner) -> Envelope:

@@ -10,7 +10,8 @@ before ``valid_from``, not at/after ``valid_until`` or ``revoked_at``), event ti
 ``max_clock_skew`` (``ce.time-in-future``); 8. source permitted to publish the type; 9. schema of the
 exact version named, matching the type; the record read from the topic the source publishes that type to
 (Kafka); classification and partition key as the schema says; wire form valid; payload fields marked
-``x-party: source`` equal to the source; every sealed recipient known and entitled to the topic; 10. our
+``x-party: source`` equal to the source; a signed ``formulacells`` equal to the formula cells of the clear
+data (:mod:`gateway.contract.formulas`); every sealed recipient known and entitled to the topic; 10. our
 sealed entry opened (if addressed to us) and the full payload valid against the logical schema.
 """
 
@@ -29,6 +30,7 @@ from gateway.contract.dsse import (
     verification_material,
 )
 from gateway.contract.envelope import DEFAULT_LIMITS, Envelope, Limits
+from gateway.contract.formulas import FORMULA_EXTENSION, flag_value, formula_pointers
 from gateway.contract.instants import DEFAULT_WINDOW, parse_instant
 from gateway.contract.keys import SealingKey
 from gateway.contract.policy import SIGNED_EXTENSIONS, event_topic, may_publish
@@ -50,6 +52,12 @@ class Accepted:
     data: Mapping[str, Any]
     """The wire data (clear fields and, if present, the ``sealed`` block)."""
     unsealed: Mapping[str, Any] | None = None
+
+    @property
+    def formula_cells(self) -> list[str]:
+        """JSON Pointers of the spreadsheet-formula values we can see (clear and unsealed), whether or not
+        the producer flagged them (:mod:`gateway.contract.formulas`)."""
+        return formula_pointers(self.payload())
 
     def payload(self) -> dict[str, Any]:
         """The logical payload as far as we may see it: clear fields plus what was sealed for us."""
@@ -142,6 +150,11 @@ class EventVerifier:
         if str(data[schema.partition_key_field]) != envelope.partitionkey:
             raise GatewayError(Reason.SCHEMA_PARTITIONKEY, "partitionkey differs from the payload")
         schema.check_parties(data, envelope.source)
+        flagged = envelope.extensions.get(FORMULA_EXTENSION)
+        if flagged is not None and flagged != flag_value(
+            formula_pointers({k: v for k, v in data.items() if k != "sealed"})
+        ):
+            raise GatewayError(Reason.CE_INVALID_ATTRIBUTE, f"{FORMULA_EXTENSION} differs from the data")
 
         unsealed = None
         if "sealed" in data:

@@ -24,7 +24,7 @@ from gateway.errors import GatewayError, Reason
 from gateway.runtime.dropfolder import FileDropSource
 from gateway.runtime.intake import BOUND_OPTIONS, IntakeBounds
 from gateway.runtime.sources import Source
-from gateway.runtime.webhook import WebhookSink, client_options
+from gateway.runtime.webhook import WebhookSink, client_options, formulas_option
 from gateway.settings import Table
 
 __all__ = [
@@ -80,6 +80,7 @@ def _webhook(options: Table, ctx: PluginContext) -> Sink:
         timeout=options.number("timeout", 10.0, positive=True),
         headers=client.headers,
         ssl=client.ssl,
+        formulas=formulas_option(options),
     )
 
 
