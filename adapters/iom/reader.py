@@ -237,8 +237,10 @@ def _read_xlsx(path: Path, sheet: str | None, max_bytes: int) -> tuple[list[str]
             if sheet not in workbook.sheetnames:
                 raise FileProblem(Reason.SCHEMA_INVALID, "sheet", "configured sheet not in workbook", row=0)
             worksheet = workbook[sheet]
-        else:
+        elif workbook.worksheets:
             worksheet = workbook.worksheets[0]
+        else:
+            raise FileProblem(Reason.SCHEMA_INVALID, "sheet", "workbook has no sheet", row=0)
         cells = iter(worksheet.iter_rows(values_only=True))
         header_cells = _unbroken(lambda: next(cells, None), 1)
         if header_cells is None:

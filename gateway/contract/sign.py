@@ -97,7 +97,8 @@ def build_event(
         "dataclassification": schema.classification,
     }
     signed: tuple[str, ...] = SIGNED_EXTENSIONS
-    flagged = flag_value(formula_pointers(clear))  # spreadsheet formulas in clear data: flagged, signed
+    # spreadsheet formulas in the clear data are flagged, signed (never the base64 of the sealed block)
+    flagged = flag_value(formula_pointers({k: v for k, v in clear.items() if k != "sealed"}))
     if flagged is not None:
         attributes[FORMULA_EXTENSION] = flagged
         signed = (*SIGNED_EXTENSIONS, FORMULA_EXTENSION)
