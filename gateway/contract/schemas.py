@@ -35,6 +35,9 @@ it can overflow the C stack. Input is depth-limited by :func:`gateway.contract.s
 :func:`gateway.contract.authoring.check_schemas` rejects recursive ``$ref`` cycles in message schemas, so
 neither can happen.
 
+Length: a little over the house's ~600 lines; loading, the checks that refuse a schema directory at start-up
+and wire-form derivation share private helpers, and splitting them would expose those helpers.
+
 Authoring rules: what CI and ``gateway schemas check`` verify beyond loading (examples and their wire form,
 partition key and alert rules, no recursive ``$ref``, minor-version compatibility) is in
 :mod:`gateway.contract.authoring`; this module keeps only what the running gateway needs.

@@ -20,6 +20,13 @@ and why:
   may name a victim.
 * **Done means done.** Only when every record was published, skipped or quarantined is the file renamed into
   ``done/`` (under a unique name), so ``inbox/`` is exactly the work still to do.
+* **No poison file.** The intake bounds of :mod:`gateway.runtime.intake` apply to every file (size, record
+  count, settled before read, names never in clear); records are parsed in a worker thread a chunk at a time;
+  whatever a reader raises ends in a quarantine entry, never in a dead source or a file retried for ever.
+
+Length: over the house's ~600 lines because the mechanism and its one built-in format (JSON Lines) are read
+together — the base class's contract is checked against that implementation — while the bounds, which are
+separable, live in :mod:`gateway.runtime.intake`.
 """
 
 from __future__ import annotations
