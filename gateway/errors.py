@@ -34,6 +34,8 @@ class Reason(enum.StrEnum):
     CE_UNSUPPORTED_SPECVERSION = "ce.unsupported-specversion"
     CE_DATA_NOT_CANONICAL = "ce.data-not-canonical"
     CE_TIME_IN_FUTURE = "ce.time-in-future"
+    # times (gateway/contract/instants.py): no UTC form, or outside the window around the receive time
+    TIME_OUT_OF_RANGE = "time.out-of-range"
     # signature (Verifiable CloudEvents with DSSE)
     SIG_MISSING = "sig.missing"
     SIG_MALFORMED = "sig.malformed"
@@ -51,6 +53,8 @@ class Reason(enum.StrEnum):
     # authorisation
     AUTHZ_UNKNOWN_SOURCE = "authz.unknown-source"
     AUTHZ_TYPE_NOT_PERMITTED = "authz.type-not-permitted"
+    AUTHZ_TOPIC_MISMATCH = "authz.topic-mismatch"
+    AUTHZ_PARTY_MISMATCH = "authz.party-mismatch"
     # schema
     SCHEMA_UNKNOWN = "schema.unknown"
     SCHEMA_TYPE_MISMATCH = "schema.type-mismatch"
@@ -113,6 +117,8 @@ class Reason(enum.StrEnum):
     OUTBOX_FULL = "outbox.full"
     DUPLICATE = "dedup.duplicate"
     SINK_FAILED = "sink.failed"
+    INTERNAL_ERROR = "gateway.internal-error"
+    OUTBOX_UNAVAILABLE = "outbox.unavailable"
 
 
 @dataclass(frozen=True, slots=True)

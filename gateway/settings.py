@@ -61,6 +61,8 @@ def load_toml(path: Path, *, what: str = "", reason: Reason = Reason.CONFIG_INVA
         raise GatewayError(reason, f"{label}: {exc}") from exc
     except UnicodeDecodeError as exc:
         raise GatewayError(reason, f"{label}: not UTF-8 text") from exc
+    except (RecursionError, MemoryError, ValueError) as exc:  # nesting deeper than the parser's stack
+        raise GatewayError(reason, f"{label}: not a readable TOML document ({type(exc).__name__})") from exc
 
 
 def overlay(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:

@@ -237,7 +237,14 @@ def sarawak_cases() -> list[dict[str, Any]]:
 
 
 def _instant(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)
+    """The instant of an ``updated_at``. One with no UTC form (``0001-01-01T00:00:00+01:00``, planted by a
+    test) counts as the latest instant, so it is served with every page, as the misbehaving case API of
+    issue 18 did."""
+    local = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    try:
+        return local.astimezone(UTC)
+    except OverflowError:
+        return datetime.max.replace(tzinfo=UTC)
 
 
 def _merge(base: dict[str, Any], changes: Mapping[str, Any]) -> None:

@@ -70,6 +70,7 @@ class GatewayMetrics:
         "registry",
         "rejected",
         "sink_failures",
+        "task_restarts",
     )
 
     def __init__(self, *, party: str, version: str = __version__) -> None:
@@ -137,6 +138,14 @@ class GatewayMetrics:
             "xchg_delivery_latency_seconds",
             "Time from the event's CloudEvents time to its delivery to the agency's sink.",
             buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+
+        # supervision (gateway/runtime/supervisor.py)
+        self.task_restarts = Counter(
+            "xchg_task_restarts_total",
+            "Restarts of a long-running task (sender, consumer, a source) after it raised.",
+            ["task"],
             registry=r,
         )
 

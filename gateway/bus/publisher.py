@@ -84,20 +84,31 @@ class Publisher:
         dataschema: str | None = None,
         event_id: str | None = None,
     ) -> Envelope:
-        """Build the event and commit it to the outbox. Raises ``GatewayError`` when it is refused."""
+        """Build the event and commit it to the outbox. Raises ``GatewayError`` when it is refused, and only
+        that: a record the contract refuses gets its reason code, one that makes the contract code raise
+        anything else ``gateway.internal-error`` (the caller quarantines it instead of dying on it), and an
+        outbox that cannot be written ``outbox.unavailable`` (the caller keeps the record and retries)."""
         if not self._accepting:
             raise GatewayError(Reason.STOPPING, "the gateway is shutting down; publish again after restart")
-        event = build_event(
-            signer=self.signer,
-            registry=self._registry,
-            schemas=self._schemas,
-            event_type=event_type,
-            data=data,
-            recipients=recipients,
-            dataschema=dataschema,
-            event_id=event_id,
-        )
-        topic = self.topic_of(event)
+        try:
+            event = build_event(
+                signer=self.signer,
+                registry=self._registry,
+                schemas=self._schemas,
+                event_type=event_type,
+                data=data,
+                recipients=recipients,
+                dataschema=dataschema,
+                event_id=event_id,
+            )
+            topic = self.topic_of(event)
+        except GatewayError:
+            raise
+        except Exception as exc:  # a bug met by this record: refuse it (the caller quarantines), never crash
+            _log.error("publish raised; refusing the record", error=type(exc).__name__, type=event_type)
+            raise GatewayError(
+                Reason.INTERNAL_ERROR, f"building the event raised {type(exc).__name__}"
+            ) from exc
         await self.outbox.put(topic, event)
         self._metrics.outbox_depth.set(self.outbox.depth)  # xchg_published_total counts broker acks (_send)
         _log.debug("event accepted into outbox", event_id=event.id, type=event_type, topic=topic)

@@ -42,6 +42,10 @@ class OpsConfig:
     max_outbox_backlog: int = 10_000
     max_consumer_lag: int = 10_000
     check_timeout: float = 2.0
+    task_initial_backoff: float = 0.5
+    task_max_backoff: float = 30.0
+    task_unhealthy_after: int = 5
+    task_healthy_after: float = 60.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -75,6 +79,8 @@ class GatewayConfig:
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     limits: Limits = field(default_factory=Limits)
     outbox_max_backlog: int = 100_000
+    max_event_age_days: int = 3660
+    """Events timed longer ago are rejected (``time.out-of-range``; gateway/contract/instants.py)."""
     batch_size: int = 500
     topic_partitions: int = 4
     topic_replication: int = 1
@@ -126,6 +132,7 @@ class GatewayConfig:
                 max_depth=limits.integer("max_depth", 32, low=4, high=256),
             ),
             outbox_max_backlog=limits.integer("outbox_max_backlog", 100_000, low=1, high=10**9),
+            max_event_age_days=limits.integer("max_event_age_days", 3660, low=1, high=36_600),
             batch_size=limits.integer("batch_size", 500, low=1, high=100_000),
             topic_partitions=topics.integer("partitions", 4, low=1, high=1000),
             topic_replication=topics.integer("replication", 1, low=1, high=10),
@@ -136,6 +143,10 @@ class GatewayConfig:
                 max_outbox_backlog=ops.integer("max_outbox_backlog", 10_000, low=0, high=10**9),
                 max_consumer_lag=ops.integer("max_consumer_lag", 10_000, low=0, high=10**9),
                 check_timeout=ops.number("check_timeout", 2.0, positive=True),
+                task_initial_backoff=ops.number("task_initial_backoff", 0.5, positive=True),
+                task_max_backoff=ops.number("task_max_backoff", 30.0, positive=True),
+                task_unhealthy_after=ops.integer("task_unhealthy_after", 5, low=1, high=1000),
+                task_healthy_after=ops.number("task_healthy_after", 60.0, positive=True),
             ),
             retry=retry_policy,
             shutdown_timeout=doc.table("shutdown").number("timeout_seconds", 30.0, positive=True),
@@ -147,6 +158,8 @@ class GatewayConfig:
                 else None
             ),
         )
+        if config.ops.task_max_backoff < config.ops.task_initial_backoff:
+            raise ops.fail("task_max_backoff", "must not be below task_initial_backoff")
         for table in (keys, limits, ops, retry, topics):
             table.refuse_unknown()
         return config

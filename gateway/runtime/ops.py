@@ -1,11 +1,13 @@
 """The operations HTTP surface: ``/healthz`` (liveness), ``/readyz`` (readiness) and ``/metrics``.
 
 Why liveness and readiness differ: ``/healthz`` answers 200 whenever the event loop can serve a request and
-checks nothing else, so an orchestrator restarts the process only when it is truly stuck; a Kafka outage
-must not make every agency's gateway restart in a loop. ``/readyz`` runs the :class:`ReadinessCheck` probes
-(signing key usable, registry entry valid and not about to expire, schemas loaded, broker reachable, outbox
-and lag below their limits) and answers 503 when any fails, which takes the gateway out of service and pages
-an operator without killing it.
+no supervised task keeps failing (:mod:`gateway.runtime.supervisor`: 503 naming the task and the exception
+type), so an orchestrator restarts the process only when it is truly stuck or cannot recover by itself; a
+Kafka outage must not make every agency's gateway restart in a loop (broker errors never count there).
+``/readyz`` runs the :class:`ReadinessCheck` probes (signing key usable, registry entry valid and not about
+to expire, schemas loaded, broker reachable, outbox and lag below their limits, every supervised task
+running) and answers 503 when any fails, which takes the gateway out of service and pages an operator
+without killing it.
 
 Every probe runs concurrently and is bounded by ``check_timeout``: a hung dependency is reported as a failed
 check ("timed out after 2s") and the response still comes back in time. A probe returns a short detail when
@@ -25,7 +27,7 @@ import asyncio
 import inspect
 import math
 import secrets
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Final
@@ -137,12 +139,24 @@ _METRICS: Final[web.AppKey[GatewayMetrics]] = web.AppKey("metrics")
 _CHECKS: Final[web.AppKey[tuple[ReadinessCheck, ...]]] = web.AppKey("checks")
 _TIMEOUT: Final[web.AppKey[float]] = web.AppKey("check_timeout")
 _LAST_READY: Final[web.AppKey[list[bool]]] = web.AppKey("last_ready")
+_LIVENESS: Final[web.AppKey[Callable[[], Sequence[Mapping[str, object]]]]] = web.AppKey("liveness")
+
+
+def _alive() -> Sequence[Mapping[str, object]]:
+    return ()
 
 
 def build_ops_app(
-    *, metrics: GatewayMetrics, checks: Sequence[ReadinessCheck], check_timeout: float = 2.0
+    *,
+    metrics: GatewayMetrics,
+    checks: Sequence[ReadinessCheck],
+    check_timeout: float = 2.0,
+    liveness: Callable[[], Sequence[Mapping[str, object]]] = _alive,
 ) -> web.Application:
-    """The ``/healthz``, ``/readyz`` and ``/metrics`` application of one gateway."""
+    """The ``/healthz``, ``/readyz`` and ``/metrics`` application of one gateway.
+
+    ``liveness()`` lists what keeps the process from being alive (the supervisor's failing tasks, value-free
+    JSON objects); ``/healthz`` answers 503 with them while the list is not empty."""
     if check_timeout <= 0:
         raise ValueError("check_timeout must be positive")
     names = [check.name for check in checks]
@@ -153,6 +167,7 @@ def build_ops_app(
     app[_CHECKS] = tuple(checks)
     app[_TIMEOUT] = float(check_timeout)
     app[_LAST_READY] = []
+    app[_LIVENESS] = liveness
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/metrics", _metrics)
@@ -160,6 +175,9 @@ def build_ops_app(
 
 
 async def _healthz(request: web.Request) -> web.Response:
+    failing = list(request.app[_LIVENESS]())
+    if failing:
+        return web.json_response({"status": "failing", "tasks": failing}, status=503, headers=_NO_CACHE)
     return web.json_response({"status": "alive"}, headers=_NO_CACHE)
 
 

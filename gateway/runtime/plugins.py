@@ -22,8 +22,9 @@ from gateway.bus.delivery import Sink
 from gateway.bus.metrics import GatewayMetrics
 from gateway.errors import GatewayError, Reason
 from gateway.runtime.dropfolder import FileDropSource
+from gateway.runtime.intake import BOUND_OPTIONS, IntakeBounds
 from gateway.runtime.sources import Source
-from gateway.runtime.webhook import WebhookSink, client_options
+from gateway.runtime.webhook import WebhookSink, client_options, formulas_option
 from gateway.settings import Table
 
 __all__ = [
@@ -61,10 +62,13 @@ SinkFactory = Callable[[Table, PluginContext], Sink]
 
 
 def _file_drop(options: Table, ctx: PluginContext) -> Source:
+    options.only("directory", "poll_interval", "name", *BOUND_OPTIONS)
     return FileDropSource(
         options.path("directory"),
+        name=options.string("name", "file-drop"),
         poll_interval=options.number("poll_interval", 0.5, positive=True),
         on_quarantine=ctx.quarantined,
+        bounds=IntakeBounds.from_options(options),
     )
 
 
@@ -76,6 +80,7 @@ def _webhook(options: Table, ctx: PluginContext) -> Sink:
         timeout=options.number("timeout", 10.0, positive=True),
         headers=client.headers,
         ssl=client.ssl,
+        formulas=formulas_option(options),
     )
 
 

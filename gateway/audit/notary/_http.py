@@ -7,7 +7,8 @@
   event (the entry itself in the ``extra`` line), against the latest checkpoint;
 * ``POST /cosignature`` — a cosigner returns the checkpoint note with its cosignature line appended; the
   notary verifies it against the configured cosigner keys and attaches it;
-* ``GET /healthz`` — liveness plus size, signed size and a refusal if any (503);
+* ``GET /healthz`` — liveness plus size, signed size, the supervised tasks, and a refusal or a task that
+  keeps failing if any (503);
 * ``GET /tile/...`` — the tlog-tiles files, for any tlog-tiles client.
 
 Errors are JSON ``{"reason", "detail"}``; no answer may be cached.
@@ -77,7 +78,12 @@ class _Endpoints:
         if notary.refused is not None:
             body["reason"] = str(notary.refused.reason)
             body["detail"] = notary.refused.detail
-        return web.json_response(body, status=503 if notary.refused else 200, headers=_NO_CACHE)
+        failing = notary.supervisor.liveness()  # a task that keeps failing (gateway/runtime/supervisor.py)
+        if failing and notary.refused is None:
+            body["status"] = "failing"
+        body["tasks"] = [state.as_json() for state in notary.supervisor.states()]
+        unhealthy = notary.refused is not None or bool(failing)
+        return web.json_response(body, status=503 if unhealthy else 200, headers=_NO_CACHE)
 
     async def get_checkpoint(self, request: web.Request) -> web.Response:
         return _note_response(self._notary.latest_checkpoint)
