@@ -118,6 +118,15 @@ class _FeedingConsumer:
     def highwater(self, partition: TopicPartition) -> int | None:
         return None
 
+    def pause(self, *partitions: TopicPartition) -> None:  # the counting sink never fails: nothing waits
+        return None
+
+    def resume(self, *partitions: TopicPartition) -> None:
+        return None
+
+    def seek(self, partition: TopicPartition, offset: int) -> None:
+        return None
+
 
 class _CountingSink:
     name = "bench-counter"

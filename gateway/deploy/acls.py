@@ -81,7 +81,7 @@ SCRAM_MECHANISM: Final = "SCRAM-SHA-512"
 
 ResourceType = Literal["topic", "group", "cluster"]
 Operation = Literal["Read", "Write", "Describe", "IdempotentWrite"]
-TopicRole = Literal["case", "alert", "dlq", "checkpoints"]
+TopicRole = Literal["case", "alert", "delivery", "dlq", "checkpoints"]
 
 _OPERATION_ORDER: Final = {"Read": 0, "Write": 1, "Describe": 2, "IdempotentWrite": 3}
 _RESOURCE_ORDER: Final = {"cluster": 0, "group": 1, "topic": 2}

@@ -97,7 +97,12 @@ def test_a_party_writes_only_its_own_topics(case: tuple[Registry, Rendered]) -> 
             continue
         assert parse_topic(acl.resource_name).party == acl.principal.removeprefix("User:xchg-"), acl
     ministry = {a.resource_name for a in rendered.acls_for("User:xchg-kemlu") if a.operation == "Write"}
-    assert ministry == {"xchg.kemlu.case.v1", "xchg.kemlu.alert.v1", "xchg.kemlu.dlq.v1"}
+    assert ministry == {
+        "xchg.kemlu.case.v1",
+        "xchg.kemlu.alert.v1",
+        "xchg.kemlu.delivery.v1",
+        "xchg.kemlu.dlq.v1",
+    }
     assert prefix_conflicts(registry)["kemlu"] == ["kemlu.kbri-kuala-lumpur", "kemlu.kbri-kuching"]
 
 
