@@ -140,7 +140,7 @@ class SinkHealth:
         self._first_event = None
 
     def failed(self, error: SinkError, now: float, event: object = None) -> float:
-        """A transient failure of ``event`` (any key) at ``now``; returns the delay before the next attempt."""
+        """A transient failure of ``event`` (any key) at ``now``; returns the delay before the next try."""
         self.failures += 1
         if self.outage_since is None:
             self.outage_since = now
