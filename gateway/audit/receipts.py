@@ -13,9 +13,10 @@ listed as such, never silently left out.
 The case's proofs (:class:`CaseProofs`) are written as a folder: ``case.json`` (format
 ``xchg-case-proofs/v1``) lists per event its identity, position, the notary's verdict and the file of its
 *publication* receipt (``NNN.publication.tlog-proof``); each event also carries a ``delivery`` list, empty
-for now, where the recipients' signed delivery receipts and their own inclusion receipts go once the
-delivery-receipt issue lands — a proof of receipt next to the proof of publication, same folder, same
-manifest. Nothing in it is personal data: ids, types, times, positions, digests, verdicts.
+for now in the case folder. For one event, :func:`event_and_delivery_proofs` (``gateway audit prove EVENT_ID
+--delivery``) finds the recipients' signed delivery receipts in the log and proves their inclusion too: a
+proof of receipt next to the proof of publication. Nothing in it is personal data: ids, types, times,
+positions, digests, verdicts.
 """
 
 from __future__ import annotations
@@ -34,13 +35,16 @@ from gateway.audit.note import Note, NoteVerifier
 from gateway.audit.proof import create_proof, verify_proof
 from gateway.audit.report import iso_time
 from gateway.audit.tiles import TileLog
+from gateway.contract.receipt import OUTCOMES, RECEIPT_TYPE, receipt_id
 from gateway.errors import GatewayError, Reason
 
 __all__ = [
     "CASE_PROOFS_FORMAT",
     "CaseEvent",
     "CaseProofs",
+    "DeliveryProof",
     "case_proofs",
+    "event_and_delivery_proofs",
     "event_receipt",
     "latest_checkpoint",
 ]
@@ -82,6 +86,55 @@ def event_receipt(directory: Path, event_id: str, source: str | None = None) -> 
             if leaf.id == event_id and (source is None or leaf.source == source):
                 return create_proof(log, index, note, extra=entry)
     return None
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryProof:
+    """A recipient's signed delivery receipt for an event, found in the log, with its inclusion proof."""
+
+    party: str
+    outcome: str
+    receipt_id: str
+    leaf: Leaf
+    proof: bytes
+
+
+def event_and_delivery_proofs(
+    directory: Path, event_id: str, source: str | None = None
+) -> tuple[bytes, Leaf, list[DeliveryProof]] | None:
+    """Proof of publication and proofs of receipt (X-Road-style non-repudiation of receipt).
+
+    The publication proof is :func:`event_receipt`'s. A delivery receipt (``id.trafficking.delivery.receipt``
+    accepted by the notary: signed by its issuer, who may publish receipts) belongs to the event when its
+    CloudEvents id is :func:`gateway.contract.receipt.receipt_id` of its issuer, the event's source and id,
+    its outcome and the *logged* record's digest: the issuer signed that id, so it acknowledged exactly the
+    record the log holds. None when the event is not below the latest checkpoint.
+    """
+    note, checkpoint = latest_checkpoint(directory)
+    found: tuple[int, Leaf, bytes] | None = None
+    candidates: list[tuple[int, Leaf, bytes]] = []
+    with TileLog.open(directory, read_only=True) as log:
+        for index, entry in enumerate(log.iter_entries(0, min(checkpoint.size, log.size))):
+            leaf = Leaf.decode(entry)
+            if found is None and leaf.id == event_id and (source is None or leaf.source == source):
+                found = (index, leaf, entry)
+            elif leaf.type == RECEIPT_TYPE and leaf.verdict == "accepted" and leaf.source:
+                candidates.append((index, leaf, entry))
+        if found is None:
+            return None
+        index, event, entry = found
+        publication = create_proof(log, index, note, extra=entry)
+        proofs: list[DeliveryProof] = []
+        seen: set[str] = set()
+        for index, leaf, entry in candidates:
+            for outcome in OUTCOMES:
+                issuer, origin = leaf.source or "", event.source or ""
+                rid = receipt_id(issuer, origin, event_id, outcome, event.record_sha256)
+                if leaf.id == rid and rid not in seen:
+                    seen.add(rid)
+                    proof = create_proof(log, index, note, extra=entry)
+                    proofs.append(DeliveryProof(leaf.source or "", outcome, rid, leaf, proof))
+    return publication, event, proofs
 
 
 @dataclass(frozen=True, slots=True)
