@@ -63,7 +63,18 @@ async def test_demo_plays_the_scenario_and_leaks_nothing(tmp_path: Path, capture
     result = await run_scenario(directory=tmp_path / "demo", once=True, out=out)
 
     assert set(result.summary) == set(PARTIES)
-    assert all(row["rejected"] == 0 for row in result.summary.values())
+    # the one rejection is the forged delivery receipt, dead-lettered at the party it pretends to answer
+    assert {party: row["rejected"] for party, row in result.summary.items()} == {
+        party: int(party == "kemensos") for party in PARTIES
+    }
+    assert result.forged_receipt == "receipt.unknown-event"
+    # every event ended with a signed receipt from each running recipient, at its sender
+    assert set(result.deliveries) == set(PARTIES)
+    answered = [row for rows in result.deliveries.values() for row in rows.values()]
+    assert answered
+    assert all(row["waiting"] == 0 for row in answered)
+    assert sum(row["delivered"] for row in answered) > 10
+    assert "Signed delivery receipts, per sender" in out.getvalue()
     # Kemensos' case system got the embassy's referrals and plans, in its own shape, names unsealed
     kinds = {case["jenis_data"] for case in result.kemensos_cases}
     assert kinds == {"rujukan", "rencana_kepulangan"}

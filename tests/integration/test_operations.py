@@ -48,6 +48,7 @@ KCH, READER = "kemlu.kbri-kuching", "kemensos"
 REFERRAL = "id.trafficking.case.referral"
 CHECKS = [
     "kafka", "signing-key", "registry", "schemas", "outbox-backlog", "consumer-lag", "tasks", "dead-letters",
+    "producer", "sinks",
 ]  # fmt: skip
 
 

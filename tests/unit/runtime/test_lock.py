@@ -43,7 +43,7 @@ def test_a_killed_holder_leaves_no_stale_lock(tmp_path: Path) -> None:
         print("locked", flush=True)
         time.sleep(60)
     """)
-    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)  # noqa: S603
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
     try:
         assert child.stdout is not None
         assert child.stdout.readline().strip() == b"locked"
