@@ -48,6 +48,7 @@ REDRIVE_DIR: Final = "redrive"
 _REQUEST: Final = ".request.json"
 _RESULT: Final = ".result.json"
 _MAX_POSITIONS: Final = 100_000
+_CHUNK: Final = 500
 
 
 def submit_request(data_dir: Path, positions: Sequence[tuple[int, int]]) -> str:
@@ -131,14 +132,15 @@ class RedriveService:
             self._kafka, self._topic, select=Selection(positions=frozenset(positions))
         )
         found = {(letter.partition, letter.offset): letter for letter in letters}
+        ordered = sorted(positions)
+        outcomes: list[tuple[str, str]] = []
+        # handed to the loop a chunk at a time, in dead-letter order: it takes a whole chunk between two
+        # fetches (one at a time would cost a fetch wait each)
+        for start in range(0, len(ordered), _CHUNK):
+            chunk = ordered[start : start + _CHUNK]
+            outcomes += await asyncio.gather(*(self._redrive(found.get(position)) for position in chunk))
         results = []
-        for position in sorted(positions):
-            letter = found.get(position)
-            outcome: tuple[str, str]
-            if letter is None:
-                outcome = ("gone", "no dead letter at this position (purged, or past the retention)")
-            else:
-                outcome = await self._redrive(letter)
+        for position, outcome in zip(ordered, outcomes, strict=True):
             self._metrics.redriven.labels(result=outcome[0]).inc()
             results.append({"position": f"{position[0]}:{position[1]}", "result": outcome[0],
                             "detail": outcome[1]})  # fmt: skip
@@ -159,6 +161,8 @@ class RedriveService:
         request.unlink()
 
     async def _redrive(self, letter: Any) -> tuple[str, str]:
+        if letter is None:
+            return "gone", "no dead letter at this position (purged, or past the retention)"
         try:
             record: Any = letter.original()
         except GatewayError:
