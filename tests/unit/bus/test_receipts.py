@@ -4,26 +4,35 @@ Offline: the issuer's publish is a recorder. Checked: every finished record of a
 receipt that the contract accepts (schema, no personal data), journaled before its outcome is noted and
 published at the flush; a crash between the two replays the journal at the next start with the same receipt
 ids (a receipt is never lost nor doubled); receipts themselves are never receipted; a rejected record gets a
-receipt only when it names a registered source other than us. (The sender's side, matching and refusing
-receipts on a real broker: tests/integration/test_delivery_receipts.py.)
+receipt only when it names a registered source other than us. The sender's ledger, over a real outbox
+database: receipts for unknown events, naming another record or from a party that cannot have read the
+event are refused and mark nothing; matching ones complete the event and clear the unacknowledged gauge
+(on a real broker: tests/integration/test_delivery_receipts.py).
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
 from aiokafka import TopicPartition
 
+from gateway.bus.database import Database
 from gateway.bus.metrics import GatewayMetrics
-from gateway.bus.receipts import ReceiptIssuer
+from gateway.bus.outbox import Outbox
+from gateway.bus.receipts import DeliveryLedger, ReceiptIssuer, delivery_status
 from gateway.contract.envelope import Envelope
-from gateway.contract.receipt import RECEIPT_TYPE, receipt_id, record_digest
+from gateway.contract.policy import topic_for
+from gateway.contract.receipt import RECEIPT_TYPE, receipt_data, receipt_id, record_digest
+from gateway.contract.verify import Accepted
+from gateway.errors import Reason
 from tests.doubles import FakeRecord
 from tests.world import World, example
 
 KCH = "kemlu.kbri-kuching"
 TP = TopicPartition("xchg.kemlu.kbri-kuching.alert.v1", 2)
+CASES = "xchg.kemlu.kbri-kuching.case.v1"
 
 
 class Recorder:
@@ -103,3 +112,73 @@ async def test_receipts_and_anonymous_rejections_get_no_receipt(tmp_path: Path) 
         ("iom", "rejected", "sig.missing")
     ]
     receipts.close()
+
+
+def gauge(metrics: GatewayMetrics) -> float:
+    return sum(s.value for m in metrics.unacknowledged.collect() for s in m.samples)
+
+
+# ---- the sender's side, offline: the ledger over a real outbox database ------------------------------
+async def test_the_ledger_takes_matching_receipts_refuses_the_rest_and_counts_the_unacknowledged(
+    tmp_path: Path,
+) -> None:
+    world = World.build()
+    database = Database(tmp_path / "outbox.db", durable=True)
+    await database.open()
+    outbox = Outbox(database)
+    await outbox.attach()
+    metrics = GatewayMetrics(party=KCH)
+    ledger = DeliveryLedger(database, party=KCH, registry=world.registry, metrics=metrics)
+    await ledger.attach()
+    try:
+        referral = example("case.referral", "1.0")[0][1]
+        event = world.event("id.trafficking.case.referral", referral, by=KCH, recipients=["kemensos"])
+        await outbox.put(CASES, event, expected=("kemensos", "iom"))
+        sent = delivery_status(tmp_path / "outbox.db", event.id)
+        assert sent is not None
+        assert sent.state() == {"iom": "waiting", "kemensos": "waiting"}
+        late, _ = await ledger.sweep(unacknowledged_after=60, now=time.time() + 120)
+        assert late == 1
+        assert gauge(metrics) == 1
+
+        def receipt(by: str, *, event_id: str = event.id, digest: str = sent.record_sha256) -> Accepted:
+            data = receipt_data(
+                event_id=event_id, event_source=KCH, event_type=event.type, digest=digest,
+                read_from=(CASES, 2, 41), outcome="delivered", reason=None,
+                finished_at="2026-12-01T08:00:00Z",
+            )  # fmt: skip
+            signed = world.event(
+                RECEIPT_TYPE, data, by=by, event_id=receipt_id(by, KCH, event_id, "delivered", digest)
+            )
+            wire = signed.to_kafka()
+            verdict = world.verifier(KCH).verify_kafka(
+                wire.value, wire.headers, wire.key, topic=topic_for(by, "delivery", 1)
+            )
+            assert isinstance(verdict, Accepted), verdict
+            return verdict
+
+        # KBRI Kuala Lumpur may not read KBRI Kuching's case topic
+        refused = [
+            await ledger.take(receipt("iom", event_id="never-sent")),
+            await ledger.take(receipt("kemensos", digest="0" * 64)),
+            await ledger.take(receipt("kemlu.kbri-kuala-lumpur")),
+        ]
+        assert [r.reason if r else None for r in refused] == [
+            Reason.RECEIPT_UNKNOWN_EVENT, Reason.RECEIPT_DIGEST_MISMATCH, Reason.RECEIPT_NOT_A_RECIPIENT,
+        ]  # fmt: skip
+        await ledger.flush()
+        status = delivery_status(tmp_path / "outbox.db", event.id)
+        assert status is not None
+        assert status.state() == {"iom": "waiting", "kemensos": "waiting"}  # nothing refused marked anything
+
+        assert await ledger.take(receipt("kemensos")) is None
+        assert await ledger.take(receipt("iom")) is None
+        await ledger.flush()
+        status = delivery_status(tmp_path / "outbox.db", event.id)
+        assert status is not None
+        assert status.complete
+        late, _ = await ledger.sweep(unacknowledged_after=60, now=time.time() + 120)
+        assert late == 0
+        assert gauge(metrics) == 0
+    finally:
+        await database.close()
