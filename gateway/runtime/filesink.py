@@ -48,13 +48,12 @@ def file_name(source: str, event_id: str) -> str:
 
 
 class FileSink:
-    """Write each event as one JSON file in ``directory`` (created 0700 if absent)."""
+    """Write each event as one JSON file in ``directory`` (created 0700 on first use if absent)."""
 
     def __init__(self, directory: Path, *, name: str = "file", formulas: FormulaMode = "flag") -> None:
         self.name = name
         self.directory = Path(directory)
         self.formulas = formulas
-        self.directory.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
 
     async def deliver(self, accepted: Accepted) -> None:
         cells = accepted.formula_cells
@@ -67,12 +66,17 @@ class FileSink:
             document["formula_cells"] = sorted(cells)
         target = self.directory / file_name(accepted.event.source, accepted.event.id)
         try:
-            await asyncio.to_thread(write_atomically, target, canonical_json(document))
+            await asyncio.to_thread(self._write, target, canonical_json(document))
         except OSError as exc:
             raise SinkError(f"sink {self.name}: cannot write ({type(exc).__name__})", retryable=True) from exc
         _log.debug(
             "file_sink.written", sink=self.name, event_id=accepted.event.id, source=accepted.event.source
         )
+
+    def _write(self, target: Path, content: bytes) -> None:
+        if not self.directory.is_dir():  # created on first use, so building the sink has no side effect
+            self.directory.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
+        write_atomically(target, content)
 
     async def close(self) -> None:
         return None
