@@ -51,6 +51,7 @@ from gateway.contract.canonical import canonical_json
 from gateway.contract.strictjson import parse_json
 from gateway.errors import GatewayError, Reason
 from gateway.runtime.intake import MARKER_SUFFIX, FileWatch, IntakeBounds, file_ref, read_bounded
+from gateway.runtime.quarantine import explained, text_report
 from gateway.runtime.sources import PublishFn, QuarantineFn
 
 __all__ = [
@@ -518,12 +519,14 @@ class DropFolderSource(abc.ABC):
         if not path.exists():
             return None
         destination = self._unique_done_name(path.name)
-        if rejections:
+        if rejections:  # for machines (JSON Lines) and for the clerk (text, Indonesian and English)
             report = b"".join(
-                canonical_json(self.quarantine_record(ref, number, rejection)) + b"\n"
+                canonical_json(explained(self.quarantine_record(ref, number, rejection), rejection)) + b"\n"
                 for number, rejection in rejections
             )
             write_atomically(self.quarantine / f"{destination.name}.rejected.jsonl", report)
+            text = text_report(ref, self.record_word, rejections)
+            write_atomically(self.quarantine / f"{destination.name}.rejected.txt", text.encode("utf-8"))
         try:
             path.rename(destination)
         except FileNotFoundError:
