@@ -397,3 +397,19 @@ def test_invalid_configuration(tmp_path: Path, kwargs: dict[str, Any]) -> None:
     with pytest.raises(GatewayError) as info:
         FileDropSource(tmp_path, bounds=IMMEDIATE, **kwargs)
     assert info.value.reason is Reason.CONFIG_INVALID
+
+
+async def test_a_large_file_logs_its_progress_then_a_summary(tmp_path: Path, publish: FakePublish) -> None:
+    ticks = iter(range(0, 10_000, 4))  # every reading of the clock is 4 s later: no sleeping, no timing
+    source = FileDropSource(tmp_path, bounds=IMMEDIATE, name="bulk", clock=lambda: float(next(ticks)))
+    drop(source, "bulk.jsonl", [good(n) for n in range(1, 401)])
+    with capture_logs() as logs:
+        assert await source.process_pending(publish) == 1
+    progress = [e for e in logs if e["event"] == "file_drop.file_progress"]
+    assert progress
+    assert all(set(e) >= {"file", "read", "published", "quarantined"} for e in progress)
+    assert [e["read"] for e in progress] == sorted(e["read"] for e in progress)
+    assert all(0 < e["read"] <= 400 for e in progress)
+    (done,) = [e for e in logs if e["event"] == "file_drop.file_done"]
+    assert (done["published"], done["quarantined"]) == (400, 0)
+    assert SYNTHETIC_NAME not in json.dumps(logs, default=str)
