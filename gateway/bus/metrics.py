@@ -67,8 +67,10 @@ class GatewayMetrics:
         "publish_latency",
         "published",
         "quarantined",
+        "readiness",
         "registry",
         "rejected",
+        "signing_key_expiry",
         "sink_failures",
         "task_restarts",
     )
@@ -146,6 +148,20 @@ class GatewayMetrics:
             "xchg_task_restarts_total",
             "Restarts of a long-running task (sender, consumer, a source) after it raised.",
             ["task"],
+            registry=r,
+        )
+
+        # operations (gateway/runtime/ops.py): what alert rules need besides the counters above
+        self.readiness = Gauge(
+            "xchg_readiness_check",
+            "1 while a readiness check passes, 0 while it fails (as of the last /readyz or status sample).",
+            ["check"],
+            registry=r,
+        )
+        self.signing_key_expiry = Gauge(
+            "xchg_signing_key_expiry_timestamp_seconds",
+            "When the gateway's signing key expires or is revoked (Unix time; absent: never).",
+            ["kid"],
             registry=r,
         )
 
