@@ -77,11 +77,13 @@ class GatewayMetrics:
         "publish_latency",
         "published",
         "quarantined",
+        "readiness",
         "receipts_issued",
         "receipts_received",
         "redriven",
         "registry",
         "rejected",
+        "signing_key_expiry",
         "sink_failures",
         "task_restarts",
         "unacknowledged",
@@ -180,13 +182,13 @@ class GatewayMetrics:
             registry=r,
         )
         self.unacknowledged = Gauge(
-            "xchg_events_unacknowledged",
+            "xchg_unacknowledged_events",
             "Own events published longer ago than receipts.unacknowledged_after_seconds that still lack a "
             "receipt from a recipient they expect one from.",
             registry=r,
         )
         self.undelivered = Gauge(
-            "xchg_events_undelivered",
+            "xchg_undelivered_events",
             "Own events a recipient reported rejected or dead-lettered (and has not since delivered), by the "
             "outcome it reported.",
             ["outcome"],
@@ -198,6 +200,20 @@ class GatewayMetrics:
             "xchg_task_restarts_total",
             "Restarts of a long-running task (sender, consumer, a source) after it raised.",
             ["task"],
+            registry=r,
+        )
+
+        # operations (gateway/runtime/ops.py): what alert rules need besides the counters above
+        self.readiness = Gauge(
+            "xchg_readiness_check",
+            "1 while a readiness check passes, 0 while it fails (as of the last /readyz or status sample).",
+            ["check"],
+            registry=r,
+        )
+        self.signing_key_expiry = Gauge(
+            "xchg_signing_key_expiry_timestamp_seconds",
+            "When the gateway's signing key expires or is revoked (Unix time; absent: never).",
+            ["kid"],
             registry=r,
         )
 
@@ -226,7 +242,8 @@ class GatewayMetrics:
 
 
 class _SinkCollector(Collector):
-    """``xchg_sink_state{sink,state}`` (1 for the current state), ``xchg_sink_consecutive_failures{sink}``,
+    """``xchg_sink_state{sink,state}`` (1 for the current state), ``xchg_sink_circuit_open{sink}`` (1 unless
+    closed), ``xchg_sink_consecutive_failures{sink}``,
     ``xchg_sink_outage_seconds{sink}`` and ``xchg_sink_waiting_events{sink}``, computed at scrape time (an
     open breaker turns half-open with time, not with an event)."""
 
@@ -255,13 +272,19 @@ class _SinkCollector(Collector):
             "Events at the head of a paused partition waiting for the sink.",
             labels=["sink"],
         )
+        circuit = GaugeMetricFamily(
+            "xchg_sink_circuit_open",
+            "1 while the sink's circuit breaker is open or half-open (its system is down), else 0.",
+            labels=["sink"],
+        )
         for name, current, in_a_row, seconds, heads in rows:
+            circuit.add_metric([name], 0.0 if current == "closed" else 1.0)
             for candidate in SINK_STATES:
                 state.add_metric([name, candidate], 1.0 if candidate == current else 0.0)
             failures.add_metric([name], float(in_a_row))
             outage.add_metric([name], seconds)
             waiting.add_metric([name], float(heads))
-        yield from (state, failures, outage, waiting)
+        yield from (state, circuit, failures, outage, waiting)
 
     def describe(self) -> Iterator[GaugeMetricFamily]:
         return iter(())

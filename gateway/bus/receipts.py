@@ -21,7 +21,7 @@ with ``receipt.unknown-event``, ``receipt.not-a-recipient`` or ``receipt.digest-
 nothing: a forged or misdirected receipt never makes an event look delivered. Accepted receipts are kept
 per event and issuer (table ``receipts`` next to ``sent_events`` in the outbox database, written once per
 fetch); :func:`delivery_status` answers ``gateway status EVENT_ID`` from it and :meth:`DeliveryLedger.sweep`
-sets ``xchg_events_unacknowledged`` and ``xchg_events_undelivered``.
+sets ``xchg_unacknowledged_events`` and ``xchg_undelivered_events``.
 
 Which receipts an event expects: from the recipients it is sealed for when it names any, else from every
 party the registry lets read its topic (the publisher records them). ``delivered`` means verified and handed
