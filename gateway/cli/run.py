@@ -12,8 +12,10 @@ from typing import Any
 import structlog
 
 from gateway.cli.delivery import EMBEDDED_ADDRESS_FILE
+from gateway.errors import GatewayError, Reason
 from gateway.runtime.config import GatewayConfig, env_overrides
 from gateway.runtime.gateway import Gateway
+from gateway.runtime.lock import holder
 from gateway.runtime.logs import configure_logging
 from gateway.runtime.signals import stop_on_signals
 from gateway.sandbox.broker import EmbeddedBroker
@@ -48,6 +50,13 @@ async def _run_gateway(config: GatewayConfig) -> None:
     broker: EmbeddedBroker | None = None
     kafka = config.kafka
     if kafka.embedded:
+        running = holder(config.data_dir)  # before a second broker would write into this data_dir's log
+        if running is not None:
+            raise GatewayError(
+                Reason.ALREADY_RUNNING,
+                f"{config.data_dir} is in use by another gateway process (pid {running}); one process per "
+                "data_dir",
+            )
         broker = EmbeddedBroker(log_path=config.data_dir / "embedded-broker.log")
         config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         await broker.start()
