@@ -273,8 +273,9 @@ async def purge(kafka: KafkaSettings, letters: Sequence[DeadLetter]) -> Mapping[
     except (KafkaError, OSError) as exc:
         raise GatewayError(
             Reason.BUS_UNAVAILABLE,
-            f"the broker did not delete the records ({type(exc).__name__}); the embedded broker (Tansu) "
-            "does not implement DeleteRecords: nothing was deleted",
+            f"the broker did not delete the records ({type(exc).__name__}): nothing was deleted (the "
+            "embedded broker, Tansu, does not implement DeleteRecords; on Kafka, check the principal's "
+            "Delete permission on the topic)",
         ) from exc
     finally:
         await admin.close()
