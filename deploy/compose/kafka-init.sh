@@ -87,7 +87,7 @@ kafka kafka-acls.sh --add --allow-principal User:xchg-iom --allow-host '*' --ope
 echo 'kafka-init: ACLs of User:xchg-iom on 1 group resource(s)'
 kafka kafka-acls.sh --add --allow-principal User:xchg-iom --allow-host '*' --operation Write --operation Describe --topic xchg.iom.alert.v1 --topic xchg.iom.case.v1 --topic xchg.iom.delivery.v1 --resource-pattern-type literal >/dev/null
 echo 'kafka-init: ACLs of User:xchg-iom on 3 topic resource(s)'
-kafka kafka-acls.sh --add --allow-principal User:xchg-iom --allow-host '*' --operation Read --operation Write --operation Describe --topic xchg.iom.dlq.v1 --resource-pattern-type literal >/dev/null
+kafka kafka-acls.sh --add --allow-principal User:xchg-iom --allow-host '*' --operation Read --operation Write --operation Describe --operation Delete --topic xchg.iom.dlq.v1 --resource-pattern-type literal >/dev/null
 echo 'kafka-init: ACLs of User:xchg-iom on 1 topic resource(s)'
 kafka kafka-acls.sh --add --allow-principal User:xchg-iom --allow-host '*' --operation Read --operation Describe --topic xchg.kemensos.alert.v1 --topic xchg.kemensos.case.v1 --topic xchg.kemensos.delivery.v1 --topic xchg.kemlu.alert.v1 --topic xchg.kemlu.case.v1 --topic xchg.kemlu.delivery.v1 --topic xchg.kemlu.kbri-kuala-lumpur.alert.v1 --topic xchg.kemlu.kbri-kuala-lumpur.case.v1 --topic xchg.kemlu.kbri-kuala-lumpur.delivery.v1 --topic xchg.kemlu.kbri-kuching.alert.v1 --topic xchg.kemlu.kbri-kuching.case.v1 --topic xchg.kemlu.kbri-kuching.delivery.v1 --resource-pattern-type literal >/dev/null
 echo 'kafka-init: ACLs of User:xchg-iom on 12 topic resource(s)'
@@ -99,7 +99,7 @@ kafka kafka-acls.sh --add --allow-principal User:xchg-kemensos --allow-host '*' 
 echo 'kafka-init: ACLs of User:xchg-kemensos on 12 topic resource(s)'
 kafka kafka-acls.sh --add --allow-principal User:xchg-kemensos --allow-host '*' --operation Write --operation Describe --topic xchg.kemensos.alert.v1 --topic xchg.kemensos.case.v1 --topic xchg.kemensos.delivery.v1 --resource-pattern-type literal >/dev/null
 echo 'kafka-init: ACLs of User:xchg-kemensos on 3 topic resource(s)'
-kafka kafka-acls.sh --add --allow-principal User:xchg-kemensos --allow-host '*' --operation Read --operation Write --operation Describe --topic xchg.kemensos.dlq.v1 --resource-pattern-type literal >/dev/null
+kafka kafka-acls.sh --add --allow-principal User:xchg-kemensos --allow-host '*' --operation Read --operation Write --operation Describe --operation Delete --topic xchg.kemensos.dlq.v1 --resource-pattern-type literal >/dev/null
 echo 'kafka-init: ACLs of User:xchg-kemensos on 1 topic resource(s)'
 kafka kafka-acls.sh --add --allow-principal User:xchg-kemlu --allow-host '*' --operation IdempotentWrite --cluster --resource-pattern-type literal >/dev/null
 echo 'kafka-init: ACLs of User:xchg-kemlu on 1 cluster resource(s)'
@@ -109,7 +109,7 @@ kafka kafka-acls.sh --add --allow-principal User:xchg-kemlu --allow-host '*' --o
 echo 'kafka-init: ACLs of User:xchg-kemlu on 12 topic resource(s)'
 kafka kafka-acls.sh --add --allow-principal User:xchg-kemlu --allow-host '*' --operation Write --operation Describe --topic xchg.kemlu.alert.v1 --topic xchg.kemlu.case.v1 --topic xchg.kemlu.delivery.v1 --resource-pattern-type literal >/dev/null
 echo 'kafka-init: ACLs of User:xchg-kemlu on 3 topic resource(s)'
-kafka kafka-acls.sh --add --allow-principal User:xchg-kemlu --allow-host '*' --operation Read --operation Write --operation Describe --topic xchg.kemlu.dlq.v1 --resource-pattern-type literal >/dev/null
+kafka kafka-acls.sh --add --allow-principal User:xchg-kemlu --allow-host '*' --operation Read --operation Write --operation Describe --operation Delete --topic xchg.kemlu.dlq.v1 --resource-pattern-type literal >/dev/null
 echo 'kafka-init: ACLs of User:xchg-kemlu on 1 topic resource(s)'
 kafka kafka-acls.sh --add --allow-principal User:xchg-kemlu.kbri-kuala-lumpur --allow-host '*' --operation IdempotentWrite --cluster --resource-pattern-type literal >/dev/null
 echo 'kafka-init: ACLs of User:xchg-kemlu.kbri-kuala-lumpur on 1 cluster resource(s)'
@@ -119,7 +119,7 @@ kafka kafka-acls.sh --add --allow-principal User:xchg-kemlu.kbri-kuala-lumpur --
 echo 'kafka-init: ACLs of User:xchg-kemlu.kbri-kuala-lumpur on 10 topic resource(s)'
 kafka kafka-acls.sh --add --allow-principal User:xchg-kemlu.kbri-kuala-lumpur --allow-host '*' --operation Write --operation Describe --topic xchg.kemlu.kbri-kuala-lumpur.alert.v1 --topic xchg.kemlu.kbri-kuala-lumpur.case.v1 --topic xchg.kemlu.kbri-kuala-lumpur.delivery.v1 --resource-pattern-type literal >/dev/null
 echo 'kafka-init: ACLs of User:xchg-kemlu.kbri-kuala-lumpur on 3 topic resource(s)'
-kafka kafka-acls.sh --add --allow-principal User:xchg-kemlu.kbri-kuala-lumpur --allow-host '*' --operation Read --operation Write --operation Describe --topic xchg.kemlu.kbri-kuala-lumpur.dlq.v1 --resource-pattern-type literal >/dev/null
+kafka kafka-acls.sh --add --allow-principal User:xchg-kemlu.kbri-kuala-lumpur --allow-host '*' --operation Read --operation Write --operation Describe --operation Delete --topic xchg.kemlu.kbri-kuala-lumpur.dlq.v1 --resource-pattern-type literal >/dev/null
 echo 'kafka-init: ACLs of User:xchg-kemlu.kbri-kuala-lumpur on 1 topic resource(s)'
 kafka kafka-acls.sh --add --allow-principal User:xchg-kemlu.kbri-kuching --allow-host '*' --operation IdempotentWrite --cluster --resource-pattern-type literal >/dev/null
 echo 'kafka-init: ACLs of User:xchg-kemlu.kbri-kuching on 1 cluster resource(s)'
@@ -129,7 +129,7 @@ kafka kafka-acls.sh --add --allow-principal User:xchg-kemlu.kbri-kuching --allow
 echo 'kafka-init: ACLs of User:xchg-kemlu.kbri-kuching on 10 topic resource(s)'
 kafka kafka-acls.sh --add --allow-principal User:xchg-kemlu.kbri-kuching --allow-host '*' --operation Write --operation Describe --topic xchg.kemlu.kbri-kuching.alert.v1 --topic xchg.kemlu.kbri-kuching.case.v1 --topic xchg.kemlu.kbri-kuching.delivery.v1 --resource-pattern-type literal >/dev/null
 echo 'kafka-init: ACLs of User:xchg-kemlu.kbri-kuching on 3 topic resource(s)'
-kafka kafka-acls.sh --add --allow-principal User:xchg-kemlu.kbri-kuching --allow-host '*' --operation Read --operation Write --operation Describe --topic xchg.kemlu.kbri-kuching.dlq.v1 --resource-pattern-type literal >/dev/null
+kafka kafka-acls.sh --add --allow-principal User:xchg-kemlu.kbri-kuching --allow-host '*' --operation Read --operation Write --operation Describe --operation Delete --topic xchg.kemlu.kbri-kuching.dlq.v1 --resource-pattern-type literal >/dev/null
 echo 'kafka-init: ACLs of User:xchg-kemlu.kbri-kuching on 1 topic resource(s)'
 kafka kafka-acls.sh --add --allow-principal User:xchg-notary --allow-host '*' --operation IdempotentWrite --cluster --resource-pattern-type literal >/dev/null
 echo 'kafka-init: ACLs of User:xchg-notary on 1 cluster resource(s)'
@@ -140,4 +140,4 @@ echo 'kafka-init: ACLs of User:xchg-notary on 20 topic resource(s)'
 kafka kafka-acls.sh --add --allow-principal User:xchg-notary --allow-host '*' --operation Read --operation Write --operation Describe --topic xchg.notary.checkpoints.v1 --resource-pattern-type literal >/dev/null
 echo 'kafka-init: ACLs of User:xchg-notary on 1 topic resource(s)'
 
-echo "kafka-init: 21 topics, 6 users, 212 ACLs in place"
+echo "kafka-init: 21 topics, 6 users, 217 ACLs in place"

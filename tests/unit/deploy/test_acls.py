@@ -33,7 +33,7 @@ def expected_acls(registry: Registry, schemas: SchemaStore) -> set[Acl]:
             acls.add((principal, "topic", name, "Describe"))
             if any(party.may_publish(t) for t in types[(kind, major)]):
                 acls.add((principal, "topic", name, "Write"))
-        for operation in ("Read", "Write", "Describe"):
+        for operation in ("Read", "Write", "Describe", "Delete"):  # Delete: `gateway dlq purge`
             acls.add((principal, "topic", f"xchg.{party_id}.dlq.v1", operation))
         reads = {
             f"xchg.{other}.{kind}.v{major}"
