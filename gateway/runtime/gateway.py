@@ -25,7 +25,7 @@ import structlog
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from gateway.bus.admin import ensure_topics
+from gateway.bus.admin import ensure_topics, refused_topics
 from gateway.bus.database import Database
 from gateway.bus.delivery import Sink
 from gateway.bus.inbox import Inbox
@@ -263,9 +263,25 @@ class Gateway:
         if consumer is None:
             return
         self._consumer = consumer
+        await self._report_refused_topics()
         consumer.subscribe(topics=self.topics, listener=CommitOnRevoke(self.subscriber, consumer))
         assert self._producer is not None  # noqa: S101 - set before _producer_ready
         await self.subscriber.run(consumer, self._producer, self._consume_stop)
+
+    async def _report_refused_topics(self) -> None:
+        """Log (``bus.not-authorized``) the topics this party reads that the broker's ACLs refuse it: the
+        consumer would only wait on them in silence (gateway.bus.admin.refused_topics). With SASL only: ACLs
+        name authenticated users, and asking the embedded broker about a missing topic would create it."""
+        if self.kafka.sasl is None:
+            return
+        try:
+            refused = await refused_topics(self.kafka.admin_kwargs(), self.topics)
+        except GatewayError as exc:
+            _log.warning("read permissions not checked", reason=str(exc.reason), detail=exc.detail)
+            return
+        if refused:
+            _log.error("the broker refuses topics this party reads; their events will not arrive",
+                       reason=str(Reason.BUS_NOT_AUTHORIZED), topics=refused, party=self.party)  # fmt: skip
 
     async def _run_source(self, source: Source) -> None:
         delay = 1.0
