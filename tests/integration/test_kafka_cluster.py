@@ -66,13 +66,14 @@ async def read_markers(settings: KafkaSettings, topics: Iterable[str]) -> tuple[
     fetch the broker refused). A topic it may Describe but not Read is refused at the fetch (10 s bound)."""
     pending = {TopicPartition(topic, 0) for topic in topics}
     consumer = AIOKafkaConsumer(**settings.consumer_kwargs(None))
-    await consumer.start()
+    async with asyncio.timeout(30):
+        await consumer.start()
     read: set[str] = set()
     refused: set[str] = set()
     try:
-        consumer.assign(list(pending))
-        await consumer.seek_to_beginning(*pending)
-        async with asyncio.timeout(10):
+        async with asyncio.timeout(20):
+            consumer.assign(list(pending))
+            await consumer.seek_to_beginning(*pending)
             while pending:
                 try:
                     batches = await consumer.getmany(timeout_ms=500)
@@ -131,8 +132,8 @@ async def test_each_party_reads_exactly_what_the_registry_permits(kafka_cluster:
     producer = AIOKafkaProducer(**admin.producer_kwargs())
     await producer.start()
     try:  # one marker record in partition 0 of every topic, written by the super user
-        for topic in topics:
-            await producer.send_and_wait(topic, MARKER, partition=0)
+        async with asyncio.timeout(60):
+            await asyncio.gather(*[await producer.send(topic, MARKER, partition=0) for topic in topics])
     finally:
         await producer.stop()
 
@@ -142,7 +143,8 @@ async def test_each_party_reads_exactly_what_the_registry_permits(kafka_cluster:
     for party in parties:
         settings = kafka_cluster.party(party)
         permitted = {*readable_topics(registry, schemas, party), dlq_topic(party)}
-        hidden = set(await refused_topics(settings.admin_kwargs(), topics))  # not even Describe
+        async with asyncio.timeout(30):
+            hidden = set(await refused_topics(settings.admin_kwargs(), topics))  # not even Describe
         readable, fetch_refused = await read_markers(settings, [t for t in topics if t not in hidden])
         assert readable == permitted, party  # reads what the registry allows, its own DLQ included
         assert hidden | fetch_refused == set(topics) - permitted, party  # the broker refuses all else

@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import concurrent.futures
 import contextlib
 import ctypes
 import ipaddress
@@ -42,11 +43,11 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Final
+from typing import Any, Final, TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -91,6 +92,7 @@ SERVER_JAVA_OPTS: Final = (
     "-Djava.awt.headless=true",
 )
 _PR_SET_PDEATHSIG: Final = 1
+_T = TypeVar("_T")
 
 
 class ClusterError(RuntimeError):
@@ -170,6 +172,13 @@ def _password() -> str:
     return secrets.token_urlsafe(24)
 
 
+def _run_in_thread(make: Callable[[], Coroutine[Any, Any, _T]]) -> _T:
+    """Run a coroutine to completion in a thread of its own (the caller may be inside an event loop: a
+    session fixture first requested by an async test)."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(lambda: asyncio.run(make())).result()
+
+
 def _listening(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.settimeout(1.0)
@@ -240,10 +249,10 @@ class KafkaCluster:
         return path
 
     def settings(
-        self, username: str, password_file: Path, *, ca_file: Path | None = None, **extra: object
+        self, username: str, password_file: Path, *, ca_file: Path | None = None, **extra: Any
     ) -> KafkaSettings:
         """SASL_SSL / SCRAM-SHA-512 client settings for ``username``, TLS verified against the cluster CA."""
-        options: dict[str, object] = {
+        options: dict[str, Any] = {
             "session_timeout_ms": 6_000,  # the broker's group.min.session.timeout.ms
             "heartbeat_interval_ms": 1_000,
             "request_timeout_ms": 15_000,
@@ -256,10 +265,10 @@ class KafkaCluster:
             tls=TlsSettings(ca_file=ca_file or self.ca_file),
             sasl=SaslSettings(mechanism="SCRAM-SHA-512", username=username, password_file=password_file),
             enable_idempotence=True,
-            **options,  # type: ignore[arg-type]  # keyword names and types are KafkaSettings' own checks
+            **options,  # keyword names and values are KafkaSettings' own checks
         )
 
-    def admin_settings(self, **extra: object) -> KafkaSettings:
+    def admin_settings(self, **extra: Any) -> KafkaSettings:
         """Settings of the super user ``admin`` (bootstrapped by ``kafka-storage format --add-scram``)."""
         return self.settings(ADMIN_USER, self.password_file(ADMIN_USER, self.admin_password), **extra)
 
@@ -412,7 +421,7 @@ class KafkaCluster:
         if not all(_listening(self.nodes[i].client_port) for i in want):
             return "client listeners not accepting connections yet"
         try:
-            brokers = asyncio.run(self._registered_brokers())
+            brokers = _run_in_thread(self._registered_brokers)
         except Exception as exc:  # noqa: BLE001 - not up yet: any client error means "retry"
             return f"{type(exc).__name__}: {exc}"
         if brokers >= want:
@@ -679,13 +688,13 @@ class ClusterDeployment:
     cluster: KafkaCluster
     rendering: Rendering
 
-    def admin(self, **extra: object) -> ClusterSettings:
+    def admin(self, **extra: Any) -> ClusterSettings:
         """The super user's settings, knowing every rendered user's password (see ClusterSettings)."""
         base = self.cluster.admin_settings(**extra)
         values = {f.name: getattr(base, f.name) for f in fields(KafkaSettings) if f.init}
         return ClusterSettings(**values, passwords=dict(self.rendering.passwords))
 
-    def party(self, party: str, **extra: object) -> KafkaSettings:
+    def party(self, party: str, **extra: Any) -> KafkaSettings:
         """The settings party ``party``'s gateway connects with (its own SCRAM user)."""
         return self.admin(**extra).for_party(party)
 
