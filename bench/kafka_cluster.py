@@ -13,7 +13,8 @@ It is started once; every run empties the exchange topics first. The runs are th
 ``AIOKafkaProducer`` -> ``AIOKafkaConsumer`` pair moving the same signed bytes. Every client connects as its
 party's own SCRAM user over TLS, with an idempotent producer and ``acks=all``, as in production. Consumers
 use Kafka's default ``fetch.max.wait.ms`` (500 ms): a real broker answers a fetch as soon as records arrive.
-"Broker" CPU and RSS are the three nodes' sums.
+"Broker" CPU and RSS are the three nodes' sums (not counted with ``--attach DIR``, which measures on a cluster
+another process runs, e.g. the test session's: the smoke test in tests/integration/test_kafka_cluster.py).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from bench.end_to_end import _HEADERS, Outcome, Target, _row, _signed_records, r
 from gateway.bus.kafka import KAFKA_FETCH_MAX_WAIT_MS, KafkaSettings
 from gateway.deploy.acls import group_for
 from gateway.sandbox.deployment import SAMPLE_REGISTRY
-from tests.kafka.cluster import ClusterDeployment, KafkaCluster, apply_init_script, render
+from tests.kafka.cluster import ClusterDeployment, KafkaCluster, Rendering, apply_init_script, render
 
 __all__ = ["main"]
 
@@ -65,13 +66,16 @@ async def main_async(args: argparse.Namespace) -> None:
     repetitions = args.repetitions or (1 if args.quick else 3)
     facts = machine()
     records = _signed_records(50 if args.quick else 1000)
-    root = Path(tempfile.mkdtemp(prefix="xchg-bench-kafka-"))
-    cluster = KafkaCluster(root)
+    root = args.attach or Path(tempfile.mkdtemp(prefix="xchg-bench-kafka-"))
+    cluster = KafkaCluster.attach(root) if args.attach else KafkaCluster(root)
     runs: dict[str, list[Outcome]] = {}
     try:
-        await asyncio.to_thread(cluster.start)
-        rendering = await asyncio.to_thread(render, SAMPLE_REGISTRY, root / "rendered")
-        await asyncio.to_thread(apply_init_script, cluster, rendering)
+        if args.attach:
+            rendering = Rendering.load(root / "rendered")
+        else:
+            await asyncio.to_thread(cluster.start)
+            rendering = await asyncio.to_thread(render, SAMPLE_REGISTRY, root / "rendered")
+            await asyncio.to_thread(apply_init_script, cluster, rendering)
         deployment = ClusterDeployment(cluster, rendering)
         pids = [n.process.pid for n in cluster.nodes.values() if n.process is not None]
         target = Target(
@@ -96,8 +100,9 @@ async def main_async(args: argparse.Namespace) -> None:
         await measure(f"raw aiokafka, {args.rate:,.0f}/s offered", "raw", paced, args.rate)
         await measure(f"gateway, {args.rate:,.0f}/s offered", "gateway", paced, args.rate)
     finally:
-        await asyncio.to_thread(cluster.stop)
-        shutil.rmtree(root, ignore_errors=True)
+        if not args.attach:
+            await asyncio.to_thread(cluster.stop)
+            shutil.rmtree(root, ignore_errors=True)
 
     chosen = {label: sorted(outcomes, key=lambda o: o.events_per_second)[len(outcomes) // 2]
               for label, outcomes in runs.items()}  # the run with the median throughput  # fmt: skip
@@ -123,6 +128,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--rate", type=float, default=1000.0, help="events/s offered in the paced run")
     parser.add_argument("--repetitions", type=int, help="full-speed repetitions per side (default 3)")
     parser.add_argument("--concurrency", type=int, default=16, help="publish calls in flight at full speed")
+    parser.add_argument(
+        "--attach",
+        type=Path,
+        help="measure on the cluster `python -m tests.kafka.cluster --dir DIR` runs (broker CPU not counted)",
+    )
     asyncio.run(main_async(parser.parse_args(argv)))
 
 

@@ -77,10 +77,13 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark every test collected from this directory ``integration`` (the marker is registered)."""
+    """Mark every test collected from this directory ``integration`` (the marker is registered), and run the
+    ``kafka_cluster`` tests last: the cluster starts with the first of them and is not left running (three
+    JVMs) while the rest of the suite runs."""
     for item in items:
         if _HERE in Path(str(item.path)).resolve().parents:
             item.add_marker(pytest.mark.integration)
+    items.sort(key=lambda item: item.get_closest_marker("kafka_cluster") is not None)
 
 
 def _external_kafka() -> str | None:
@@ -232,6 +235,7 @@ def kafka_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterD
     cluster = KafkaCluster(root)
     cluster.start()
     try:
+        cluster.save()  # so that a benchmark can attach (bench/kafka_cluster.py --attach)
         rendering = render(SAMPLE_REGISTRY, root / "rendered")
         apply_init_script(cluster, rendering)
         yield ClusterDeployment(cluster, rendering)
