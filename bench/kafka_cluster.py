@@ -73,7 +73,7 @@ async def main_async(args: argparse.Namespace) -> None:
         if args.attach:
             rendering = Rendering.load(root / "rendered")
         else:
-            await asyncio.to_thread(cluster.start)
+            cluster.start()  # in this (main) thread: the nodes die with the thread that started them
             rendering = await asyncio.to_thread(render, SAMPLE_REGISTRY, root / "rendered")
             await asyncio.to_thread(apply_init_script, cluster, rendering)
         deployment = ClusterDeployment(cluster, rendering)
@@ -101,7 +101,7 @@ async def main_async(args: argparse.Namespace) -> None:
         await measure(f"gateway, {args.rate:,.0f}/s offered", "gateway", paced, args.rate)
     finally:
         if not args.attach:
-            await asyncio.to_thread(cluster.stop)
+            cluster.stop()
             shutil.rmtree(root, ignore_errors=True)
 
     chosen = {label: sorted(outcomes, key=lambda o: o.events_per_second)[len(outcomes) // 2]

@@ -92,9 +92,10 @@ async def test_a_killed_node_loses_no_event_and_duplicates_none(
         await eventually(
             lambda: delivered() >= RESTART_AT, timeout=180, what=f"{RESTART_AT} deliveries, node {node} down"
         )
-        restart = asyncio.create_task(asyncio.to_thread(cluster.restart, node))
+        cluster.spawn(node)  # from the event loop's (main) thread; waiting for it runs in a worker thread
+        back = asyncio.create_task(asyncio.to_thread(cluster.wait_back, 120.0))
         await publish(*PHASES[2])
-        await restart
+        await back
         assert sorted(cluster.running()) == [1, 2, 3]
         await eventually(lambda: delivered() >= EVENTS, timeout=240, what=f"all {EVENTS} deliveries")
 

@@ -41,6 +41,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
@@ -346,12 +347,56 @@ class KafkaCluster:
         node.process = None
 
     def restart(self, node_id: int, timeout: float = 90.0) -> None:
-        """Start a killed node again on the same ports and data, and wait until the cluster has it back."""
+        """Start a killed node again on the same ports and data; wait until it is a registered broker again
+        and every partition's replicas are back in sync."""
+        self.spawn(node_id)
+        self.wait_back(timeout)
+
+    def spawn(self, node_id: int) -> None:
+        """Start a stopped or killed node again on its ports and data, without waiting (:meth:`wait_back`
+        waits). Call it from the main thread (see :meth:`_spawn`)."""
         node = self.nodes[node_id]
         if node.process is not None and node.process.poll() is None:
             raise ClusterError(f"node {node_id} is still running")
         self._spawn(node)
+
+    def wait_back(self, timeout: float = 90.0) -> None:
+        """Until every running node is a registered broker and every partition's replicas are in sync."""
+        deadline = time.monotonic() + timeout
         self.wait_ready(timeout)
+        self.wait_in_sync(max(1.0, deadline - time.monotonic()))
+
+    def wait_in_sync(self, timeout: float) -> None:
+        """Until every partition of every topic has all its replicas in sync again (a restarted node has
+        caught up), or ``timeout`` s (then :class:`ClusterError`)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                lagging = _run_in_thread(self._under_replicated)
+            except Exception as exc:  # noqa: BLE001 - retried until the deadline
+                lagging = [f"{type(exc).__name__}: {exc}"]
+            if not lagging:
+                return
+            if time.monotonic() > deadline:
+                raise ClusterError(f"replicas not in sync after {timeout:g}s: {', '.join(lagging[:10])}")
+            time.sleep(0.5)
+
+    async def _under_replicated(self) -> list[str]:
+        from aiokafka.admin import AIOKafkaAdminClient  # noqa: PLC0415 - only when talking to Kafka
+
+        admin = AIOKafkaAdminClient(**self.admin_settings(request_timeout_ms=5_000).admin_kwargs())
+        try:
+            await admin.start()
+            topics = await admin.list_topics()
+            described = await admin.describe_topics(topics)
+        finally:
+            await admin.close()
+        return [
+            f"{entry['topic']}/{part['partition']}"
+            for entry in described
+            for part in entry["partitions"]
+            if len(part["isr"]) < len(part["replicas"])
+        ]
 
     def running(self) -> list[int]:
         return [i for i, n in self.nodes.items() if n.process is not None and n.process.poll() is None]
@@ -555,6 +600,11 @@ class KafkaCluster:
                 raise ClusterError(f"kafka-storage format of node {node.node_id} failed: {result.stderr}")
 
     def _spawn(self, node: _Node) -> None:
+        """Start a node's JVM. Only from the main thread: ``PR_SET_PDEATHSIG`` fires when the *thread* that
+        forked exits, so a node started from a worker thread (``asyncio.to_thread``) would be killed when
+        that thread ends, not when the test run does."""
+        if threading.current_thread() is not threading.main_thread():
+            raise ClusterError("start nodes from the main thread (PR_SET_PDEATHSIG follows the thread)")
         command = self._java(
             "kafka.Kafka",
             str(node.config),
