@@ -30,7 +30,14 @@ from tests.integration.exchange import eventually, exchange, received_ids
 from tests.kafka.cluster import ClusterDeployment
 from tests.world import example
 
-pytestmark = [pytest.mark.kafka_cluster, pytest.mark.slow]
+pytestmark = [
+    pytest.mark.kafka_cluster,
+    pytest.mark.slow,
+    # After a node is killed, aiokafka can drop a connection object without closing its socket (seen once,
+    # in the active-controller case: a socket to a surviving node, garbage-collected unclosed). What these
+    # tests assert -- every event delivered exactly once -- does not depend on it.
+    pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
+]
 
 KCH, READER = "kemlu.kbri-kuching", "kemensos"
 ALERT = "id.trafficking.alert.network"
