@@ -2,7 +2,8 @@
 
 :func:`ensure_topics` creates missing topics and checks existing ones. It lists topics first and only
 describes names that exist: Tansu auto-creates a topic (with 4 partitions) on any metadata request naming
-it, so "describe to see if it exists" would create it with the wrong shape.
+it, so "describe to see if it exists" would create it with the wrong shape. :func:`refused_topics` names the
+topics the broker's ACLs hide from this client (for clusters with authentication only, for that reason).
 """
 
 from __future__ import annotations
