@@ -19,6 +19,12 @@ An audit notary (``gateway.audit.notary``) runs alongside the gateways and logs 
 exchange topic; at the end the scenario waits for it to sign a checkpoint covering everything and replays the
 log against the broker as ``gateway audit verify`` does, printing the checkpoint and the verdict.
 
+Case coordination (gateway/coordination) runs in Kemensos' gateway with the proposal SOP and a demo clock
+that jumps ahead: Kemensos answers all referrals but one in time, a day later the unanswered one is escalated
+by a signed ``alert.sop-overdue`` (KBRI receives it) and resolved by the late answer; RPTC Pontianak's 4
+free beds raise the shelter-capacity step; the month's statistics, with suppressed cells, are printed,
+published as ``alert.statistics`` and written as JSON/CSV/HTML under ``kemensos/state/reports``.
+
 It prints a timeline of deliveries, a per-party summary and what each simulated system received, then keeps
 ``/healthz``, ``/readyz`` and ``/metrics`` up until interrupted (``once=True`` returns instead).
 """
@@ -48,6 +54,8 @@ from gateway.bus.subscriber import Route
 from gateway.contract.keys import SigningKey, write_private_pem
 from gateway.contract.policy import CHECKPOINT_TOPIC, NOTARISED_TOPICS
 from gateway.contract.verify import Accepted, EventVerifier
+from gateway.coordination.clock import OffsetClock
+from gateway.coordination.statistics import month_of
 from gateway.runtime.config import GatewayConfig
 from gateway.runtime.gateway import Gateway
 from gateway.runtime.signals import stop_on_signals
@@ -83,6 +91,10 @@ class ScenarioResult:
     audit: dict[str, Any] | None = None
     """The JSON report of the audit replayed against the broker at the end."""
     notary_log: Path | None = None
+    sop_alerts: list[dict[str, Any]] = field(default_factory=list)
+    """The SOP alerts Kemensos' gateway published (overdue and resolved)."""
+    statistics: dict[str, Any] | None = None
+    """The month's ``alert.statistics`` payload."""
 
 
 class _Timeline(MemorySink):
@@ -106,7 +118,7 @@ class _Timeline(MemorySink):
             print(line, file=self._out, flush=True)
 
 
-async def run_scenario(
+async def run_scenario(  # noqa: PLR0915 - the scenario reads top to bottom, one step per statement
     *, directory: Path | None = None, once: bool = False, out: TextIO = sys.stdout, patience: float = 90.0
 ) -> ScenarioResult:
     """Play the scenario; ``patience`` bounds each wait for deliveries (seconds)."""
@@ -136,15 +148,19 @@ async def run_scenario(
             )
             gateways: dict[str, Gateway] = {}
             observers: dict[str, _Timeline] = {}
+            clock = OffsetClock()  # Kemensos' coordination clock: real time, which the demo jumps ahead
             notary = await _start_notary(root, kafka, out)
             try:
                 for party in PARTIES:
                     config = GatewayConfig.load(sandbox[party].config)
                     observers[party] = _Timeline(party, started, out, result.timeline)
-                    gateways[party] = Gateway(config, kafka=kafka, routes=[Route(observers[party])])
+                    gateways[party] = Gateway(config, kafka=kafka, routes=[Route(observers[party])],
+                                              clock=clock)  # fmt: skip
                     await gateways[party].start()
                     print(
-                        f"  gateway {party:<19} http://127.0.0.1:{gateways[party].ops_port}/readyz", file=out
+                        f"  gateway {party:<19} http://127.0.0.1:{gateways[party].ops_port}/status "
+                        "(also /readyz, /metrics)",
+                        file=out,
                     )
                 print("\nTimeline (receiver <- publisher):", file=out, flush=True)
 
@@ -199,12 +215,15 @@ async def run_scenario(
                     lambda: _settled(gateways, observers), patience, "every event to reach its readers"
                 )
 
+                await _coordination(
+                    gateways, observers, sandbox[KEMENSOS].drop_dir, clock, result, out, started, patience
+                )
                 result.summary = _summary(gateways)
                 result.kemensos_cases = [dict(body) for body in kemensos_system.cases.values()]
                 result.kemlu_updates = [update.body for update in kemlu_api.updates]
                 result.iom_referrals = [r.body for r in iom_system.referrals]
                 _print_result(result, out)
-                await _audit(notary, kafka, root, result, out)
+                await _audit(notary, kafka, root, result, out, kept=directory is not None)
                 if not once:
                     print("\nOperations endpoints stay up; press Ctrl-C to stop.", file=out, flush=True)
                     await _until_interrupted()
@@ -244,7 +263,7 @@ async def _start_notary(root: Path, kafka: KafkaSettings, out: TextIO) -> Notary
 
 
 async def _audit(
-    notary: Notary, kafka: KafkaSettings, root: Path, result: ScenarioResult, out: TextIO
+    notary: Notary, kafka: KafkaSettings, root: Path, result: ScenarioResult, out: TextIO, *, kept: bool
 ) -> None:
     """Wait for a checkpoint covering every record, then replay log + topics as ``gateway audit verify``."""
     result.notary_log = notary.config.log_dir
@@ -266,12 +285,86 @@ async def _audit(
         file=out,
     )
     vkey = root / "notary" / "notary.vkey"
-    print(
-        f"  offline: gateway audit verify --log {notary.config.log_dir} --vkey {vkey} "
-        f"--registry {root / 'registry.toml'}",
-        file=out,
-        flush=True,
-    )
+    if kept:  # the command needs the folder: print it only when the folder outlives the demo
+        print(
+            f"  offline: gateway audit verify --log {notary.config.log_dir} --vkey {vkey} "
+            f"--registry {root / 'registry.toml'}",
+            file=out,
+            flush=True,
+        )
+    else:
+        print(
+            "  offline: run the demo with --dir DIR to keep the log, then audit it with gateway audit verify "
+            "(the temporary folder is removed when the demo ends)",
+            file=out,
+            flush=True,
+        )
+
+
+async def _coordination(  # noqa: PLR0917 - the scenario's state, passed on as it is
+    gateways: dict[str, Gateway],
+    observers: dict[str, _Timeline],
+    drop_dir: Path,
+    clock: OffsetClock,
+    result: ScenarioResult,
+    out: TextIO,
+    started: float,
+    patience: float,
+) -> None:
+    """The SOP and statistics part of the scenario (see the module docstring)."""
+    coordinator = gateways[KEMENSOS].coordinator
+    assert coordinator is not None  # noqa: S101 - configured in _adapter_settings
+    assert coordinator.engine is not None  # noqa: S101 - same
+    referrals = [
+        a.event for a in observers[KEMENSOS].events if a.event.type == "id.trafficking.case.referral"
+    ]
+    answers: list[dict[str, Any]] = [
+        {"type": "id.trafficking.case.referral-response", "data": {
+            "case_id": e.subject, "referral_event": {"source": e.source, "id": e.id}, "status": "accepted",
+            "assigned_location_id": "rptc-pontianak"}}
+        for e in referrals
+    ]  # fmt: skip
+    late_case = str(answers[-1]["data"]["case_id"])
+    _say(out, started, f"Kemensos answers {len(answers) - 1} of {len(answers)} referrals in time")
+    _drop_jsonl(drop_dir, "jawaban-rujukan.jsonl", *answers[:-1])
+    engine = coordinator.engine
+    await _until(lambda: _answered(observers, len(answers) - 1), patience, "the answers at KBRI")
+    _say(out, started, "the demo clock jumps 26 hours ahead (SOP deadlines only; nothing sleeps)")
+    clock.advance(hours=26)
+    await _until(lambda: len(engine.published) >= 2, patience, "the overdue and capacity alerts")
+    _say(out, started, f"Kemensos answers the last referral late ({late_case})")
+    _drop_jsonl(drop_dir, "jawaban-rujukan-terlambat.jsonl", answers[-1])
+    resolved = lambda: any(d["alert_status"] == "resolved" for _, d in engine.published)  # noqa: E731
+    await _until(resolved, patience, "the resolved alert")
+    result.sop_alerts = [data for _, data in engine.published]
+    stats = await coordinator.publish_statistics(month_of(clock.now().date()))
+    result.statistics = stats.payload() if stats is not None else None
+    await _until(lambda: _settled(gateways, observers), patience, "every event to reach its readers")
+    _print_coordination(result, out, coordinator.config.report_dir)
+
+
+def _print_coordination(result: ScenarioResult, out: TextIO, reports: Path | None) -> None:
+    print("\nSOP (proposal) escalations by Kemensos' gateway (alert.sop-overdue; nothing personal)", file=out)
+    for d in result.sop_alerts:
+        about, place = d.get("case_id") or d.get("subject_alert_id"), d.get("location_id", "")
+        print(f"  {d['alert_status']:<9}{d['step_id']:<22}{about:<24}{d['responsible_party']:<10}"
+              f"{d['hours_overdue']:>3} h overdue  {place}", file=out)  # fmt: skip
+    if result.statistics is None:
+        return
+    print(f"\nStatistics {result.statistics['alert_id']} (alert.statistics; cells below 11 and their"
+          " complements suppressed)", file=out)  # fmt: skip
+    for table in result.statistics["tables"]:
+        cells = [v for row in table["cells"] for v in row]
+        shown = ", ".join(f"{c}={v}" for c, v in zip(table["columns"], table["cells"][0], strict=True))
+        hidden = sum(v == "suppressed" for v in cells)
+        print(f"  {table['id']:<36} total {table['total']!s:<11} {hidden} cell(s) suppressed"
+              + (f"   [{shown}]" if table.get("rows") is None else ""), file=out)  # fmt: skip
+    print(f"  reports: {reports}", file=out, flush=True)
+
+
+def _answered(observers: dict[str, _Timeline], count: int) -> bool:
+    events = observers[KBRI].events
+    return sum(a.event.type == "id.trafficking.case.referral-response" for a in events) >= count
 
 
 def _adapter_settings(kemlu: str, kemensos: str, iom: str) -> dict[str, dict[str, Any]]:
@@ -288,6 +381,9 @@ def _adapter_settings(kemlu: str, kemensos: str, iom: str) -> dict[str, dict[str
             ],
             "sinks": [{"kind": "kemensos-case-system", "url": kemensos,
                        "types": ["id.trafficking.case.referral", "id.trafficking.case.repatriation-plan"]}],
+            # the directorate watches the (proposal) SOP and publishes the month's statistics
+            "coordination": {"sop_alerts": True, "tick_seconds": 0.2, "profiles": True, "statistics": True,
+                             "report_dir": "state/reports"},
         },
         IOM: {
             "sources": [{"kind": "iom-htcds", "directory": "htcds", "poll_interval": 0.2}],

@@ -56,6 +56,7 @@ from gateway.contract.envelope import Envelope
 from gateway.contract.sign import build_event
 from gateway.contract.verify import Accepted
 from gateway.runtime.dropfolder import PUBLISH_CHUNK, FileDropSource
+from gateway.runtime.intake import IntakeBounds
 from gateway.runtime.logs import configure_logging
 
 _BATCH = 500
@@ -227,7 +228,7 @@ async def outbox_alone(deployment: Deployment, directory: Path, events: int, gro
 async def drop_folder(deployment: Deployment, directory: Path, events: int, chunk: int) -> dict[str, float]:
     """A JSON Lines file of ``events`` alerts through :class:`FileDropSource` into the outbox and out through
     the sender, the records published ``chunk`` at a time (1 = one ``publish`` after the other)."""
-    source = FileDropSource(directory / f"drop-{chunk}")
+    source = FileDropSource(directory / f"drop-{chunk}", bounds=IntakeBounds(settle_seconds=0))
     source.publish_chunk = chunk
     source.ensure_directories()
     template = alert_payload(0)

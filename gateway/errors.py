@@ -34,6 +34,8 @@ class Reason(enum.StrEnum):
     CE_UNSUPPORTED_SPECVERSION = "ce.unsupported-specversion"
     CE_DATA_NOT_CANONICAL = "ce.data-not-canonical"
     CE_TIME_IN_FUTURE = "ce.time-in-future"
+    # times (gateway/contract/instants.py): no UTC form, or outside the window around the receive time
+    TIME_OUT_OF_RANGE = "time.out-of-range"
     # signature (Verifiable CloudEvents with DSSE)
     SIG_MISSING = "sig.missing"
     SIG_MALFORMED = "sig.malformed"
@@ -51,6 +53,8 @@ class Reason(enum.StrEnum):
     # authorisation
     AUTHZ_UNKNOWN_SOURCE = "authz.unknown-source"
     AUTHZ_TYPE_NOT_PERMITTED = "authz.type-not-permitted"
+    AUTHZ_TOPIC_MISMATCH = "authz.topic-mismatch"
+    AUTHZ_PARTY_MISMATCH = "authz.party-mismatch"
     # schema
     SCHEMA_UNKNOWN = "schema.unknown"
     SCHEMA_TYPE_MISMATCH = "schema.type-mismatch"
@@ -63,6 +67,9 @@ class Reason(enum.StrEnum):
     SEAL_NO_RECIPIENTS = "seal.no-recipients"
     SEAL_UNKNOWN_RECIPIENT = "seal.unknown-recipient"
     SEAL_RECIPIENT_NOT_PERMITTED = "seal.recipient-not-permitted"
+    # privacy rules (UU 27/2022; docs/PRIVACY.md)
+    PRIVACY_NO_LEGAL_BASIS = "privacy.no-legal-basis"
+    PRIVACY_CONSENT_WITHDRAWN = "privacy.consent-withdrawn"
     # audit log (notes, checkpoints, proofs, cosignatures, tile storage)
     NOTE_MALFORMED = "note.malformed"
     NOTE_KEY_INVALID = "note.key-invalid"
@@ -79,6 +86,7 @@ class Reason(enum.StrEnum):
     COSIGN_FORK = "cosign.fork"
     COSIGN_QUORUM_NOT_MET = "cosign.quorum-not-met"
     COSIGN_TIME_IN_FUTURE = "cosign.time-in-future"
+    COSIGN_SIGNATURE_INVALID = "cosign.signature-invalid"
     TLOG_CORRUPT = "tlog.corrupt"
     TLOG_IO_FAILED = "tlog.io-failed"
     TLOG_LOCKED = "tlog.locked"
@@ -93,6 +101,12 @@ class Reason(enum.StrEnum):
     CHECKPOINT_ROOT_MISMATCH = "checkpoint.root-mismatch"
     CHECKPOINT_BEYOND_LOG = "checkpoint.beyond-log"
     CHECKPOINT_INCONSISTENT = "checkpoint.inconsistent"
+    LOG_UNSIGNED_TAIL = "log.unsigned-tail"
+    LOG_CHECKPOINT_MISSING = "log.checkpoint-missing"
+    LOG_STRAY_FILE = "log.stray-file"
+    LOG_BEYOND_TREE = "log.beyond-tree"
+    LOG_LEFTOVER_MISMATCH = "log.leftover-mismatch"
+    LOG_TILE_MISSING = "log.tile-missing"
     # configuration and local key material (raised, never a record rejection)
     CONFIG_INVALID = "config.invalid"
     REGISTRY_INVALID = "registry.invalid"
@@ -104,6 +118,13 @@ class Reason(enum.StrEnum):
     OUTBOX_FULL = "outbox.full"
     DUPLICATE = "dedup.duplicate"
     SINK_FAILED = "sink.failed"
+    INTERNAL_ERROR = "gateway.internal-error"
+    OUTBOX_UNAVAILABLE = "outbox.unavailable"
+    # HTTP intake (gateway/runtime/http_intake.py): refusals of a request, never of a record
+    AUTH_UNAUTHORIZED = "auth.unauthorized"
+    HTTP_UNSUPPORTED_MEDIA_TYPE = "http.unsupported-media-type"
+    HTTP_NOT_FOUND = "http.not-found"
+    HTTP_METHOD_NOT_ALLOWED = "http.method-not-allowed"
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,7 +26,15 @@ from typing import Any, Final, TypeVar, overload
 
 from gateway.errors import GatewayError, Reason
 
-__all__ = ["SECRET_MAX_BYTES", "Table", "is_loopback", "load_toml", "read_passphrase", "read_secret"]
+__all__ = [
+    "SECRET_MAX_BYTES",
+    "Table",
+    "is_loopback",
+    "load_toml",
+    "overlay",
+    "read_passphrase",
+    "read_secret",
+]
 
 SECRET_MAX_BYTES: Final = 4096
 
@@ -53,6 +61,19 @@ def load_toml(path: Path, *, what: str = "", reason: Reason = Reason.CONFIG_INVA
         raise GatewayError(reason, f"{label}: {exc}") from exc
     except UnicodeDecodeError as exc:
         raise GatewayError(reason, f"{label}: not UTF-8 text") from exc
+    except (RecursionError, MemoryError, ValueError) as exc:  # nesting deeper than the parser's stack
+        raise GatewayError(reason, f"{label}: not a readable TOML document ({type(exc).__name__})") from exc
+
+
+def overlay(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with ``overrides`` laid over it: tables are merged key by key, any other value replaced."""
+    merged = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = overlay(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
 
 
 class Table:

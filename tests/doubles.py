@@ -28,10 +28,12 @@ from aiokafka.errors import CommitFailedError, KafkaConnectionError
 from gateway.bus.metrics import GatewayMetrics
 from gateway.contract.envelope import Envelope
 from gateway.errors import GatewayError, Reason
+from gateway.runtime.intake import IntakeBounds
 from gateway.runtime.plugins import PluginContext
 from tests.world import World
 
 __all__ = [
+    "IMMEDIATE",
     "Call",
     "FakeConsumer",
     "FakeProducer",
@@ -41,6 +43,10 @@ __all__ = [
     "WorldPublish",
     "plugin_context",
 ]
+
+#: Drop-folder bounds for tests that drop a file and process it at once (no settling interval: the files
+#: are complete when written; the interval itself is tested in tests/unit/runtime/test_intake.py).
+IMMEDIATE = IntakeBounds(settle_seconds=0)
 
 
 @dataclass(frozen=True)

@@ -36,10 +36,11 @@ from adapters.iom.mapping import (
 )
 from adapters.iom.reader import FileProblem, Sheet, read_sheet
 from adapters.iom.sink import referral_sink
-from adapters.iom.source import FileReport, HtcdsExportSource, RowRejection
+from adapters.iom.source import DEFAULT_MAX_FILE_BYTES, FileReport, HtcdsExportSource, RowRejection
 from adapters.plumbing import check_base_url
+from gateway.runtime.intake import BOUND_OPTIONS, IntakeBounds
 from gateway.runtime.plugins import PluginContext
-from gateway.runtime.webhook import WebhookSink, client_options
+from gateway.runtime.webhook import WebhookSink, client_options, formulas_option
 from gateway.settings import Table
 
 __all__ = [
@@ -62,11 +63,9 @@ __all__ = [
 ]
 
 
-_SOURCE_OPTIONS: Final = frozenset(
-    {"directory", "name", "poll_interval", "sheet", "max_file_bytes", "mapping"}
-)
+_SOURCE_OPTIONS: Final = frozenset({"directory", "name", "poll_interval", "sheet", "mapping", *BOUND_OPTIONS})
 _SINK_OPTIONS: Final = frozenset(
-    {"url", "name", "timeout", "token_file", "ca_file", "cert_file", "key_file", "mapping"}
+    {"url", "name", "timeout", "token_file", "ca_file", "cert_file", "key_file", "mapping", "formulas"}
 )
 
 
@@ -85,8 +84,8 @@ def htcds_source(options: Table, ctx: PluginContext) -> HtcdsExportSource:
         name=options.string("name", "iom-htcds"),
         poll_interval=options.number("poll_interval", 2.0),
         sheet=options.string("sheet", None),
-        max_file_bytes=options.integer("max_file_bytes", 50 * 1024 * 1024, low=1),
         on_quarantine=ctx.quarantined,
+        bounds=IntakeBounds.from_options(options, max_file_bytes=DEFAULT_MAX_FILE_BYTES),
     )
 
 
@@ -103,4 +102,5 @@ def htcds_sink(options: Table, ctx: PluginContext) -> WebhookSink:
         timeout=options.number("timeout", 10.0),
         headers=client.headers,
         ssl=client.ssl,
+        formulas=formulas_option(options),
     )

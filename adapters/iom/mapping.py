@@ -75,6 +75,9 @@ class IomMapping:
         referral = file.section("referral_out")
         self.referral_out = file.message(referral, context=EVENT_CONTEXT, unmapped=True)
         self.referral_type: str = referral.string("type")
+        consent = file.section("consent_out")
+        self.consent_out = file.message(consent, context=EVENT_CONTEXT, unmapped=True)
+        self.consent_type: str = consent.string("type")
         column_table = file.section("columns")
         self.operational: tuple[str, ...] = column_table.strings("operational", empty=False)
         self.required: tuple[str, ...] = column_table.strings("required", empty=False)
@@ -108,17 +111,19 @@ class IomMapping:
         return self.event_types[message]
 
     def referral_body(self, accepted: Accepted) -> dict[str, Any]:
-        """A referral as HTCDS-shaped JSON for IOM's case system (``[referral_out]``)."""
+        """A referral as HTCDS-shaped JSON for IOM's case system (``[referral_out]``), or a consent change
+        (``[consent_out]``, an erasure request included)."""
         event = accepted.event
+        if event.type == self.consent_type:
+            return self.consent_out.apply(accepted.payload(), self.tables, self._context(accepted))
         if event.type != self.referral_type:
-            raise MappingError("type", f"the IOM case system takes referrals only, not {event.type}")
-        context = {
-            "event": {
-                "id": event.id,
-                "source": event.source,
-                "type": event.type,
-                "time": event.time,
-                "dataschema": event.dataschema,
-            }
-        }
-        return self.referral_out.apply(accepted.payload(), self.tables, context)
+            raise MappingError(
+                "type", f"the IOM case system takes referrals and consent changes, not {event.type}"
+            )
+        return self.referral_out.apply(accepted.payload(), self.tables, self._context(accepted))
+
+    @staticmethod
+    def _context(accepted: Accepted) -> dict[str, Any]:
+        event = accepted.event
+        attributes = ("id", "source", "type", "time", "dataschema")
+        return {"event": {name: getattr(event, name) for name in attributes}}

@@ -12,7 +12,7 @@ import ssl as _ssl
 from collections.abc import Mapping
 
 from adapters.iom.mapping import IomMapping
-from gateway.runtime.webhook import WebhookSink
+from gateway.runtime.webhook import FormulaMode, WebhookSink
 
 __all__ = ["referral_sink"]
 
@@ -25,7 +25,16 @@ def referral_sink(
     timeout: float = 10.0,
     headers: Mapping[str, str] | None = None,
     ssl: _ssl.SSLContext | None = None,
+    formulas: FormulaMode = "flag",
 ) -> WebhookSink:
     """A webhook sink posting referrals in HTCDS shape; other event types are dead-lettered (configure the
     sink's ``types`` to referrals)."""
-    return WebhookSink(url, name=name, timeout=timeout, headers=headers, ssl=ssl, body=mapping.referral_body)
+    return WebhookSink(
+        url,
+        name=name,
+        timeout=timeout,
+        headers=headers,
+        ssl=ssl,
+        body=mapping.referral_body,
+        formulas=formulas,
+    )

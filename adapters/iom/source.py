@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import structlog
 
@@ -44,11 +44,15 @@ from gateway.runtime.dropfolder import (
     DropRejection,
     DropResult,
 )
+from gateway.runtime.intake import IntakeBounds, file_ref
 from gateway.runtime.sources import PublishFn, QuarantineFn
 
-__all__ = ["FileReport", "HtcdsExportSource", "RowRejection"]
+__all__ = ["DEFAULT_MAX_FILE_BYTES", "FileReport", "HtcdsExportSource", "RowRejection"]
 
 _log = structlog.get_logger(__name__)
+
+#: The ``max_file_bytes`` default of this source (an HTCDS export with a few thousand rows is a few MiB).
+DEFAULT_MAX_FILE_BYTES: Final = 50 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,16 +95,22 @@ class HtcdsExportSource(DropFolderSource):
         name: str = "iom-htcds",
         poll_interval: float = 2.0,
         sheet: str | None = None,
-        max_file_bytes: int = 50 * 1024 * 1024,
+        max_file_bytes: int | None = None,
         on_quarantine: QuarantineFn | None = None,
+        bounds: IntakeBounds | None = None,
     ) -> None:
-        super().__init__(directory, name=name, poll_interval=poll_interval, on_quarantine=on_quarantine)
-        if max_file_bytes <= 0:
-            raise GatewayError(Reason.CONFIG_INVALID, f"source {name}: max_file_bytes must be positive")
+        bounds = bounds or IntakeBounds(max_file_bytes=DEFAULT_MAX_FILE_BYTES)
+        if max_file_bytes is not None:
+            if max_file_bytes <= 0:
+                raise GatewayError(Reason.CONFIG_INVALID, f"source {name}: max_file_bytes must be positive")
+            bounds = dataclasses.replace(bounds, max_file_bytes=max_file_bytes)
+        super().__init__(
+            directory, name=name, poll_interval=poll_interval, on_quarantine=on_quarantine, bounds=bounds
+        )
         self.party = party
         self.mapping = mapping
         self.sheet = sheet
-        self.max_file_bytes = max_file_bytes
+        self.max_file_bytes = bounds.max_file_bytes
 
     async def process_pending(
         self, publish: PublishFn, stop: asyncio.Event | None = None
@@ -115,12 +125,8 @@ class HtcdsExportSource(DropFolderSource):
 
     def read_file(self, path: Path) -> DropFile:
         try:
-            if path.stat().st_size > self.max_file_bytes:
-                raise FileProblem(
-                    Reason.SIZE_EXCEEDED, "file", f"larger than {self.max_file_bytes} bytes", row=0
-                )
-            sheet = read_sheet(path, sheet=self.sheet)
-            ignored = self._check_header(sheet, path.name)
+            sheet = read_sheet(path, sheet=self.sheet, max_bytes=self.max_file_bytes)
+            ignored = self._check_header(sheet, file_ref(path.name))
         except FileProblem as problem:
             rejection = DropRejection(str(problem.reason), problem.detail, field=problem.field)
             return DropFile([(problem.row, rejection)])
@@ -144,7 +150,17 @@ class HtcdsExportSource(DropFolderSource):
         return len(unknown)
 
     def _rows(self, sheet: Sheet) -> Iterator[DropRecord]:
-        """Each row as an event (id from its mapped content), a rejection by column, or skipped (``case``)."""
+        """Each row as an event (id from its mapped content), a rejection by column, or skipped (``case``).
+
+        Lazy: the sheet is read as the rows are consumed (in the drop folder's worker thread). A workbook
+        that turns out to be broken part-way (truncated XML) ends in a file-level rejection at the row
+        reached; the rows before it were processed."""
+        try:
+            yield from self._mapped(sheet)
+        except FileProblem as problem:
+            yield problem.row, DropRejection(str(problem.reason), problem.detail, field=problem.field)
+
+    def _mapped(self, sheet: Sheet) -> Iterator[DropRecord]:
         for row, record in sheet.records():
             try:
                 message = self.mapping.message_of(record)

@@ -27,9 +27,10 @@ from adapters.kemensos.mapping import MAPPING_FILE, KemensosMapping, RowMapper
 from adapters.kemensos.sink import native_record, to_native
 from adapters.kemensos.source import CsvDropSource, csv_event_id, write_drop
 from gateway.bus.delivery import Sink
+from gateway.runtime.intake import BOUND_OPTIONS, IntakeBounds
 from gateway.runtime.plugins import PluginContext
 from gateway.runtime.sources import Source
-from gateway.runtime.webhook import WebhookSink, client_options
+from gateway.runtime.webhook import WebhookSink, client_options, formulas_option
 from gateway.settings import Table
 
 __all__ = [
@@ -50,9 +51,9 @@ __all__ = [
 
 SOURCE_KIND: Final = "kemensos-csv"
 SINK_KIND: Final = "kemensos-case-system"
-_SOURCE_OPTIONS: Final = frozenset({"directory", "poll_interval", "mapping", "name"})
+_SOURCE_OPTIONS: Final = frozenset({"directory", "poll_interval", "mapping", "name", *BOUND_OPTIONS})
 _SINK_OPTIONS: Final = frozenset(
-    {"url", "timeout", "mapping", "name", "token_file", "ca_file", "cert_file", "key_file"}
+    {"url", "timeout", "mapping", "name", "token_file", "ca_file", "cert_file", "key_file", "formulas"}
 )
 
 
@@ -69,6 +70,7 @@ def csv_source(options: Table, ctx: PluginContext) -> Source:
         name=options.string("name", SOURCE_KIND),
         poll_interval=options.number("poll_interval", 1.0, positive=True),
         on_quarantine=ctx.quarantined,
+        bounds=IntakeBounds.from_options(options),
     )
 
 
@@ -86,4 +88,5 @@ def case_system_sink(options: Table, ctx: PluginContext) -> Sink:
         headers=client.headers,
         ssl=client.ssl,
         body=partial(to_native, mapping=mapping),
+        formulas=formulas_option(options),
     )

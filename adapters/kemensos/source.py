@@ -48,6 +48,7 @@ from gateway.runtime.dropfolder import (
     DropRejection,
     write_atomically,
 )
+from gateway.runtime.intake import IntakeBounds, file_ref, read_bounded
 from gateway.runtime.sources import PublishFn, QuarantineFn
 
 __all__ = [
@@ -97,8 +98,11 @@ class CsvDropSource(DropFolderSource):
         name: str = "kemensos-csv",
         poll_interval: float = 1.0,
         on_quarantine: QuarantineFn | None = None,
+        bounds: IntakeBounds | None = None,
     ) -> None:
-        super().__init__(directory, name=name, poll_interval=poll_interval, on_quarantine=on_quarantine)
+        super().__init__(
+            directory, name=name, poll_interval=poll_interval, on_quarantine=on_quarantine, bounds=bounds
+        )
         self.mapper = RowMapper(mapping)
 
     async def process_pending(self, publish: PublishFn, stop: asyncio.Event | None = None) -> int:
@@ -106,12 +110,12 @@ class CsvDropSource(DropFolderSource):
         return sum(result.done for result in await self._process_ready(publish, stop))
 
     def read_file(self, path: Path) -> DropFile:
-        content = path.read_bytes()
+        content = read_bounded(path, self.bounds.max_file_bytes)
         digest = hashlib.sha256(content).hexdigest()
         kind = self.mapper.mapping.kind_of(path.name)
         facts = {"kind": kind.name if kind else None, "sha256": digest}
         if kind is None:
-            _log.warning("kemensos_csv.unknown_file_kind", source=self.name, file=path.name)
+            _log.warning("kemensos_csv.unknown_file_kind", source=self.name, file=file_ref(path.name))
             unknown = DropRejection(
                 str(Reason.SCHEMA_UNKNOWN), "the file name matches no kind's prefix in the mapping",
                 problem="unknown-file-kind",
@@ -126,10 +130,15 @@ class CsvDropSource(DropFolderSource):
         }  # fmt: skip
 
     def _rows(self, kind: FileKind, digest: str, content: bytes) -> Iterator[DropRecord]:
-        """Each record row as an event to publish or a rejection naming the column (header row first)."""
-        text = content.decode("utf-8-sig", errors="surrogateescape")  # bad bytes are reported per row
+        """Each record row as an event to publish or a rejection naming the column (header row first).
+
+        Lazy: the bytes are decoded and parsed a row at a time. A header that cannot be read rejects every
+        row with its problem, and the file at row 1 when there are no rows (a file of NUL bytes, say), so
+        an unreadable file always leaves a quarantine entry."""
         header: Header | None = None
-        for number, cells, syntax_error in _records(text, self.mapper.mapping.delimiter):
+        rows = 0
+        for number, cells, syntax_error in _records(content, self.mapper.mapping.delimiter):
+            rows += number > 1
             if header is None:
                 if syntax_error is None:
                     header = self.mapper.header(kind, cells)
@@ -153,6 +162,9 @@ class CsvDropSource(DropFolderSource):
                     refusal_field=partial(_publish_field, kind),
                 )  # fmt: skip
             yield number, record
+        if header is not None and header.problem is not None and not rows:
+            problem = header.problem
+            yield 1, DropRejection(str(problem.reason), problem.explanation, problem.field, problem.problem)
 
 
 def _publish_field(kind: FileKind, exc: GatewayError) -> str | None:
@@ -164,27 +176,26 @@ def _publish_field(kind: FileKind, exc: GatewayError) -> str | None:
     return None
 
 
-def _records(text: str, delimiter: str) -> list[tuple[int, list[str], str | None]]:
-    """``(row number, cells, syntax problem)`` per record; a CSV syntax error costs one row, not the file."""
+def _records(content: bytes, delimiter: str) -> Iterator[tuple[int, list[str], str | None]]:
+    """``(row number, cells, syntax problem)`` per record, lazily; a CSV syntax error costs one row, not the
+    file. Bytes that are not UTF-8 are kept as surrogates and reported per row by the mapping."""
     if delimiter == "auto":
-        first = text.split("\n", 1)[0]
-        delimiter = ";" if ";" in first and "," not in first else ","
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
-    records: list[tuple[int, list[str], str | None]] = []
+        first = content.split(b"\n", 1)[0]
+        delimiter = ";" if b";" in first and b"," not in first else ","
+    text = io.TextIOWrapper(io.BytesIO(content), encoding="utf-8-sig", errors="surrogateescape", newline="")
+    reader = csv.reader(text, delimiter=delimiter, strict=True)
     number = 0
     while True:
         number += 1
         try:
             cells = next(reader)
         except StopIteration:
-            return records
+            return
         except csv.Error as exc:
             too_large = "field larger" in str(exc)
-            records.append(
-                (number, [], "a cell exceeds the CSV field limit" if too_large else "malformed quoting")
-            )
+            yield number, [], "a cell exceeds the CSV field limit" if too_large else "malformed quoting"
             continue
-        records.append((number, cells, None))
+        yield number, cells, None
 
 
 def write_drop(directory: Path, name: str, header: Sequence[str], rows: Sequence[Sequence[object]]) -> Path:

@@ -47,7 +47,7 @@ from adapters.plumbing import check_base_url
 from gateway.bus.delivery import RetryPolicy
 from gateway.errors import GatewayError, Reason
 from gateway.runtime.plugins import PluginContext
-from gateway.runtime.webhook import WebhookSink, client_options
+from gateway.runtime.webhook import WebhookSink, client_options, formulas_option
 from gateway.settings import Table
 
 __all__ = [
@@ -73,6 +73,7 @@ _HTTP_OPTIONS: Final = frozenset(
     {"url", "name", "timeout", "token_file", "ca_file", "cert_file", "key_file", "mapping"}
 )
 _SOURCE_OPTIONS: Final = _HTTP_OPTIONS | {
+    "max_clock_skew",
     "mission",
     "poll_interval",
     "page_size",
@@ -128,6 +129,7 @@ def case_api_source(options: Table, ctx: PluginContext) -> KemluCaseApiSource:
         page_size=options.integer("page_size", 100),
         timeout=options.number("timeout", 10.0),
         since=options.string("since", "1970-01-01T00:00:00Z"),
+        max_clock_skew=options.number("max_clock_skew", 300.0, low=0.0, high=86_400.0),
         backoff=backoff,
         headers=dict(client.headers),
         ssl=client.ssl,
@@ -138,7 +140,7 @@ def case_api_source(options: Table, ctx: PluginContext) -> KemluCaseApiSource:
 def case_api_sink(options: Table, ctx: PluginContext) -> WebhookSink:
     """Entry point ``xchg_gateway.sinks: kemlu-case-api``: the gateway's webhook sink posting to the update
     endpoint of each event's case (:func:`update_url`), in the embassy system's field names."""
-    options.only(*_HTTP_OPTIONS)
+    options.only(*_HTTP_OPTIONS, "formulas")
     client = client_options(options)
     base = check_base_url(options.string("url"), options.name("url"))
     return WebhookSink(
@@ -148,4 +150,5 @@ def case_api_sink(options: Table, ctx: PluginContext) -> WebhookSink:
         headers=client.headers,
         ssl=client.ssl,
         body=_mapping(options).update_body,
+        formulas=formulas_option(options),
     )

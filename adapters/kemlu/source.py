@@ -21,6 +21,11 @@ The API (``GET <url>/api/v1/cases?updated_since=<RFC 3339>&page=<n>&page_size=<k
 * **Only what may leave the embassy.** Only items with ``tppo: true`` (tindak pidana perdagangan orang, a
   trafficking case) of this gateway's mission are exchanged; other citizen-protection cases (a lost passport,
   a labour dispute) are skipped. Sealed fields are encrypted for the parties named in ``mapping.toml``.
+* **No time stops the feed.** ``updated_at`` must be RFC 3339 with an offset, have a UTC form and not be
+  later than now plus ``max_clock_skew`` (5 min): otherwise the case is quarantined (``schema.invalid`` or
+  ``time.out-of-range``) and never moves the cursor, so ``9999-12-31T23:59:59+00:00`` cannot carry the cursor
+  into the far future (where every later case would be "older" and skipped) and
+  ``0001-01-01T00:00:00+01:00`` cannot make every poll fail. A cursor file beyond that bound is ignored.
 * **Bad records do not block good ones.** A case that cannot be mapped or is refused by ``publish`` is
   quarantined (``kemlu-quarantine-<name>.jsonl``: case id, version, message, native field, reason code —
   never a value) and the cursor moves on; fixing the case in the embassy system bumps its version, and the
@@ -37,7 +42,7 @@ import re
 import ssl as _ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
 
@@ -48,34 +53,47 @@ from yarl import URL
 from adapters.kemlu.mapping import KemluMapping, MessageProblem, PlannedMessage
 from adapters.plumbing import write_json_atomically
 from gateway.bus.delivery import RetryPolicy, is_retryable_status
+from gateway.contract import instants
+from gateway.contract.instants import TimeWindow
 from gateway.errors import GatewayError, Reason
 from gateway.runtime.sources import PublishFn
 
-__all__ = ["CURSOR_FORMAT", "Cursor", "KemluCaseApiSource", "PollResult", "parse_instant"]
+__all__ = ["CURSOR_FORMAT", "Cursor", "KemluCaseApiSource", "PollResult", "checked_instant", "parse_instant"]
 
 _log = structlog.get_logger(__name__)
 
 CURSOR_FORMAT: Final = "kemlu-cursor/1"
 _EPOCH: Final = "1970-01-01T00:00:00Z"
 #: ``publish`` refusals about the gateway's state, not the case: retry the page later, do not quarantine.
-_DEFERRING: Final = frozenset({Reason.OUTBOX_FULL, Reason.STOPPING, Reason.BUS_UNAVAILABLE})
+_DEFERRING: Final = frozenset(
+    {Reason.OUTBOX_FULL, Reason.OUTBOX_UNAVAILABLE, Reason.STOPPING, Reason.BUS_UNAVAILABLE}
+)
 _INSTANT_RE: Final = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:Z|[+-]\d{2}:\d{2})$")
 _FILE_MODE: Final = 0o600
 _DIR_MODE: Final = 0o700
 
 
 def parse_instant(value: object) -> datetime | None:
-    """An RFC 3339 instant *with* an offset, else None (a local time without offset cannot be ordered)."""
-    if not isinstance(value, str) or not _INSTANT_RE.match(value):
-        return None
-    text = value
-    fraction = re.search(r"\.(\d+)", text)
-    if fraction and len(fraction[1]) > 6:  # fromisoformat takes at most microseconds
-        text = text.replace(fraction[0], "." + fraction[1][:6])
+    """An RFC 3339 instant *with* an offset, else None (a local time without offset cannot be ordered).
+
+    None too for an instant with no UTC form (``0001-01-01T00:00:00+01:00``): see :func:`checked_instant`
+    for the reason code."""
     try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
-    except ValueError:
+        return checked_instant(value)
+    except GatewayError:
         return None
+
+
+def checked_instant(value: object, *, latest: datetime | None = None) -> datetime:
+    """``updated_at`` (or a cursor) as an aware UTC datetime, or ``GatewayError``: ``schema.invalid`` when
+    it is not RFC 3339 with an offset, ``time.out-of-range`` when it has no UTC form or is after ``latest``
+    (now plus the allowed clock skew: no cursor may move beyond it, docs/adapters/kemlu.md)."""
+    if not isinstance(value, str) or not _INSTANT_RE.match(value):
+        raise GatewayError(Reason.SCHEMA_INVALID, "updated_at: missing or not RFC 3339 with offset")
+    instant = instants.parse_instant(value, syntax=Reason.SCHEMA_INVALID)
+    if latest is not None and instant > latest:
+        raise GatewayError(Reason.TIME_OUT_OF_RANGE, "updated_at: after now plus the allowed clock skew")
+    return instant
 
 
 class Cursor:
@@ -86,11 +104,14 @@ class Cursor:
     the configured ``since`` only re-reads cases, and their deterministic ids make that harmless.
     """
 
-    def __init__(self, path: Path, *, mission: str, initial: str) -> None:
+    def __init__(
+        self, path: Path, *, mission: str, initial: str, latest: Callable[[], datetime] | None = None
+    ) -> None:
         self.path = path
         self.mission = mission
         self.initial = initial
         self.since = initial
+        self._latest = latest
 
     def load(self) -> str:
         try:
@@ -103,12 +124,13 @@ class Cursor:
             self.since = self.initial
             return self.since
         since = document.get("updated_since") if isinstance(document, dict) else None
-        if (
-            not isinstance(document, dict)
-            or document.get("format") != CURSOR_FORMAT
-            or parse_instant(since) is None
-        ):
+        instant = parse_instant(since)
+        if not isinstance(document, dict) or document.get("format") != CURSOR_FORMAT or instant is None:
             _log.error("kemlu_api.cursor_unreadable", cursor=self.path.name)
+            self.since = self.initial
+        elif self._latest is not None and instant > self._latest():
+            # written by a version that let a far-future updated_at move it: the feed would stop for good
+            _log.error("kemlu_api.cursor_in_future", cursor=self.path.name)
             self.since = self.initial
         elif document.get("mission") != self.mission:
             _log.warning("kemlu_api.cursor_for_other_mission", cursor=self.path.name, mission=self.mission)
@@ -185,6 +207,8 @@ class KemluCaseApiSource:
         session: aiohttp.ClientSession | None = None,
         on_quarantine: QuarantineCallback | None = None,
         max_response_bytes: int = 16 * 1024 * 1024,
+        max_clock_skew: float = 300.0,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         if poll_interval <= 0 or timeout <= 0:
             raise GatewayError(
@@ -204,7 +228,12 @@ class KemluCaseApiSource:
         self.poll_interval = poll_interval
         self.page_size = page_size
         self.backoff = backoff or RetryPolicy(attempts=1, base_delay=1.0, max_delay=60.0, jitter=0.2)
-        self.cursor = Cursor(state_dir / f"kemlu-cursor-{name}.json", mission=mission, initial=since)
+        self.window = TimeWindow(max_skew=timedelta(seconds=max_clock_skew))
+        self._now = now
+        self.cursor = Cursor(
+            state_dir / f"kemlu-cursor-{name}.json", mission=mission, initial=since,
+            latest=lambda: self.window.latest(now()),
+        )  # fmt: skip
         self.quarantine_file = state_dir / f"kemlu-quarantine-{name}.jsonl"
         self.consecutive_failures = 0
         self._timeout = aiohttp.ClientTimeout(total=timeout)
@@ -333,16 +362,17 @@ class KemluCaseApiSource:
             else None
         )
         updated_raw = item.get("updated_at")
-        updated_at = parse_instant(updated_raw)
-        if updated_at is None:
+        try:
+            updated_at = checked_instant(updated_raw, latest=self.window.latest(self._now()))
+        except GatewayError as exc:  # never ordered, never a cursor: one bad value cannot stop the feed
             self._quarantine(
                 result,
                 case_ref=case_ref,
                 version=None,
                 message="case",
                 field="updated_at",
-                reason=Reason.SCHEMA_INVALID,
-                detail="updated_at: missing or not RFC 3339 with offset",
+                reason=exc.reason,
+                detail=exc.detail,
             )
             return None
         updated = (updated_at, str(updated_raw))

@@ -52,6 +52,10 @@ class IomCaseSystemSimulator(SimulatorServer):
     def __init__(self, *, host: str = "127.0.0.1") -> None:
         super().__init__(host=host)
         self.referrals: list[ReceivedReferral] = []
+        self.consent_changes: list[dict[str, Any]] = []
+        """Consent changes received (first delivery of each key), erasure requests included."""
+        self.erased: list[str] = []
+        """Case ids whose referrals were deleted on an erasure request."""
         self.attempts: list[str] = []
         """Idempotency key of every POST, repeats and failures included, in arrival order."""
 
@@ -87,6 +91,14 @@ class IomCaseSystemSimulator(SimulatorServer):
         if not isinstance(body, dict) or "case_id" not in body:
             return web.json_response({"error": "not an HTCDS referral"}, status=422)
         self._accept(key)
+        xchg: dict[str, Any] = body["xchg"] if isinstance(body.get("xchg"), dict) else {}
+        if xchg.get("record") == "consent-change":
+            self.consent_changes.append(body)
+            if xchg.get("erasure_requested") is True:  # delete what we hold about the case
+                case_id = body["case_id"]
+                self.referrals = [r for r in self.referrals if r.body.get("case_id") != case_id]
+                self.erased.append(str(case_id))
+            return web.json_response({"status": "recorded"}, status=201)
         self.referrals.append(ReceivedReferral(key, request.headers.get("X-Xchg-Event-Id", ""), body))
         return web.json_response({"status": "recorded"}, status=201)
 

@@ -56,6 +56,10 @@ class KemensosCaseSystemSimulator(SimulatorServer):
         super().__init__(host=host, port=port)
         self.requests: list[CaseRequest] = []
         self.cases: dict[str, Mapping[str, Any]] = {}
+        self.consent_changes: list[Mapping[str, Any]] = []
+        """Consent changes received (``jenis_data = perubahan_persetujuan``), erasure requests included."""
+        self.erased: list[str] = []
+        """Case ids whose records were deleted on an erasure request (``hapus_data``)."""
 
     # ---- what tests and the demo read ---------------------------------------------------------------
     @property
@@ -97,6 +101,13 @@ class KemensosCaseSystemSimulator(SimulatorServer):
         if self._is_repeat(key):
             return self._answer(key, body, 409, {"status": "sudah-diterima"})
         self._accept(key)
+        if body.get("jenis_data") == "perubahan_persetujuan":
+            self.consent_changes.append(body)
+            if body.get("hapus_data") is True:  # erasure: delete every record of the case
+                case_id = body.get("no_kasus")
+                self.cases = {k: v for k, v in self.cases.items() if v.get("no_kasus") != case_id}
+                self.erased.append(str(case_id))
+            return self._answer(key, body, 201, {"status": "diterima"})
         self.cases[key] = body
         return self._answer(key, body, 201, {"status": "diterima"})
 

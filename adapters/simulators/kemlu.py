@@ -237,7 +237,14 @@ def sarawak_cases() -> list[dict[str, Any]]:
 
 
 def _instant(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)
+    """The instant of an ``updated_at``. One with no UTC form (``0001-01-01T00:00:00+01:00``, planted by a
+    test) counts as the latest instant, so it is served with every page, as the misbehaving case API of
+    issue 18 did."""
+    local = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    try:
+        return local.astimezone(UTC)
+    except OverflowError:
+        return datetime.max.replace(tzinfo=UTC)
 
 
 def _merge(base: dict[str, Any], changes: Mapping[str, Any]) -> None:
@@ -258,6 +265,8 @@ class KemluCaseApiSimulator(SimulatorServer):
         for case in sarawak_cases() if cases is None else cases:
             self.add_case(case)
         self.updates: list[CaseUpdate] = []
+        self.erased: list[str] = []
+        """Case ids whose exchange updates were deleted on an erasure request (``hapus_data``)."""
         self.update_attempts = 0
         self.gets: list[dict[str, str]] = []
 
@@ -350,5 +359,9 @@ class KemluCaseApiSimulator(SimulatorServer):
         if not isinstance(body, dict) or body.get("id_kasus") != case_id:
             return web.json_response({"error": "body must be an update of this case"}, status=422)
         self._accept(key)
+        if body.get("jenis_pembaruan") == "PERUBAHAN_PERSETUJUAN" and body.get("hapus_data") is True:
+            # erasure: drop what this system received about the case through the exchange
+            self.updates = [u for u in self.updates if u.case_id != case_id]
+            self.erased.append(case_id)
         self.updates.append(CaseUpdate(case_id, key, body))
         return web.json_response({"status": "recorded"}, status=201)

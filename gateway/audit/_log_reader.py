@@ -43,6 +43,23 @@ class LogReader:
     def __init__(self, directory: Path, find: Find) -> None:
         self._dir = directory
         self._find = find
+        self._cached: tuple[int, list[bytes]] | None = None
+
+    def entry(self, index: int, size: int) -> bytes | None:
+        """Entry ``index`` of the tree of ``size`` entries read again, quietly (None if unreadable): the
+        auditor re-reads the few leaves whose record differs, to name the fields that differ."""
+        number = index // TILE_WIDTH
+        if self._cached is None or self._cached[0] != number:
+            width = min(TILE_WIDTH, size - number * TILE_WIDTH)
+            data = self._read(entries_path(number, width))
+            if data is None and width < TILE_WIDTH:
+                full = self._read(entries_path(number))
+                data = None if full is None else bundle_prefix(full, width)
+            entries, exact = split_bundle(data or b"", width)
+            self._cached = (number, entries if exact else [])
+        entries = self._cached[1]
+        position = index - number * TILE_WIDTH
+        return entries[position] if position < len(entries) else None
 
     def state(self) -> tuple[int, bytes] | None:
         """``(size, root)`` of the ``state`` file, or None (a finding) when it is unreadable or malformed."""

@@ -17,11 +17,19 @@ nothing on the notary's disk and nothing the broker's operator says. So the :cla
    registry) and requires it byte for byte; every record must have its leaf and every leaf its record.
    With ``workers > 1`` worker processes recompute the leaves (:mod:`gateway.audit._workers`) while the
    bookkeeping and the findings stay here, in record order (:meth:`Auditor.record_checks`);
-5. checks the upper tile levels against the level below and the ``state`` file's root against the entries.
+5. checks the upper tile levels against the level below and the ``state`` file's root against the entries,
+   and accounts for every file under ``tile/`` (:mod:`gateway.audit._tile_inventory`: stray files, data
+   beyond the tree, leftover partial tiles that are not prefixes of it, partial tiles a signed checkpoint
+   needs);
+6. never says OK about what no signature covers: entries after the newest signed checkpoint are
+   ``log.unsigned-tail`` unless ``allow_unsigned`` tolerates them, a missing ``checkpoint`` file is
+   ``log.checkpoint-missing``, a trusted cosigner's failing line is ``cosign.signature-invalid`` whatever
+   the quorum (:mod:`gateway.audit._signed_heads`).
 
 Every discrepancy becomes a :class:`~gateway.audit.report.Finding` with a stable reason code and its exact
-position; the :class:`~gateway.audit.report.AuditReport` is printed as a summary and written as JSON. Leaves
-and record digests are kept in a temporary SQLite file, so memory stays constant however long the log is.
+position (a record that differs from its leaf: every differing leaf member with both values); the
+:class:`~gateway.audit.report.AuditReport` is printed as a summary and written as JSON. The leaves' positions
+and hashes are kept in a temporary SQLite file, so memory stays constant however long the log is.
 
 "The registry as it was at event time": the registry's keys carry ``valid_from``/``valid_until``/
 ``revoked_at``, and the verifier checks the key at the event's ``time`` with the Kafka record timestamp as
@@ -42,22 +50,18 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final, NamedTuple, TextIO
 
+import orjson
+
 from gateway.audit import _workers, merkle
 from gateway.audit._log_reader import LogReader
-from gateway.audit.checkpoint import Checkpoint, open_checkpoint
-from gateway.audit.layout import (
-    CHECKPOINT_FILE,
-    CHECKPOINT_HISTORY,
-    STATE_FILE,
-    TILE_WIDTH,
-    checkpoint_size,
-    tile_path,
-)
+from gateway.audit._signed_heads import SignedHeads
+from gateway.audit._tile_inventory import check_tile_files
+from gateway.audit.layout import STATE_FILE, TILE_WIDTH, tile_path
 from gateway.audit.leaf import ConsumedRecord, Leaf, RecordLike
-from gateway.audit.note import Note, NoteVerifier
+from gateway.audit.note import NoteVerifier
+from gateway.audit.progress import Progress
 from gateway.audit.records import dump_lines, read_records_dump
-from gateway.audit.report import AuditReport, CheckpointStatus, Finding
-from gateway.audit.witness import verify_cosigned
+from gateway.audit.report import AuditReport, Difference, Finding, PartyCounts, party_of
 from gateway.contract.verify import EventVerifier
 from gateway.errors import GatewayError, Reason
 
@@ -66,48 +70,17 @@ __all__ = ["Auditor"]
 _FLUSH: Final = 2000
 
 
-class _Progress:
-    """A one-line progress indicator on stderr, only when it is a terminal (never in logs or pipes)."""
-
-    def __init__(self, stream: TextIO | None) -> None:
-        self._stream = stream if stream is not None and stream.isatty() else None
-        self._last = 0.0
-        self._shown = False
-
-    def update(self, label: str, done: int, total: int | None) -> None:
-        if self._stream is None:
-            return
-        now = time.monotonic()
-        if now - self._last < 0.2:
-            return
-        self._last = now
-        if total:
-            width = 30
-            filled = int(width * min(done, total) / total)
-            bar = "#" * filled + "." * (width - filled)
-            text = f"\r{label} [{bar}] {done:,}/{total:,}"
-        else:
-            text = f"\r{label} {done:,}"
-        self._stream.write(text)
-        self._stream.flush()
-        self._shown = True
-
-    def clear(self) -> None:
-        if self._stream is not None and self._shown:
-            self._stream.write("\r\x1b[K")
-            self._stream.flush()
-            self._shown = False
-
-
 class Auditor:
     """One audit run. Order: checkpoints (``add_checkpoint`` / ``load_stored_checkpoints``), ``scan_log``,
-    then optionally ``check_record`` for every Kafka record and ``finish_records``, then ``report``.
+    then optionally ``check_record`` for every Kafka record and ``finish_records``, then ``finish``.
 
     ``notary_keys`` are the notary's note verifiers (more than one across a key rotation); the origin is
     their key name unless given. ``event_verifier`` (registry + schemas, no sealing keys) is needed to check
-    records. With ``quorum > 0`` checkpoints count as cosigned only with ``quorum`` of ``cosigners``.
-    ``tolerate_lag`` accepts records after a partition's last logged offset (a live notary lags by up to a
-    checkpoint interval) and counts them as pending instead of reporting them.
+    records. Every line by one of ``cosigners`` must verify; with ``quorum > 0`` checkpoints count as
+    cosigned only with ``quorum`` of them. ``allow_unsigned`` tolerates that many entries after the newest
+    signed checkpoint (a notary between checkpoints); more are ``log.unsigned-tail``. ``tolerate_lag``
+    accepts records after a partition's last logged offset (a live notary lags by up to a checkpoint
+    interval) and counts them as pending instead of reporting them. ``clock`` dates the report.
     """
 
     def __init__(
@@ -119,11 +92,13 @@ class Auditor:
         event_verifier: EventVerifier | None = None,
         cosigners: Sequence[NoteVerifier] = (),
         quorum: int = 0,
+        allow_unsigned: int = 0,
         tolerate_lag: bool = False,
         max_findings: int = 10_000,
         progress: TextIO | None = None,
         workers: int = 1,
         verifier_factory: Callable[[], EventVerifier] | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         if not notary_keys:
             raise GatewayError(Reason.NOTE_KEY_INVALID, "the notary's verifier key is required")
@@ -131,38 +106,42 @@ class Auditor:
         self._keys = tuple(notary_keys)
         self._origin = origin or self._keys[0].name
         self._event_verifier = event_verifier
-        self._cosigners = tuple(cosigners)
-        self._quorum = quorum
-        if quorum and not 1 <= quorum <= len(self._cosigners):
-            raise GatewayError(
-                Reason.NOTE_KEY_INVALID, f"quorum {quorum} of {len(self._cosigners)} cosigners"
-            )
+        if quorum and not 1 <= quorum <= len(cosigners):
+            raise GatewayError(Reason.NOTE_KEY_INVALID, f"quorum {quorum} of {len(cosigners)} cosigners")
+        if allow_unsigned < 0:
+            raise GatewayError(Reason.CONFIG_INVALID, f"allow_unsigned must be >= 0, not {allow_unsigned}")
         self._tolerate_lag = tolerate_lag
         if workers < 1:
             raise GatewayError(Reason.CONFIG_INVALID, f"workers must be at least 1, not {workers}")
         self._workers = workers
         self._verifier_factory = verifier_factory
         self._max_findings = max_findings
-        self._progress = _Progress(progress)
+        self._progress = Progress(progress)
         self._files = LogReader(self._dir, self._find)
-        self.report = AuditReport(origin=self._origin, log_dir=str(self._dir), quorum=quorum)
-        self._checkpoints: dict[tuple[int, bytes], CheckpointStatus] = {}
-        self._by_size: dict[int, list[CheckpointStatus]] = {}
-        """The same statuses by size, in the order they were added (constant-time look-ups in the scan)."""
-        self._last_good = 0
-        """The largest checkpoint size the scan has reproduced so far (sizes are reached in order)."""
+        self.report = AuditReport(
+            origin=self._origin,
+            log_dir=str(self._dir),
+            quorum=quorum,
+            allow_unsigned=allow_unsigned,
+            audited_at=int(clock() * 1000),
+            notary_keys=[_vkey(key) for key in self._keys],
+            cosigner_keys=[_vkey(key) for key in cosigners],
+        )
+        self._heads = SignedHeads(
+            origin=self._origin, notary_keys=self._keys, cosigners=cosigners, quorum=quorum, find=self._find
+        )
         self._last_offset: dict[tuple[str, int], int] = {}
+        self._parties: dict[str, str | None] = {}
+        """Topic -> party (None: not an exchange topic), parsed once per topic."""
         self._scanned = False
         self._records: Counter[str] = Counter()
-        self._record_source: str | None = None
         self._tmp = Path(tempfile.mkdtemp(prefix="xchg-audit-"))
         self._db = sqlite3.connect(self._tmp / "leaves.sqlite", isolation_level=None)
         self._db.execute("PRAGMA journal_mode=OFF")
         self._db.execute("PRAGMA synchronous=OFF")
         self._db.execute(
             "CREATE TABLE leaves (topic TEXT, part INTEGER, off INTEGER, idx INTEGER, hash BLOB, "
-            "record_sha256 TEXT, data_sha256 TEXT, verdict TEXT, matched INTEGER DEFAULT 0, "
-            "PRIMARY KEY (topic, part, off)) WITHOUT ROWID"
+            "matched INTEGER DEFAULT 0, PRIMARY KEY (topic, part, off)) WITHOUT ROWID"
         )
         self._pending: list[tuple[Any, ...]] = []
 
@@ -176,76 +155,33 @@ class Auditor:
 
     # ---- checkpoints ---------------------------------------------------------------------------------
     def load_stored_checkpoints(self) -> None:
-        """Every checkpoint note in the log directory (``checkpoint`` and ``checkpoints/<size>``)."""
-        latest = self._dir / CHECKPOINT_FILE
-        if latest.is_file():
-            self.add_checkpoint(latest.read_bytes(), str(latest))
-        history = self._dir / CHECKPOINT_HISTORY
-        if history.is_dir():
-            for path in sorted(history.iterdir(), key=lambda p: (len(p.name), p.name)):
-                # only <size> files: a crash may leave a torn "<size>.tmp" that was never a checkpoint
-                if path.is_file() and checkpoint_size(path.name) is not None:
-                    self.add_checkpoint(path.read_bytes(), str(path))
+        """Every checkpoint note in the log directory (``checkpoint`` and ``checkpoints/<size>``); a missing
+        ``checkpoint`` file is a finding (:meth:`gateway.audit._signed_heads.SignedHeads.load_directory`)."""
+        self._before_scan()
+        self._heads.load_directory(self._dir)
 
     def add_checkpoint(self, note: bytes, source: str) -> None:
         """A signed checkpoint from ``source``: verified now, compared with the log during the scan."""
+        self._before_scan()
+        self._heads.add(note, source)
+
+    def _before_scan(self) -> None:
         if self._scanned:
             raise GatewayError(Reason.CONFIG_INVALID, "add checkpoints before scanning the log")
-        try:
-            signed = open_checkpoint(note, origin=self._origin, verifiers=self._keys)
-        except GatewayError as exc:
-            self._find(
-                exc.reason,
-                f"checkpoint rejected: {exc.detail}",
-                checkpoint_size=_size_hint(note),
-                source=source,
-            )
-            return
-        checkpoint = signed.checkpoint
-        key = (checkpoint.size, checkpoint.root_hash)
-        status = self._checkpoints.get(key)
-        if status is None:
-            same_size = self._by_size.setdefault(checkpoint.size, [])
-            for other in same_size:  # a distinct root for this size
-                self._find(
-                    Reason.CHECKPOINT_INCONSISTENT,
-                    f"two signed checkpoints of size {other.size} with different roots (a fork signed by the "
-                    f"notary; the other one is in {', '.join(other.sources)})",
-                    checkpoint_size=other.size,
-                    source=source,
-                )
-            status = CheckpointStatus(size=checkpoint.size, root=checkpoint.root_hash)
-            self._checkpoints[key] = status
-            same_size.append(status)
-        if source not in status.sources:
-            status.sources.append(source)
-        if self._quorum and not status.cosigned:
-            try:
-                cosigned = verify_cosigned(
-                    note,
-                    origin=self._origin,
-                    log_verifiers=self._keys,
-                    cosigners=self._cosigners,
-                    quorum=self._quorum,
-                )
-            except GatewayError:
-                pass  # not (yet) cosigned by the quorum: judged over all checkpoints in report()
-            else:
-                status.cosigned = True
-                status.cosigners = sorted({name for name, _ in cosigned.cosignatures})
 
     # ---- the log -------------------------------------------------------------------------------------
     def scan_log(self) -> None:
         """Stream the entries: leaf hashes vs level-0 tiles, roots at checkpoint sizes, leaf decoding,
-        per-partition offset order; then upper tiles and the state root."""
+        per-partition offset order; then upper tiles, the state root, every file under ``tile/`` and what
+        no signed checkpoint covers."""
         self._scanned = True
         report = self.report
+        heads = self._heads
         state = self._files.state()
-        sizes = self._by_size.keys()
-        target = state[0] if state is not None else max(sizes, default=0)
+        target = state[0] if state is not None else (heads.newest() or 0)
         report.state_size = None if state is None else state[0]
-        if 0 in sizes:
-            self._check_root(0, merkle.EMPTY_ROOT)
+        if 0 in heads:
+            heads.check_root(0, merkle.EMPTY_ROOT)
         accumulator = merkle.MerkleAccumulator()
         complete = True
         for bundle_index in range(-(-target // TILE_WIDTH)):
@@ -267,28 +203,14 @@ class Auditor:
                     )
                 accumulator.append_leaf_hash(value)
                 self._leaf(index, entry, value)
-                if accumulator.size in sizes:
-                    self._check_root(accumulator.size, accumulator.root())
+                if accumulator.size in heads:
+                    heads.check_root(accumulator.size, accumulator.root())
             self._progress.update("verifying log", accumulator.size, target)
         self._flush()
         self._progress.clear()
         report.log_size = accumulator.size
         report.root = accumulator.root()
-        for status in self._checkpoints.values():
-            if status.size > accumulator.size:
-                status.matches = None
-                self._find(
-                    Reason.CHECKPOINT_BEYOND_LOG,
-                    f"signed checkpoint of size {status.size}, but the log "
-                    + (
-                        f"holds only {accumulator.size} entries"
-                        if complete
-                        else f"is unreadable after {accumulator.size} entries"
-                    )
-                    + ": entries were deleted or truncated",
-                    checkpoint_size=status.size,
-                    source=", ".join(status.sources),
-                )
+        heads.beyond(accumulator.size, complete=complete)
         if state is not None and complete and state[1] != accumulator.root():
             self._find(
                 Reason.TLOG_CORRUPT,
@@ -297,26 +219,29 @@ class Auditor:
             )
         if complete:
             self._files.check_upper_tiles(accumulator.size)
+        reproduced = [status.size for status in heads if status.matches]
+        check_tile_files(self._dir, target, reproduced, self._find)
+        self._unsigned_tail(accumulator.size)
+
+    def _unsigned_tail(self, size: int) -> None:
+        """Entries after the newest valid signed checkpoint: nothing signed speaks of them."""
+        newest = self._heads.newest() or 0
+        tail = max(0, size - newest)
+        self.report.unsigned_tail = tail
+        if tail > self.report.allow_unsigned:
+            allowed = self.report.allow_unsigned
+            self._find(
+                Reason.LOG_UNSIGNED_TAIL,
+                f"entries [{newest}, {size}) are covered by no signed checkpoint (the newest is of size "
+                f"{newest}): the log's own files are their only evidence"
+                + (f"; {allowed} were allowed (--allow-unsigned)" if allowed else ""),
+                leaf_index=newest,
+                checkpoint_size=newest,
+            )
 
     def last_offsets(self) -> dict[tuple[str, int], int]:
         """The highest offset logged per (topic, partition) (after :meth:`scan_log`)."""
         return dict(self._last_offset)
-
-    def _check_root(self, size: int, root: bytes) -> None:
-        """Compare the signed roots of ``size`` with the log's (called once per size, in increasing order)."""
-        last_good = self._last_good
-        for status in self._by_size.get(size, ()):
-            status.matches = status.root == root
-            if status.matches:
-                self._last_good = size
-                continue
-            self._find(
-                Reason.CHECKPOINT_ROOT_MISMATCH,
-                f"the log's root at size {size} is not the signed one: entries in [{last_good}, {size}) "
-                f"differ from what was signed (the last reproduced checkpoint is at size {last_good})",
-                checkpoint_size=size,
-                source=", ".join(status.sources),
-            )
 
     def _leaf(self, index: int, entry: bytes, value: bytes) -> None:
         try:
@@ -324,8 +249,7 @@ class Auditor:
         except GatewayError as exc:
             self._find(exc.reason, exc.detail, leaf_index=index)
             return
-        verdict = "accepted" if leaf.verdict == "accepted" else str(leaf.reason)
-        self.report.verdicts[verdict] = self.report.verdicts.get(verdict, 0) + 1
+        self._count(leaf)
         key = (leaf.topic, leaf.partition)
         where = {"leaf_index": index, "topic": leaf.topic, "partition": leaf.partition, "offset": leaf.offset}
         last = self._last_offset.get(key)
@@ -343,27 +267,39 @@ class Auditor:
                 **where,
             )
         self._last_offset[key] = leaf.offset if last is None else max(last, leaf.offset)
-        self._pending.append(
-            (
-                leaf.topic,
-                leaf.partition,
-                leaf.offset,
-                index,
-                value,
-                leaf.record_sha256,
-                leaf.data_sha256,
-                _workers.verdict_text(leaf.verdict, leaf.reason, leaf.kid),
-            )
-        )
+        self._pending.append((leaf.topic, leaf.partition, leaf.offset, index, value))
         if len(self._pending) >= _FLUSH:
             self._flush()
+
+    def _count(self, leaf: Leaf) -> None:
+        """The report's tallies: notary verdicts, the period the records span, per-party counts."""
+        report = self.report
+        verdict = "accepted" if leaf.verdict == "accepted" else str(leaf.reason)
+        report.verdicts[verdict] = report.verdicts.get(verdict, 0) + 1
+        if report.first_record is None or leaf.timestamp < report.first_record:
+            report.first_record = leaf.timestamp
+        if report.last_record is None or leaf.timestamp > report.last_record:
+            report.last_record = leaf.timestamp
+        if leaf.topic not in self._parties:
+            self._parties[leaf.topic] = party_of(leaf.topic)
+        party = self._parties[leaf.topic] or _OTHER
+        counts = report.parties.get(party)
+        if counts is None:
+            counts = report.parties[party] = PartyCounts()
+        if leaf.topic.endswith(".dlq.v1") and party != _OTHER:
+            counts.dead_lettered += 1
+            return
+        counts.published += 1
+        if leaf.verdict == "accepted":
+            counts.accepted += 1
+        else:
+            counts.rejected += 1
 
     def _flush(self) -> None:
         if self._pending:
             self._db.execute("BEGIN")
             self._db.executemany(
-                "INSERT OR IGNORE INTO leaves (topic, part, off, idx, hash, record_sha256, data_sha256, "
-                "verdict) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR IGNORE INTO leaves (topic, part, off, idx, hash) VALUES (?, ?, ?, ?, ?)",
                 self._pending,
             )
             self._db.execute("COMMIT")
@@ -450,7 +386,7 @@ class Auditor:
             self._resolve(claim, expected)
 
     def _claim(self, topic: str, partition: int, offset: int) -> _Claim | None:
-        """The bookkeeping half of a record check: count the record, look its leaf up and mark it matched.
+        """The bookkeeping half of a record check: count the record, look its leaf up and mark it claimed.
         Returns what is left to decide (a finding, or the comparison with the recomputed leaf), or None
         when nothing is (tolerated lag, the same record twice in a dump)."""
         self._records["read"] += 1
@@ -459,8 +395,7 @@ class Auditor:
         if not self._db.in_transaction:  # one transaction per _FLUSH matches, not one per UPDATE
             self._db.execute("BEGIN")
         row = self._db.execute(
-            "SELECT idx, hash, record_sha256, data_sha256, verdict, matched FROM leaves "
-            "WHERE topic = ? AND part = ? AND off = ?",
+            "SELECT idx, hash, matched FROM leaves WHERE topic = ? AND part = ? AND off = ?",
             (topic, partition, offset),
         ).fetchone()
         if row is None:
@@ -478,50 +413,70 @@ class Auditor:
                 "after the last logged offset of its partition "
                 f"({'none' if last is None else last}): not logged (yet), or cut from the log",
             )
-        if row[5]:
+        if row[2]:
+            self._records["repeated"] += 1
             return None  # the same record twice in a dump
         self._db.execute(
             "UPDATE leaves SET matched = 1 WHERE topic = ? AND part = ? AND off = ?",
             (topic, partition, offset),
         )
-        self._records["matched"] += 1
-        if self._records["matched"] % _FLUSH == 0:
+        self._records["with_leaf"] += 1
+        if self._records["with_leaf"] % _FLUSH == 0:
             self._commit()
         return _Claim(where, row, "")
 
     def _resolve(self, claim: _Claim, expected: _workers.Expected | None) -> None:
         """The deciding half: the finding of a record without a leaf, or the comparison of the stored leaf
-        with ``expected``, the leaf recomputed from the record."""
+        with ``expected``, the leaf recomputed from the record. A difference names every leaf member that
+        differs, with both values (the logged leaf is read again from the log: differences are rare)."""
         if claim.row is None:
             self._find(Reason.RECORD_NOT_LOGGED, claim.not_logged, **claim.where)
             return
         if expected is None:
             raise ValueError("a record with a leaf is resolved with its recomputed leaf")
-        index, stored_hash, stored_record, stored_data, stored_verdict, _ = claim.row
+        index, stored_hash, _ = claim.row
         if expected.leaf_hash == bytes(stored_hash):
             return
         where = {**claim.where, "leaf_index": int(index)}
-        if stored_record != expected.record_sha256 or stored_data != expected.data_sha256:
+        stored = self._files.entry(int(index), self.report.log_size)
+        if stored is None or merkle.leaf_hash(stored) != bytes(stored_hash):
             self._find(
                 Reason.LEAF_RECORD_MISMATCH,
-                f"the Kafka record's digest is {expected.record_sha256[:16]}..., the leaf's "
-                f"{str(stored_record)[:16]}...: the record was rewritten on the broker or the leaf altered",
+                "the leaf differs from the one recomputed from the record (the log changed while it was "
+                "audited: the fields cannot be compared)",
                 **where,
             )
-        elif stored_verdict != expected.verdict:
+            return
+        differences = _differences(Leaf.decode(stored), Leaf.decode(expected.entry))
+        names = [d.field for d in differences]
+        if set(names) <= _VERDICT_FIELDS:
+            logged, now = (_verdict(Leaf.decode(e)) for e in (stored, expected.entry))
             self._find(
                 Reason.LEAF_VERDICT_MISMATCH,
-                f"logged verdict {stored_verdict}, re-verification now gives {expected.verdict} "
+                f"logged verdict {logged}, re-verification now gives {now} "
                 "(registry or schemas changed about that time?)",
+                differences=differences,
                 **where,
+            )
+            return
+        if "record_sha256" in names:
+            cause = "the Kafka record is not the logged one (rewritten on the broker, or the leaf altered)"
+        elif "data_sha256" in names:
+            cause = (
+                "the leaf's data digest is not the record's, whose key, headers and value are the logged "
+                "ones: the leaf was altered"
             )
         else:
-            self._find(
-                Reason.LEAF_RECORD_MISMATCH,
-                "the leaf differs from the one recomputed from the record (attributes, timestamp or "
-                "signature material)",
-                **where,
+            cause = (
+                "the leaf says something else than the record gives: the leaf was altered, or the record's "
+                "timestamp changed"
             )
+        self._find(
+            Reason.LEAF_RECORD_MISMATCH,
+            f"{cause}; differs: {', '.join(names)}",
+            differences=differences,
+            **where,
+        )
 
     def _commit(self) -> None:
         if self._db.in_transaction:
@@ -533,7 +488,6 @@ class Auditor:
         self._commit()
         self._flush()
         self._progress.clear()
-        self._record_source = source
         rows = self._db.execute("SELECT idx, topic, part, off FROM leaves WHERE matched = 0 ORDER BY idx")
         for index, topic, partition, offset in rows:
             if earliest is not None and offset < earliest.get((topic, partition), 0):
@@ -547,27 +501,24 @@ class Auditor:
                 partition=int(partition),
                 offset=int(offset),
             )
-        self.report.records = {
-            "source": source,
-            "read": self._records["read"],
-            "matched": self._records["matched"],
-            "pending": self._records["pending"],
-            "expired": self._records["expired"],
-        }
+        self.report.record_source = source
+        self.report.record_counts = Counter(
+            {key: self._records[key] for key in ("read", "with_leaf", "pending", "expired", "repeated")}
+        )
 
     # ---- the verdict --------------------------------------------------------------------------------
     def finish(self) -> AuditReport:
         """The report (checkpoints sorted by size; quorum judged over all checkpoints)."""
         self._flush()
         report = self.report
-        report.checkpoints = sorted(self._checkpoints.values(), key=lambda c: (c.size, c.root))
+        report.checkpoints = self._heads.sorted()
         if not report.checkpoints:
             self._find(Reason.NOTE_UNVERIFIED, "no checkpoint signed by the notary's key was found")
-        if self._quorum and not any(c.cosigned and c.matches for c in report.checkpoints):
+        if report.quorum and not any(c.cosigned and c.matches for c in report.checkpoints):
             latest = max((c.size for c in report.checkpoints), default=None)
             self._find(
                 Reason.COSIGN_QUORUM_NOT_MET,
-                f"no checkpoint the log reproduces carries {self._quorum} trusted cosignatures",
+                f"no checkpoint the log reproduces carries {report.quorum} valid trusted cosignatures",
                 checkpoint_size=latest,
             )
         self.close()
@@ -593,8 +544,33 @@ class _Claim(NamedTuple):
     not_logged: str
 
 
-def _size_hint(note: bytes) -> int | None:
-    """The size an unverified checkpoint claims (only to locate a finding)."""
-    with contextlib.suppress(GatewayError, UnicodeDecodeError):
-        return Checkpoint.parse(Note.parse(note).text).size
-    return None
+_OTHER: Final = "*"
+"""The per-party bucket of leaves whose topic is not ``xchg.<party>.<kind>.v<N>``."""
+_VERDICT_FIELDS: Final = frozenset({"verdict", "reason", "kid"})
+
+
+def _vkey(key: NoteVerifier) -> str:
+    """A verifier's vkey string (``name+keyid+base64``), or its name and key id for another kind."""
+    vkey = getattr(key, "vkey", None)
+    return str(vkey()) if callable(vkey) else f"{key.name}+{key.key_id:08x}"
+
+
+def _verdict(leaf: Leaf) -> str:
+    return f"accepted by {leaf.kid}" if leaf.verdict == "accepted" else f"rejected {leaf.reason}"
+
+
+def _differences(logged: Leaf, recomputed: Leaf) -> tuple[Difference, ...]:
+    """Every leaf member whose value differs (in :class:`~gateway.audit.leaf.Leaf`'s field order: position,
+    digests, attributes, verdict), both values as text."""
+    before, after = logged.to_json(), recomputed.to_json()
+    return tuple(
+        Difference(name, _text(before[name]), _text(after.get(name)))
+        for name in before
+        if before[name] != after.get(name)
+    )
+
+
+def _text(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode("utf-8")

@@ -50,6 +50,7 @@ __all__ = [
     "entries_path",
     "parse_tile_path",
     "split_bundle",
+    "tile_end",
     "tile_hashes",
     "tile_path",
     "tile_root",
@@ -106,6 +107,11 @@ def tile_path(level: int, index: int, width: int = TILE_WIDTH) -> str:
     if not 0 <= level <= 63:
         raise GatewayError(Reason.PROOF_OUT_OF_RANGE, f"tile level {level} outside 0..63")
     return f"tile/{level}/{_index_path(index)}{_suffix(width)}"
+
+
+def tile_end(level: int | None, index: int, width: int) -> int:
+    """One past the last leaf a tile of this shape covers (level ``None``: an entry bundle, as level 0)."""
+    return (index * TILE_WIDTH + width) << (TILE_HEIGHT * (level or 0))
 
 
 def entries_path(index: int, width: int = TILE_WIDTH) -> str:

@@ -39,6 +39,7 @@ import orjson
 
 from gateway.audit.layout import MAX_ENTRY_SIZE
 from gateway.contract.canonical import canonical_json
+from gateway.contract.policy import parse_topic
 from gateway.contract.verify import Accepted, EventVerifier
 from gateway.errors import GatewayError, Reason
 
@@ -404,6 +405,16 @@ def _dead_letter(value: object) -> Mapping[str, str | None] | None:
     return {name: _maybe(value[name]) for name in DEAD_LETTER_HEADERS}
 
 
+def _read_from(record: RecordLike, by_name: Mapping[str, list[bytes | None]]) -> str | None:
+    """The topic the event must belong to: the record's own, or for a dead-lettered copy the topic the
+    gateway read the original from (its ``xchg-origin-topic`` header; only that gateway writes its DLQ)."""
+    try:
+        kind = parse_topic(record.topic).kind
+    except GatewayError:
+        return record.topic  # not an exchange topic: the event cannot belong there
+    return _header(by_name, "xchg-origin-topic") if kind == "dlq" else record.topic
+
+
 def leaf_for_record(record: RecordLike, verifier: EventVerifier) -> Leaf:
     """The leaf the notary logs for ``record``: a pure function of the record, registry and schemas.
 
@@ -416,7 +427,9 @@ def leaf_for_record(record: RecordLike, verifier: EventVerifier) -> Leaf:
     headers = tuple(record.headers or ())
     by_name = _by_name(headers)
     now = datetime.fromtimestamp(min(max(record.timestamp, 0), _MAX_TIMESTAMP_MS) / 1000, UTC)
-    verdict = verifier.verify_kafka(record.value, headers, record.key, now=now)
+    verdict = verifier.verify_kafka(
+        record.value, headers, record.key, now=now, topic=_read_from(record, by_name)
+    )
     accepted = isinstance(verdict, Accepted)
     dead_letter = {name: _header(by_name, header) for name, header in DEAD_LETTER_HEADERS.items()}
     return Leaf(

@@ -28,7 +28,7 @@ from typing import Final, Protocol
 from gateway.audit.checkpoint import Checkpoint, open_checkpoint
 from gateway.audit.merkle import HASH_SIZE, leaf_hash, verify_inclusion
 from gateway.audit.note import Note, NoteVerifier, decode_base64
-from gateway.audit.witness import verify_cosigned
+from gateway.audit.witness import check_cosignatures, raise_invalid_cosignatures, verify_cosigned
 from gateway.errors import GatewayError, Reason
 
 __all__ = [
@@ -148,7 +148,9 @@ def verify_proof(
     """Verify a receipt offline for ``entry`` (leaf data) or ``leaf`` (its leaf hash): exactly one of them.
 
     The checkpoint must be signed by one of ``log_verifiers`` and be of ``origin``; with ``quorum > 0`` it
-    must also carry that many valid cosignatures from ``cosigners``. Raises ``GatewayError`` otherwise.
+    must also carry that many valid cosignatures from ``cosigners``; whatever the quorum, a line by one of
+    the ``cosigners`` that does not verify rejects it (``COSIGN_SIGNATURE_INVALID``, as the auditor reports
+    it). Raises ``GatewayError`` otherwise.
     """
     if (entry is None) == (leaf is None):
         raise GatewayError(Reason.PROOF_MALFORMED, "give exactly one of entry or leaf")
@@ -169,6 +171,7 @@ def verify_proof(
         checkpoint, cosignatures = cosigned.checkpoint, cosigned.cosignatures
     else:
         checkpoint = open_checkpoint(proof.checkpoint, origin=origin, verifiers=log_keys).checkpoint
+        raise_invalid_cosignatures(check_cosignatures(proof.checkpoint, cosigners))
     if not verify_inclusion(target, proof.index, checkpoint.size, proof.inclusion, checkpoint.root_hash):
         raise GatewayError(
             Reason.PROOF_INCLUSION_FAILED,

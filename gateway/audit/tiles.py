@@ -57,6 +57,7 @@ from gateway.audit.layout import (
     entries_path,
     parse_tile_path,
     split_bundle,
+    tile_end,
     tile_hashes,
     tile_path,
     tile_root,
@@ -69,11 +70,6 @@ _HASH: Final = merkle.HASH_SIZE
 _FILE_MODE: Final = 0o640
 _TILE_CACHE: Final = 512  # full tiles (8 KiB each) kept in memory: 4 MiB
 _BUNDLE_CACHE: Final = 4
-
-
-def _end(level: int | None, index: int, width: int) -> int:
-    """One past the last leaf index a tile (or bundle) of this shape covers."""
-    return (index * TILE_WIDTH + width) << (TILE_HEIGHT * (level or 0))
 
 
 def _root_from_edges(edges: list[list[bytes]]) -> bytes:
@@ -219,7 +215,7 @@ class TileLog:
                 raise GatewayError(Reason.TLOG_CORRUPT, f"{pending}: unexpected path {line!r}")
             path = self._dir / line
             _fs.remove_files([_fs.temporary_path(path)])
-            if _end(*parsed) > size and path.exists():
+            if tile_end(*parsed) > size and path.exists():
                 path.unlink()
                 removed += 1
         if removed and self._durable:

@@ -20,7 +20,7 @@ import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Final, Literal
 
 from gateway.audit import _fs
 from gateway.audit.checkpoint import Checkpoint, SignedCheckpoint, open_checkpoint
@@ -38,10 +38,13 @@ from gateway.errors import GatewayError, Reason
 
 __all__ = [
     "MAX_CONSISTENCY_PROOF",
+    "CosignatureCheck",
     "CosignedCheckpoint",
     "Witness",
+    "check_cosignatures",
     "format_add_checkpoint",
     "parse_add_checkpoint",
+    "raise_invalid_cosignatures",
     "verify_cosigned",
 ]
 
@@ -198,8 +201,51 @@ class CosignedCheckpoint:
 
     checkpoint: Checkpoint
     note: bytes
-    #: (cosigner name, cosignature timestamp) of every trusted cosignature that counted, in note order.
+    #: (cosigner name, cosignature timestamp) of every trusted cosignature that counted, in cosigner order.
     cosignatures: tuple[tuple[str, int], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CosignatureCheck:
+    """What one named cosigner's line on a note says: ``valid`` (verified; ``timestamp`` is its time),
+    ``invalid`` (the line is there and does not verify) or ``absent`` (no line by that key)."""
+
+    name: str
+    key_id: int
+    status: Literal["valid", "invalid", "absent"]
+    timestamp: int | None = None
+
+
+def check_cosignatures(note: bytes | Note, cosigners: Sequence[NoteVerifier]) -> list[CosignatureCheck]:
+    """Each cosigner's first line on ``note`` checked, in ``cosigners`` order (repeated lines by one key are
+    ignored, as :meth:`gateway.audit.note.Note.verify` does). Never raises for a bad line: an auditor reports
+    every invalid one (``cosign.signature-invalid``) whatever the quorum; :func:`verify_cosigned` refuses."""
+    parsed = note if isinstance(note, Note) else Note.parse(note)
+    text = parsed.text.encode("utf-8")
+    checks: list[CosignatureCheck] = []
+    for cosigner in cosigners:
+        line = next(
+            (s for s in parsed.signatures if (s.name, s.key_id) == (cosigner.name, cosigner.key_id)), None
+        )
+        if line is None:
+            checks.append(CosignatureCheck(cosigner.name, cosigner.key_id, "absent"))
+        elif not cosigner.verify(text, line.signature):
+            checks.append(CosignatureCheck(cosigner.name, cosigner.key_id, "invalid"))
+        else:
+            timestamp = cosignature_v1_timestamp(line.signature)
+            # a trusted key of another signature type: it verified, but carries no time
+            checks.append(CosignatureCheck(cosigner.name, cosigner.key_id, "valid", timestamp or 0))
+    return checks
+
+
+def raise_invalid_cosignatures(checks: Iterable[CosignatureCheck]) -> None:
+    """``GatewayError(COSIGN_SIGNATURE_INVALID)`` naming the first named cosigner whose line fails."""
+    for check in checks:
+        if check.status == "invalid":
+            raise GatewayError(
+                Reason.COSIGN_SIGNATURE_INVALID,
+                f"invalid cosignature by trusted cosigner {check.name}+{check.key_id:08x}",
+            )
 
 
 def verify_cosigned(
@@ -214,9 +260,11 @@ def verify_cosigned(
 ) -> CosignedCheckpoint:
     """Verify a checkpoint note: signed by the log, and cosigned by ``quorum`` of the ``cosigners`` (k of n).
 
-    Unknown signatures are ignored; a failing signature by any trusted key rejects the note. With ``now``
-    (POSIX seconds), cosignatures dated more than ``max_skew`` seconds in the future do not count (the spec
-    allows rejecting them) and, if that leaves the quorum unmet, the error is ``COSIGN_TIME``.
+    Unknown signatures are ignored; a failing signature by the log's key rejects the note
+    (``NOTE_SIGNATURE_INVALID``), and so does one by any of the ``cosigners`` (``COSIGN_SIGNATURE_INVALID``),
+    counted or not. With ``now`` (POSIX seconds), cosignatures dated more than ``max_skew`` seconds in the
+    future do not count (the spec allows rejecting them) and, if that leaves the quorum unmet, the error is
+    ``COSIGN_TIME``.
     """
     log_keys = tuple(log_verifiers)
     if not 1 <= quorum <= len(cosigners):
@@ -226,26 +274,24 @@ def verify_cosigned(
         raise GatewayError(
             Reason.NOTE_KEY_INVALID, "cosigner keys must be distinct from each other and the log"
         )
-    verified = open_note(note, [*log_keys, *cosigners])
-    if not any(verified.signed_by(key) for key in log_keys):
-        raise GatewayError(Reason.NOTE_UNVERIFIED, "checkpoint is not signed by the log")
+    verified = open_note(note, log_keys)
     checkpoint = Checkpoint.parse(verified.text)
     if checkpoint.origin != origin:
         raise GatewayError(
             Reason.CHECKPOINT_ORIGIN_MISMATCH, f"checkpoint origin {checkpoint.origin!r} != {origin!r}"
         )
+    checks = check_cosignatures(note, cosigners)
+    raise_invalid_cosignatures(checks)
     counted: list[tuple[str, int]] = []
     future = 0
-    for signature in verified.verified:
-        if (signature.name, signature.key_id) not in identities:
+    for check in checks:
+        if check.status != "valid":
             continue
-        timestamp = cosignature_v1_timestamp(signature.signature)
-        if timestamp is None:  # a trusted key of another signature type: it verified, but carries no time
-            timestamp = 0
+        timestamp = check.timestamp or 0
         if now is not None and timestamp > now + max_skew:
             future += 1
             continue
-        counted.append((signature.name, timestamp))
+        counted.append((check.name, timestamp))
     if len(counted) < quorum:
         reason = (
             Reason.COSIGN_TIME_IN_FUTURE

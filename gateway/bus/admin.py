@@ -19,7 +19,7 @@ import structlog
 
 from gateway.errors import GatewayError, Reason
 
-__all__ = ["TopicState", "ensure_topics", "refused_topics"]
+__all__ = ["TopicState", "ensure_topics", "max_message_bytes", "refused_topics"]
 
 _log = structlog.get_logger(__name__)
 
@@ -130,6 +130,39 @@ async def ensure_topics(
             )
         states[name] = TopicState(name, have_partitions, have_replication, name in created)
     return states
+
+
+async def max_message_bytes(admin_kwargs: Mapping[str, Any], topics: Iterable[str]) -> dict[str, int]:
+    """Each topic's ``max.message.bytes`` as the cluster reports it (DescribeConfigs); topics it does not
+    report are left out, and so is everything when the request fails (the embedded broker answers with no
+    entries). Never raises for the cluster: callers fall back to Kafka's default."""
+    from aiokafka.admin import AIOKafkaAdminClient  # noqa: PLC0415 -- see _error_name
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType  # noqa: PLC0415
+
+    names = list(dict.fromkeys(topics))
+    if not names:
+        return {}
+    admin = AIOKafkaAdminClient(**admin_kwargs)
+    found: dict[str, int] = {}
+    try:
+        await admin.start()
+        responses = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, name, {"max.message.bytes": None}) for name in names]
+        )
+        for response in responses:
+            for resource in getattr(response, "resources", ()):
+                # (error_code, error_message, resource_type, resource_name, config_entries)
+                if len(resource) < 5 or resource[0] != 0:
+                    continue
+                for entry in resource[4]:
+                    name, value = entry[0], entry[1]
+                    if name == "max.message.bytes" and isinstance(value, str) and value.isdigit():
+                        found[str(resource[3])] = int(value)
+    except Exception as exc:  # noqa: BLE001 - best effort: the caller assumes Kafka's default
+        _log.info("topic.configs_unavailable", error=type(exc).__name__)
+    finally:
+        await admin.close()
+    return found
 
 
 async def _describe_until_ready(admin: Any, names: list[str], limit_s: float) -> dict[str, tuple[int, int]]:

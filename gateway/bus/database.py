@@ -11,6 +11,7 @@ the same idempotency key, never a lost event.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -69,7 +70,11 @@ def transaction(connection: sqlite3.Connection, work: Callable[[sqlite3.Connecti
     try:
         result = work(connection)
     except BaseException:
-        connection.execute("ROLLBACK")
+        # SQLite may already have rolled back (SQLITE_FULL, SQLITE_IOERR): a second ROLLBACK would raise
+        # "no transaction is active" and hide the real error
+        if connection.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                connection.execute("ROLLBACK")
         raise
     connection.execute("COMMIT")
     return result

@@ -248,6 +248,10 @@ class KafkaSettings:
     a batch of 500 ~2 KB events then fits one produce request per partition, which cut the broker's CPU per
     event by a third and kept the outbox sender from starving under many concurrent publishers
     (docs/PERFORMANCE.md). Must not exceed the topics' ``max.message.bytes`` (Kafka's default 1 MiB)."""
+    max_request_bytes: int = 1_048_576
+    """The producer's ``max_request_size`` (aiokafka's default, 1 MiB): the largest record it sends. The
+    subscriber bounds dead-letter records by it and by the DLQ topic's ``max.message.bytes``
+    (:mod:`gateway.bus.deadletter`)."""
     fetch_max_wait_ms: int | None = None
     """How long a fetch may wait for records. ``None`` = Kafka's default (500 ms) for a real cluster, which
     answers as soon as records arrive anyway; :meth:`for_embedded` sets :data:`EMBEDDED_FETCH_MAX_WAIT_MS`,
@@ -315,6 +319,7 @@ class KafkaSettings:
             ("max_poll_interval_ms", 1_000, 86_400_000),
             ("fetch_max_wait_ms", 1, 60_000),
             ("max_batch_bytes", 16_384, 1_048_576),
+            ("max_request_bytes", 65_536, 104_857_600),
         ):
             value = getattr(self, name)
             if value is None and name == "fetch_max_wait_ms":
@@ -406,6 +411,7 @@ class KafkaSettings:
             "acks": "all",
             "enable_idempotence": self.idempotence,
             "max_batch_size": self.max_batch_bytes,
+            "max_request_size": self.max_request_bytes,
         }
 
     def consumer_kwargs(self, group_id: str | None) -> dict[str, Any]:
@@ -457,6 +463,7 @@ _INT_FIELDS: Final = (
     "max_poll_interval_ms",
     "fetch_max_wait_ms",
     "max_batch_bytes",
+    "max_request_bytes",
 )
 
 

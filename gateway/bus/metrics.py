@@ -67,9 +67,12 @@ class GatewayMetrics:
         "publish_latency",
         "published",
         "quarantined",
+        "readiness",
         "registry",
         "rejected",
+        "signing_key_expiry",
         "sink_failures",
+        "task_restarts",
     )
 
     def __init__(self, *, party: str, version: str = __version__) -> None:
@@ -137,6 +140,28 @@ class GatewayMetrics:
             "xchg_delivery_latency_seconds",
             "Time from the event's CloudEvents time to its delivery to the agency's sink.",
             buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+
+        # supervision (gateway/runtime/supervisor.py)
+        self.task_restarts = Counter(
+            "xchg_task_restarts_total",
+            "Restarts of a long-running task (sender, consumer, a source) after it raised.",
+            ["task"],
+            registry=r,
+        )
+
+        # operations (gateway/runtime/ops.py): what alert rules need besides the counters above
+        self.readiness = Gauge(
+            "xchg_readiness_check",
+            "1 while a readiness check passes, 0 while it fails (as of the last /readyz or status sample).",
+            ["check"],
+            registry=r,
+        )
+        self.signing_key_expiry = Gauge(
+            "xchg_signing_key_expiry_timestamp_seconds",
+            "When the gateway's signing key expires or is revoked (Unix time; absent: never).",
+            ["kid"],
             registry=r,
         )
 

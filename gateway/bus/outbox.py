@@ -79,7 +79,10 @@ class Outbox:
         return self._depth
 
     async def put(self, topic: str, event: Envelope) -> None:
-        """Commit ``event`` durably (group commit). Returns once it is on disk."""
+        """Commit ``event`` durably (group commit). Returns once it is on disk.
+
+        Raises ``GatewayError``: ``outbox.full`` at the backlog limit, ``outbox.unavailable`` when the
+        database cannot be written (a full disk): both say "not now", and the caller keeps its copy."""
         if self._depth + len(self._waiting) >= self.max_backlog:
             raise GatewayError(
                 Reason.OUTBOX_FULL, f"outbox holds {self._depth} unsent events (limit {self.max_backlog})"
@@ -103,9 +106,13 @@ class Outbox:
             try:
                 inserted = await self._db.run(functools.partial(_insert_all, rows=rows))
             except Exception as exc:  # noqa: BLE001 - every waiter must learn about the failure
+                # a full disk, a read-only or corrupt file: the gateway's state, not the events' fault
+                error = GatewayError(
+                    Reason.OUTBOX_UNAVAILABLE, f"the outbox cannot be written ({type(exc).__name__})"
+                )
                 for _, _, future in batch:
                     if not future.done():
-                        future.set_exception(exc)
+                        future.set_exception(error)
                 continue
             self._depth += inserted
             for _, _, future in batch:

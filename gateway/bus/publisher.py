@@ -29,7 +29,7 @@ from gateway.contract.schemas import SchemaStore
 from gateway.contract.sign import EventSigner, build_event
 from gateway.errors import GatewayError, Reason
 
-__all__ = ["KafkaProducerLike", "Publisher"]
+__all__ = ["KafkaProducerLike", "PublishObserver", "Publisher"]
 
 _log = structlog.get_logger(__name__)
 
@@ -40,6 +40,13 @@ class KafkaProducerLike(Protocol):
     async def send(
         self, topic: str, value: bytes, key: bytes, headers: list[tuple[str, bytes]]
     ) -> asyncio.Future[Any]: ...
+
+
+class PublishObserver(Protocol):
+    """Told about every event once the outbox accepted it (``data``: the logical payload, sealed fields
+    included): the coordination timeline. A failing observer is logged; the publish has already succeeded."""
+
+    async def published(self, event: Envelope, data: Mapping[str, Any]) -> None: ...
 
 
 class Publisher:
@@ -54,8 +61,10 @@ class Publisher:
         batch_size: int = 500,
         retry_backoff: float = 0.5,
         max_backoff: float = 10.0,
+        observers: Sequence[PublishObserver] = (),
     ) -> None:
         self.signer = signer
+        self.observers = list(observers)
         self._registry = registry
         self._schemas = schemas
         self.outbox = outbox
@@ -76,23 +85,41 @@ class Publisher:
         dataschema: str | None = None,
         event_id: str | None = None,
     ) -> Envelope:
-        """Build the event and commit it to the outbox. Raises ``GatewayError`` when it is refused."""
+        """Build the event and commit it to the outbox. Raises ``GatewayError`` when it is refused, and only
+        that: a record the contract refuses gets its reason code, one that makes the contract code raise
+        anything else ``gateway.internal-error`` (the caller quarantines it instead of dying on it), and an
+        outbox that cannot be written ``outbox.unavailable`` (the caller keeps the record and retries)."""
         if not self._accepting:
             raise GatewayError(Reason.STOPPING, "the gateway is shutting down; publish again after restart")
-        event = build_event(
-            signer=self.signer,
-            registry=self._registry,
-            schemas=self._schemas,
-            event_type=event_type,
-            data=data,
-            recipients=recipients,
-            dataschema=dataschema,
-            event_id=event_id,
-        )
-        topic = self.topic_of(event)
+        try:
+            event = build_event(
+                signer=self.signer,
+                registry=self._registry,
+                schemas=self._schemas,
+                event_type=event_type,
+                data=data,
+                recipients=recipients,
+                dataschema=dataschema,
+                event_id=event_id,
+            )
+            topic = self.topic_of(event)
+        except GatewayError:
+            raise
+        except Exception as exc:  # a bug met by this record: refuse it (the caller quarantines), never crash
+            _log.error("publish raised; refusing the record", error=type(exc).__name__, type=event_type)
+            raise GatewayError(
+                Reason.INTERNAL_ERROR, f"building the event raised {type(exc).__name__}"
+            ) from exc
         await self.outbox.put(topic, event)
         self._metrics.outbox_depth.set(self.outbox.depth)  # xchg_published_total counts broker acks (_send)
         _log.debug("event accepted into outbox", event_id=event.id, type=event_type, topic=topic)
+        for observer in self.observers:
+            try:
+                await observer.published(event, data)
+            except Exception as exc:  # noqa: BLE001 - the event is accepted; an observer must not undo that
+                _log.error(
+                    "publish observer failed", observer=type(observer).__name__, error=type(exc).__name__
+                )
         return event
 
     def topic_of(self, event: Envelope) -> str:

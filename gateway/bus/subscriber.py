@@ -6,6 +6,19 @@ in the inbox. Offsets are committed (offset + 1) only after a record's outcome i
 fetched batch and when partitions are revoked in a rebalance. The loop survives broker errors: it logs, backs
 off and continues; a record is never skipped without an outcome (delivered, duplicate or dead-lettered).
 
+No single record stops the loop (docs/REASON_CODES.md, THREAT_MODEL.md R1):
+
+* the verifier turns every problem of a record into a reason code; should it raise all the same (a bug),
+  the record is dead-lettered as ``gateway.internal-error`` naming the exception type;
+* the dead-letter copy always fits the producer and the topic (:mod:`gateway.bus.deadletter`: a bounded
+  record when the full copy would not), so its produce cannot be refused for ever;
+* a record whose handling keeps raising a programming error (``TypeError``, ``KeyError``... rather than
+  the disk, the database or the broker failing), :data:`POISON_ATTEMPTS` times in a row at the same
+  position, across restarts of the loop by the supervisor, is dead-lettered as ``gateway.internal-error``
+  instead of being retried for ever. Until then, and always for infrastructure failures (``OSError`` such
+  as a full disk, ``sqlite3.Error``, Kafka errors, timeouts), the exception propagates: the supervisor
+  (:mod:`gateway.runtime.supervisor`) restarts the loop, which re-reads from the committed offset.
+
 Per fetch (performance, docs/PERFORMANCE.md): the inbox is asked once which of the fetched events it already
 has; each outcome is then noted in the inbox's journal right after its delivery, before the next one, so at
 most one delivered event lacks its outcome at any time: the crash window is one event. At the end of the
@@ -19,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import functools
+import sqlite3
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -27,29 +41,33 @@ from typing import Any, Protocol
 
 import structlog
 from aiokafka import ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordListTooLargeError
 from prometheus_client import Counter
 
 from gateway.bus.connectivity import broker_refusal
+from gateway.bus.deadletter import DLQ_HEADERS, DeadLetterLimits, dead_letter_record
 from gateway.bus.delivery import RetryPolicy, Sink, SinkError, deliver_with_retry
 from gateway.bus.inbox import Inbox, Outcome
 from gateway.bus.metrics import GatewayMetrics
 from gateway.contract.envelope import Envelope
+from gateway.contract.instants import format_utc, parse_instant
 from gateway.contract.verify import Accepted, EventVerifier
-from gateway.errors import Reason, Rejected
+from gateway.errors import GatewayError, Reason, Rejected
 
-__all__ = ["DLQ_HEADERS", "Route", "Subscriber"]
+__all__ = ["DLQ_HEADERS", "POISON_ATTEMPTS", "Route", "Subscriber"]
 
 _log = structlog.get_logger(__name__)
 
-#: Headers added to a dead-lettered record (the original headers, key and value are kept as they were).
-DLQ_HEADERS = (
-    "xchg-reason",
-    "xchg-detail",
-    "xchg-origin-topic",
-    "xchg-origin-partition",
-    "xchg-origin-offset",
-    "xchg-dead-lettered-by",
-    "xchg-dead-lettered-at",
+#: Failures of one record's handling, in a row, after which it is dead-lettered (``gateway.internal-error``).
+POISON_ATTEMPTS = 3
+#: Exceptions that say the gateway's own resources failed (disk full, database, broker, a timeout): they
+#: restart the loop however often they recur and never dead-letter the record being handled.
+_INFRASTRUCTURE: tuple[type[BaseException], ...] = (
+    OSError,
+    sqlite3.Error,
+    KafkaError,
+    TimeoutError,
+    GatewayError,
 )
 
 
@@ -107,6 +125,11 @@ class Subscriber:
         self._done: dict[TopicPartition, int] = {}
         self._committed: dict[TopicPartition, int] = {}
         self.handled_total = 0
+        self.dead_letter_limits = DeadLetterLimits()
+        """The dead-letter record bound; the runtime sets the producer's and the topic's limits."""
+        self.stalled: str | None = None
+        """Why the loop cannot make progress right now (a dead-letter produce failing), for /readyz."""
+        self._failures: dict[tuple[str, int, int], int] = {}  # (topic, partition, offset) -> failures
         # Per event type / sink: metric children and routes, looked up once (labels() and fnmatch cost
         # microseconds per event); the sets of types and sinks are small and fixed.
         self._accepted_by_type: dict[str, Counter] = {}
@@ -150,6 +173,10 @@ class Subscriber:
             return
         self._committed.update(pending)
 
+    def reset(self) -> None:
+        """Forget every partition's handled offsets (the consumer they belonged to was closed)."""
+        self.forget(list(self._done))
+
     def forget(self, partitions: Iterable[TopicPartition]) -> None:
         for tp in partitions:
             self._done.pop(tp, None)
@@ -176,17 +203,58 @@ class Subscriber:
         handled: set[tuple[str, str]] = set()
         for records in batches.values():
             for record in records:
-                verdict = self._verifier.verify_kafka(record.value, record.headers or (), record.key)
+                verdict = self._verify(record)
                 if isinstance(verdict, Accepted):
                     key = (verdict.event.source, verdict.event.id)
                     if key not in claimed:  # unreachable (see above); kept so a duplicate can never slip by
                         seen |= await self._inbox.seen([key])
-                outcome = await self._handle(record, verdict, producer, seen, handled)
+                position = (record.topic, record.partition, record.offset)
+                try:
+                    outcome = await self._handle(record, verdict, producer, seen, handled)
+                except Exception as exc:
+                    if not await self._poisoned(record, position, exc, producer):
+                        raise  # not (yet) the record's fault: the supervisor restarts the loop
+                    outcome = None
+                else:
+                    self._failures.pop(position, None)
                 if outcome is not None:
                     self._inbox.note(*outcome)  # before the next delivery: the crash window is one event
         await self._inbox.settle()
         for tp, records in batches.items():
             self._done[tp] = records[-1].offset + 1
+
+    def _verify(self, record: Any) -> Accepted | Rejected:
+        """The verifier's verdict; an exception from it (a bug: it returns rejections as values) becomes a
+        ``gateway.internal-error`` rejection naming the exception type, so the record is dead-lettered."""
+        try:
+            return self._verifier.verify_kafka(
+                record.value, record.headers or (), record.key, topic=record.topic
+            )
+        except Exception as exc:  # noqa: BLE001 - one record must never stop the reader
+            _log.error("verification raised; dead-lettering", **self._where(record), error=type(exc).__name__)
+            return Rejected(Reason.INTERNAL_ERROR, f"verification raised {type(exc).__name__}")
+
+    async def _poisoned(
+        self, record: Any, position: tuple[str, int, int], exc: Exception, producer: ProducerLike
+    ) -> bool:
+        """Count a failure to handle ``record``; at :data:`POISON_ATTEMPTS` dead-letter it (True)."""
+        if isinstance(exc, _INFRASTRUCTURE):  # the disk, the database or the broker: never the record's fault
+            _log.error("record handling failed", **self._where(record), error=type(exc).__name__)
+            return False
+        failures = self._failures.get(position, 0) + 1
+        self._failures[position] = failures
+        if failures < POISON_ATTEMPTS:
+            _log.error("record handling failed", **self._where(record), error=type(exc).__name__,
+                       attempt=failures)  # fmt: skip
+            return False
+        _log.error("record handling keeps failing; dead-lettering", **self._where(record),
+                   error=type(exc).__name__, attempts=failures)  # fmt: skip
+        self._metrics.rejected.labels(reason=str(Reason.INTERNAL_ERROR)).inc()
+        await self._dead_letter(
+            record, Rejected(Reason.INTERNAL_ERROR, f"handling raised {type(exc).__name__}"), producer
+        )
+        self._failures.pop(position, None)
+        return True
 
     async def _handle(
         self,
@@ -251,33 +319,49 @@ class Subscriber:
             metrics[0].inc()
 
     async def _dead_letter(self, record: Any, rejected: Rejected, producer: ProducerLike) -> None:
-        """Produce the original record, plus reason headers, to our DLQ; retry until the broker acks."""
-        headers = [*(record.headers or ()), *(
-            (name, value.encode("utf-8")) for name, value in (
-                ("xchg-reason", str(rejected.reason)),
-                ("xchg-detail", rejected.detail[:500]),
-                ("xchg-origin-topic", record.topic),
-                ("xchg-origin-partition", str(record.partition)),
-                ("xchg-origin-offset", str(record.offset)),
-                ("xchg-dead-lettered-by", self.party),
-                ("xchg-dead-lettered-at", datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")),
-            )
-        )]  # fmt: skip
+        """Produce the record, plus reason headers, to our DLQ (bounded: :mod:`gateway.bus.deadletter`).
+
+        A produce refused for size shrinks the bound and tries the bounded record at once; any other failure
+        (the broker is away) is retried with backoff until the broker acks, with :attr:`stalled` set so
+        ``/readyz`` says why the loop does not advance.
+        """
         delay = self._error_backoff
+        at = format_utc(datetime.now(UTC))
         while True:
+            letter = dead_letter_record(
+                key=record.key, value=record.value, headers=record.headers or (), reason=str(rejected.reason),
+                detail=rejected.detail, origin=(record.topic, record.partition, record.offset),
+                by=self.party, at=at, max_bytes=self.dead_letter_limits.max_record_bytes,
+            )  # fmt: skip
             try:
                 await producer.send_and_wait(
-                    self.dlq_topic, value=record.value, key=record.key, headers=headers
+                    self.dlq_topic, value=letter.value, key=letter.key, headers=letter.headers
                 )
+            except (MessageSizeTooLargeError, RecordListTooLargeError) as exc:
+                if self.dead_letter_limits.shrink():
+                    _log.warning("dead-letter record refused for size; bounding it further",
+                                 error=type(exc).__name__, party=self.party,
+                                 max_bytes=self.dead_letter_limits.max_record_bytes)  # fmt: skip
+                    continue
+                self._stall(exc, delay)
             except Exception as exc:  # noqa: BLE001 - the record must not be skipped: retry until it lands
-                _log.warning(
-                    "dead-letter produce failed; retrying", error=type(exc).__name__, party=self.party
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
-                continue
-            self._metrics.dead_lettered.labels(reason=str(rejected.reason)).inc()
-            return
+                self._stall(exc, delay)
+            else:
+                break
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
+        if self.stalled is not None:
+            _log.info("dead-letter produce recovered", party=self.party)
+            self.stalled = None
+        if letter.bounded:
+            _log.warning("dead-lettered a bounded copy", **self._where(record), reason=str(rejected.reason),
+                         max_bytes=self.dead_letter_limits.max_record_bytes)  # fmt: skip
+        self._metrics.dead_lettered.labels(reason=str(rejected.reason)).inc()
+
+    def _stall(self, exc: BaseException, delay: float) -> None:
+        self.stalled = f"dead-letter produce failing ({type(exc).__name__})"
+        _log.warning("dead-letter produce failed; retrying", error=type(exc).__name__, party=self.party,
+                     retry_in=delay)  # fmt: skip
 
     def _update_lag(self, consumer: ConsumerLike, tp: TopicPartition) -> None:
         highwater = consumer.highwater(tp)
@@ -313,9 +397,8 @@ def _count_failure(counter: Counter, _error: SinkError, _attempt: int) -> None:
     counter.inc()
 
 
-@functools.lru_cache(maxsize=1024)
 def _event_timestamp(value: str) -> float:
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    return parse_instant(value).timestamp()  # memoised there; a verified time is always representable
 
 
 def _claimed_key(record: Any) -> tuple[str, str] | None:

@@ -5,6 +5,10 @@ Registered by :mod:`gateway.cli.main`; the registry and schemas are found as for
 
 Exit codes as everywhere: 0 success (``verify``/``check-receipt``: verified), 1 a finding or a failed
 verification, 2 usage or configuration error (``GatewayError`` raised to ``main``).
+
+About 620 lines: the options and handlers of the ten commands of the group (keygen, verify, report, prove,
+check-receipt, cosign, export-records, notary run); what they do lives in :mod:`gateway.audit`
+(``auditor``, ``html_report``, ``receipts``, ...).
 """
 
 from __future__ import annotations
@@ -14,17 +18,17 @@ import asyncio
 import functools
 import os
 import sys
-import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from gateway.audit.progress import Progress
 from gateway.cli._common import load_registry, load_schemas
 from gateway.errors import GatewayError, Reason
 from gateway.runtime.signals import stop_on_signals
-from gateway.settings import read_passphrase
+from gateway.settings import load_toml, read_passphrase
 
 __all__ = ["add_commands"]
 
@@ -53,6 +57,7 @@ def add_commands(sub: Any) -> None:
     actions = audit.add_subparsers(required=True, metavar="ACTION")
     _add_keygen(actions)
     _add_verify(actions, with_loaders(_verify))
+    actions.choices["report"].set_defaults(handler=with_loaders(_report))
     _add_receipts(actions)
     _add_services(actions)
 
@@ -77,34 +82,80 @@ def _add_verify(actions: Any, handler: Callable[[argparse.Namespace], int]) -> N
         "and cross-check records and leaves. Prints a summary; --json writes the full report. Exit 0 when "
         "there is no finding, 1 otherwise, 2 on a usage or configuration error.",
     )
-    verify.add_argument("--log", required=True, help="the notary's log directory (or a copy of it)")
-    verify.add_argument("--vkey", action="append", required=True, help="notary vkey (or a file holding it)")
-    verify.add_argument("--registry", help="party registry TOML (needed to check records)")
-    verify.add_argument("--schemas", help="schema directory (default: bundled)")
-    source = verify.add_mutually_exclusive_group()
+    _add_audit_inputs(verify)
+    verify.add_argument("--json", help="write the JSON report here ('-' for stdout)")
+    verify.set_defaults(handler=handler)
+
+    report = actions.add_parser(
+        "report",
+        help="the auditor's report: self-contained HTML (and PDF) in Bahasa Indonesia or English",
+        description="Run the audit as 'verify' does (same options), or take a kept JSON report "
+        "(--from-json), and write a self-contained HTML report an auditor can read: the verdict in plain "
+        "words, what was checked against which keys and checkpoints, each finding explained, per-party "
+        "counts. Exit 0 when the audit found nothing, 1 otherwise (the report is written either way), 2 on "
+        "a usage error.",
+    )
+    report.add_argument("--from-json", metavar="REPORT", help="render this JSON report instead of auditing")
+    _add_audit_inputs(report, required=False)
+    report.add_argument("--out", required=True, help="the HTML file to write")
+    report.add_argument("--pdf", help="also write a PDF of it here (needs the 'pdf' extra: WeasyPrint)")
+    report.add_argument(
+        "--lang", choices=("id", "en"), default="en", help="id: Bahasa Indonesia; en: English"
+    )
+    report.add_argument(
+        "--timezone", default="UTC", help="IANA time zone of the times shown, e.g. Asia/Jakarta (default UTC)"
+    )
+    report.add_argument("--json", help="also write the JSON report here")
+    report.set_defaults(handler=handler)
+
+
+def _add_audit_inputs(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
+    """What an audit reads and trusts (``verify`` and ``report``)."""
+    parser.add_argument("--log", required=required, help="the notary's log directory (or a copy of it)")
+    parser.add_argument(
+        "--vkey", action="append", required=required, help="notary vkey (or a file holding it)"
+    )
+    parser.add_argument("--registry", help="party registry TOML (needed to check records)")
+    parser.add_argument("--schemas", help="schema directory (default: bundled)")
+    source = parser.add_mutually_exclusive_group()
     source.add_argument("--bootstrap-servers", help="read the records (and published checkpoints) from Kafka")
     source.add_argument("--records", help="a records dump (gateway audit export-records) instead of Kafka")
-    verify.add_argument("--kafka-config", help="TOML file with a [kafka] table (TLS, SASL) for the broker")
-    verify.add_argument("--checkpoint", action="append", default=[], help="more signed checkpoints to check")
-    verify.add_argument("--cosigner", action="append", default=[], help="trusted cosigner vkey (or file)")
-    verify.add_argument("--quorum", type=int, default=0, help="cosignatures required (k of the --cosigner)")
-    verify.add_argument("--tolerate-lag", action="store_true", help="records after the log's end are pending")
-    verify.add_argument(
+    parser.add_argument("--kafka-config", help="TOML file with a [kafka] table (TLS, SASL) for the broker")
+    parser.add_argument("--checkpoint", action="append", default=[], help="more signed checkpoints to check")
+    parser.add_argument("--cosigner", action="append", default=[], help="trusted cosigner vkey (or file)")
+    parser.add_argument("--quorum", type=int, default=0, help="cosignatures required (k of the --cosigner)")
+    parser.add_argument(
+        "--allow-unsigned",
+        type=_count,
+        default=0,
+        metavar="N",
+        help="tolerate up to N entries after the newest signed checkpoint (a notary between checkpoints)",
+    )
+    parser.add_argument("--tolerate-lag", action="store_true", help="records after the log's end are pending")
+    parser.add_argument(
         "--topic-pattern", default=None, help="exchange topics to read (default: the notary's)"
     )
-    verify.add_argument("--checkpoint-topic", default=None, help="default xchg.notary.checkpoints.v1")
-    verify.add_argument(
+    parser.add_argument("--checkpoint-topic", default=None, help="default xchg.notary.checkpoints.v1")
+    parser.add_argument(
         "--fetch-idle-ms", type=int, default=1000, help="an empty fetch this long ends reading"
     )
-    verify.add_argument(
+    parser.add_argument(
         "--workers",
         type=_worker_count,
         default=None,
         metavar="N",
         help="processes re-verifying records (default: one per CPU; 1: all in this process)",
     )
-    verify.add_argument("--json", help="write the JSON report here ('-' for stdout)")
-    verify.set_defaults(handler=handler)
+
+
+def _count(value: str) -> int:
+    try:
+        count = int(value)
+    except ValueError:
+        count = -1
+    if count < 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 0, not {value!r}")
+    return count
 
 
 def _worker_count(value: str) -> int:
@@ -126,13 +177,30 @@ def _default_workers() -> int:
 
 
 def _add_receipts(actions: Any) -> None:
-    prove = actions.add_parser("prove", help="a c2sp.org/tlog-proof@v1 receipt for an event")
-    prove.add_argument("event_id", metavar="EVENT_ID")
+    prove = actions.add_parser(
+        "prove",
+        help="c2sp.org/tlog-proof@v1 receipts: for an event, or for every event of a case",
+        description="EVENT_ID: the receipt of that event's first leaf against the latest checkpoint. "
+        "--case CASE_ID: the auditor's records (--records or the broker) name the case's events (the "
+        "record key is the case id); each gets the receipt of its leaf, written with a manifest "
+        "(case.json) to the --out folder. Exit 1 when an event is missing from the signed log.",
+    )
+    prove.add_argument("event_id", metavar="EVENT_ID", nargs="?")
+    prove.add_argument("--case", metavar="CASE_ID", help="every event of this case (needs the records)")
     where = prove.add_mutually_exclusive_group(required=True)
     where.add_argument("--log", help="the notary's log directory (uses its latest checkpoint)")
     where.add_argument("--notary", help="the notary's URL (GET /proof/<event id>)")
     prove.add_argument("--source", help="only the event from this party (ids are unique per source)")
-    prove.add_argument("--out", help="write the receipt here (default stdout)")
+    prove.add_argument("--out", help="EVENT_ID: the receipt file (default stdout); --case: a folder")
+    records = prove.add_mutually_exclusive_group()
+    records.add_argument("--records", help="--case: a records dump (gateway audit export-records)")
+    records.add_argument("--bootstrap-servers", help="--case: read the records from Kafka")
+    prove.add_argument("--kafka-config", help="TOML file with a [kafka] table (TLS, SASL) for the broker")
+    prove.add_argument("--topic-pattern", default=None)
+    prove.add_argument("--fetch-idle-ms", type=int, default=1000)
+    prove.add_argument(
+        "--vkey", action="append", default=[], help="--case: verify the checkpoint and every receipt"
+    )
     prove.set_defaults(handler=_prove)
 
     check = actions.add_parser(
@@ -263,10 +331,7 @@ def _kafka(args: argparse.Namespace) -> Any:
     base: Path | None = None
     if args.kafka_config:
         path = Path(args.kafka_config)
-        try:
-            table = dict(tomllib.loads(path.read_text(encoding="utf-8")).get("kafka", {}))
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise GatewayError(Reason.CONFIG_INVALID, f"--kafka-config {path}: {exc}") from exc
+        table = dict(load_toml(path, what="--kafka-config").get("kafka", {}))
         base = path.parent
     if args.bootstrap_servers:
         table["bootstrap_servers"] = args.bootstrap_servers
@@ -284,7 +349,8 @@ def _event_verifier(registry: Loader, schemas: Loader, args: argparse.Namespace)
     return EventVerifier(registry=registry(args), schemas=schemas(args))
 
 
-def _verify(args: argparse.Namespace, registry: Loader, schemas: Loader) -> int:
+def _audit(args: argparse.Namespace, registry: Loader, schemas: Loader) -> Any:
+    """Run the audit the options describe; the :class:`~gateway.audit.report.AuditReport`."""
     from gateway.audit.auditor import Auditor  # noqa: PLC0415 - keep CLI start-up light
 
     kafka = _kafka(args)
@@ -304,11 +370,14 @@ def _verify(args: argparse.Namespace, registry: Loader, schemas: Loader) -> int:
         event_verifier=event_verifier,
         cosigners=_vkeys(args.cosigner),
         quorum=args.quorum,
+        allow_unsigned=args.allow_unsigned,
         tolerate_lag=args.tolerate_lag,
         progress=sys.stderr,
         workers=workers,
         verifier_factory=factory,
     )
+    if checking_records:
+        auditor.report.registry = _registry_file(args)
     try:
         auditor.load_stored_checkpoints()
         for name in args.checkpoint:
@@ -317,7 +386,7 @@ def _verify(args: argparse.Namespace, registry: Loader, schemas: Loader) -> int:
             from gateway.audit.kafka_records import audit_kafka  # noqa: PLC0415 - Kafka only when asked
             from gateway.contract.policy import CHECKPOINT_TOPIC, NOTARISED_TOPICS  # noqa: PLC0415 - same
 
-            report = asyncio.run(
+            return asyncio.run(
                 audit_kafka(
                     auditor,
                     kafka,
@@ -326,22 +395,77 @@ def _verify(args: argparse.Namespace, registry: Loader, schemas: Loader) -> int:
                     idle_ms=args.fetch_idle_ms,
                 )
             )
-        else:
-            auditor.scan_log()
-            if args.records is not None:
-                auditor.check_records_dump(Path(args.records))
-                auditor.finish_records(f"file {args.records}")
-            report = auditor.finish()
+        auditor.scan_log()
+        if args.records is not None:
+            auditor.check_records_dump(Path(args.records))
+            auditor.finish_records(f"file {args.records}")
+        return auditor.finish()
     finally:
         auditor.close()
+
+
+def _registry_file(args: argparse.Namespace) -> dict[str, str] | None:
+    """The registry file the records are re-verified with, and its SHA-256 (for the report)."""
+    import hashlib  # noqa: PLC0415 - this command only
+
+    from gateway.cli._common import ENV_REGISTRY  # noqa: PLC0415 - same
+
+    name = args.registry or os.environ.get(ENV_REGISTRY)
+    if not name:
+        return None
+    try:
+        digest = hashlib.sha256(Path(name).read_bytes()).hexdigest()
+    except OSError:
+        return None
+    return {"file": str(name), "sha256": digest}
+
+
+def _write_json(report: Any, target: str) -> None:
+    data = orjson.dumps(report.to_json(), option=orjson.OPT_INDENT_2) + b"\n"
+    if target == "-":
+        sys.stdout.buffer.write(data)
+    else:
+        Path(target).write_bytes(data)
+
+
+def _verify(args: argparse.Namespace, registry: Loader, schemas: Loader) -> int:
+    report = _audit(args, registry, schemas)
     print(report.summary())
     if args.json:
-        data = orjson.dumps(report.to_json(), option=orjson.OPT_INDENT_2) + b"\n"
-        if args.json == "-":
-            sys.stdout.buffer.write(data)
-        else:
-            Path(args.json).write_bytes(data)
+        _write_json(report, args.json)
     return 0 if report.ok else 1
+
+
+def _report(args: argparse.Namespace, registry: Loader, schemas: Loader) -> int:
+    import zoneinfo  # noqa: PLC0415 - this command only
+
+    from gateway.audit.html_report import render_html, write_pdf  # noqa: PLC0415 - same
+
+    try:
+        zone = zoneinfo.ZoneInfo(args.timezone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+        raise GatewayError(Reason.CONFIG_INVALID, f"--timezone {args.timezone!r}: unknown time zone") from exc
+    if args.from_json:
+        if args.log or args.vkey:
+            raise GatewayError(Reason.CONFIG_INVALID, "--from-json renders a kept report: no --log or --vkey")
+        try:
+            document = orjson.loads(Path(args.from_json).read_bytes())
+        except (OSError, orjson.JSONDecodeError) as exc:
+            raise GatewayError(Reason.CONFIG_INVALID, f"--from-json {args.from_json}: {exc}") from exc
+    else:
+        if not args.log or not args.vkey:
+            raise GatewayError(Reason.CONFIG_INVALID, "give --log and --vkey (or --from-json REPORT)")
+        report = _audit(args, registry, schemas)
+        print(report.summary())
+        if args.json:
+            _write_json(report, args.json)
+        document = report.to_json()
+    page = render_html(document, lang=args.lang, zone=zone)
+    Path(args.out).write_text(page, encoding="utf-8")
+    if args.pdf:
+        write_pdf(page, Path(args.pdf))
+    print(f"wrote {args.out}" + (f" and {args.pdf}" if args.pdf else ""), file=sys.stderr)
+    return 0 if document.get("ok") else 1
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -352,12 +476,21 @@ def _export(args: argparse.Namespace) -> int:
     kafka = _kafka(args)
     if kafka is None:
         raise GatewayError(Reason.CONFIG_INVALID, "--bootstrap-servers or --kafka-config is required")
+    progress = Progress(sys.stderr)
+
+    def write(record: Any) -> None:
+        dump.write(record)
+        progress.update("exporting records", dump.count, None)
+
     with RecordsDumpWriter(Path(args.out)) as dump:
-        asyncio.run(
-            read_kafka_records(
-                kafka, dump.write, pattern=args.topic_pattern or NOTARISED_TOPICS, idle_ms=args.fetch_idle_ms
+        try:
+            asyncio.run(
+                read_kafka_records(
+                    kafka, write, pattern=args.topic_pattern or NOTARISED_TOPICS, idle_ms=args.fetch_idle_ms
+                )
             )
-        )
+        finally:
+            progress.clear()
     print(
         f"wrote {dump.count} records to {dump.path} (mode 0600; it holds the records' data bytes)",
         file=sys.stderr,
@@ -367,39 +500,72 @@ def _export(args: argparse.Namespace) -> int:
 
 # ---- receipts ----------------------------------------------------------------------------------------
 def _prove(args: argparse.Namespace) -> int:
-    from gateway.audit.layout import CHECKPOINT_FILE  # noqa: PLC0415 - same
-    from gateway.audit.leaf import Leaf  # noqa: PLC0415 - keep CLI start-up light
-    from gateway.audit.proof import create_proof  # noqa: PLC0415 - same
-    from gateway.audit.tiles import TileLog  # noqa: PLC0415 - same
+    from gateway.audit.receipts import event_receipt  # noqa: PLC0415 - keep CLI start-up light
 
+    if (args.event_id is None) == (args.case is None):
+        raise GatewayError(Reason.CONFIG_INVALID, "give an EVENT_ID or --case CASE_ID")
+    if args.case is not None:
+        return _prove_case(args)
     if args.notary:
         receipt = _fetch_receipt(args.notary, args.event_id, args.source)
     else:
-        directory = Path(args.log)
-        note = (directory / CHECKPOINT_FILE).read_bytes()
-        with TileLog.open(directory, read_only=True) as log:
-            from gateway.audit.checkpoint import Checkpoint  # noqa: PLC0415 - same
-            from gateway.audit.note import Note  # noqa: PLC0415 - same
-
-            size = Checkpoint.parse(Note.parse(note).text).size
-            found = None
-            for index, entry in enumerate(log.iter_entries(0, min(size, log.size))):
-                leaf = Leaf.decode(entry)
-                if leaf.id == args.event_id and (args.source is None or leaf.source == args.source):
-                    found = (index, entry)
-                    break
-            if found is None:
-                print(
-                    f"event {args.event_id} is not in the log's latest checkpoint (size {size})",
-                    file=sys.stderr,
-                )
-                return 1
-            receipt = create_proof(log, found[0], note, extra=found[1])
+        found = event_receipt(Path(args.log), args.event_id, args.source)
+        if found is None:
+            print(f"event {args.event_id} is not in the log's latest checkpoint", file=sys.stderr)
+            return 1
+        receipt = found
     if args.out:
         Path(args.out).write_bytes(receipt)
     else:
         sys.stdout.buffer.write(receipt)
     return 0
+
+
+def _prove_case(args: argparse.Namespace) -> int:
+    from gateway.audit.receipts import case_proofs  # noqa: PLC0415 - keep CLI start-up light
+
+    if not args.log or not args.out:
+        raise GatewayError(Reason.CONFIG_INVALID, "--case needs --log (a copy of the log) and --out FOLDER")
+    records: list[Any] = []
+    key = args.case.encode("utf-8")
+    if args.records:
+        from gateway.audit.records import read_records_dump  # noqa: PLC0415 - same
+
+        records = [r for r in read_records_dump(Path(args.records)) if r.key == key]
+    else:
+        kafka = _kafka(args)
+        if kafka is None:
+            raise GatewayError(
+                Reason.CONFIG_INVALID, "--case needs the records: --records FILE or --bootstrap-servers"
+            )
+        from gateway.audit.kafka_records import read_kafka_records  # noqa: PLC0415 - Kafka only when asked
+        from gateway.contract.policy import NOTARISED_TOPICS  # noqa: PLC0415 - same
+
+        def keep(record: Any) -> None:
+            if record.key == key:
+                records.append(record)
+
+        asyncio.run(
+            read_kafka_records(
+                kafka, keep, pattern=args.topic_pattern or NOTARISED_TOPICS, idle_ms=args.fetch_idle_ms
+            )
+        )
+    proofs = case_proofs(Path(args.log), records, args.case, verifiers=_vkeys(args.vkey))
+    manifest = proofs.write(Path(args.out))
+    print(f"case {args.case}: {len(proofs.events)} event(s) in the log of {proofs.origin} at size "
+          f"{proofs.checkpoint_size}; receipts and {manifest.name} in {args.out}")  # fmt: skip
+    for event in proofs.events:
+        leaf = event.leaf
+        status = "" if event.record_matches else "  RECORD DIFFERS FROM ITS LEAF"
+        print(f"  {event.receipt_file}  leaf {event.index}  {leaf.source}  {leaf.type}  id={leaf.id}{status}")
+    for missing in proofs.not_in_log:
+        print(
+            f"  NOT IN THE LOG  {missing['topic']}:{missing['partition']}:{missing['offset']}: "
+            f"{missing['why']}"
+        )
+    if not proofs.events and not proofs.not_in_log:
+        print(f"  the records hold no event of case {args.case}")
+    return 0 if proofs.complete else 1
 
 
 def _fetch_receipt(url: str, event_id: str, source: str | None) -> bytes:

@@ -65,7 +65,8 @@ def check_schemas(store: SchemaStore) -> list[str]:
     """Everything CI checks beyond what :meth:`SchemaStore.load` enforces; an empty list means all good.
 
     Per schema version: top level is an object; ``x-partitionkey`` is the convention's key for the kind
-    (``case_id``/``alert_id``), a required, unsealed string property; alerts have no ``x-seal`` and
+    (``case_id``/``alert_id``), a required, unsealed string property; ``x-party`` properties are unsealed
+    strings; alerts have no ``x-seal`` and
     ``additionalProperties: false``; no recursive ``$ref``; >= 2 ``valid-*`` and >= 3 ``invalid-*``
     examples which pass and fail validation respectively, and the wire form of each valid example
     (sealed fields replaced by a block shaped like :func:`gateway.contract.seal.seal` output) passes
@@ -101,6 +102,11 @@ def _check_structure(registry: Registry[Any], schema: MessageSchema) -> list[str
             problems.append(f"x-partitionkey {key!r} is sealed (it travels in clear as subject and key)")
         if _types_of(registry, properties[key], schema.id) != {"string"}:
             problems.append(f"x-partitionkey {key!r} is not declared as a string")
+    for name in schema.party_fields:  # x-party: source (compared with the source, a party id string)
+        if name in schema.sealed_fields:
+            problems.append(f"x-party property {name!r} is sealed (the verifier compares it in clear)")
+        if _types_of(registry, properties[name], schema.id) != {"string"}:
+            problems.append(f"x-party property {name!r} is not declared as a string")
     if schema.kind == "alert":
         if schema.sealed_fields:
             problems.append(f"alert has x-seal properties: {', '.join(sorted(schema.sealed_fields))}")

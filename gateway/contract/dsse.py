@@ -15,12 +15,12 @@ import hashlib
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Final
 
 import orjson
 
 from gateway.contract.canonical import canonical_json, loads_if_canonical
+from gateway.contract.instants import utc_text
 from gateway.contract.strictjson import parse_json
 from gateway.errors import GatewayError, Reason
 
@@ -49,9 +49,6 @@ CORE_ATTRIBUTES: Final = (
 )
 _NOT_SIGNABLE: Final = frozenset({*CORE_ATTRIBUTES, "dssematerial", "signedextattrs", "data", "data_base64"})
 _EMPTY_DIGEST: Final = hashlib.sha256(b"").digest()
-_RFC3339: Final = re.compile(
-    r"^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$"
-)
 _EXTENSION_NAME: Final = re.compile(r"[a-z0-9]{1,20}")
 _DIGITS: Final = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 _STANDARD: Final = _DIGITS + b"+/"  # base64 alphabets (RFC 4648 sections 4 and 5)
@@ -72,30 +69,12 @@ def normalize_time(value: str) -> str:
     """RFC 3339 timestamp -> the same instant in UTC with a ``Z`` suffix.
 
     Fractional seconds are kept exactly as written (digits are not rounded or trimmed), so a producer that
-    writes whole seconds, as this gateway does, is reproduced by any implementation.
-
-    Pure, and called several times per event (profile check, verification material, key validity), so
-    results for short values are memoised (failures are not: they raise every time).
+    writes whole seconds, as this gateway does, is reproduced by any implementation. Text that is not RFC
+    3339 with an offset is ``ce.invalid-attribute``; an instant with no UTC form in years 0001-9999 (e.g.
+    ``0001-01-01T00:00:00+01:00``) is ``time.out-of-range`` (:mod:`gateway.contract.instants`, which also
+    memoises: this is called several times per event).
     """
-    if len(value) <= _MEMO_MAX_LENGTH:
-        return _normalize_time_memo(value)
-    return _normalize_time(value)
-
-
-def _normalize_time(value: str) -> str:
-    match = _RFC3339.match(value)
-    if match is None:
-        raise GatewayError(Reason.CE_INVALID_ATTRIBUTE, "time is not an RFC 3339 timestamp")
-    year, month, day, hour, minute, second, fraction, offset = match.groups()
-    offset = "+00:00" if offset in ("Z", "z") else offset
-    try:
-        instant = datetime.fromisoformat(f"{year}-{month}-{day}T{hour}:{minute}:{second}{offset}")
-    except ValueError as exc:
-        raise GatewayError(Reason.CE_INVALID_ATTRIBUTE, "time is not a valid calendar instant") from exc
-    return instant.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S") + (fraction or "") + "Z"
-
-
-_normalize_time_memo: Final = functools.lru_cache(maxsize=_MEMO_ENTRIES)(_normalize_time)
+    return utc_text(value)
 
 
 @functools.lru_cache(maxsize=_MEMO_ENTRIES)

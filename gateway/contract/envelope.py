@@ -10,8 +10,10 @@ Two codecs are lossless inverses of each other:
 
 Profile (what this gateway accepts, stricter than CloudEvents itself): ``datacontenttype`` is
 ``application/json`` (and present); the data bytes are the RFC 8785 (JCS) form of ``data``, so the
-binary-mode value must already be canonical; attribute values are strings; ``time``, ``subject``,
-``dataschema``, ``partitionkey`` and ``dataclassification`` are required.
+binary-mode value must already be canonical; attribute values are non-empty strings without control
+characters (Unicode category Cc); ``time``, ``subject``, ``dataschema``, ``partitionkey`` and
+``dataclassification`` are required; ``time`` has a UTC form (``time.out-of-range`` otherwise); a Kafka
+record's key is present and equals ``partitionkey``.
 """
 
 from __future__ import annotations
@@ -56,6 +58,9 @@ _CORE: Final = frozenset(CORE_ATTRIBUTES)
 #: Extension names every event carries; they match _EXTENSION_NAME, so the regex is skipped for them.
 _KNOWN_EXTENSIONS: Final = frozenset({"partitionkey", "dataclassification", "signedextattrs", "dssematerial"})
 _MAX_ATTRIBUTE_LENGTH: Final = 8192  # dssematerial with a few signatures stays far below this
+#: Unicode control characters (category Cc: C0, DEL, C1 such as U+0085 NEXT LINE): never in an attribute. An
+#: id or source with a line break splits log lines, CSV exports and HTTP headers of the systems behind us.
+_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _HEADER_PREFIX: Final = "ce_"
 #: Header name -> attribute name for the attributes every event has (others are derived by prefix).
 _HEADER_ATTRIBUTES: Final = {
@@ -175,7 +180,9 @@ class Envelope:
             raise GatewayError(Reason.CE_MISSING_ATTRIBUTE, "record has no value (data)")
         parsed = parse_canonical(value, max_depth=limits.max_depth)
         envelope = cls.from_attributes(attributes, bytes(value))
-        if key is not None and key.decode("utf-8", "replace") != envelope.partitionkey:
+        if key is None:  # the key routes the case to its partition: it must be the signed partitionkey
+            raise GatewayError(Reason.CE_INVALID_ATTRIBUTE, "record has no key (it must equal partitionkey)")
+        if key != envelope.partitionkey.encode("utf-8"):
             raise GatewayError(Reason.CE_INVALID_ATTRIBUTE, "record key differs from partitionkey")
         return envelope, parsed
 
@@ -289,7 +296,12 @@ def _check_attributes(attributes: Mapping[str, object]) -> None:
     for name, value in attributes.items():  # _check_attribute, inlined for the common case: all is well
         if name not in _CORE and name not in _KNOWN_EXTENSIONS and not _EXTENSION_NAME.fullmatch(name):
             raise GatewayError(Reason.CE_INVALID_ATTRIBUTE, "an attribute name is not [a-z0-9]{1,20}")
-        if not isinstance(value, str) or not value or len(value) > _MAX_ATTRIBUTE_LENGTH:
+        if (
+            not isinstance(value, str)
+            or not value
+            or len(value) > _MAX_ATTRIBUTE_LENGTH
+            or _CONTROL.search(value) is not None
+        ):
             _check_attribute(name, value)  # raises the precise reason
     if attributes["specversion"] != SPECVERSION:
         raise GatewayError(Reason.CE_UNSUPPORTED_SPECVERSION, "specversion must be 1.0")
@@ -306,7 +318,8 @@ def _check_attributes(attributes: Mapping[str, object]) -> None:
 
 
 def _check_attribute(name: str, value: object) -> None:
-    """The checks on one attribute: its name (extensions: ``[a-z0-9]{1,20}``), a non-empty string, bounded."""
+    """The checks on one attribute: its name (extensions: ``[a-z0-9]{1,20}``), a non-empty string, bounded,
+    without control characters."""
     if name not in _CORE and name not in _KNOWN_EXTENSIONS and not _EXTENSION_NAME.fullmatch(name):
         raise GatewayError(Reason.CE_INVALID_ATTRIBUTE, "an attribute name is not [a-z0-9]{1,20}")
     if not isinstance(value, str):
@@ -315,3 +328,5 @@ def _check_attribute(name: str, value: object) -> None:
         raise GatewayError(Reason.CE_INVALID_ATTRIBUTE, f"{name} must not be empty")
     if len(value) > _MAX_ATTRIBUTE_LENGTH:
         raise GatewayError(Reason.CE_INVALID_ATTRIBUTE, f"{name} is longer than {_MAX_ATTRIBUTE_LENGTH}")
+    if _CONTROL.search(value) is not None:
+        raise GatewayError(Reason.CE_INVALID_ATTRIBUTE, f"{name} contains a control character")

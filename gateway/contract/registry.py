@@ -127,6 +127,19 @@ class Registry:
 
     @classmethod
     def from_table(cls, document: Table) -> Registry:
+        """The registry in ``document``; anything wrong with it is ``registry.invalid`` (exit 2 in the CLI),
+        whatever the document holds."""
+        try:
+            return cls._from_table(document)
+        except GatewayError:
+            raise
+        except Exception as exc:  # a shape no check foresaw: still the file's fault, never a traceback
+            raise GatewayError(
+                Reason.REGISTRY_INVALID, f"not a valid registry document ({type(exc).__name__})"
+            ) from exc
+
+    @classmethod
+    def _from_table(cls, document: Table) -> Registry:
         if document.raw("format") != FORMAT:
             raise GatewayError(Reason.REGISTRY_INVALID, f"format must be {FORMAT!r}")
         parties = document.tables("parties")

@@ -35,6 +35,9 @@ it can overflow the C stack. Input is depth-limited by :func:`gateway.contract.s
 :func:`gateway.contract.authoring.check_schemas` rejects recursive ``$ref`` cycles in message schemas, so
 neither can happen.
 
+Length: a little over the house's ~600 lines; loading, the checks that refuse a schema directory at start-up
+and wire-form derivation share private helpers, and splitting them would expose those helpers.
+
 Authoring rules: what CI and ``gateway schemas check`` verify beyond loading (examples and their wire form,
 partition key and alert rules, no recursive ``$ref``, minor-version compatibility) is in
 :mod:`gateway.contract.authoring`; this module keeps only what the running gateway needs.
@@ -63,6 +66,7 @@ from gateway.errors import GatewayError, Reason
 __all__ = [
     "CLASSIFICATIONS",
     "COMMON_NAME",
+    "PARTY_SOURCE",
     "SCHEMA_DIALECT",
     "SCHEMA_ID_PREFIX",
     "SEALED_PROPERTY",
@@ -81,6 +85,8 @@ TYPE_PREFIX: Final = "id.trafficking."
 COMMON_NAME: Final = "_common"
 CLASSIFICATIONS: Final = ("public", "internal", "confidential", "restricted")
 SEAL_CATEGORIES: Final = frozenset({"identity", "contact", "health", "child", "perpetrator"})
+#: The one value of the ``x-party`` annotation: the property names the event's source (docs/SCHEMAS.md).
+PARTY_SOURCE: Final = "source"
 
 #: The top-level property that carries the sealed fields in the wire form (reserved in logical schemas).
 SEALED_PROPERTY: Final = "sealed"
@@ -226,6 +232,8 @@ class MessageSchema:
     classification: str = field(compare=False)
     partition_key_field: str = field(compare=False)
     sealed_fields: Mapping[str, str] = field(compare=False)
+    party_fields: tuple[str, ...] = field(compare=False)
+    """Top-level properties annotated ``"x-party": "source"``: when present, they name the event's source."""
     raw: Mapping[str, Any] = field(compare=False, repr=False)
     wire: Mapping[str, Any] = field(compare=False, repr=False)
     _validator: jsonschema_rs.Validator = field(compare=False, repr=False)
@@ -243,6 +251,14 @@ class MessageSchema:
     def validate_wire(self, data: object) -> None:
         """Validate a wire payload (sealed fields only inside ``sealed``); same errors as :meth:`validate`."""
         _check(self._wire_validator, data, self._names, self.sealed_fields)
+
+    def check_parties(self, data: Mapping[str, Any], source: str) -> None:
+        """Every ``x-party: source`` property present in ``data`` must equal ``source`` (the signing party):
+        a party cannot speak for another (e.g. announce a distribution "from" IOM). ``authz.party-mismatch``
+        names the property, never the value."""
+        for name in self.party_fields:
+            if name in data and data[name] != source:
+                raise GatewayError(Reason.AUTHZ_PARTY_MISMATCH, f"{name} must name the source")
 
 
 # ---- loading ----------------------------------------------------------------------------------------------
@@ -583,6 +599,10 @@ def _build(
                 )
     if SEALED_PROPERTY in properties:
         problems.append(f"{label}: property {SEALED_PROPERTY!r} is reserved for the wire form")
+    parties = tuple(p for p, sub in properties.items() if isinstance(sub, Mapping) and "x-party" in sub)
+    for prop in parties:
+        if properties[prop]["x-party"] != PARTY_SOURCE:
+            problems.append(f"{label}: x-party of {prop!r} must be {PARTY_SOURCE!r}")
     common_id = _common_for(schema, commons)
     if sealed:
         try:
@@ -610,6 +630,7 @@ def _build(
         classification=str(classification),
         partition_key_field=str(partition_key),
         sealed_fields=MappingProxyType(sealed),
+        party_fields=parties,
         raw=schema,
         wire=wire,
         _validator=validator,

@@ -17,7 +17,9 @@ from typing import Any, Final
 from gateway.contract.canonical import canonical_json
 from gateway.contract.dsse import PAYLOAD_TYPE, DsseEnvelope, DsseSignature, pae, verification_material
 from gateway.contract.envelope import CONTENT_TYPE, Envelope
+from gateway.contract.formulas import FORMULA_EXTENSION, flag_value, formula_pointers
 from gateway.contract.keys import SigningKey
+from gateway.contract.lawful import check_lawful_basis
 from gateway.contract.policy import SIGNED_EXTENSIONS, event_topic, may_publish
 from gateway.contract.registry import Registry
 from gateway.contract.schemas import MessageSchema, SchemaStore
@@ -63,6 +65,8 @@ def build_event(
     if not may_publish(party, event_type):
         raise GatewayError(Reason.AUTHZ_TYPE_NOT_PERMITTED, f"{signer.party} may not publish {event_type}")
     schema.validate(dict(data))
+    schema.check_parties(data, signer.party)
+    check_lawful_basis(event_type, data)
 
     instant = (now or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
     binding = EventBinding(id=event_id or _uuid4(), source=signer.party, type=event_type)
@@ -94,12 +98,18 @@ def build_event(
         "partitionkey": key_value,
         "dataclassification": schema.classification,
     }
+    signed: tuple[str, ...] = SIGNED_EXTENSIONS
+    # spreadsheet formulas in the clear data are flagged, signed (never the base64 of the sealed block)
+    flagged = flag_value(formula_pointers({k: v for k, v in clear.items() if k != "sealed"}))
+    if flagged is not None:
+        attributes[FORMULA_EXTENSION] = flagged
+        signed = (*SIGNED_EXTENSIONS, FORMULA_EXTENSION)
     data_bytes = canonical_json(clear)
     envelope = Envelope.from_attributes(attributes, data_bytes)  # checks every attribute
     # The material covers the core attributes, the data and the signed extensions, not signedextattrs
     # itself: computed from the attributes just checked, it is what envelope.attributes() would give.
-    dssematerial = _dssematerial(verification_material(attributes, data_bytes, SIGNED_EXTENSIONS), signer)
-    return envelope.with_signature(_SIGNED_EXTATTRS, dssematerial)
+    dssematerial = _dssematerial(verification_material(attributes, data_bytes, signed), signer)
+    return envelope.with_signature(",".join(signed), dssematerial)
 
 
 def sign_envelope(envelope: Envelope, signer: EventSigner) -> Envelope:

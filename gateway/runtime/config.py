@@ -21,15 +21,16 @@ from typing import Any, Final
 from gateway.bus.delivery import RetryPolicy
 from gateway.bus.kafka import KafkaSettings
 from gateway.contract.envelope import Limits
+from gateway.coordination.config import CoordinationConfig
 from gateway.errors import GatewayError
-from gateway.settings import Table, load_toml
+from gateway.settings import Table, load_toml, overlay
 
 __all__ = ["ENV_PREFIX", "GatewayConfig", "OpsConfig", "SinkConfig", "SourceConfig", "env_overrides"]
 
 ENV_PREFIX: Final = "XCHG__"
 _SECTIONS: Final = frozenset(
     {"party", "data_dir", "registry", "schemas", "keys", "kafka", "limits", "ops", "retry", "shutdown",
-     "sources", "sinks", "topics"}
+     "sources", "sinks", "topics", "coordination"}
 )  # fmt: skip
 
 
@@ -41,6 +42,16 @@ class OpsConfig:
     max_outbox_backlog: int = 10_000
     max_consumer_lag: int = 10_000
     check_timeout: float = 2.0
+    task_initial_backoff: float = 0.5
+    task_max_backoff: float = 30.0
+    task_unhealthy_after: int = 5
+    task_healthy_after: float = 60.0
+    status: bool = True
+    """Serve the operators' status page (``/status``) on the same port."""
+    status_interval: float = 15.0
+    """Seconds between the status page's samples (rates, charts, readiness gauge) and its refreshes."""
+    notary_url: str | None = None
+    """The notary's HTTP base URL: the status page shows its latest signed checkpoint."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -74,6 +85,8 @@ class GatewayConfig:
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     limits: Limits = field(default_factory=Limits)
     outbox_max_backlog: int = 100_000
+    max_event_age_days: int = 3660
+    """Events timed longer ago are rejected (``time.out-of-range``; gateway/contract/instants.py)."""
     batch_size: int = 500
     topic_partitions: int = 4
     topic_replication: int = 1
@@ -82,11 +95,13 @@ class GatewayConfig:
     shutdown_timeout: float = 30.0
     sources: tuple[SourceConfig, ...] = ()
     sinks: tuple[SinkConfig, ...] = ()
+    coordination: CoordinationConfig | None = None
+    """``[coordination]``: timeline, SOP engine and statistics (gateway/coordination); absent: off."""
 
     @classmethod
     def load(cls, path: Path, overrides: Mapping[str, Any] | None = None) -> GatewayConfig:
         document = load_toml(path)
-        return cls.from_mapping(_merge(document, overrides or {}), base_dir=path.parent)
+        return cls.from_mapping(overlay(document, overrides or {}), base_dir=path.parent)
 
     @classmethod
     def from_mapping(cls, document: Mapping[str, Any], *, base_dir: Path) -> GatewayConfig:
@@ -123,6 +138,7 @@ class GatewayConfig:
                 max_depth=limits.integer("max_depth", 32, low=4, high=256),
             ),
             outbox_max_backlog=limits.integer("outbox_max_backlog", 100_000, low=1, high=10**9),
+            max_event_age_days=limits.integer("max_event_age_days", 3660, low=1, high=36_600),
             batch_size=limits.integer("batch_size", 500, low=1, high=100_000),
             topic_partitions=topics.integer("partitions", 4, low=1, high=1000),
             topic_replication=topics.integer("replication", 1, low=1, high=10),
@@ -133,12 +149,26 @@ class GatewayConfig:
                 max_outbox_backlog=ops.integer("max_outbox_backlog", 10_000, low=0, high=10**9),
                 max_consumer_lag=ops.integer("max_consumer_lag", 10_000, low=0, high=10**9),
                 check_timeout=ops.number("check_timeout", 2.0, positive=True),
+                task_initial_backoff=ops.number("task_initial_backoff", 0.5, positive=True),
+                task_max_backoff=ops.number("task_max_backoff", 30.0, positive=True),
+                task_unhealthy_after=ops.integer("task_unhealthy_after", 5, low=1, high=1000),
+                task_healthy_after=ops.number("task_healthy_after", 60.0, positive=True),
+                status=ops.boolean("status", True),
+                status_interval=ops.number("status_interval", 15.0, low=1.0, high=300.0),
+                notary_url=ops.string("notary_url", None),
             ),
             retry=retry_policy,
             shutdown_timeout=doc.table("shutdown").number("timeout_seconds", 30.0, positive=True),
             sources=tuple(_source(s) for s in doc.tables("sources")),
             sinks=tuple(_sink(s) for s in doc.tables("sinks")),
+            coordination=(
+                CoordinationConfig.from_table(doc.table("coordination"), data_dir=doc.path("data_dir"))
+                if "coordination" in doc
+                else None
+            ),
         )
+        if config.ops.task_max_backoff < config.ops.task_initial_backoff:
+            raise ops.fail("task_max_backoff", "must not be below task_initial_backoff")
         for table in (keys, limits, ops, retry, topics):
             table.refuse_unknown()
         return config
@@ -165,16 +195,6 @@ def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
             target = target.setdefault(part, {})
         target[parts[-1]] = value
     return result
-
-
-def _merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in overrides.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
 
 
 def _sealing_keys(keys: Table) -> tuple[Path, ...]:

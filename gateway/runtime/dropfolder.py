@@ -20,6 +20,13 @@ and why:
   may name a victim.
 * **Done means done.** Only when every record was published, skipped or quarantined is the file renamed into
   ``done/`` (under a unique name), so ``inbox/`` is exactly the work still to do.
+* **No poison file.** The intake bounds of :mod:`gateway.runtime.intake` apply to every file (size, record
+  count, settled before read, names never in clear); records are parsed in a worker thread a chunk at a time;
+  whatever a reader raises ends in a quarantine entry, never in a dead source or a file retried for ever.
+
+Length: over the house's ~600 lines because the mechanism and its one built-in format (JSON Lines) are read
+together — the base class's contract is checked against that implementation — while the bounds, which are
+separable, live in :mod:`gateway.runtime.intake`.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ import dataclasses
 import enum
 import hashlib
 import os
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -42,6 +50,8 @@ import structlog
 from gateway.contract.canonical import canonical_json
 from gateway.contract.strictjson import parse_json
 from gateway.errors import GatewayError, Reason
+from gateway.runtime.intake import MARKER_SUFFIX, FileWatch, IntakeBounds, file_ref, read_bounded
+from gateway.runtime.quarantine import explained, text_report
 from gateway.runtime.sources import PublishFn, QuarantineFn
 
 __all__ = [
@@ -69,8 +79,12 @@ EVENT_ID_NAMESPACE: Final = uuid.UUID("65e84f46-c50c-579c-85e3-f33fb744a1fc")
 #: Files in ``inbox/`` with this suffix (and not starting with ``.``) are ready to be processed.
 DROP_SUFFIX: Final = ".jsonl"
 #: ``publish`` refusals about the gateway's state, not the record: the file is retried, not quarantined.
-_DEFERRING_REASONS: Final = frozenset({Reason.OUTBOX_FULL, Reason.STOPPING, Reason.BUS_UNAVAILABLE})
+_DEFERRING_REASONS: Final = frozenset(
+    {Reason.OUTBOX_FULL, Reason.OUTBOX_UNAVAILABLE, Reason.STOPPING, Reason.BUS_UNAVAILABLE}
+)
 PUBLISH_CHUNK: Final = 64
+#: Seconds between two ``file_progress`` log lines of one large file.
+PROGRESS_SECONDS: Final = 10.0
 """Records of one file published concurrently (one group commit in the outbox instead of one each)."""
 _LINE_MEMBERS: Final = frozenset({"type", "data", "recipients", "dataschema"})
 _DIR_MODE: Final = 0o700
@@ -205,14 +219,20 @@ class DropFolderSource(abc.ABC):
         name: str,
         poll_interval: float,
         on_quarantine: QuarantineFn | None = None,
+        bounds: IntakeBounds | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if poll_interval <= 0:
             raise GatewayError(Reason.CONFIG_INVALID, f"source {name}: poll_interval must be positive")
         self.name = name
         self.directory = Path(directory)
         self.poll_interval = poll_interval
+        self.bounds = bounds or IntakeBounds()
         self._on_quarantine = on_quarantine
         self._skipped: set[str] = set()
+        self._watch = FileWatch(self.bounds.settle_seconds, clock)
+        self._clock = clock
+        self._progress_at: dict[str, float] = {}
 
     @abc.abstractmethod
     def read_file(self, path: Path) -> DropFile:
@@ -280,40 +300,109 @@ class DropFolderSource(abc.ABC):
     ) -> DropResult:
         """Publish, skip or quarantine every record of ``path``, then move it to ``done/``.
 
-        The file stays where it is if it vanished, ``stop`` was set mid-file, or ``publish`` refused with a
-        deferring reason: those say "not now", not "not this record", so the file is retried whole (same
-        event ids; the records already committed are ignored by the outbox) instead of being quarantined.
+        The file stays where it is if it vanished, ``stop`` was set mid-file, ``publish`` refused with a
+        deferring reason, or the file changed while it was read: those say "not now", not "not this
+        record", so the file is retried whole (same event ids; the records already committed are ignored by
+        the outbox) instead of being quarantined. Everything else that can go wrong with a file ends in a
+        quarantine entry with a reason code and the file in ``done/``: larger than ``max_file_bytes``, more
+        records than ``max_records``, unreadable, or a reader that raises part-way (``gateway.internal-error``
+        for an exception that is not a :class:`GatewayError`); a poison file never stops the source.
         """
-        result = DropResult(path.name, DropOutcome.INTERRUPTED)
+        result = DropResult(file_ref(path.name), DropOutcome.INTERRUPTED)
         if stop is not None and stop.is_set():
             return result
+        try:
+            before = await asyncio.to_thread(path.stat)
+        except FileNotFoundError:
+            return self._vanished(result)
+        if before.st_size > self.bounds.max_file_bytes:
+            rejection = DropRejection(
+                str(Reason.SIZE_EXCEEDED),
+                f"file of {before.st_size} bytes exceeds max_file_bytes ({self.bounds.max_file_bytes})",
+                problem="file-too-large",
+            )
+            self._reject(result, None, rejection)
+            return await self._done(path, result)
         try:
             drop = await asyncio.to_thread(self.read_file, path)
         except FileNotFoundError:  # taken away by an operator between listing and reading
             return self._vanished(result)
+        except Exception as exc:  # noqa: BLE001 - a file a reader cannot open is quarantined, never fatal
+            self._reject(result, None, _unreadable(exc, None))
+            return await self._done(path, result)
         result.facts = drop.facts
-        for item in _chunked(drop.records, self.publish_chunk):
-            if isinstance(item, list):  # a run of records to publish
-                if stop is not None and stop.is_set():
-                    return self._interrupted(result, item[0][0])
-                if not await self._publish_chunk(item, publish, result):
-                    return result
-            else:
-                number, rejection = item
-                if rejection is None:  # skipped (e.g. a blank line): counted, not published
-                    result.skipped += 1
-                else:
-                    self._reject(result, number, rejection)
+        records = iter(drop.records)
+        try:
+            outcome = await self._process_records(records, publish, stop, result)
+        finally:
+            close = getattr(records, "close", None)  # a generator holding a workbook open
+            if close is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.to_thread(close)
+        if outcome is not None:
+            return outcome
+        try:
+            after = await asyncio.to_thread(path.stat)
+        except FileNotFoundError:
+            return self._vanished(result)
+        if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
+            _log.warning(f"{self.log_prefix}.file_changed", source=self.name, file=result.file)
+            result.outcome = DropOutcome.DEFERRED  # written to while we read it: read it again once settled
+            return result
+        return await self._done(path, result)
 
-        destination = await asyncio.to_thread(self._finish, path, result.rejections)
+    async def _process_records(
+        self,
+        records: Iterator[DropRecord],
+        publish: PublishFn,
+        stop: asyncio.Event | None,
+        result: DropResult,
+    ) -> DropResult | None:
+        """Every record, parsed in a worker thread a chunk at a time; a result when the file must wait."""
+        count = 0
+        while True:
+            batch, failure = await asyncio.to_thread(_take, records, self.publish_chunk)
+            if count + len(batch) > self.bounds.max_records:
+                over = batch[self.bounds.max_records - count]
+                batch = batch[: self.bounds.max_records - count]
+                failure = GatewayError(
+                    Reason.SIZE_EXCEEDED,
+                    f"more than {self.bounds.max_records} records (max_records): the rest was not read",
+                )
+                failure.__notes__ = [str(over[0])]
+            count += len(batch)
+            self._progress(result, count)
+            for item in _chunked(batch, self.publish_chunk):
+                if isinstance(item, list):  # a run of records to publish
+                    if stop is not None and stop.is_set():
+                        return self._interrupted(result, item[0][0])
+                    if not await self._publish_chunk(item, publish, result):
+                        return result
+                else:
+                    number, rejection = item
+                    if rejection is None:  # skipped (e.g. a blank line): counted, not published
+                        result.skipped += 1
+                    else:
+                        self._reject(result, number, rejection)
+            if failure is not None:
+                number = _failure_position(failure, batch)
+                self._reject(result, number, _unreadable(failure, number))
+                return None
+            if not batch:
+                return None
+
+    async def _done(self, path: Path, result: DropResult) -> DropResult:
+        """Write the quarantine report, move the file to ``done/``, count and log."""
+        destination = await asyncio.to_thread(self._finish, path, result.file, result.rejections)
         if destination is None:
             return self._vanished(result)
         result.outcome = DropOutcome.DONE
+        self._progress_at.pop(result.file, None)
         if self._on_quarantine is not None:
             for _, rejection in result.rejections:
                 self._on_quarantine(self.name, rejection.reason)
         _log.info(
-            f"{self.log_prefix}.file_done", source=self.name, file=path.name, done=destination.name,
+            f"{self.log_prefix}.file_done", source=self.name, file=result.file,
             published=result.published, skipped=result.skipped, quarantined=len(result.rejections),
             **result.facts,
         )  # fmt: skip
@@ -368,6 +457,19 @@ class DropFolderSource(abc.ABC):
             return False
         return True
 
+    def _progress(self, result: DropResult, read: int) -> None:
+        """A ``<prefix>.file_progress`` line at most every :data:`PROGRESS_SECONDS` while a large file is
+        read (counts only), so an operator watching the logs sees a 20,000-row file advance; ``file_done``
+        is the summary line."""
+        now = self._clock()
+        started = self._progress_at.setdefault(result.file, now)
+        if now - started >= PROGRESS_SECONDS:
+            self._progress_at[result.file] = now
+            _log.info(
+                f"{self.log_prefix}.file_progress", source=self.name, file=result.file, read=read,
+                published=result.published, skipped=result.skipped, quarantined=len(result.rejections),
+            )  # fmt: skip
+
     def _interrupted(self, result: DropResult, number: int | None) -> DropResult:
         _log.info(
             f"{self.log_prefix}.file_interrupted", source=self.name, file=result.file,
@@ -396,23 +498,37 @@ class DropFolderSource(abc.ABC):
 
     # ---- file-system work (run in a thread: none of it may block the event loop) -------------------
     def _ready_files(self) -> list[Path]:
-        ready = []
+        """Regular files with our suffix, settled (:class:`~gateway.runtime.intake.FileWatch`) and, with
+        ``ready_marker``, with their ``<name>.ready`` marker beside them; in name order."""
+        candidates: dict[str, Any] = {}
+        names: set[str] = set()
         with os.scandir(self.inbox) as entries:
             for entry in entries:
+                names.add(entry.name)
                 ending = entry.name.casefold() if self.ignore_case else entry.name
                 if entry.name.startswith(".") or not ending.endswith(self.suffixes):
-                    continue  # being written (atomic-rename convention) or not ours
+                    continue  # being written (atomic-rename convention), a marker, or not ours
                 if not entry.is_file(follow_symlinks=False):
                     if entry.name not in self._skipped:  # warn once, not every poll
                         self._skipped.add(entry.name)
                         _log.warning(
-                            f"{self.log_prefix}.not_a_regular_file", source=self.name, file=entry.name
+                            f"{self.log_prefix}.not_a_regular_file",
+                            source=self.name,
+                            file=file_ref(entry.name),
                         )
                     continue
-                ready.append(Path(entry.path))
-        return sorted(ready)
+                try:
+                    candidates[entry.name] = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+        settled = self._watch.observe(candidates)
+        if self.bounds.ready_marker:
+            settled = {name for name in settled if name + MARKER_SUFFIX in names}
+        return sorted(self.inbox / name for name in settled)
 
-    def _finish(self, path: Path, rejections: Sequence[tuple[int | None, DropRejection]]) -> Path | None:
+    def _finish(
+        self, path: Path, ref: str, rejections: Sequence[tuple[int | None, DropRejection]]
+    ) -> Path | None:
         """Write the quarantine report (if any), then rename ``path`` into ``done/``.
 
         The report is written first and atomically, so after a crash between the two steps the file is
@@ -422,16 +538,20 @@ class DropFolderSource(abc.ABC):
         if not path.exists():
             return None
         destination = self._unique_done_name(path.name)
-        if rejections:
+        if rejections:  # for machines (JSON Lines) and for the clerk (text, Indonesian and English)
             report = b"".join(
-                canonical_json(self.quarantine_record(path.name, number, rejection)) + b"\n"
+                canonical_json(explained(self.quarantine_record(ref, number, rejection), rejection)) + b"\n"
                 for number, rejection in rejections
             )
             write_atomically(self.quarantine / f"{destination.name}.rejected.jsonl", report)
+            text = text_report(ref, self.record_word, rejections)
+            write_atomically(self.quarantine / f"{destination.name}.rejected.txt", text.encode("utf-8"))
         try:
             path.rename(destination)
         except FileNotFoundError:
             return None
+        if self.bounds.ready_marker:
+            path.with_name(path.name + MARKER_SUFFIX).unlink(missing_ok=True)
         return destination
 
     def _unique_done_name(self, name: str) -> Path:
@@ -474,8 +594,13 @@ class FileDropSource(DropFolderSource):
         poll_interval: float = 0.5,
         on_quarantine: QuarantineFn | None = None,
         max_line_bytes: int = 256 * 1024,
+        bounds: IntakeBounds | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        super().__init__(directory, name=name, poll_interval=poll_interval, on_quarantine=on_quarantine)
+        super().__init__(
+            directory, name=name, poll_interval=poll_interval, on_quarantine=on_quarantine, bounds=bounds,
+            clock=clock,
+        )  # fmt: skip
         if max_line_bytes <= 0:
             raise GatewayError(Reason.CONFIG_INVALID, f"source {name}: max_line_bytes must be positive")
         self.max_line_bytes = max_line_bytes
@@ -495,7 +620,7 @@ class FileDropSource(DropFolderSource):
         return (await self._process_path(path, publish, stop)).done
 
     def read_file(self, path: Path) -> DropFile:
-        content = path.read_bytes()
+        content = read_bounded(path, self.bounds.max_file_bytes)
         digest = hashlib.sha256(content).hexdigest()
         return DropFile(self._lines(content, digest), {"sha256": digest})
 
@@ -543,6 +668,41 @@ def _parse_line(raw: bytes, max_line_bytes: int, event_id: str) -> DropEvent:
     return DropEvent(event_type, data, event_id, tuple(recipients), dataschema)
 
 
+def _take(records: Iterator[DropRecord], size: int) -> tuple[list[DropRecord], Exception | None]:
+    """Up to ``size`` records from ``records`` (run in a worker thread), and the exception that ended the
+    reading early, if the reader raised."""
+    batch: list[DropRecord] = []
+    try:
+        for record in records:
+            batch.append(record)
+            if len(batch) >= size:
+                break
+    except Exception as exc:  # noqa: BLE001 - reported as the file's quarantine entry
+        return batch, exc
+    return batch, None
+
+
+def _failure_position(failure: Exception, batch: Sequence[DropRecord]) -> int | None:
+    """The record number a reading failure is reported at: the record after the last one read."""
+    notes = getattr(failure, "__notes__", None)
+    if notes and notes[0].isdigit():
+        return int(notes[0])
+    last = next((number for number, _ in reversed(batch) if number is not None), None)
+    return None if last is None else last + 1
+
+
+def _unreadable(exc: Exception, number: int | None) -> DropRejection:
+    """The quarantine entry of a file (or its rest) a reader could not read: a ``GatewayError`` keeps its
+    reason and detail; anything else is ``gateway.internal-error`` naming only the exception type (library
+    messages can quote the file's content)."""
+    if isinstance(exc, GatewayError):
+        return DropRejection(str(exc.reason), exc.detail, problem="file-unreadable")
+    where = "the file" if number is None else f"the file from record {number} on"
+    return DropRejection(
+        str(Reason.INTERNAL_ERROR), f"reading {where} raised {type(exc).__name__}", problem="file-unreadable"
+    )
+
+
 def _chunked(
     records: Iterable[DropRecord], size: int
 ) -> Iterator[list[tuple[int | None, DropEvent]] | tuple[int | None, DropRejection | None]]:
@@ -563,12 +723,16 @@ def _chunked(
         yield chunk
 
 
-def _split_lines(content: bytes) -> list[bytes]:
-    """JSON Lines: ``\\n``-separated, a trailing ``\\r`` tolerated, a final newline optional."""
-    lines = content.split(b"\n")
-    if lines and not lines[-1]:
-        lines.pop()
-    return [line.removesuffix(b"\r") for line in lines]
+def _split_lines(content: bytes) -> Iterator[bytes]:
+    """JSON Lines: ``\\n``-separated, a trailing ``\\r`` tolerated, a final newline optional; lazily (no
+    list of every line: memory stays one line above the file)."""
+    start, end = 0, len(content)
+    while start < end:
+        stop = content.find(b"\n", start)
+        if stop < 0:
+            stop = end
+        yield content[start:stop].removesuffix(b"\r")
+        start = stop + 1
 
 
 def write_atomically(target: Path, content: bytes) -> None:

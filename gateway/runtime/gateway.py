@@ -9,23 +9,31 @@ background — a broker that is down at start-up only delays sending; ``publish`
 3. drain the outbox to the broker, bounded by the shutdown timeout (what is left stays on disk);
 4. flush and close the producer, close the consumer, sinks, databases and the operations server.
 
-Every task is awaited after it is cancelled; nothing is left running.
+Every long-running task (the outbox sender, the consumer, each source) runs under a
+:class:`~gateway.runtime.supervisor.Supervisor`: restarted with backoff when it raises, counted in
+``xchg_task_restarts_total``, reported by ``/readyz`` and, when it keeps failing, by ``/healthz``. Every task
+is awaited after it is cancelled; nothing is left running.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import structlog
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import KafkaError
 
-from gateway.bus.admin import ensure_topics, refused_topics
+from gateway.bus.admin import ensure_topics, max_message_bytes, refused_topics
+from gateway.bus.consent import CONSENT_CHANGE, ConsentGate, ConsentRegister
 from gateway.bus.database import Database
 from gateway.bus.delivery import Sink
 from gateway.bus.inbox import Inbox
@@ -40,10 +48,14 @@ from gateway.contract.registry import Registry
 from gateway.contract.schemas import SchemaStore
 from gateway.contract.sign import EventSigner
 from gateway.contract.verify import EventVerifier
+from gateway.coordination.clock import Clock
+from gateway.coordination.service import Coordinator
 from gateway.errors import GatewayError, Reason
 from gateway.runtime.config import GatewayConfig
 from gateway.runtime.ops import (
+    CheckFailed,
     ReadinessCheck,
+    StatusOptions,
     build_ops_app,
     kafka_check,
     registry_check,
@@ -56,11 +68,16 @@ from gateway.runtime.ops import (
 from gateway.runtime.plugins import PluginContext, build_sink, build_source
 from gateway.runtime.signals import stop_on_signals
 from gateway.runtime.sources import Source
+from gateway.runtime.status import History, StatusFacts
+from gateway.runtime.supervisor import Supervisor
 from gateway.settings import read_passphrase
 
 __all__ = ["Gateway"]
 
 _log = structlog.get_logger(__name__)
+
+#: The broker being away: a supervised task restarts, but this never makes /healthz fail.
+_TRANSIENT: tuple[type[BaseException], ...] = (KafkaError, ConnectionError)
 
 
 class Gateway:
@@ -74,6 +91,7 @@ class Gateway:
         sources: Sequence[Source] = (),
         routes: Sequence[Route] = (),
         consumer_group: str | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.config = config
         self.kafka = kafka or config.kafka
@@ -89,8 +107,12 @@ class Gateway:
         self._consume_stop = asyncio.Event()
         self._send_stop = asyncio.Event()
         self._closing = asyncio.Event()
-        self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._source_tasks: list[asyncio.Task[None]] = []
+        ops = config.ops
+        self.supervisor = Supervisor(
+            owner=config.party, initial_backoff=ops.task_initial_backoff, max_backoff=ops.task_max_backoff,
+            unhealthy_after=ops.task_unhealthy_after, healthy_after=ops.task_healthy_after,
+            on_restart=lambda task: self.metrics.task_restarts.labels(task=task).inc(),
+        )  # fmt: skip
         self._producer: AIOKafkaProducer | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._producer_ready = asyncio.Event()
@@ -98,6 +120,9 @@ class Gateway:
         self._databases: list[Database] = []
         self._sinks: list[Sink] = []
         self.sources: list[Source] = []
+        self.clock = clock
+        """Time of the coordination component (SOP deadlines, statistics periods); None: the system clock."""
+        self.coordinator: Coordinator | None = None
 
     # ---- start ------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -116,7 +141,7 @@ class Gateway:
         self.signer = EventSigner(party=self.party, kid=kid, key=signing)
         self.verifier = EventVerifier(
             registry=self.registry, schemas=self.schemas, party=self.party, sealing_keys=sealing,
-            limits=config.limits,
+            limits=config.limits, max_event_age=timedelta(days=config.max_event_age_days),
         )  # fmt: skip
 
         outbox_db = Database(config.data_dir / "outbox.db", durable=True)
@@ -134,12 +159,7 @@ class Gateway:
             signer=self.signer, registry=self.registry, schemas=self.schemas, outbox=self.outbox,
             metrics=self.metrics, batch_size=config.batch_size,
         )  # fmt: skip
-        routes = list(self._extra_routes)
-        for index, sink_config in enumerate(config.sinks):
-            context = self._plugin_context(f"sinks[{index}]")
-            routes.append(
-                Route(build_sink(sink_config.kind, sink_config.options, context), sink_config.types)
-            )
+        routes = await self._routes()
         self._sinks = list(dict.fromkeys(route.sink for route in routes))
         self.topics = readable_topics(self.registry, self.schemas, self.party)
         self.subscriber = Subscriber(
@@ -151,20 +171,57 @@ class Gateway:
         for index, source_config in enumerate(config.sources):
             context = self._plugin_context(f"sources[{index}]")
             self.sources.append(build_source(source_config.kind, source_config.options, context))
+        names = [source.name for source in self.sources]
+        if len(set(names)) != len(names):
+            raise GatewayError(Reason.CONFIG_INVALID, f"sources: names must be unique, got {names}")
 
         app = build_ops_app(
-            metrics=self.metrics, checks=self._checks(), check_timeout=config.ops.check_timeout
-        )
+            metrics=self.metrics, checks=self._checks(), check_timeout=config.ops.check_timeout,
+            liveness=self.supervisor.liveness, status=self._status_options(),
+        )  # fmt: skip
         self._runner, self.ops_port = await start_ops_server(app, config.ops.host, config.ops.port)
 
-        self._tasks["sender"] = asyncio.create_task(self._run_sender(), name=f"{self.party}-sender")
-        self._tasks["consumer"] = asyncio.create_task(self._run_consumer(), name=f"{self.party}-consumer")
+        # Every long-running task is supervised (gateway/runtime/supervisor.py): restarted with backoff when
+        # it raises, reported by /readyz and, when it keeps failing, /healthz. Broker errors are transient.
+        supervise = self.supervisor.spawn
+        supervise("sender", self._sender_loop, stop=self._closing, transient=_TRANSIENT)
+        supervise("consumer", self._consumer_loop, stop=self._consume_stop, transient=_TRANSIENT)
+        if self.coordinator is not None:
+            supervise("coordination", functools.partial(self.coordinator.run, self._consume_stop),
+                      stop=self._consume_stop)  # fmt: skip
         for source in self.sources:
-            self._source_tasks.append(
-                asyncio.create_task(self._run_source(source), name=f"{self.party}-{source.name}")
-            )
+            run = functools.partial(source.run, self.publisher.publish, self._intake_stop)
+            supervise(_source_task(source), run, stop=self._intake_stop)
         _log.info("gateway started", party=self.party, ops_port=self.ops_port, reads=len(self.topics),
                   kafka=self.kafka.redacted())  # fmt: skip
+
+    async def _routes(self) -> list[Route]:
+        """The subscriber's routes: extra routes, each configured agency sink behind the consent gate (with
+        consent changes routed to every one of them), and the coordination component when configured."""
+        config = self.config
+        consent_db = Database(config.data_dir / "consent.db", durable=True)
+        await consent_db.open()
+        self._databases.append(consent_db)
+        self.consent = ConsentRegister(consent_db)
+        await self.consent.attach()
+        withheld = ConsentGate.counter(self.metrics.registry)
+        routes = list(self._extra_routes)
+        for index, sink_config in enumerate(config.sinks):
+            context = self._plugin_context(f"sinks[{index}]")
+            sink = ConsentGate(
+                build_sink(sink_config.kind, sink_config.options, context), self.consent, withheld
+            )
+            # consent changes and erasure requests reach every agency sink, whatever types it takes
+            routes.append(Route(sink, (*sink_config.types, CONSENT_CHANGE)))
+        if config.coordination is not None:
+            self.coordinator = Coordinator(
+                config.coordination, party=self.party, registry=self.registry, schemas=self.schemas,
+                publish=self.publisher.publish, clock=self.clock,
+            )  # fmt: skip
+            await self.coordinator.start()
+            self.publisher.observers.append(self.coordinator)
+            routes.append(Route(self.coordinator))
+        return routes
 
     def _plugin_context(self, where: str) -> PluginContext:
         return PluginContext(
@@ -189,6 +246,30 @@ class Gateway:
         """Read the signing key file (and passphrase file) as configured: at start-up and by /readyz."""
         return SigningKey.load(self.config.signing_key, self._passphrase())
 
+    def _status_options(self) -> StatusOptions | None:
+        """The status page's facts (signing key validity, registry) and the notary's checkpoint, if set."""
+        ops = self.config.ops
+        registered = self.registry.key(self.signer.kid)
+        ends = (
+            [t for t in (registered.valid_until, registered.revoked_at) if t is not None]
+            if registered
+            else []
+        )
+        if ends:
+            self.metrics.signing_key_expiry.labels(kid=self.signer.kid).set(min(ends).timestamp())
+        if not ops.status:
+            return None
+        facts = StatusFacts(
+            kid=self.signer.kid, key_valid_until=min(ends) if ends else None,
+            registry_parties=len(self.registry.parties),
+        )  # fmt: skip
+        return StatusOptions(
+            facts=lambda: facts,
+            history=History(interval=ops.status_interval, span=max(3600.0, ops.status_interval)),
+            refresh_seconds=max(1, round(ops.status_interval)),
+            checkpoint=_notary_checkpoint(ops.notary_url) if ops.notary_url else None,
+        )
+
     def _checks(self) -> list[ReadinessCheck]:
         ops = self.config.ops
         registered = self.registry.key(self.signer.kid)
@@ -202,7 +283,14 @@ class Gateway:
                 "outbox-backlog", lambda: float(self.outbox.depth), ops.max_outbox_backlog, "events"
             ),
             threshold_check("consumer-lag", lambda: self.subscriber.lag, ops.max_consumer_lag, "records"),
+            self.supervisor.readiness_check("tasks"),
+            ReadinessCheck("dead-letters", self._dead_letters_probe),
         ]
+
+    async def _dead_letters_probe(self) -> str:
+        if self.subscriber.stalled is not None:
+            raise CheckFailed(self.subscriber.stalled)
+        return "dead-letter topic writable"
 
     # ---- background work ----------------------------------------------------------------------------
     async def _connect(
@@ -227,16 +315,28 @@ class Gateway:
             return client
         return None
 
-    async def _run_sender(self) -> None:
-        producer = await self._connect(
-            lambda: AIOKafkaProducer(**self.kafka.producer_kwargs()),
-            "producer",
-            give_up=lambda: self._send_stop.is_set() and self.outbox.depth == 0,  # nothing left to drain
-            wake=self._send_stop,
-        )
-        if producer is None:
-            return
-        self._producer = producer
+    async def _sender_loop(self) -> None:
+        """Connect the producer (once), provision topics, then send the outbox until the drain ends.
+
+        Supervised: when it raises (the outbox cannot be written, say the disk is full), it is restarted
+        with the same producer and sends on from the outbox, which is the record of what is left.
+        """
+        if self._producer is None:
+            producer = await self._connect(
+                lambda: AIOKafkaProducer(**self.kafka.producer_kwargs()),
+                "producer",
+                give_up=lambda: self._send_stop.is_set() and self.outbox.depth == 0,  # nothing left to drain
+                wake=self._send_stop,
+            )
+            if producer is None:
+                return
+            self._producer = producer
+            await self._provision()
+            self._producer_ready.set()
+        await self.publisher.run_sender(self._producer, self._send_stop)
+
+    async def _provision(self) -> None:
+        """Our topics exist; the dead-letter record bound knows the producer's and the DLQ topic's limits."""
         try:
             await ensure_topics(
                 self.kafka.admin_kwargs(), own_topics(self.schemas, self.party),
@@ -244,10 +344,19 @@ class Gateway:
             )  # fmt: skip
         except GatewayError as exc:
             _log.error("topics not ensured; continuing", reason=str(exc.reason), detail=exc.detail)
-        self._producer_ready.set()
-        await self.publisher.run_sender(producer, self._send_stop)
+        limits = self.subscriber.dead_letter_limits
+        limits.max_request_bytes = self.kafka.max_request_bytes
+        dlq = self.subscriber.dlq_topic
+        limits.topic_max_message_bytes = (await max_message_bytes(self.kafka.admin_kwargs(), [dlq])).get(dlq)
+        _log.info("dead-letter bound", topic=dlq, max_record_bytes=limits.max_record_bytes)
 
-    async def _run_consumer(self) -> None:
+    async def _consumer_loop(self) -> None:
+        """Join the group and run the subscriber until the consume stop.
+
+        Supervised: when the loop raises, records it had fetched may be unhandled while the consumer's
+        position is past them, so the consumer is closed (after committing what was handled) and the restart
+        joins afresh from the committed offsets: nothing is skipped, what is read again is deduplicated.
+        """
         if not self.topics:
             _log.info("this party reads no topics", party=self.party)
             return
@@ -266,7 +375,16 @@ class Gateway:
         await self._report_refused_topics()
         consumer.subscribe(topics=self.topics, listener=CommitOnRevoke(self.subscriber, consumer))
         assert self._producer is not None  # noqa: S101 - set before _producer_ready
-        await self.subscriber.run(consumer, self._producer, self._consume_stop)
+        try:
+            await self.subscriber.run(consumer, self._producer, self._consume_stop)
+        except Exception:
+            with contextlib.suppress(Exception):
+                await self.subscriber.commit(consumer)
+            self.subscriber.reset()
+            self._consumer = None
+            with contextlib.suppress(Exception):
+                await consumer.stop()
+            raise
 
     async def _report_refused_topics(self) -> None:
         """Log (``bus.not-authorized``) the topics this party reads that the broker's ACLs refuse it: the
@@ -283,17 +401,6 @@ class Gateway:
             _log.error("the broker refuses topics this party reads; their events will not arrive",
                        reason=str(Reason.BUS_NOT_AUTHORIZED), topics=refused, party=self.party)  # fmt: skip
 
-    async def _run_source(self, source: Source) -> None:
-        delay = 1.0
-        while not self._intake_stop.is_set():
-            try:
-                await source.run(self.publisher.publish, self._intake_stop)
-                return
-            except Exception as exc:  # noqa: BLE001 - a failed source is restarted, never kills the gateway
-                _log.error("source failed; restarting", source=source.name, error=type(exc).__name__)
-                await _sleep_unless(self._intake_stop, delay)
-                delay = min(delay * 2, 30.0)
-
     # ---- stop ---------------------------------------------------------------------------------------
     async def stop(self) -> None:
         """The shutdown order in the module docstring, bounded by ``config.shutdown_timeout``."""
@@ -301,13 +408,13 @@ class Gateway:
         # 1. stop intake
         self._intake_stop.set()
         self.publisher.stop_intake()
-        await _finish(self._source_tasks, deadline)
+        await self.supervisor.stop([_source_task(source) for source in self.sources], deadline)
         # 2. stop the consume loop (it finishes and commits the batch in hand)
         self._consume_stop.set()
-        await _finish([self._tasks["consumer"]], deadline)
+        await self.supervisor.stop(["consumer", "coordination"], deadline)
         # 3. drain the outbox
         self._send_stop.set()
-        await _finish([self._tasks["sender"]], deadline)
+        await self.supervisor.stop(["sender"], deadline)
         # 4. flush and close
         self._closing.set()
         if self._consumer is not None:
@@ -321,6 +428,8 @@ class Gateway:
                 await sink.close()
         if self._runner is not None:
             await stop_ops_server(self._runner)
+        if self.coordinator is not None:
+            await self.coordinator.stop()
         await self.outbox.wait_flushed()
         self.inbox.close()
         for db in self._databases:
@@ -334,19 +443,22 @@ class Gateway:
         await self.stop()
 
 
-async def _finish(tasks: Sequence[asyncio.Task[None]], deadline: float) -> None:
-    """Wait for ``tasks`` until ``deadline``; cancel what is left and await it (never leave a task behind)."""
-    pending = [t for t in tasks if not t.done()]
-    if pending:
-        _, still = await asyncio.wait(pending, timeout=max(0.0, deadline - time.monotonic()))
-        for task in still:
-            task.cancel()
-        for task in still:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-    for task in tasks:
-        if task.done() and not task.cancelled() and task.exception() is not None:
-            _log.error("task failed", task=task.get_name(), error=type(task.exception()).__name__)
+def _notary_checkpoint(base_url: str) -> Callable[[], Awaitable[bytes]]:
+    """Fetch ``<base_url>/checkpoint`` (the notary's latest signed note), bounded to 2 s and 64 KiB."""
+    url = base_url.rstrip("/") + "/checkpoint"
+
+    async def fetch() -> bytes:
+        timeout = aiohttp.ClientTimeout(total=2.0)
+        async with aiohttp.ClientSession(timeout=timeout) as session, session.get(url) as response:
+            response.raise_for_status()
+            return await response.content.read(65536)
+
+    return fetch
+
+
+def _source_task(source: Source) -> str:
+    """The supervised task name of a source (also the ``task`` label of ``xchg_task_restarts_total``)."""
+    return f"source:{source.name}"
 
 
 async def _wait_first(*events: asyncio.Event) -> None:
@@ -358,8 +470,3 @@ async def _wait_first(*events: asyncio.Event) -> None:
         for waiter in waiters:
             waiter.cancel()
         await asyncio.gather(*waiters, return_exceptions=True)
-
-
-async def _sleep_unless(event: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(event.wait(), timeout=seconds)

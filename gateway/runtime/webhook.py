@@ -12,10 +12,12 @@ victims) and the URL may carry a token, so neither is ever put into an error, a 
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import ssl as _ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import aiohttp
 import structlog
@@ -23,11 +25,21 @@ from yarl import URL
 
 from gateway.bus.delivery import SinkError, is_retryable_status
 from gateway.contract.canonical import canonical_json
+from gateway.contract.formulas import MAX_LISTED, neutralise
 from gateway.contract.verify import Accepted
 from gateway.errors import GatewayError, Reason
 from gateway.settings import Table, is_loopback, read_secret
 
-__all__ = ["ClientOptions", "UrlFor", "WebhookSink", "client_options"]
+__all__ = [
+    "FORMULA_MODES",
+    "ClientOptions",
+    "FormulaMode",
+    "UrlFor",
+    "WebhookSink",
+    "client_options",
+    "event_summary",
+    "formulas_option",
+]
 
 _log = structlog.get_logger(__name__)
 
@@ -81,7 +93,7 @@ from the configured base and the event's attributes (ids, never payload values: 
 server logs); a ``GatewayError`` it raises is dead-lettered like one from a ``body`` transform."""
 
 
-def _event_summary(accepted: Accepted) -> dict[str, str]:
+def event_summary(accepted: Accepted) -> dict[str, str]:
     """The event attributes an agency system needs to file the payload (no signature material)."""
     event = accepted.event
     return {
@@ -93,6 +105,28 @@ def _event_summary(accepted: Accepted) -> dict[str, str]:
         "dataschema": event.dataschema,
         "dataclassification": event.dataclassification,
     }
+
+
+FormulaMode = Literal["flag", "neutralise"]
+FORMULA_MODES: Final[tuple[FormulaMode, ...]] = ("flag", "neutralise")
+
+
+def formulas_option(options: Table) -> FormulaMode:
+    """The ``formulas`` option of a webhook-based sink (``flag`` or ``neutralise``)."""
+    mode = options.string("formulas", "flag", choices=FORMULA_MODES)
+    return "neutralise" if mode == "neutralise" else "flag"
+
+
+def _neutralised(accepted: Accepted) -> Accepted:
+    """``accepted`` with each formula cell of its clear and unsealed data prefixed (not the sealed block)."""
+    data = {k: (v if k == "sealed" else neutralise(v)) for k, v in accepted.data.items()}
+    unsealed = neutralise(accepted.unsealed) if accepted.unsealed is not None else None
+    return dataclasses.replace(accepted, data=data, unsealed=unsealed)
+
+
+def _cells_header(cells: list[str]) -> str:
+    text = json.dumps(sorted(cells))  # ASCII (escaped), as a header value must be
+    return text if len(text) <= MAX_LISTED else "*"
 
 
 class WebhookSink:
@@ -117,6 +151,11 @@ class WebhookSink:
     it raises propagates (:func:`deliver_with_retry` dead-letters it without retrying), so its detail must
     not contain payload values.
 
+    ``formulas`` (:mod:`gateway.contract.formulas`): with ``"flag"`` (the default) values pass unchanged and
+    an event with spreadsheet-formula values gets ``X-Xchg-Formula-Cells: ["/json/pointer", ...]`` (``"*"``
+    when long); with ``"neutralise"`` each such value is also prefixed with ``'`` before ``body`` sees it
+    (OWASP), for agency systems that write what they receive into spreadsheets.
+
     ``url`` is the endpoint, or a :data:`UrlFor` computing it per event (e.g. ``adapters.kemlu``: the case
     API's update endpoint names the case); it is called on every attempt, before ``body``. A configured URL
     and every computed one pass the same check: an absolute http(s) URL, else
@@ -136,7 +175,11 @@ class WebhookSink:
         session: aiohttp.ClientSession | None = None,
         ssl: _ssl.SSLContext | None = None,
         body: Callable[[Accepted], Mapping[str, Any]] | None = None,
+        formulas: FormulaMode = "flag",
     ) -> None:
+        if formulas not in FORMULA_MODES:
+            raise GatewayError(Reason.CONFIG_INVALID, f"sink {name}: formulas must be flag or neutralise")
+        self.formulas = formulas
         self.name = name
         self._plaintext_warned: set[URL] = set()
         self._url: URL | UrlFor = url if callable(url) else self._checked(url)
@@ -151,11 +194,14 @@ class WebhookSink:
 
     async def deliver(self, accepted: Accepted) -> None:
         event = accepted.event
+        cells = accepted.formula_cells
+        if cells and self.formulas == "neutralise":  # for agency systems that write spreadsheets
+            accepted = _neutralised(accepted)
         url = self._url if isinstance(self._url, URL) else self._checked(self._url(accepted))
         document = (
             self._body(accepted)
             if self._body is not None
-            else {"event": _event_summary(accepted), "payload": accepted.payload()}
+            else {"event": event_summary(accepted), "payload": accepted.payload()}
         )
         body = canonical_json(dict(document))
         headers = {
@@ -166,6 +212,8 @@ class WebhookSink:
             "X-Xchg-Source": event.source,
             "X-Xchg-Type": event.type,
         }
+        if cells:
+            headers["X-Xchg-Formula-Cells"] = _cells_header(cells)
         session = self._get_session()
         try:
             async with session.post(

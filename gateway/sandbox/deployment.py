@@ -9,7 +9,6 @@ is fresh; nothing private is committed anywhere.
 from __future__ import annotations
 
 import base64
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -19,6 +18,7 @@ from typing import Any
 import tomli_w
 
 from gateway.contract.keys import PublicKey, SealingKey, SigningKey, write_private_pem
+from gateway.settings import load_toml, overlay
 
 __all__ = ["SAMPLE_REGISTRY", "SandboxParty", "create_sandbox"]
 
@@ -52,8 +52,7 @@ def create_sandbox(
     ``sources`` are replaced, tables merged).
     """
     root.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with template.open("rb") as handle:
-        registry: dict[str, Any] = tomllib.load(handle)
+    registry: dict[str, Any] = load_toml(template, what="registry template")
     registry["parties"] = [*registry["parties"], *(dict(p) for p in extra_parties)]
     by_id = {p["id"]: p for p in registry["parties"]}
     now = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
@@ -82,7 +81,7 @@ def create_sandbox(
             "sources": [{"kind": "file-drop", "directory": "drop"}],
             "sinks": list((sinks or {}).get(party, ())),
         }
-        config = _merge(_merge(config, settings or {}), (per_party or {}).get(party, {}))
+        config = overlay(overlay(config, settings or {}), (per_party or {}).get(party, {}))
         config_path = root / party / "gateway.toml"
         config_path.write_bytes(tomli_w.dumps(config).encode("utf-8"))
         result[party] = SandboxParty(party, config_path, root / party / "state", drop_dir)
@@ -102,13 +101,3 @@ def _key_entry(kid: str, use: str, public: PublicKey, since: datetime) -> dict[s
         "valid_from": since,
         "valid_until": since + timedelta(days=365),
     }
-
-
-def _merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in extra.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged

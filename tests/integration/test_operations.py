@@ -46,7 +46,9 @@ from tests.world import example
 
 KCH, READER = "kemlu.kbri-kuching", "kemensos"
 REFERRAL = "id.trafficking.case.referral"
-CHECKS = ["kafka", "signing-key", "registry", "schemas", "outbox-backlog", "consumer-lag"]
+CHECKS = [
+    "kafka", "signing-key", "registry", "schemas", "outbox-backlog", "consumer-lag", "tasks", "dead-letters",
+]  # fmt: skip
 
 
 # ---- HTTP helpers -------------------------------------------------------------------------------------

@@ -7,6 +7,8 @@ rules, lowest layer first:
 * ``gateway.contract`` (the message contract) imports neither the bus, the runtime, the audit log, deployment,
   the CLI nor the sandbox, and no Kafka or HTTP library;
 * ``gateway.bus`` does not import the runtime (nor anything above it);
+* ``gateway.coordination`` (timeline, SOP, statistics) sits between the bus and the runtime: it imports
+  neither the runtime nor anything above it, and no Kafka or HTTP library (it publishes through a callable);
 * ``gateway.runtime`` does not import the audit log, deployment, the CLI or the sandbox;
 * the offline auditor (everything in ``gateway.audit`` but the notary and cosigner services and the Kafka
   record reader) imports no Kafka or HTTP code, so an auditor can run it on a copy of the log alone;
@@ -82,6 +84,7 @@ def _violations(
 
 UPPER = (
     "gateway.bus",
+    "gateway.coordination",
     "gateway.runtime",
     "gateway.audit",
     "gateway.deploy",
@@ -102,6 +105,12 @@ UPPER = (
         ),
         pytest.param("gateway.contract", (*UPPER, "adapters", *NETWORK_LIBRARIES), (), id="contract"),
         pytest.param("gateway.bus", (*UPPER[1:], "adapters"), (), id="bus"),
+        pytest.param(
+            "gateway.coordination",
+            (*UPPER[2:], "adapters", "aiokafka", "aiohttp"),
+            (),
+            id="coordination",
+        ),
         pytest.param(
             "gateway.runtime",
             ("gateway.audit", "gateway.deploy", "gateway.cli", "gateway.sandbox", "adapters"),

@@ -24,6 +24,7 @@ import structlog
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 
 from gateway.audit.checkpoint import Checkpoint, open_checkpoint
 from gateway.audit.leaf import ConsumedRecord, RecordLike, leaf_for_record
@@ -45,6 +46,7 @@ from gateway.contract.verify import EventVerifier
 from gateway.errors import GatewayError, Reason
 from gateway.runtime.ops import start_ops_server, stop_ops_server
 from gateway.runtime.signals import stop_on_signals
+from gateway.runtime.supervisor import Supervisor
 from gateway.settings import read_passphrase
 
 __all__ = ["Notary"]
@@ -53,6 +55,8 @@ _log = structlog.get_logger(__name__)
 
 _POLL_MS: Final = 300
 _QUIET_POLLS: Final = 1  # empty polls, once every partition's end is reached, before a sync is answered
+#: The broker being away: the supervised tasks reconnect, and it never makes /healthz fail.
+_TRANSIENT: Final[tuple[type[BaseException], ...]] = (KafkaError, ConnectionError)
 
 
 class Notary:
@@ -69,6 +73,7 @@ class Notary:
         self.refused: GatewayError | None = None
         """Set when the notary refused to sign (its log no longer extends its last checkpoint)."""
         self._stop = asyncio.Event()
+        self.supervisor = Supervisor(owner="notary")
         self._tasks: list[asyncio.Task[None]] = []
         self._sign_lock = asyncio.Lock()
         self._sync_waiters: list[asyncio.Future[bytes]] = []
@@ -81,6 +86,8 @@ class Notary:
         self._publish_idle = asyncio.Event()
         self._publish_idle.set()
         self._last_signed_at = time.monotonic()
+        self.last_signed_wall: float | None = None
+        """Unix time the notary last signed (or confirmed unchanged) its checkpoint; for /metrics."""
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._admin: AIOKafkaAdminClient | None = None
@@ -125,9 +132,11 @@ class Notary:
                 self._index.close()
             log.close()
             raise
+        # supervised (gateway/runtime/supervisor.py): restarted with backoff when they raise; /healthz
+        # answers 503 naming the task when one keeps failing (broker errors never count there)
         self._tasks = [
-            asyncio.create_task(self._run_consumer(), name="notary-consumer"),
-            asyncio.create_task(self._run_publisher(), name="notary-publisher"),
+            self.supervisor.spawn("consumer", self._run_consumer, stop=self._stop, transient=_TRANSIENT),
+            self.supervisor.spawn("publisher", self._run_publisher, stop=self._stop, transient=_TRANSIENT),
         ]
         assert self._latest is not None  # noqa: S101 - loaded or signed above
         self._publish_queue.put_nowait(self._latest.note)  # (re)publish: a crash may have come before it
@@ -180,23 +189,18 @@ class Notary:
 
     # ---- consuming --------------------------------------------------------------------------------
     async def _run_consumer(self) -> None:
-        delay = 0.5
-        while not self._stop.is_set():
-            try:
-                await self._consume()
-                return
-            except asyncio.CancelledError:
-                raise
-            except GatewayError as exc:
-                if exc.reason == Reason.CHECKPOINT_INCONSISTENT:
-                    return  # refused: stop appending, keep serving the last good checkpoint
-                _log.error("notary.consume_failed", reason=str(exc.reason), detail=exc.detail, retry_in=delay)
-            except Exception as exc:  # noqa: BLE001 - broker trouble: reconnect with backoff, never die
-                _log.error("notary.consume_failed", error=type(exc).__name__, retry_in=delay)
+        """Consume until stopped. Anything that escapes closes the clients and is left to the supervisor,
+        which logs it and reconnects after a backoff (broker trouble), or, when it keeps failing for another
+        reason (the log cannot be written), also makes ``/healthz`` answer 503."""
+        try:
+            await self._consume()
+        except GatewayError as exc:
+            if exc.reason == Reason.CHECKPOINT_INCONSISTENT:
+                return  # refused: stop appending, keep serving the last good checkpoint
+            _log.error("notary.consume_failed", reason=str(exc.reason), detail=exc.detail)
+            raise
+        finally:
             await self._close_clients()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), timeout=delay)
-            delay = min(delay * 2, 10.0)
 
     async def _consume(self) -> None:
         kafka = self.kafka
@@ -360,11 +364,13 @@ class Notary:
             latest = self._latest
             if latest is not None and latest.checkpoint.size == self.log.size:
                 self._last_signed_at = time.monotonic()
+                self.last_signed_wall = time.time()
                 return latest.note
             previous = latest.checkpoint if latest is not None else Checkpoint(self.origin, 0, EMPTY_ROOT)
             note = await asyncio.to_thread(self._sign_and_store, previous)
             self._latest = open_checkpoint(note, origin=self.origin, verifiers=[self.signer.verifier()])
             self._last_signed_at = time.monotonic()
+            self.last_signed_wall = time.time()
             self._publish_queue.put_nowait(note)
             _log.info("notary.checkpoint", size=self._latest.checkpoint.size, origin=self.origin)
             return note

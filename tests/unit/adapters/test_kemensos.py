@@ -37,9 +37,10 @@ from gateway.bus.delivery import RetryPolicy, SinkError, deliver_with_retry
 from gateway.contract.schemas import SchemaStore, default_schema_root
 from gateway.contract.verify import Accepted
 from gateway.errors import GatewayError, Reason
+from gateway.runtime.intake import file_ref
 from gateway.runtime.plugins import build_sink, build_source
 from gateway.runtime.webhook import WebhookSink
-from tests.doubles import Published, WorldPublish, plugin_context
+from tests.doubles import IMMEDIATE, Published, WorldPublish, plugin_context
 from tests.paths import DATA
 from tests.world import World, example
 
@@ -89,8 +90,9 @@ def make_source(
     directory: Path, mapping: KemensosMapping, quarantined: list[tuple[str, str]]
 ) -> CsvDropSource:
     source = CsvDropSource(
-        directory, mapping, poll_interval=0.01, on_quarantine=lambda s, r: quarantined.append((s, r))
-    )
+        directory, mapping, poll_interval=0.01, on_quarantine=lambda s, r: quarantined.append((s, r)),
+        bounds=IMMEDIATE,
+    )  # fmt: skip
     source.ensure_directories()
     return source
 
@@ -493,7 +495,7 @@ async def test_bad_rows_are_quarantined_by_column_and_the_rest_continues(
         (7, "dirujuk_oleh", "seal.no-recipients", "publish-refused"),  # health, but nobody to seal it for
         (8, "id_rptc", "schema.invalid", "missing-cells"),
     ]
-    assert all(r["file"] == name for r in reports)
+    assert all(r["file"] == file_ref(name) for r in reports)
     assert run.quarantined == [("kemensos-csv", r["reason"]) for r in reports]
     assert (run.source.done / name).exists()
 

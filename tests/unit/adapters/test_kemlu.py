@@ -15,6 +15,7 @@ import dataclasses
 import json
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from adapters.kemlu import (
     PlannedMessage,
     case_event_id,
     mission_of,
+    parse_instant,
     update_url,
 )
 from adapters.simulators.kemlu import KemluCaseApiSimulator, sarawak_cases
@@ -567,3 +569,48 @@ def test_update_url_names_the_case_and_refuses_anything_but_a_case_id(admission:
             update_url(base, forged)
         assert (info.value.reason, info.value.field) == (Reason.SCHEMA_INVALID, "case_id")
         assert subject not in str(info.value)
+
+
+# ---- times that must not stop the feed (issue 18) ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("updated_at", "reason"),
+    [
+        ("9999-12-31T23:59:59+00:00", "time.out-of-range"),  # would carry the cursor to the far future
+        ("0001-01-01T00:00:00+01:00", "time.out-of-range"),  # no UTC form: every poll used to fail
+    ],
+)
+async def test_an_unusable_updated_at_is_quarantined_and_never_moves_the_cursor(
+    api: KemluCaseApiSimulator,
+    source: KemluCaseApiSource,
+    publish: WorldPublish,
+    updated_at: str,
+    reason: str,
+) -> None:
+    [poisoned, *_] = [c for c in api.cases if c["id_kasus"] in KCH_TPPO]
+    api.add_case({**poisoned, "id_kasus": "KBRI-KCH-2099-000001", "updated_at": updated_at})
+    first = await source.poll_once(publish)
+    assert first.quarantined == 1
+    cursor = parse_instant(source.cursor.since)
+    assert cursor is not None
+    assert cursor <= source.window.latest(datetime.now(UTC))
+    assert publish.subjects("case.referral") == set(KCH_TPPO)  # every good case went through
+    [entry] = [json.loads(line) for line in source.quarantine_file.read_text("utf-8").splitlines()]
+    assert (entry["case_id"], entry["field"]) == ("KBRI-KCH-2099-000001", "updated_at")
+    assert entry["reason"] == reason
+
+    [fresh, *_] = [c for c in api.cases if c["id_kasus"] in KCH_TPPO]
+    api.update_case(fresh["id_kasus"], {"catatan_status": "x"})  # a later good change still arrives
+    second = await source.poll_once(publish)
+    assert second.published >= 1
+
+
+async def test_a_cursor_file_in_the_far_future_is_ignored(tmp_path: Path, mapping: KemluMapping) -> None:
+    source = KemluCaseApiSource(
+        base_url=URL("http://127.0.0.1:9"), mission="kuching", party=KBRI, state_dir=tmp_path, mapping=mapping
+    )
+    source.cursor.save("9999-12-31T23:59:59+00:00")  # left by a version without the bound
+    with capture_logs() as logs:
+        assert source.cursor.load() == source.cursor.initial
+    assert [e["event"] for e in logs] == ["kemlu_api.cursor_in_future"]

@@ -256,3 +256,21 @@ def test_records_dump_lines_round_trip() -> None:
         assert ConsumedRecord.from_json(json.loads(json.dumps(record.to_json()))) == record
     with pytest.raises(GatewayError):
         ConsumedRecord.from_json({"topic": "t"})
+
+
+def test_the_verdict_binds_the_event_to_the_topic_it_was_read_from() -> None:
+    """An event injected into another party's topic is rejected in the log too (authz.topic-mismatch); a
+    dead-lettered copy is judged against the topic its gateway read the original from."""
+    assert leaf_for_record(_referral_record(), _VERIFIER).verdict == "accepted"
+    foreign = leaf_for_record(_referral_record(topic="xchg.iom.case.v1"), _VERIFIER)
+    assert (foreign.verdict, foreign.reason) == ("rejected", "authz.topic-mismatch")
+    original = _referral_record()
+    copy = replace(
+        original,
+        topic="xchg.kemensos.dlq.v1",
+        headers=(*original.headers, ("xchg-reason", b"sink.failed"),
+                 ("xchg-origin-topic", original.topic.encode())),
+    )  # fmt: skip
+    assert leaf_for_record(copy, _VERIFIER).verdict == "accepted"
+    moved = replace(copy, headers=(*original.headers, ("xchg-origin-topic", b"xchg.iom.case.v1")))
+    assert leaf_for_record(moved, _VERIFIER).reason == "authz.topic-mismatch"

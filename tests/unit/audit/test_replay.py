@@ -125,7 +125,17 @@ def test_untouched_run_has_no_findings(run: Run) -> None:
     assert report.signed_size == 300
     assert [c.size for c in report.checkpoints] == [0, 50, 100, 256, 300]
     assert all(c.matches for c in report.checkpoints)
-    assert report.records == {"source": "test", "read": 300, "matched": 300, "pending": 0, "expired": 0}
+    assert report.records == {
+        "source": "test",
+        "read": 300,
+        "matched": 300,
+        "mismatched": 0,
+        "not_logged": 0,
+        "leaves_without_record": 0,
+        "pending": 0,
+        "expired": 0,
+        "repeated": 0,
+    }
     assert report.verdicts["accepted"] > 200
     assert report.verdicts["sig.digest-mismatch"] > 0
     assert "VERDICT: OK" in report.summary()
@@ -163,6 +173,43 @@ def test_consistently_rewritten_log_is_located_by_checkpoints_and_records(run: R
     (mismatch,) = _only(report, Reason.LEAF_RECORD_MISMATCH)
     assert mismatch.leaf_index == TOUCHED
     assert set(_reasons(report)) == {"checkpoint.root-mismatch", "leaf.record-mismatch"}
+
+
+def test_a_mismatch_names_the_differing_field_with_both_values(run: Run, tmp_path: Path) -> None:
+    """The leaf's data digest forged (tiles rebuilt): the finding names ``data_sha256`` with the logged and
+    the recomputed value, not two equal record digests; the record counts come from the findings."""
+    entries = list(run.entries)
+    entries[TOUCHED] = _forge(entries[TOUCHED])
+    report = _audit(run, rebuilt_log(run, tmp_path / "log", entries))
+    (mismatch,) = _only(report, Reason.LEAF_RECORD_MISMATCH)
+    logged, recomputed = Leaf.decode(entries[TOUCHED]), Leaf.decode(run.entries[TOUCHED])
+    assert [(d.field, d.logged, d.recomputed) for d in mismatch.differences] == [
+        ("data_sha256", logged.data_sha256, recomputed.data_sha256)
+    ]
+    assert "data digest" in mismatch.detail
+    assert report.records is not None
+    assert (report.records["matched"], report.records["mismatched"]) == (299, 1)
+    summary = report.summary()
+    assert "299 matched their leaf, 1 differ from it" in summary
+    assert f"data_sha256: logged {logged.data_sha256}, recomputed {recomputed.data_sha256}" in summary
+    document = report.to_json()["findings"]
+    assert [f["differences"] for f in document if f["reason"] == "leaf.record-mismatch"] == [
+        [{"field": "data_sha256", "logged": logged.data_sha256, "recomputed": recomputed.data_sha256}]
+    ]
+
+
+def test_a_rewritten_record_names_its_record_digest(run: Run) -> None:
+    target = run.records[TOUCHED]
+    assert target.value is not None
+    records = [
+        replace(r, value=r.value + b" ") if i == TOUCHED and r.value else r for i, r in enumerate(run.records)
+    ]
+    report = _audit(run, run.log_dir, records=records)
+    (mismatch,) = report.findings
+    fields = [d.field for d in mismatch.differences]
+    # the record digest first, then the data digest and the verdict the changed bytes now get
+    assert fields == ["record_sha256", "data_sha256", "verdict", "reason", "kid"]
+    assert "rewritten on the broker" in mismatch.detail
 
 
 def test_deleted_entry(run: Run, tmp_path: Path) -> None:
@@ -208,7 +255,8 @@ def test_inserted_leaf_without_a_record(run: Run, tmp_path: Path) -> None:
     (orphan,) = _only(report, Reason.LEAF_RECORD_MISSING)
     assert (orphan.leaf_index, _where(orphan)) == (TOUCHED, ("xchg.iom.alert.v1", 3, 0))
     assert _mismatched_sizes(report) == [256, 300]
-    assert set(_reasons(report)) == {"leaf.record-missing", "checkpoint.root-mismatch"}
+    # one entry more than the last signed size: nothing signed covers the last one
+    assert set(_reasons(report)) == {"leaf.record-missing", "checkpoint.root-mismatch", "log.unsigned-tail"}
 
 
 def test_duplicated_leaf(run: Run, tmp_path: Path) -> None:
@@ -217,7 +265,7 @@ def test_duplicated_leaf(run: Run, tmp_path: Path) -> None:
     (duplicate,) = _only(report, Reason.LEAF_DUPLICATE)
     assert (duplicate.leaf_index, _where(duplicate)) == (TOUCHED, _position(run.records[100]))
     assert "leaf 100" in duplicate.detail
-    assert set(_reasons(report)) == {"leaf.duplicate", "checkpoint.root-mismatch"}
+    assert set(_reasons(report)) == {"leaf.duplicate", "checkpoint.root-mismatch", "log.unsigned-tail"}
 
 
 def test_truncated_log(run: Run, tmp_path: Path) -> None:
@@ -226,10 +274,13 @@ def test_truncated_log(run: Run, tmp_path: Path) -> None:
     unlogged = _only(report, Reason.RECORD_NOT_LOGGED)
     assert sorted(_where(f) for f in unlogged) == sorted(_position(r) for r in run.records[200:])  # type: ignore[type-var]
     assert report.signed_size == 100
-    assert set(_reasons(report)) == {"checkpoint.beyond-log", "record.not-logged"}
+    # rebuilt in one batch: the partial tiles checkpoints 50 and 100 need (tile/0/000.p/50, .p/100) are gone
+    missing = _only(report, Reason.LOG_TILE_MISSING)
+    assert [(f.checkpoint_size, f.source) for f in missing] == [(s, tile_path(0, 0, s)) for s in (50, 100)]
+    assert set(_reasons(report)) == {"checkpoint.beyond-log", "record.not-logged", "log.tile-missing"}
     # a live notary lags: the tail may be tolerated, the signed-then-deleted entries never are
     lenient = _audit(run, rebuilt_log(run, tmp_path / "log2", run.entries[:200]), tolerate_lag=True)
-    assert set(_reasons(lenient)) == {"checkpoint.beyond-log"}
+    assert set(_reasons(lenient)) == {"checkpoint.beyond-log", "log.tile-missing"}
     assert lenient.records is not None
     assert lenient.records["pending"] == 100
 
@@ -286,7 +337,10 @@ def test_state_file_rolled_back(run: Run, log_copy: Path) -> None:
     assert report.log_size == 200
     assert sorted(f.checkpoint_size or 0 for f in _only(report, Reason.CHECKPOINT_BEYOND_LOG)) == [256, 300]
     assert len(_only(report, Reason.RECORD_NOT_LOGGED)) == 100
-    assert set(_reasons(report)) == {"checkpoint.beyond-log", "record.not-logged"}
+    # the tiles and bundles of entries 200..299 are still there: beyond the tree the state describes
+    beyond = sorted(f.source or "" for f in _only(report, Reason.LOG_BEYOND_TREE))
+    assert entries_path(1, 44) in beyond
+    assert set(_reasons(report)) == {"checkpoint.beyond-log", "record.not-logged", "log.beyond-tree"}
 
 
 def test_progress_only_on_a_terminal(run: Run) -> None:

@@ -67,3 +67,14 @@ def test_in_process_bench_runs(tmp_path: Path) -> None:
     medians = document["medians"]
     assert isinstance(medians, dict)
     assert {"publisher", "subscriber"} <= set(medians)
+
+
+def test_coordination_bench_runs(tmp_path: Path) -> None:
+    document = _run("coordination", tmp_path, timeout=300)
+    for part in ("record", "group_commit", "projection"):
+        run = document[part]
+        assert isinstance(run, dict)
+        assert run["events"] > 0
+    statistics = document["statistics"]
+    assert isinstance(statistics, dict)
+    assert statistics["tables"] == 6

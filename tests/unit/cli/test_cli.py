@@ -149,3 +149,42 @@ def test_missing_registry_is_a_clear_configuration_error(capsys: pytest.CaptureF
     os.environ.pop("XCHG_REGISTRY", None)
     assert main(["verify", str(REFERRAL)]) == 2
     assert "config.invalid" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b'format = "xchg-registry/1"\nx = ' + b"[" * 5000 + b"]" * 5000 + b"\n",  # deeper than the parser
+        b"\x00\xff\xfe garbage",
+        b'format = "xchg-registry/1"\n[[parties]]\nid = "a"\nname = "A"\nkeys = [1, 2]\n',
+        b'format = "xchg-registry/1"\nparties = 5\n',
+    ],
+    ids=["deep", "binary", "keys-not-tables", "parties-not-tables"],
+)
+def test_a_garbage_registry_is_registry_invalid_with_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes
+) -> None:
+    registry = tmp_path / "registry.toml"
+    registry.write_bytes(content)
+    event = tmp_path / "event.json"
+    event.write_text("{}")
+    assert main(["verify", "--registry", str(registry), str(event)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: registry.invalid: ")
+    assert "Traceback" not in err
+
+
+def test_verify_prints_rejected_for_a_time_without_utc_form(
+    deployment: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``gateway verify`` on an event whose time has no UTC form: a verdict, not a traceback."""
+    event = {
+        "id": "e1", "source": "kemensos", "specversion": "1.0", "type": "id.trafficking.alert.health",
+        "datacontenttype": "application/json", "dataschema": "urn:id.trafficking:schema:alert.health:1.0",
+        "subject": "ALR-1", "time": "0001-01-01T00:00:00+01:00", "partitionkey": "ALR-1",
+        "dataclassification": "internal", "data": {},
+    }  # fmt: skip
+    path = deployment / "event.json"
+    path.write_text(json.dumps(event))
+    assert main(["verify", "--registry", str(deployment / "registry.toml"), str(path)]) == 1
+    assert capsys.readouterr().out.startswith("REJECTED time.out-of-range ")

@@ -17,8 +17,10 @@ from structlog.testing import capture_logs
 
 from gateway.contract.envelope import Envelope
 from gateway.errors import GatewayError, Reason
+from gateway.runtime.catalogue import Catalogue
 from gateway.runtime.dropfolder import EVENT_ID_NAMESPACE, PUBLISH_CHUNK, FileDropSource, drop_event_id
-from tests.doubles import Published
+from gateway.runtime.intake import file_ref
+from tests.doubles import IMMEDIATE, Published
 from tests.world import World, example
 
 SYNTHETIC_NAME = "Ratna Kusumawardhani"  # invented; must never reach a quarantine report or a log line
@@ -112,7 +114,10 @@ def read_report(source: FileDropSource, name: str) -> tuple[bytes, list[dict[str
 async def test_good_lines_published_bad_lines_quarantined(tmp_path: Path, publish: FakePublish) -> None:
     quarantined: list[tuple[str, str]] = []
     source = FileDropSource(
-        tmp_path, name="kemensos-export", on_quarantine=lambda *args: quarantined.append(args)
+        tmp_path,
+        bounds=IMMEDIATE,
+        name="kemensos-export",
+        on_quarantine=lambda *args: quarantined.append(args),
     )
     path = drop(source, "2026-05-01T10-00.jsonl", MIXED)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
@@ -132,8 +137,25 @@ async def test_good_lines_published_bad_lines_quarantined(tmp_path: Path, publis
         (3, "schema.invalid"),
         (4, "authz.type-not-permitted"),
     ]
-    assert all(set(r) == {"file", "line", "reason", "detail"} for r in report)
-    assert all(r["file"] == "2026-05-01T10-00.jsonl" for r in report)
+    assert all(set(r) == {"file", "line", "reason", "detail", "explanation"} for r in report)
+    assert all(set(r["explanation"]) == {"id", "en"} for r in report)
+    catalogue = Catalogue.load()
+    assert report[0]["explanation"]["id"] == catalogue.reasons["parse"]["id"]
+    assert report[2]["explanation"]["en"] == catalogue.problems["publish-refused"]["en"]
+    # the clerk's text report: Indonesian first, then English, by line and reason code, never a value
+    text = (source.quarantine / "2026-05-01T10-00.jsonl.rejected.txt").read_text("utf-8")
+    ref = report[0]["file"]
+    assert text.index(f"Laporan karantina berkas {ref}: 3 rekaman tidak dikirim") < text.index(
+        f"Quarantine report for file {ref}: 3 record(s) were not sent"
+    )
+    assert "- Baris 2 (kode alasan parse.invalid-json):\n  " + catalogue.reasons["parse"]["id"] in text
+    assert (
+        "- Line 4 (reason code authz.type-not-permitted):\n  " + catalogue.problems["publish-refused"]["en"]
+        in text
+    )
+    assert SYNTHETIC_NAME not in text
+    assert "2026-05-01T10-00" not in text  # the file is named by its digest only
+    assert all(r["file"] == file_ref("2026-05-01T10-00.jsonl") for r in report)
     assert quarantined == [
         ("kemensos-export", "parse.invalid-json"),
         ("kemensos-export", "schema.invalid"),
@@ -151,7 +173,7 @@ async def test_good_lines_published_bad_lines_quarantined(tmp_path: Path, publis
 
 
 async def test_clean_file_has_no_quarantine_report(tmp_path: Path, publish: FakePublish) -> None:
-    source = FileDropSource(tmp_path)
+    source = FileDropSource(tmp_path, bounds=IMMEDIATE)
     drop(source, "a.jsonl", [good(1), good(2)])
     await source.process_pending(publish)
     assert len(publish.calls) == 2
@@ -160,7 +182,7 @@ async def test_clean_file_has_no_quarantine_report(tmp_path: Path, publish: Fake
 
 
 async def test_crash_mid_file_reprocesses_with_the_same_ids(tmp_path: Path, envelope: Envelope) -> None:
-    source = FileDropSource(tmp_path)
+    source = FileDropSource(tmp_path, bounds=IMMEDIATE)
     drop(source, "batch.jsonl", [good(1), good(2), good(3)])
 
     crashing = FakePublish(envelope, crash_on_call=3)
@@ -177,7 +199,7 @@ async def test_crash_mid_file_reprocesses_with_the_same_ids(tmp_path: Path, enve
 
 
 async def test_same_content_same_ids_and_unique_done_names(tmp_path: Path, envelope: Envelope) -> None:
-    source = FileDropSource(tmp_path)
+    source = FileDropSource(tmp_path, bounds=IMMEDIATE)
     lines = [good(1), good(2, refuse=True), good(3)]
     runs = []
     for _ in range(3):
@@ -190,8 +212,11 @@ async def test_same_content_same_ids_and_unique_done_names(tmp_path: Path, envel
     assert sorted(p.name for p in source.done.iterdir()) == ["daily.1.jsonl", "daily.2.jsonl", "daily.jsonl"]
     assert sorted(p.name for p in source.quarantine.iterdir()) == [
         "daily.1.jsonl.rejected.jsonl",
+        "daily.1.jsonl.rejected.txt",
         "daily.2.jsonl.rejected.jsonl",
+        "daily.2.jsonl.rejected.txt",
         "daily.jsonl.rejected.jsonl",
+        "daily.jsonl.rejected.txt",
     ]
 
 
@@ -200,7 +225,7 @@ async def test_gateway_state_refusals_defer_instead_of_quarantining(
     tmp_path: Path, envelope: Envelope, reason: Reason
 ) -> None:
     quarantined: list[tuple[str, str]] = []
-    source = FileDropSource(tmp_path, on_quarantine=lambda *args: quarantined.append(args))
+    source = FileDropSource(tmp_path, bounds=IMMEDIATE, on_quarantine=lambda *args: quarantined.append(args))
     drop(source, "a.jsonl", [good(1), good(2), good(3)])
     drop(source, "b.jsonl", [good(4)])
     first = FakePublish(envelope, refuse_on_call=(2, reason))
@@ -218,7 +243,7 @@ async def test_gateway_state_refusals_defer_instead_of_quarantining(
 
 
 async def test_different_content_different_ids(tmp_path: Path, publish: FakePublish) -> None:
-    source = FileDropSource(tmp_path)
+    source = FileDropSource(tmp_path, bounds=IMMEDIATE)
     drop(source, "a.jsonl", [good(1)])
     drop(source, "b.jsonl", [good(2)])
     await source.process_pending(publish)
@@ -226,7 +251,7 @@ async def test_different_content_different_ids(tmp_path: Path, publish: FakePubl
 
 
 async def test_half_written_and_foreign_files_are_ignored(tmp_path: Path, publish: FakePublish) -> None:
-    source = FileDropSource(tmp_path)
+    source = FileDropSource(tmp_path, bounds=IMMEDIATE)
     source.ensure_directories()
     content = json.dumps(good(1)) + "\n"
     ignored = [".export.jsonl.tmp", ".export.jsonl", "export.json", "export.jsonl.tmp", "README"]
@@ -245,7 +270,7 @@ async def test_half_written_and_foreign_files_are_ignored(tmp_path: Path, publis
 
 
 async def test_files_processed_in_name_order(tmp_path: Path, publish: FakePublish) -> None:
-    source = FileDropSource(tmp_path)
+    source = FileDropSource(tmp_path, bounds=IMMEDIATE)
     for n in (3, 1, 2):
         drop(source, f"2026-05-0{n}.jsonl", [good(n)])
     await source.process_pending(publish)
@@ -268,7 +293,7 @@ async def test_files_processed_in_name_order(tmp_path: Path, publish: FakePublis
     ],
 )
 async def test_malformed_lines(tmp_path: Path, publish: FakePublish, line: str, reason: str) -> None:
-    source = FileDropSource(tmp_path)
+    source = FileDropSource(tmp_path, bounds=IMMEDIATE)
     drop(source, "x.jsonl", [line, good(2)])
     await source.process_pending(publish)
     _, report = read_report(source, "x.jsonl")
@@ -278,7 +303,7 @@ async def test_malformed_lines(tmp_path: Path, publish: FakePublish, line: str, 
 
 
 async def test_oversized_and_invalid_utf8_lines(tmp_path: Path, publish: FakePublish) -> None:
-    source = FileDropSource(tmp_path, max_line_bytes=200)
+    source = FileDropSource(tmp_path, bounds=IMMEDIATE, max_line_bytes=200)
     source.ensure_directories()
     big = json.dumps(good(1, notes="x" * 300)).encode()
     (source.inbox / "x.jsonl").write_bytes(
@@ -291,14 +316,14 @@ async def test_oversized_and_invalid_utf8_lines(tmp_path: Path, publish: FakePub
 
 
 async def test_directories_are_private(tmp_path: Path) -> None:
-    source = FileDropSource(tmp_path / "drop")
+    source = FileDropSource(tmp_path / "drop", bounds=IMMEDIATE)
     source.ensure_directories()
     for path in (source.directory, source.inbox, source.done, source.quarantine):
         assert stat.S_IMODE(path.stat().st_mode) == 0o700
 
 
 async def test_run_picks_up_new_files_and_stops_promptly(tmp_path: Path, publish: FakePublish) -> None:
-    source = FileDropSource(tmp_path, poll_interval=0.01)
+    source = FileDropSource(tmp_path, bounds=IMMEDIATE, poll_interval=0.01)
     stop = asyncio.Event()
     task = asyncio.create_task(source.run(publish, stop))
     drop(source, "late.jsonl", [good(1)])  # dropped while run() is polling
@@ -309,7 +334,9 @@ async def test_run_picks_up_new_files_and_stops_promptly(tmp_path: Path, publish
 
 
 async def test_stop_interrupts_the_poll_wait(tmp_path: Path, publish: FakePublish) -> None:
-    source = FileDropSource(tmp_path, poll_interval=3600)  # only a prompt stop lets this test finish
+    source = FileDropSource(
+        tmp_path, bounds=IMMEDIATE, poll_interval=3600
+    )  # only a prompt stop lets this test finish
     drop(source, "a.jsonl", [good(1)])
     stop = asyncio.Event()
     task = asyncio.create_task(source.run(publish, stop))
@@ -321,7 +348,7 @@ async def test_stop_interrupts_the_poll_wait(tmp_path: Path, publish: FakePublis
 
 async def test_stop_mid_file_leaves_it_in_the_inbox(tmp_path: Path, envelope: Envelope) -> None:
     """``stop`` is honoured between chunks: the first chunk is published, the file waits for the rest."""
-    source = FileDropSource(tmp_path, poll_interval=3600)
+    source = FileDropSource(tmp_path, bounds=IMMEDIATE, poll_interval=3600)
     drop(source, "a.jsonl", [good(n) for n in range(1, PUBLISH_CHUNK + 3)])
     stop = asyncio.Event()
     publish = FakePublish(envelope, stop_after=stop)
@@ -337,7 +364,7 @@ async def test_stop_mid_file_leaves_it_in_the_inbox(tmp_path: Path, envelope: En
 
 async def test_a_file_is_published_in_order_in_chunks(tmp_path: Path, envelope: Envelope) -> None:
     """Records go out in chunks of concurrent calls, started in line order, around rejected lines."""
-    source = FileDropSource(tmp_path)
+    source = FileDropSource(tmp_path, bounds=IMMEDIATE)
     lines: list[str | dict[str, Any]] = [good(n) for n in range(1, 2 * PUBLISH_CHUNK + 10)]
     lines[5] = "not json"
     lines[PUBLISH_CHUNK + 7] = good(PUBLISH_CHUNK + 8, refuse=True)
@@ -349,7 +376,7 @@ async def test_a_file_is_published_in_order_in_chunks(tmp_path: Path, envelope: 
 
 
 async def test_already_set_stop_returns_without_processing(tmp_path: Path, publish: FakePublish) -> None:
-    source = FileDropSource(tmp_path)
+    source = FileDropSource(tmp_path, bounds=IMMEDIATE)
     drop(source, "a.jsonl", [good(1)])
     stop = asyncio.Event()
     stop.set()
@@ -368,5 +395,21 @@ def test_event_id_is_uuid5_of_digest_and_line() -> None:
 @pytest.mark.parametrize("kwargs", [{"poll_interval": 0}, {"max_line_bytes": 0}])
 def test_invalid_configuration(tmp_path: Path, kwargs: dict[str, Any]) -> None:
     with pytest.raises(GatewayError) as info:
-        FileDropSource(tmp_path, **kwargs)
+        FileDropSource(tmp_path, bounds=IMMEDIATE, **kwargs)
     assert info.value.reason is Reason.CONFIG_INVALID
+
+
+async def test_a_large_file_logs_its_progress_then_a_summary(tmp_path: Path, publish: FakePublish) -> None:
+    ticks = iter(range(0, 10_000, 4))  # every reading of the clock is 4 s later: no sleeping, no timing
+    source = FileDropSource(tmp_path, bounds=IMMEDIATE, name="bulk", clock=lambda: float(next(ticks)))
+    drop(source, "bulk.jsonl", [good(n) for n in range(1, 401)])
+    with capture_logs() as logs:
+        assert await source.process_pending(publish) == 1
+    progress = [e for e in logs if e["event"] == "file_drop.file_progress"]
+    assert progress
+    assert all(set(e) >= {"file", "read", "published", "quarantined"} for e in progress)
+    assert [e["read"] for e in progress] == sorted(e["read"] for e in progress)
+    assert all(0 < e["read"] <= 400 for e in progress)
+    (done,) = [e for e in logs if e["event"] == "file_drop.file_done"]
+    assert (done["published"], done["quarantined"]) == (400, 0)
+    assert SYNTHETIC_NAME not in json.dumps(logs, default=str)
