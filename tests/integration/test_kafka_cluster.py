@@ -179,9 +179,8 @@ async def test_a_gateway_with_another_partys_kafka_user_reports_bus_not_authoriz
     with structlog.testing.capture_logs() as logs:
         admin = kafka_cluster.admin()
         async with exchange(tmp_path, ["kemensos"], admin, per_party={"kemensos": wrong_user}) as nodes:
-            await nodes["kemensos"].gateway.publisher.publish(
-                "id.trafficking.alert.supply", example("alert.supply", "1.0")[0][1]
-            )
+            supply = {**example("alert.supply", "1.0")[0][1], "from_party": "kemensos"}  # x-party: the signer
+            await nodes["kemensos"].gateway.publisher.publish("id.trafficking.alert.supply", supply)
 
             def refused(message: str) -> list[dict[str, Any]]:
                 return [
