@@ -36,6 +36,7 @@ from typing import Any, Final
 from prometheus_client import CollectorRegistry
 
 from gateway.runtime.catalogue import Catalogue
+from gateway.runtime.status_sop import sop_section
 
 __all__ = [
     "OPTIONAL_METRICS",
@@ -301,6 +302,7 @@ class _Page:
         self.dead_letters()
         self.lag()
         self.quarantine()
+        self.parts.append(sop_section(self))  # case coordination (gateway/runtime/status_sop.py)
         self.checks()
         self.tasks()
         return "".join(self.parts)
