@@ -117,6 +117,7 @@ class Reason(enum.StrEnum):
     KEYFILE_INVALID = "keyfile.invalid"
     # runtime (bus, sinks)
     BUS_UNAVAILABLE = "bus.unavailable"
+    BUS_NOT_AUTHORIZED = "bus.not-authorized"
     STOPPING = "gateway.stopping"
     OUTBOX_FULL = "outbox.full"
     DUPLICATE = "dedup.duplicate"

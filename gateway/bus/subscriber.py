@@ -65,6 +65,7 @@ from aiokafka.errors import IllegalStateError, KafkaError
 from prometheus_client import Counter
 
 from gateway.bus.breaker import Pending, Route, SinkHealth, SinkRouter
+from gateway.bus.connectivity import broker_refusal
 from gateway.bus.deadletter import DLQ_HEADERS, DeadLetterLimits, DeadLetterWriter
 from gateway.bus.delivery import RetryPolicy
 from gateway.bus.inbox import Inbox
@@ -220,7 +221,12 @@ class Subscriber:
                     timeout_ms=self._fetch_wait_ms(), max_records=self._max_records
                 )
             except Exception as exc:  # noqa: BLE001 - broker trouble: log, back off, continue
-                _log.warning("fetch failed; retrying", error=type(exc).__name__, party=self.party)
+                refused = broker_refusal(exc, "Read")
+                if refused is not None:  # an ACL problem an operator must fix: say so, keep retrying
+                    _log.error("fetch refused by the broker; retrying", reason=str(refused.reason),
+                               detail=refused.detail, party=self.party)  # fmt: skip
+                else:
+                    _log.warning("fetch failed; retrying", error=type(exc).__name__, party=self.party)
                 await asyncio.sleep(self._error_backoff)
                 continue
             await self._handle_fetch(batches, producer, consumer)

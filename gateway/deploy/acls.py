@@ -12,7 +12,8 @@ party's gateway with the names chosen here. ``gateway deploy render`` is the com
 What is derived, per party ``P`` (principal ``User:xchg-P``, SCRAM-SHA-512):
 
 * topics: ``xchg.P.case.v<major>``, ``xchg.P.alert.v<major>`` and ``xchg.P.delivery.v<major>`` for every
-  major version of the loaded schemas, and ``xchg.P.dlq.v1`` -- exactly :func:`gateway.contract.policy.own_topics`;
+  major version of the loaded schemas, and ``xchg.P.dlq.v1`` -- exactly
+  :func:`gateway.contract.policy.own_topics`;
 * ``Describe`` on each of its own topics (the gateway checks them at start-up), ``Write`` on its case/alert
   topic of a major only if the registry lets ``P`` publish some message type of that kind and major;
 * ``Read``, ``Write``, ``Describe`` and ``Delete`` on its own dead-letter topic (it dead-letters there;

@@ -56,7 +56,7 @@ from aiokafka.errors import (
     RequestTimedOutError,
 )
 
-from gateway.bus.admin import ensure_topics, max_message_bytes
+from gateway.bus.admin import ensure_topics, max_message_bytes, refused_topics
 from gateway.bus.consent import CONSENT_CHANGE, ConsentGate, ConsentRegister
 from gateway.bus.database import Database
 from gateway.bus.delivery import RetryPolicy, Sink
@@ -74,6 +74,7 @@ from gateway.contract.schemas import SchemaStore
 from gateway.contract.sign import EventSigner
 from gateway.contract.verify import EventVerifier
 from gateway.coordination.clock import Clock
+from gateway.coordination.metrics import CoordinationMetrics
 from gateway.coordination.service import Coordinator
 from gateway.errors import GatewayError, Reason
 from gateway.runtime.config import GatewayConfig
@@ -292,6 +293,7 @@ class Gateway:
             self.coordinator = Coordinator(
                 config.coordination, party=self.party, registry=self.registry, schemas=self.schemas,
                 publish=self.publisher.publish, clock=self.clock,
+                metrics=CoordinationMetrics(self.metrics.registry),
             )  # fmt: skip
             await self.coordinator.start()
             self.publisher.observers.append(self.coordinator)
@@ -544,6 +546,7 @@ class Gateway:
         if consumer is None:
             return
         self._consumer = consumer
+        await self._report_refused_topics()
         consumer.subscribe(topics=self.topics, listener=CommitOnRevoke(self.subscriber, consumer))
         assert self._producer is not None  # noqa: S101 - set before _producer_ready
         try:
@@ -556,6 +559,21 @@ class Gateway:
             with contextlib.suppress(Exception):
                 await consumer.stop()
             raise
+
+    async def _report_refused_topics(self) -> None:
+        """Log (``bus.not-authorized``) the topics this party reads that the broker's ACLs refuse it: the
+        consumer would only wait on them in silence (gateway.bus.admin.refused_topics). With SASL only: ACLs
+        name authenticated users, and asking the embedded broker about a missing topic would create it."""
+        if self.kafka.sasl is None:
+            return
+        try:
+            refused = await refused_topics(self.kafka.admin_kwargs(), self.topics)
+        except GatewayError as exc:
+            _log.warning("read permissions not checked", reason=str(exc.reason), detail=exc.detail)
+            return
+        if refused:
+            _log.error("the broker refuses topics this party reads; their events will not arrive",
+                       reason=str(Reason.BUS_NOT_AUTHORIZED), topics=refused, party=self.party)  # fmt: skip
 
     # ---- stop ---------------------------------------------------------------------------------------
     async def stop(self) -> None:

@@ -20,6 +20,7 @@ from gateway.runtime.gateway import Gateway
 from gateway.sandbox.broker import EmbeddedBroker
 from gateway.sandbox.deployment import SandboxParty, create_sandbox
 from gateway.sandbox.memory import MemorySink
+from tests.kafka.cluster import ClusterSettings
 
 #: Client timings the embedded broker needs (gateway.bus.kafka.EMBEDDED_CLIENT_TIMINGS) and the tests' request
 #: timeout; an external Kafka gets its own settings.
@@ -92,14 +93,23 @@ async def exchange(
     every gateway's configuration file; ``per_party`` gives top-level tables (e.g. an adapter's
     ``[[sources]]`` / ``[[sinks]]``) written into one party's file only, replacing what the sandbox wrote
     there, as that agency's operator configures it; ``template`` replaces the sample registry the deployment
-    starts from.
+    starts from. On the Apache Kafka cluster (``settings`` is a :class:`ClusterSettings`), each gateway
+    connects as its own SCRAM user (``xchg-<party>``), so the ACLs kafka-init.sh applied are enforced.
     """
     sandbox = create_sandbox(
         root, parties, bootstrap_servers=settings.bootstrap_servers, extra_parties=extra_parties,
         **({"template": template} if template is not None else {}),
         settings={"kafka": kafka_table(settings), "shutdown": {"timeout_seconds": 10.0}, **(overrides or {})},
     )  # fmt: skip
-    for party, tables in (per_party or {}).items():
+    own_users = (
+        {p: {"kafka": {**kafka_table(settings.for_party(p)), "client_id": f"xchg-{p}"}} for p in parties}
+        if isinstance(settings, ClusterSettings)
+        else {}
+    )
+    for party in parties:
+        tables = {**own_users.get(party, {}), **(per_party or {}).get(party, {})}
+        if not tables:
+            continue
         config = sandbox[party].config
         document = tomllib.loads(config.read_text("utf-8"))
         config.write_text(tomli_w.dumps({**document, **tables}), "utf-8")
