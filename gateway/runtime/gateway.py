@@ -48,13 +48,7 @@ import aiohttp
 import structlog
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.errors import (
-    KafkaConnectionError,
-    KafkaError,
-    KafkaTimeoutError,
-    NodeNotReadyError,
-    RequestTimedOutError,
-)
+from aiokafka.errors import ClusterAuthorizationFailedError, KafkaError, UnknownError
 
 from gateway.bus.admin import ensure_topics, max_message_bytes, refused_topics
 from gateway.bus.consent import CONSENT_CHANGE, ConsentGate, ConsentRegister
@@ -106,14 +100,12 @@ _log = structlog.get_logger(__name__)
 
 #: The broker being away: a supervised task restarts, but this never makes /healthz fail.
 _TRANSIENT: tuple[type[BaseException], ...] = (KafkaError, ConnectionError)
-#: A producer failing to start with one of these never reached the broker (so says nothing of idempotence).
-_UNREACHED: Final[tuple[type[BaseException], ...]] = (
-    KafkaConnectionError,
-    NodeNotReadyError,
-    RequestTimedOutError,
-    KafkaTimeoutError,
-    OSError,
-    TimeoutError,
+#: How InitProducerId refuses an idempotent producer: the embedded broker (Tansu) answers
+#: UNKNOWN_SERVER_ERROR, Kafka without the IdempotentWrite ACL CLUSTER_AUTHORIZATION_FAILED. Only these are
+#: probed further (a start failing for any other reason: unreachable, TLS, SASL, says nothing about it).
+_IDEMPOTENCE_REFUSALS: Final[tuple[type[BaseException], ...]] = (
+    UnknownError,
+    ClusterAuthorizationFailedError,
 )
 
 
@@ -440,7 +432,8 @@ class Gateway:
             except Exception as exc:  # noqa: BLE001 - broker not reachable, or refusing: retry or fall back
                 with contextlib.suppress(Exception):
                     await producer.stop()
-                if self.kafka.idempotence and await self._refuses_idempotence(exc):
+                refusal = isinstance(exc, _IDEMPOTENCE_REFUSALS)
+                if self.kafka.idempotence and refusal and await self._refuses_idempotence(exc):
                     if self._idempotence_fallback(exc):
                         continue  # at once, without idempotence
                     delay = 30.0  # said once; keep trying quietly (the broker may be upgraded)
@@ -460,8 +453,6 @@ class Gateway:
 
     async def _refuses_idempotence(self, exc: BaseException) -> bool:
         """The broker answered but refused an idempotent producer: one without idempotence starts."""
-        if isinstance(exc, _UNREACHED):
-            return False
         probe = AIOKafkaProducer(
             **dataclasses.replace(self.kafka, enable_idempotence=False).producer_kwargs()
         )
