@@ -25,7 +25,6 @@ from gateway.bus.admin import ensure_topics
 from gateway.bus.kafka import KafkaSettings
 from gateway.bus.registry_feed import publish_version
 from gateway.contract.keys import SealingKey, SigningKey
-from gateway.contract.policy import topic_for
 from gateway.contract.registry_changes import add_keys, draft_from, revoke_key, set_permissions
 from gateway.contract.registry_version import RegistryVersion
 from gateway.contract.sign import EventSigner, build_event
