@@ -32,6 +32,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Literal
@@ -93,6 +94,19 @@ class Anchor:
             maintainers=version.maintainers if maintainers else None,
         )
 
+    def to_json(self) -> dict[str, object]:
+        """The anchor as a JSON value (:meth:`from_json` reads it back): to hand to worker processes."""
+        return {
+            "format": ANCHOR_FORMAT,
+            "digest": self.digest,
+            "maintainers": None if self.maintainers is None else self.maintainers.to_json(),
+        }
+
+    @classmethod
+    def from_json(cls, value: Mapping[str, object]) -> Anchor:
+        document = {k: v for k, v in value.items() if v is not None}
+        return cls.from_table(Table(document, reason=Reason.CONFIG_INVALID))
+
     def to_toml(self) -> str:
         """The anchor file's text (read back by :meth:`load`)."""
         lines = [
@@ -152,6 +166,18 @@ class RegistryChain:
     def __init__(self, anchor: Anchor) -> None:
         self.anchor = anchor
         self._current: RegistryVersion | None = None
+
+    @classmethod
+    def resume(cls, anchor: Anchor, current: RegistryVersion | None) -> RegistryChain:
+        """A chain whose version in force is ``current``, already verified from ``anchor`` (by whoever
+        kept it: a gateway's own copy, an auditor replaying the log)."""
+        chain = cls(anchor)
+        chain._current = current
+        return chain
+
+    def copy(self) -> RegistryChain:
+        """An independent chain in the same state (to try a batch and keep it only if it is committed)."""
+        return RegistryChain.resume(self.anchor, self._current)
 
     @property
     def current(self) -> RegistryVersion | None:
