@@ -11,6 +11,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from gateway.contract.keys import PublicKey
 from gateway.contract.registry import Registry
@@ -23,6 +24,7 @@ __all__ = [
     "ENV_REGISTRY",
     "ENV_SCHEMAS",
     "add_contract_options",
+    "kafka_from_args",
     "kid_for",
     "load_registry",
     "load_schemas",
@@ -101,3 +103,24 @@ def passphrase(args: argparse.Namespace) -> bytes | None:
 
 def pretty(value: object) -> bytes:
     return (json.dumps(value, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def kafka_from_args(args: argparse.Namespace) -> Any:
+    """Kafka settings from ``--kafka-config`` (a TOML file with a ``[kafka]`` table, e.g. a gateway.toml) and
+    ``--bootstrap-servers``; None when neither names a broker. Idempotence off: these commands send at most
+    one record, or none."""
+    from gateway.bus.kafka import KafkaSettings  # noqa: PLC0415 - keep CLI start-up light
+    from gateway.settings import load_toml  # noqa: PLC0415 - same
+
+    table: dict[str, Any] = {}
+    base: Path | None = None
+    if args.kafka_config:
+        path = Path(args.kafka_config)
+        table = dict(load_toml(path, what="--kafka-config").get("kafka", {}))
+        base = path.parent
+    if args.bootstrap_servers:
+        table["bootstrap_servers"] = args.bootstrap_servers
+    if not table.get("bootstrap_servers"):
+        return None
+    table.setdefault("enable_idempotence", False)
+    return KafkaSettings.from_mapping(table, base_dir=base)

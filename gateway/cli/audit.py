@@ -27,7 +27,7 @@ import orjson
 from gateway.cli._common import load_registry, load_schemas
 from gateway.errors import GatewayError, Reason
 from gateway.runtime.signals import stop_on_signals
-from gateway.settings import load_toml, read_passphrase
+from gateway.settings import read_passphrase
 
 __all__ = ["add_commands"]
 
@@ -331,20 +331,9 @@ def _vkeys(values: list[str]) -> list[Any]:
 
 # ---- verify ------------------------------------------------------------------------------------------
 def _kafka(args: argparse.Namespace) -> Any:
-    from gateway.bus.kafka import KafkaSettings  # noqa: PLC0415 - keep CLI start-up light
+    from gateway.cli._common import kafka_from_args  # noqa: PLC0415 - keep CLI start-up light
 
-    table: dict[str, Any] = {}
-    base: Path | None = None
-    if args.kafka_config:
-        path = Path(args.kafka_config)
-        table = dict(load_toml(path, what="--kafka-config").get("kafka", {}))
-        base = path.parent
-    if args.bootstrap_servers:
-        table["bootstrap_servers"] = args.bootstrap_servers
-    if not table.get("bootstrap_servers"):
-        return None
-    table.setdefault("enable_idempotence", False)  # the auditor never produces
-    return KafkaSettings.from_mapping(table, base_dir=base)
+    return kafka_from_args(args)
 
 
 def _event_verifier(registry: Loader, schemas: Loader, args: argparse.Namespace) -> Any:

@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from gateway.cli._common import passphrase
+from gateway.cli._common import kafka_from_args, passphrase
 from gateway.contract.keys import ALG_ED25519, SIGNATURE_ALGORITHMS, SigningKey, write_private_pem
 from gateway.contract.registry import Registry, utc_text_of
 from gateway.contract.registry_version import MaintainerKey, Maintainers, RegistryVersion
@@ -401,12 +401,11 @@ def _publish(args: argparse.Namespace) -> int:
 
 async def _publish_async(args: argparse.Namespace) -> int:
     from gateway.bus.registry_feed import publish_version, read_versions  # noqa: PLC0415 - light start-up
-    from gateway.cli.audit import _kafka  # noqa: PLC0415 - same options as gateway audit verify
     from gateway.contract.registry_chain import Anchor, RegistryChain  # noqa: PLC0415 - same
 
     version = read_version(Path(args.file))
     version.maintainers.require(version.payload, version.signatures, version.label())
-    kafka = _kafka(args)
+    kafka = kafka_from_args(args)
     if kafka is None:
         raise GatewayError(Reason.CONFIG_INVALID, "--bootstrap-servers or --kafka-config is required")
     if args.anchor:  # the topic's versions, then this one: refuse what every gateway would refuse
