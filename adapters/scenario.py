@@ -161,7 +161,9 @@ async def run_scenario(  # noqa: PLR0915 - the scenario reads top to bottom, one
                                               clock=clock)  # fmt: skip
                     await gateways[party].start()
                     print(
-                        f"  gateway {party:<19} http://127.0.0.1:{gateways[party].ops_port}/readyz", file=out
+                        f"  gateway {party:<19} http://127.0.0.1:{gateways[party].ops_port}/status "
+                        "(also /readyz, /metrics)",
+                        file=out,
                     )
                 print("\nTimeline (receiver <- publisher):", file=out, flush=True)
 
@@ -224,7 +226,7 @@ async def run_scenario(  # noqa: PLR0915 - the scenario reads top to bottom, one
                 result.kemlu_updates = [update.body for update in kemlu_api.updates]
                 result.iom_referrals = [r.body for r in iom_system.referrals]
                 _print_result(result, out)
-                await _audit(notary, kafka, root, result, out)
+                await _audit(notary, kafka, root, result, out, kept=directory is not None)
                 if not once:
                     print("\nOperations endpoints stay up; press Ctrl-C to stop.", file=out, flush=True)
                     await _until_interrupted()
@@ -275,7 +277,7 @@ async def _start_notary(root: Path, kafka: KafkaSettings, out: TextIO) -> Notary
 
 
 async def _audit(
-    notary: Notary, kafka: KafkaSettings, root: Path, result: ScenarioResult, out: TextIO
+    notary: Notary, kafka: KafkaSettings, root: Path, result: ScenarioResult, out: TextIO, *, kept: bool
 ) -> None:
     """Wait for a checkpoint covering every record, then replay log + topics as ``gateway audit verify``."""
     result.notary_log = notary.config.log_dir
@@ -299,12 +301,20 @@ async def _audit(
         file=out,
     )
     vkey = root / "notary" / "notary.vkey"
-    print(
-        f"  offline: gateway audit verify --log {notary.config.log_dir} --vkey {vkey} "
-        f"--registry-anchor {root / ANCHOR_FILE} --bootstrap-servers {kafka.bootstrap_servers[0]}",
-        file=out,
-        flush=True,
-    )
+    if kept:  # the command needs the folder: print it only when the folder outlives the demo
+        print(
+            f"  offline: gateway audit verify --log {notary.config.log_dir} --vkey {vkey} "
+            f"--registry-anchor {root / ANCHOR_FILE} --bootstrap-servers {kafka.bootstrap_servers[0]}",
+            file=out,
+            flush=True,
+        )
+    else:
+        print(
+            "  offline: run the demo with --dir DIR to keep the log, then audit it with gateway audit verify "
+            "(the temporary folder is removed when the demo ends)",
+            file=out,
+            flush=True,
+        )
 
 
 async def _coordination(  # noqa: PLR0917 - the scenario's state, passed on as it is

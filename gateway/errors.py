@@ -130,6 +130,11 @@ class Reason(enum.StrEnum):
     SINK_FAILED = "sink.failed"
     INTERNAL_ERROR = "gateway.internal-error"
     OUTBOX_UNAVAILABLE = "outbox.unavailable"
+    # HTTP intake (gateway/runtime/http_intake.py): refusals of a request, never of a record
+    AUTH_UNAUTHORIZED = "auth.unauthorized"
+    HTTP_UNSUPPORTED_MEDIA_TYPE = "http.unsupported-media-type"
+    HTTP_NOT_FOUND = "http.not-found"
+    HTTP_METHOD_NOT_ALLOWED = "http.method-not-allowed"
 
 
 @dataclass(frozen=True, slots=True)

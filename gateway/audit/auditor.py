@@ -62,12 +62,12 @@ import orjson
 
 from gateway.audit import _workers, merkle
 from gateway.audit._log_reader import LogReader
-from gateway.audit._progress import Progress
 from gateway.audit._signed_heads import SignedHeads
 from gateway.audit._tile_inventory import check_tile_files
 from gateway.audit.layout import STATE_FILE, TILE_WIDTH, tile_path
 from gateway.audit.leaf import ConsumedRecord, Leaf, RecordLike
 from gateway.audit.note import NoteVerifier
+from gateway.audit.progress import Progress
 from gateway.audit.records import dump_lines, read_records_dump
 from gateway.audit.registry_timeline import (
     FixedRegistry,

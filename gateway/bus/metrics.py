@@ -67,6 +67,7 @@ class GatewayMetrics:
         "publish_latency",
         "published",
         "quarantined",
+        "readiness",
         "registry",
         "registry_applied",
         "registry_expires",
@@ -75,6 +76,7 @@ class GatewayMetrics:
         "registry_stale",
         "registry_stale_verifications",
         "rejected",
+        "signing_key_expiry",
         "sink_failures",
         "task_restarts",
     )
@@ -152,7 +154,7 @@ class GatewayMetrics:
             "xchg_registry_serial", "Serial of the registry version in force (0: none).", registry=r
         )
         self.registry_expires = Gauge(
-            "xchg_registry_expires_timestamp_seconds",
+            "xchg_registry_expiry_timestamp_seconds",
             "When the registry version in force expires (POSIX seconds).",
             registry=r,
         )
@@ -179,6 +181,20 @@ class GatewayMetrics:
             "xchg_task_restarts_total",
             "Restarts of a long-running task (sender, consumer, a source) after it raised.",
             ["task"],
+            registry=r,
+        )
+
+        # operations (gateway/runtime/ops.py): what alert rules need besides the counters above
+        self.readiness = Gauge(
+            "xchg_readiness_check",
+            "1 while a readiness check passes, 0 while it fails (as of the last /readyz or status sample).",
+            ["check"],
+            registry=r,
+        )
+        self.signing_key_expiry = Gauge(
+            "xchg_signing_key_expiry_timestamp_seconds",
+            "When the gateway's signing key expires or is revoked (Unix time; absent: never).",
+            ["kid"],
             registry=r,
         )
 

@@ -24,6 +24,7 @@ from typing import Any
 
 import orjson
 
+from gateway.audit.progress import Progress
 from gateway.cli._common import load_registry, load_schemas
 from gateway.errors import GatewayError, Reason
 from gateway.runtime.signals import stop_on_signals
@@ -485,12 +486,21 @@ def _export(args: argparse.Namespace) -> int:
     kafka = _kafka(args)
     if kafka is None:
         raise GatewayError(Reason.CONFIG_INVALID, "--bootstrap-servers or --kafka-config is required")
+    progress = Progress(sys.stderr)
+
+    def write(record: Any) -> None:
+        dump.write(record)
+        progress.update("exporting records", dump.count, None)
+
     with RecordsDumpWriter(Path(args.out)) as dump:
-        asyncio.run(
-            read_kafka_records(
-                kafka, dump.write, pattern=args.topic_pattern or NOTARISED_TOPICS, idle_ms=args.fetch_idle_ms
+        try:
+            asyncio.run(
+                read_kafka_records(
+                    kafka, write, pattern=args.topic_pattern or NOTARISED_TOPICS, idle_ms=args.fetch_idle_ms
+                )
             )
-        )
+        finally:
+            progress.clear()
     print(
         f"wrote {dump.count} records to {dump.path} (mode 0600; it holds the records' data bytes)",
         file=sys.stderr,

@@ -46,6 +46,12 @@ class OpsConfig:
     task_max_backoff: float = 30.0
     task_unhealthy_after: int = 5
     task_healthy_after: float = 60.0
+    status: bool = True
+    """Serve the operators' status page (``/status``) on the same port."""
+    status_interval: float = 15.0
+    """Seconds between the status page's samples (rates, charts, readiness gauge) and its refreshes."""
+    notary_url: str | None = None
+    """The notary's HTTP base URL: the status page shows its latest signed checkpoint."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -154,6 +160,9 @@ class GatewayConfig:
                 task_max_backoff=ops.number("task_max_backoff", 30.0, positive=True),
                 task_unhealthy_after=ops.integer("task_unhealthy_after", 5, low=1, high=1000),
                 task_healthy_after=ops.number("task_healthy_after", 60.0, positive=True),
+                status=ops.boolean("status", True),
+                status_interval=ops.number("status_interval", 15.0, low=1.0, high=300.0),
+                notary_url=ops.string("notary_url", None),
             ),
             retry=retry_policy,
             shutdown_timeout=doc.table("shutdown").number("timeout_seconds", 30.0, positive=True),

@@ -51,6 +51,7 @@ from gateway.contract.canonical import canonical_json
 from gateway.contract.strictjson import parse_json
 from gateway.errors import GatewayError, Reason
 from gateway.runtime.intake import MARKER_SUFFIX, FileWatch, IntakeBounds, file_ref, read_bounded
+from gateway.runtime.quarantine import explained, text_report
 from gateway.runtime.sources import PublishFn, QuarantineFn
 
 __all__ = [
@@ -85,6 +86,8 @@ _DEFERRING_REASONS: Final = frozenset(
     | {Reason.KEY_UNKNOWN, Reason.KEY_REVOKED, Reason.KEY_EXPIRED, Reason.KEY_NOT_YET_VALID}
 )
 PUBLISH_CHUNK: Final = 64
+#: Seconds between two ``file_progress`` log lines of one large file.
+PROGRESS_SECONDS: Final = 10.0
 """Records of one file published concurrently (one group commit in the outbox instead of one each)."""
 _LINE_MEMBERS: Final = frozenset({"type", "data", "recipients", "dataschema"})
 _DIR_MODE: Final = 0o700
@@ -231,6 +234,8 @@ class DropFolderSource(abc.ABC):
         self._on_quarantine = on_quarantine
         self._skipped: set[str] = set()
         self._watch = FileWatch(self.bounds.settle_seconds, clock)
+        self._clock = clock
+        self._progress_at: dict[str, float] = {}
 
     @abc.abstractmethod
     def read_file(self, path: Path) -> DropFile:
@@ -369,6 +374,7 @@ class DropFolderSource(abc.ABC):
                 )
                 failure.__notes__ = [str(over[0])]
             count += len(batch)
+            self._progress(result, count)
             for item in _chunked(batch, self.publish_chunk):
                 if isinstance(item, list):  # a run of records to publish
                     if stop is not None and stop.is_set():
@@ -394,6 +400,7 @@ class DropFolderSource(abc.ABC):
         if destination is None:
             return self._vanished(result)
         result.outcome = DropOutcome.DONE
+        self._progress_at.pop(result.file, None)
         if self._on_quarantine is not None:
             for _, rejection in result.rejections:
                 self._on_quarantine(self.name, rejection.reason)
@@ -452,6 +459,19 @@ class DropFolderSource(abc.ABC):
             result.outcome = DropOutcome.DEFERRED
             return False
         return True
+
+    def _progress(self, result: DropResult, read: int) -> None:
+        """A ``<prefix>.file_progress`` line at most every :data:`PROGRESS_SECONDS` while a large file is
+        read (counts only), so an operator watching the logs sees a 20,000-row file advance; ``file_done``
+        is the summary line."""
+        now = self._clock()
+        started = self._progress_at.setdefault(result.file, now)
+        if now - started >= PROGRESS_SECONDS:
+            self._progress_at[result.file] = now
+            _log.info(
+                f"{self.log_prefix}.file_progress", source=self.name, file=result.file, read=read,
+                published=result.published, skipped=result.skipped, quarantined=len(result.rejections),
+            )  # fmt: skip
 
     def _interrupted(self, result: DropResult, number: int | None) -> DropResult:
         _log.info(
@@ -521,12 +541,14 @@ class DropFolderSource(abc.ABC):
         if not path.exists():
             return None
         destination = self._unique_done_name(path.name)
-        if rejections:
+        if rejections:  # for machines (JSON Lines) and for the clerk (text, Indonesian and English)
             report = b"".join(
-                canonical_json(self.quarantine_record(ref, number, rejection)) + b"\n"
+                canonical_json(explained(self.quarantine_record(ref, number, rejection), rejection)) + b"\n"
                 for number, rejection in rejections
             )
             write_atomically(self.quarantine / f"{destination.name}.rejected.jsonl", report)
+            text = text_report(ref, self.record_word, rejections)
+            write_atomically(self.quarantine / f"{destination.name}.rejected.txt", text.encode("utf-8"))
         try:
             path.rename(destination)
         except FileNotFoundError:

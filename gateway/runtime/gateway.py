@@ -29,11 +29,12 @@ import contextlib
 import dataclasses
 import functools
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import structlog
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -64,6 +65,7 @@ from gateway.runtime.config import GatewayConfig
 from gateway.runtime.ops import (
     CheckFailed,
     ReadinessCheck,
+    StatusOptions,
     build_ops_app,
     kafka_check,
     registry_check,
@@ -76,6 +78,7 @@ from gateway.runtime.ops import (
 from gateway.runtime.plugins import PluginContext, build_sink, build_source
 from gateway.runtime.signals import stop_on_signals
 from gateway.runtime.sources import Source
+from gateway.runtime.status import History, StatusFacts
 from gateway.runtime.supervisor import Supervisor
 from gateway.runtime.trust import LiveRegistry
 from gateway.settings import read_passphrase
@@ -194,7 +197,7 @@ class Gateway:
 
         app = build_ops_app(
             metrics=self.metrics, checks=self._checks(), check_timeout=config.ops.check_timeout,
-            liveness=self.supervisor.liveness,
+            liveness=self.supervisor.liveness, status=self._status_options(),
         )  # fmt: skip
         self._runner, self.ops_port = await start_ops_server(app, config.ops.host, config.ops.port)
 
@@ -317,6 +320,30 @@ class Gateway:
     def _load_signing_key(self) -> SigningKey:
         """Read the signing key file (and passphrase file) as configured: at start-up and by /readyz."""
         return SigningKey.load(self.config.signing_key, self._passphrase())
+
+    def _status_options(self) -> StatusOptions | None:
+        """The status page's facts (signing key validity, registry) and the notary's checkpoint, if set."""
+        ops = self.config.ops
+        registered = self.registry.key(self.signer.kid)
+        ends = (
+            [t for t in (registered.valid_until, registered.revoked_at) if t is not None]
+            if registered
+            else []
+        )
+        if ends:
+            self.metrics.signing_key_expiry.labels(kid=self.signer.kid).set(min(ends).timestamp())
+        if not ops.status:
+            return None
+        facts = StatusFacts(
+            kid=self.signer.kid, key_valid_until=min(ends) if ends else None,
+            registry_parties=len(self.registry.parties),
+        )  # fmt: skip
+        return StatusOptions(
+            facts=lambda: facts,
+            history=History(interval=ops.status_interval, span=max(3600.0, ops.status_interval)),
+            refresh_seconds=max(1, round(ops.status_interval)),
+            checkpoint=_notary_checkpoint(ops.notary_url) if ops.notary_url else None,
+        )
 
     def _checks(self) -> list[ReadinessCheck]:
         ops = self.config.ops
@@ -495,6 +522,19 @@ class Gateway:
         async with stop_on_signals() as stop:
             await stop.wait()
         await self.stop()
+
+
+def _notary_checkpoint(base_url: str) -> Callable[[], Awaitable[bytes]]:
+    """Fetch ``<base_url>/checkpoint`` (the notary's latest signed note), bounded to 2 s and 64 KiB."""
+    url = base_url.rstrip("/") + "/checkpoint"
+
+    async def fetch() -> bytes:
+        timeout = aiohttp.ClientTimeout(total=2.0)
+        async with aiohttp.ClientSession(timeout=timeout) as session, session.get(url) as response:
+            response.raise_for_status()
+            return await response.content.read(65536)
+
+    return fetch
 
 
 def _source_task(source: Source) -> str:

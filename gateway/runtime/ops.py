@@ -17,6 +17,11 @@ data: a :class:`~gateway.errors.GatewayError` is reported by its reason and deta
 personal data by convention) and any other exception by its type name alone, since library messages can
 quote data.
 
+With :class:`StatusOptions`, the same application serves the operators' status page (``status``, ``/``
+redirects there, and its two static files; :mod:`gateway.runtime.status`) and samples the metrics and the
+readiness checks every ``history.interval`` seconds for its rates and charts; every run of the checks (that
+sampler's or a ``/readyz`` probe's) sets ``xchg_readiness_check{check}`` for alerting.
+
 The server binds to loopback by default (:func:`start_ops_server`): it is for the local Prometheus agent and
 orchestrator probes, not for the network. See ``docs/OPERATIONS_HTTP.md``.
 """
@@ -24,12 +29,15 @@ orchestrator probes, not for the network. See ``docs/OPERATIONS_HTTP.md``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import math
 import secrets
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Final
 
 import structlog
@@ -43,11 +51,21 @@ from gateway.contract.registry import Registry
 from gateway.contract.schemas import SchemaStore
 from gateway.contract.sign import EventSigner
 from gateway.errors import GatewayError, Reason
+from gateway.runtime.catalogue import negotiate
+from gateway.runtime.status import (
+    History,
+    StatusFacts,
+    StatusPage,
+    StatusView,
+    collect_checkpoint,
+    read_metrics,
+)
 
 __all__ = [
     "CheckFailed",
     "CheckResult",
     "ReadinessCheck",
+    "StatusOptions",
     "build_ops_app",
     "kafka_check",
     "registry_check",
@@ -66,6 +84,18 @@ _log = structlog.get_logger(__name__)
 _SELF_TEST_CONTEXT: Final = b"xchg-gateway readiness self-test v1\x00"
 
 _NO_CACHE: Final = {"Cache-Control": "no-store"}
+
+#: The status page's headers: nothing but its own origin may run, style, frame or be fetched.
+_PAGE_HEADERS: Final = {
+    **_NO_CACHE,
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+}
+_STATIC: Final = Path(__file__).with_name("static")
+_STATIC_TYPES: Final = {"status.js": "text/javascript", "status.css": "text/css"}
 
 
 class CheckFailed(Exception):
@@ -136,10 +166,27 @@ async def _run_one(check: ReadinessCheck) -> CheckResult:
 # ---- the application -------------------------------------------------------------------------------------
 
 _METRICS: Final[web.AppKey[GatewayMetrics]] = web.AppKey("metrics")
-_CHECKS: Final[web.AppKey[tuple[ReadinessCheck, ...]]] = web.AppKey("checks")
+_CHECKS: Final[web.AppKey[Sequence[ReadinessCheck]]] = web.AppKey("checks")
 _TIMEOUT: Final[web.AppKey[float]] = web.AppKey("check_timeout")
 _LAST_READY: Final[web.AppKey[list[bool]]] = web.AppKey("last_ready")
 _LIVENESS: Final[web.AppKey[Callable[[], Sequence[Mapping[str, object]]]]] = web.AppKey("liveness")
+_STATUS: Final[web.AppKey[StatusOptions]] = web.AppKey("status")
+_LAST_CHECKS: Final[web.AppKey[list[tuple[float, list[CheckResult]]]]] = web.AppKey("last_checks")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StatusOptions:
+    """What the status page needs beyond the metrics and checks (:mod:`gateway.runtime.status`)."""
+
+    facts: Callable[[], StatusFacts] = StatusFacts
+    history: History = field(default_factory=History)
+    checkpoint: Callable[[], Awaitable[bytes]] | None = None
+    """Fetches the notary's latest checkpoint note (``ops.notary_url``); None: not configured."""
+    refresh_seconds: int = 15
+    now: Callable[[], datetime] = lambda: datetime.now(UTC)
+    page: StatusPage = field(default_factory=StatusPage)
+    sample: bool = True
+    """Run the sampler task (tests record snapshots themselves)."""
 
 
 def _alive() -> Sequence[Mapping[str, object]]:
@@ -152,8 +199,10 @@ def build_ops_app(
     checks: Sequence[ReadinessCheck],
     check_timeout: float = 2.0,
     liveness: Callable[[], Sequence[Mapping[str, object]]] = _alive,
+    status: StatusOptions | None = None,
 ) -> web.Application:
-    """The ``/healthz``, ``/readyz`` and ``/metrics`` application of one gateway.
+    """The ``/healthz``, ``/readyz`` and ``/metrics`` application of one gateway (plus the status page with
+    ``status``).
 
     ``liveness()`` lists what keeps the process from being alive (the supervisor's failing tasks, value-free
     JSON objects); ``/healthz`` answers 503 with them while the list is not empty."""
@@ -164,14 +213,92 @@ def build_ops_app(
         raise ValueError(f"readiness check names must be unique: {names}")
     app = web.Application()
     app[_METRICS] = metrics
-    app[_CHECKS] = tuple(checks)
+    app[_CHECKS] = list(checks)
     app[_TIMEOUT] = float(check_timeout)
     app[_LAST_READY] = []
     app[_LIVENESS] = liveness
+    app[_LAST_CHECKS] = []
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/metrics", _metrics)
+    if status is not None:
+        app[_STATUS] = status
+        app.router.add_get("/", _root)
+        app.router.add_get("/status", _status)
+        app.router.add_get("/static/{name}", _static)
+        if status.sample:
+            app.cleanup_ctx.append(_sampler)
     return app
+
+
+async def _checked(app: web.Application) -> list[CheckResult]:
+    """Run the checks; remember the results and set ``xchg_readiness_check`` for each."""
+    results = await run_checks(app[_CHECKS], app[_TIMEOUT])
+    gauge = app[_METRICS].readiness
+    for result in results:
+        gauge.labels(check=result.name).set(1 if result.ok else 0)
+    app[_LAST_CHECKS][:] = [(time.monotonic(), results)]
+    return results
+
+
+async def _sampler(app: web.Application) -> AsyncIterator[None]:
+    """Every ``history.interval``: run the checks and record a snapshot of the metrics for the charts."""
+    options = app[_STATUS]
+
+    async def sample() -> None:
+        while True:
+            with contextlib.suppress(Exception):  # a failing probe is a failed check, never a dead sampler
+                await _checked(app)
+            options.history.record(read_metrics(app[_METRICS].registry))
+            await asyncio.sleep(options.history.interval)
+
+    task = asyncio.create_task(sample(), name="status-sampler")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def _root(request: web.Request) -> web.Response:
+    # relative: behind a reverse proxy under /some/prefix/ this stays under the prefix
+    return web.Response(status=302, headers={"Location": "status", **_NO_CACHE})
+
+
+async def _status(request: web.Request) -> web.Response:
+    app = request.app
+    options = app[_STATUS]
+    lang = negotiate(request.query.get("lang"), request.headers.get("Accept-Language"))
+    last = app[_LAST_CHECKS]
+    fresh = last and time.monotonic() - last[0][0] <= 2 * options.history.interval
+    results = last[0][1] if fresh else await _checked(app)
+    metrics = app[_METRICS]
+    snapshot = read_metrics(metrics.registry)
+    checkpoint = await collect_checkpoint(options.checkpoint) if options.checkpoint is not None else False
+    version = next(
+        (dict(labels).get("version", "") for (name, labels) in snapshot if name == "xchg_gateway_info"), ""
+    )
+    view = StatusView(
+        party=metrics.party, version=version, now=options.now(), snapshot=snapshot,
+        history=options.history, facts=options.facts(),
+        checks=[(r.name, r.ok, r.detail) for r in results], failing_tasks=list(app[_LIVENESS]()),
+        checkpoint=checkpoint, refresh_seconds=options.refresh_seconds,
+    )  # fmt: skip
+    fragment = request.query.get("fragment") == "1"
+    text = options.page.render(view, lang, fragment=fragment)
+    headers = {**_PAGE_HEADERS, "Content-Language": lang, "Vary": "Accept-Language"}
+    return web.Response(text=text, content_type="text/html", charset="utf-8", headers=headers)
+
+
+async def _static(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    content_type = _STATIC_TYPES.get(name)
+    if content_type is None:  # only the page's own two files; no directory listing, no other path
+        raise web.HTTPNotFound()
+    body = await asyncio.to_thread((_STATIC / name).read_bytes)
+    return web.Response(
+        body=body, content_type=content_type, charset="utf-8",
+        headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"},
+    )  # fmt: skip
 
 
 async def _healthz(request: web.Request) -> web.Response:
@@ -183,8 +310,7 @@ async def _healthz(request: web.Request) -> web.Response:
 
 async def _readyz(request: web.Request) -> web.Response:
     app = request.app
-    checks = app[_CHECKS]
-    results = await run_checks(checks, app[_TIMEOUT])
+    results = await _checked(app)
     ready = all(result.ok for result in results)
     last = app[_LAST_READY]
     if last != [ready]:  # log transitions (and the first answer), not every probe

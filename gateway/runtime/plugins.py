@@ -1,6 +1,7 @@
 """Sources and sinks by name: how configuration (``[[sources]] kind = "..."``) finds the code to run.
 
-Built-in kinds are ``file-drop`` (source) and ``webhook`` (sink). Agency adapters register more through
+Built-in kinds are ``file-drop`` and ``http`` (sources: :mod:`.dropfolder`, :mod:`.http_intake`), ``webhook``
+and ``file`` (sinks: :mod:`.webhook`, :mod:`.filesink`). Agency adapters register more through
 Python entry points (groups ``xchg_gateway.sources`` and ``xchg_gateway.sinks`` in ``pyproject.toml``), so the
 gateway core never imports agency code and a new agency's adapter is installed, not patched in. A factory
 receives the table's options as a :class:`gateway.settings.Table` (typed readers; every error names the key,
@@ -22,6 +23,8 @@ from gateway.bus.delivery import Sink
 from gateway.bus.metrics import GatewayMetrics
 from gateway.errors import GatewayError, Reason
 from gateway.runtime.dropfolder import FileDropSource
+from gateway.runtime.filesink import FileSink
+from gateway.runtime.http_intake import http_intake_source
 from gateway.runtime.intake import BOUND_OPTIONS, IntakeBounds
 from gateway.runtime.sources import Source
 from gateway.runtime.webhook import WebhookSink, client_options, formulas_option
@@ -84,8 +87,20 @@ def _webhook(options: Table, ctx: PluginContext) -> Sink:
     )
 
 
-_BUILTIN_SOURCES: Final[Mapping[str, SourceFactory]] = {"file-drop": _file_drop}
-_BUILTIN_SINKS: Final[Mapping[str, SinkFactory]] = {"webhook": _webhook}
+def _http(options: Table, ctx: PluginContext) -> Source:
+    return http_intake_source(options, party=ctx.party)
+
+
+def _file(options: Table, ctx: PluginContext) -> Sink:
+    return FileSink(
+        options.path("directory"),
+        name=options.string("name", ctx.where.replace("[", "-").rstrip("]")),
+        formulas=formulas_option(options),
+    )
+
+
+_BUILTIN_SOURCES: Final[Mapping[str, SourceFactory]] = {"file-drop": _file_drop, "http": _http}
+_BUILTIN_SINKS: Final[Mapping[str, SinkFactory]] = {"webhook": _webhook, "file": _file}
 
 
 def _factories(group: str, builtins: Mapping[str, Any]) -> dict[str, Any]:

@@ -37,6 +37,7 @@ __all__ = [
     "UrlFor",
     "WebhookSink",
     "client_options",
+    "event_summary",
     "formulas_option",
 ]
 
@@ -92,7 +93,7 @@ from the configured base and the event's attributes (ids, never payload values: 
 server logs); a ``GatewayError`` it raises is dead-lettered like one from a ``body`` transform."""
 
 
-def _event_summary(accepted: Accepted) -> dict[str, str]:
+def event_summary(accepted: Accepted) -> dict[str, str]:
     """The event attributes an agency system needs to file the payload (no signature material)."""
     event = accepted.event
     return {
@@ -200,7 +201,7 @@ class WebhookSink:
         document = (
             self._body(accepted)
             if self._body is not None
-            else {"event": _event_summary(accepted), "payload": accepted.payload()}
+            else {"event": event_summary(accepted), "payload": accepted.payload()}
         )
         body = canonical_json(dict(document))
         headers = {

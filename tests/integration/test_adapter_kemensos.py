@@ -23,6 +23,7 @@ from typing import Any
 from adapters.kemensos import csv_event_id, write_drop
 from adapters.simulators.kemensos import KemensosCaseSystemSimulator
 from gateway.bus.kafka import KafkaSettings
+from gateway.runtime.catalogue import Catalogue
 from gateway.runtime.intake import file_ref
 from tests.integration.exchange import Node, eventually, exchange, metric_total
 from tests.world import example
@@ -154,8 +155,14 @@ async def test_an_admissions_drop_reaches_the_embassy_and_the_bad_row_is_quarant
             "reason": "schema.invalid",
             "problem": "invalid-datetime",
             "detail": json.loads(reports)["detail"],
+            "explanation": dict(Catalogue.load().problems["invalid-datetime"]),
         }
     ]
+    # the clerk's report, Indonesian first: where and what to do, never a value
+    text = (drop / "quarantine" / f"{name}.rejected.txt").read_text("utf-8")
+    assert text.startswith(f"Laporan karantina berkas {file_ref(name)}: 1 rekaman tidak dikirim")
+    assert "- Baris 3, kolom tanggal_masuk (kode alasan schema.invalid):" in text
     for value in ("Rina Rekaan", "KBRI-KCH-2020-000131", "25:61", "Siti Contoh"):
         assert value not in reports
+        assert value not in text
     assert list((drop / "inbox").iterdir()) == []

@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -75,6 +76,12 @@ async def test_demo_plays_the_scenario_and_leaks_nothing(tmp_path: Path, capture
     assert result.iom_referrals
     assert all("vic_TraffickingStatus" in r for r in result.iom_referrals)
     assert "Summary" in out.getvalue()
+    # the offline audit command it prints names files that outlive the demo (the folder was given)
+    command = next(line for line in out.getvalue().splitlines() if "offline: gateway audit verify" in line)
+    words = command.split()
+    for option in ("--log", "--vkey", "--registry"):
+        assert os.path.exists(words[words.index(option) + 1]), option  # noqa: ASYNC240 - a check, not I/O in a loop
+    assert "/status" in out.getvalue()
     # coordination: one referral escalated then resolved, the capacity step, the month's suppressed statistics
     steps = [(a["step_id"], a["alert_status"]) for a in result.sop_alerts]
     assert steps.count(("referral-answered", "active")) == 1

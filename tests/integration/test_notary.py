@@ -28,6 +28,7 @@ import aiohttp
 import tomli_w
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
+from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.audit.checkpoint import Checkpoint
 from gateway.audit.cosigner import CosignerService
@@ -191,6 +192,17 @@ async def test_notary_logs_the_exchange_and_the_audit_verifies_against_the_broke
             async with aiohttp.ClientSession() as session, session.get(f"{url}/healthz") as response:
                 assert response.status == 200
                 assert (await response.json())["signed_size"] == size + 1
+            # the gauges the alert rules read (deploy/prometheus/xchg-alerts.yml)
+            async with aiohttp.ClientSession() as session, session.get(f"{url}/metrics") as response:
+                assert response.status == 200
+                gauges = {
+                    s.name: s.value
+                    for f in text_string_to_metric_families(await response.text())
+                    for s in f.samples
+                }
+            assert gauges["xchg_notary_log_size"] == gauges["xchg_notary_signed_size"] == size + 1
+            assert gauges["xchg_notary_refusing"] == 0
+            assert abs(gauges["xchg_notary_last_signed_timestamp_seconds"] - time.time()) < 3600
 
     report = await audit_against_broker(config_path, registry, settings, tmp_path / "report.json")
     assert report["findings"] == [], report["findings"]

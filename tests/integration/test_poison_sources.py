@@ -51,7 +51,7 @@ async def assert_healthy(node: Node) -> None:
 def reports(folder: Path) -> dict[str, list[dict[str, Any]]]:
     """Quarantine entries by ``file`` (a digest of the file name)."""
     found: dict[str, list[dict[str, Any]]] = {}
-    for path in sorted((folder / "quarantine").iterdir()):
+    for path in sorted((folder / "quarantine").glob("*.rejected.jsonl")):
         for line in path.read_text("utf-8").splitlines():
             entry = json.loads(line)
             found.setdefault(entry["file"], []).append(entry)

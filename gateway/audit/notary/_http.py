@@ -9,7 +9,10 @@
   notary verifies it against the configured cosigner keys and attaches it;
 * ``GET /healthz`` — liveness plus size, signed size, the supervised tasks, and a refusal or a task that
   keeps failing if any (503);
-* ``GET /tile/...`` — the tlog-tiles files, for any tlog-tiles client.
+* ``GET /tile/...`` — the tlog-tiles files, for any tlog-tiles client;
+* ``GET /metrics`` — Prometheus gauges for alerting (deploy/prometheus/): ``xchg_notary_log_size``,
+  ``xchg_notary_signed_size``, ``xchg_notary_last_signed_timestamp_seconds`` (when it last signed or
+  confirmed its checkpoint) and ``xchg_notary_refusing`` (1 while it refuses to sign).
 
 Errors are JSON ``{"reason", "detail"}``; no answer may be cached.
 """
@@ -21,6 +24,9 @@ import base64
 from typing import TYPE_CHECKING, Final
 
 from aiohttp import web
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 
 from gateway.audit.note import MAX_NOTE_SIZE
 from gateway.errors import GatewayError, Reason
@@ -55,10 +61,41 @@ def notary_app(notary: Notary) -> web.Application:
     app.router.add_get("/consistency", endpoints.get_consistency)
     app.router.add_get("/proof/{event_id}", endpoints.get_proof)
     app.router.add_post("/cosignature", endpoints.post_cosignature)
+    app.router.add_get("/metrics", endpoints.metrics)
     tiles = notary.config.log_dir / "tile"
     tiles.mkdir(parents=True, exist_ok=True)
     app.router.add_static("/tile", tiles, follow_symlinks=False)
     return app
+
+
+class _NotaryCollector:
+    """The notary's gauges, read from the running notary at each scrape."""
+
+    def __init__(self, notary: Notary) -> None:
+        self._notary = notary
+
+    def collect(self) -> list[Metric]:
+        notary = self._notary
+        gauges = [
+            GaugeMetricFamily("xchg_notary_log_size", "Entries in the notary's log.", value=notary.log.size),
+            GaugeMetricFamily(
+                "xchg_notary_signed_size", "Entries covered by the latest signed checkpoint.",
+                value=notary.signed_size,
+            ),
+            GaugeMetricFamily(
+                "xchg_notary_refusing", "1 while the notary refuses to sign (its log does not extend its "
+                "last checkpoint).", value=1 if notary.refused is not None else 0,
+            ),
+        ]  # fmt: skip
+        if notary.last_signed_wall is not None:
+            gauges.append(
+                GaugeMetricFamily(
+                    "xchg_notary_last_signed_timestamp_seconds",
+                    "Unix time the notary last signed or confirmed its checkpoint.",
+                    value=notary.last_signed_wall,
+                )
+            )
+        return list(gauges)
 
 
 class _Endpoints:
@@ -66,6 +103,14 @@ class _Endpoints:
 
     def __init__(self, notary: Notary) -> None:
         self._notary = notary
+        self._registry = CollectorRegistry(auto_describe=False)
+        self._registry.register(_NotaryCollector(notary))
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        return web.Response(
+            body=generate_latest(self._registry),
+            headers={"Content-Type": CONTENT_TYPE_PLAIN_0_0_4, **_NO_CACHE},
+        )
 
     async def healthz(self, request: web.Request) -> web.Response:
         notary = self._notary

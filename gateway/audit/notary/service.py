@@ -87,6 +87,8 @@ class Notary:
         self._publish_idle = asyncio.Event()
         self._publish_idle.set()
         self._last_signed_at = time.monotonic()
+        self.last_signed_wall: float | None = None
+        """Unix time the notary last signed (or confirmed unchanged) its checkpoint; for /metrics."""
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._admin: AIOKafkaAdminClient | None = None
@@ -405,11 +407,13 @@ class Notary:
             latest = self._latest
             if latest is not None and latest.checkpoint.size == self.log.size:
                 self._last_signed_at = time.monotonic()
+                self.last_signed_wall = time.time()
                 return latest.note
             previous = latest.checkpoint if latest is not None else Checkpoint(self.origin, 0, EMPTY_ROOT)
             note = await asyncio.to_thread(self._sign_and_store, previous)
             self._latest = open_checkpoint(note, origin=self.origin, verifiers=[self.signer.verifier()])
             self._last_signed_at = time.monotonic()
+            self.last_signed_wall = time.time()
             self._publish_queue.put_nowait(note)
             _log.info("notary.checkpoint", size=self._latest.checkpoint.size, origin=self.origin)
             return note

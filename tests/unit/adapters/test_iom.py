@@ -177,7 +177,7 @@ async def test_whole_file_problems_are_quarantined_and_the_file_is_done(
     reports = await source.process_pending(WorldPublish(world, "iom"))
     assert [r.done for r in reports] == [True] * 4
     found = {}
-    for path in sorted(source.quarantine.iterdir()):
+    for path in sorted(source.quarantine.glob("*.rejected.jsonl")):
         [entry] = [json.loads(line) for line in path.read_text("utf-8").splitlines()]
         found[entry["file"]] = (entry["row"], entry["field"], entry["reason"])
         assert SYNTHETIC_NAME not in path.read_text("utf-8")

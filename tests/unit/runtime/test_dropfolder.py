@@ -17,6 +17,7 @@ from structlog.testing import capture_logs
 
 from gateway.contract.envelope import Envelope
 from gateway.errors import GatewayError, Reason
+from gateway.runtime.catalogue import Catalogue
 from gateway.runtime.dropfolder import EVENT_ID_NAMESPACE, PUBLISH_CHUNK, FileDropSource, drop_event_id
 from gateway.runtime.intake import file_ref
 from tests.doubles import IMMEDIATE, Published
@@ -136,7 +137,24 @@ async def test_good_lines_published_bad_lines_quarantined(tmp_path: Path, publis
         (3, "schema.invalid"),
         (4, "authz.type-not-permitted"),
     ]
-    assert all(set(r) == {"file", "line", "reason", "detail"} for r in report)
+    assert all(set(r) == {"file", "line", "reason", "detail", "explanation"} for r in report)
+    assert all(set(r["explanation"]) == {"id", "en"} for r in report)
+    catalogue = Catalogue.load()
+    assert report[0]["explanation"]["id"] == catalogue.reasons["parse"]["id"]
+    assert report[2]["explanation"]["en"] == catalogue.problems["publish-refused"]["en"]
+    # the clerk's text report: Indonesian first, then English, by line and reason code, never a value
+    text = (source.quarantine / "2026-05-01T10-00.jsonl.rejected.txt").read_text("utf-8")
+    ref = report[0]["file"]
+    assert text.index(f"Laporan karantina berkas {ref}: 3 rekaman tidak dikirim") < text.index(
+        f"Quarantine report for file {ref}: 3 record(s) were not sent"
+    )
+    assert "- Baris 2 (kode alasan parse.invalid-json):\n  " + catalogue.reasons["parse"]["id"] in text
+    assert (
+        "- Line 4 (reason code authz.type-not-permitted):\n  " + catalogue.problems["publish-refused"]["en"]
+        in text
+    )
+    assert SYNTHETIC_NAME not in text
+    assert "2026-05-01T10-00" not in text  # the file is named by its digest only
     assert all(r["file"] == file_ref("2026-05-01T10-00.jsonl") for r in report)
     assert quarantined == [
         ("kemensos-export", "parse.invalid-json"),
@@ -194,8 +212,11 @@ async def test_same_content_same_ids_and_unique_done_names(tmp_path: Path, envel
     assert sorted(p.name for p in source.done.iterdir()) == ["daily.1.jsonl", "daily.2.jsonl", "daily.jsonl"]
     assert sorted(p.name for p in source.quarantine.iterdir()) == [
         "daily.1.jsonl.rejected.jsonl",
+        "daily.1.jsonl.rejected.txt",
         "daily.2.jsonl.rejected.jsonl",
+        "daily.2.jsonl.rejected.txt",
         "daily.jsonl.rejected.jsonl",
+        "daily.jsonl.rejected.txt",
     ]
 
 
@@ -376,3 +397,19 @@ def test_invalid_configuration(tmp_path: Path, kwargs: dict[str, Any]) -> None:
     with pytest.raises(GatewayError) as info:
         FileDropSource(tmp_path, bounds=IMMEDIATE, **kwargs)
     assert info.value.reason is Reason.CONFIG_INVALID
+
+
+async def test_a_large_file_logs_its_progress_then_a_summary(tmp_path: Path, publish: FakePublish) -> None:
+    ticks = iter(range(0, 10_000, 4))  # every reading of the clock is 4 s later: no sleeping, no timing
+    source = FileDropSource(tmp_path, bounds=IMMEDIATE, name="bulk", clock=lambda: float(next(ticks)))
+    drop(source, "bulk.jsonl", [good(n) for n in range(1, 401)])
+    with capture_logs() as logs:
+        assert await source.process_pending(publish) == 1
+    progress = [e for e in logs if e["event"] == "file_drop.file_progress"]
+    assert progress
+    assert all(set(e) >= {"file", "read", "published", "quarantined"} for e in progress)
+    assert [e["read"] for e in progress] == sorted(e["read"] for e in progress)
+    assert all(0 < e["read"] <= 400 for e in progress)
+    (done,) = [e for e in logs if e["event"] == "file_drop.file_done"]
+    assert (done["published"], done["quarantined"]) == (400, 0)
+    assert SYNTHETIC_NAME not in json.dumps(logs, default=str)

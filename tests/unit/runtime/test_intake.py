@@ -55,7 +55,7 @@ def write(source: FileDropSource | CsvDropSource | HtcdsExportSource, name: str,
 def reports(source: Any) -> list[dict[str, Any]]:
     return [
         json.loads(line)
-        for path in sorted(source.quarantine.iterdir())
+        for path in sorted(source.quarantine.glob("*.rejected.jsonl"))
         for line in path.read_text("utf-8").splitlines()
     ]
 

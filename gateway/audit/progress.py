@@ -1,4 +1,6 @@
-"""A one-line progress indicator for the audit on stderr, shown only when it is a terminal."""
+"""A one-line progress indicator on stderr, shown only when it is a terminal: ``audit verify`` (the auditor)
+and the long operator commands of the CLI (``audit export-records``) use it; off a terminal (logs, pipes,
+CI) it writes nothing, and the command's own summary line says what was done."""
 
 from __future__ import annotations
 
