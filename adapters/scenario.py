@@ -304,7 +304,7 @@ async def _audit(
     if kept:  # the command needs the folder: print it only when the folder outlives the demo
         print(
             f"  offline: gateway audit verify --log {notary.config.log_dir} --vkey {vkey} "
-            f"--registry-anchor {root / ANCHOR_FILE} --bootstrap-servers {kafka.bootstrap_servers[0]}",
+            f"--registry-anchor {root / ANCHOR_FILE}",
             file=out,
             flush=True,
         )

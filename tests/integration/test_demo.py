@@ -79,7 +79,7 @@ async def test_demo_plays_the_scenario_and_leaks_nothing(tmp_path: Path, capture
     # the offline audit command it prints names files that outlive the demo (the folder was given)
     command = next(line for line in out.getvalue().splitlines() if "offline: gateway audit verify" in line)
     words = command.split()
-    for option in ("--log", "--vkey", "--registry"):
+    for option in ("--log", "--vkey", "--registry-anchor"):
         assert os.path.exists(words[words.index(option) + 1]), option  # noqa: ASYNC240 - a check, not I/O in a loop
     assert "/status" in out.getvalue()
     # coordination: one referral escalated then resolved, the capacity step, the month's suppressed statistics
