@@ -23,6 +23,7 @@ from typing import Final
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 
 from gateway.bus.admin import ensure_topics
 from gateway.bus.kafka import KafkaSettings
@@ -92,11 +93,11 @@ async def publish_version(
 
 async def _topic_exists(kafka: KafkaSettings) -> bool:
     admin = AIOKafkaAdminClient(**kafka.admin_kwargs())
-    await admin.start()
     try:
+        await admin.start()
         return REGISTRY_TOPIC in await admin.list_topics()
     finally:
-        await admin.close()
+        await admin.close()  # also after a failed start: no client left open
 
 
 async def read_versions(kafka: KafkaSettings, *, idle_ms: int = 500) -> list[RegistryRecord]:
@@ -134,12 +135,23 @@ class RegistryFollower:
         self._start = start
         self._topic_wait = topic_wait
 
+    async def _topic_ready(self) -> bool:
+        try:
+            if await _topic_exists(self._kafka):
+                return True
+        except (KafkaError, OSError, TimeoutError) as exc:
+            _log.debug("registry topic unreachable; waiting", topic=REGISTRY_TOPIC, error=type(exc).__name__)
+        else:
+            _log.debug("registry topic not created yet; waiting", topic=REGISTRY_TOPIC)
+        return False
+
     async def run(
         self, on_record: Callable[[RegistryRecord, bool], Awaitable[None]], stop: asyncio.Event
     ) -> None:
-        """Until ``stop`` is set. Broker errors propagate (the runtime's supervisor reconnects)."""
-        while not await _topic_exists(self._kafka):
-            _log.debug("registry topic not created yet; waiting", topic=REGISTRY_TOPIC)
+        """Until ``stop`` is set. While the broker cannot be reached, it waits as for a topic not created yet
+        (the ``kafka`` readiness check reports the outage; this task stays healthy); broker errors after
+        that propagate (the runtime's supervisor reconnects)."""
+        while not await self._topic_ready():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=self._topic_wait)
             if stop.is_set():
