@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import multiprocessing
 import shutil
@@ -93,6 +94,21 @@ class Plan:
     fetch_wait_ms: int | None
     max_batch_bytes: int | None = None  # None: the gateway's setting
     records: list[tuple[bytes, bytes, list[tuple[str, bytes]]]] = field(default_factory=list)
+    raw_group: str = "bench.raw"  # the raw consumer's group
+    kafka: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per party, its ``[kafka]`` table on an Apache Kafka cluster (bench/kafka_cluster.py); empty: the
+    embedded broker at ``bootstrap`` with its client timings."""
+
+
+@dataclass
+class Target:
+    """An already running cluster to measure on instead of a fresh embedded broker per run."""
+
+    bootstrap: str
+    kafka: dict[str, dict[str, Any]]  # per party, its [kafka] table (own SCRAM user, TLS)
+    pids: list[int]  # the broker processes, whose CPU is counted as "broker"
+    reset: Any  # async () -> None: empty the exchange topics before a run
+    raw_group: str  # the consumer group the reader's user may use
 
 
 @dataclass
@@ -115,7 +131,14 @@ class Outcome:
 # ---- children ----------------------------------------------------------------------------------------------
 
 
-def _settings(plan: Plan) -> KafkaSettings:
+def _settings(plan: Plan, party: str) -> KafkaSettings:
+    if plan.kafka:
+        settings = KafkaSettings.from_mapping(plan.kafka[party])
+        if plan.fetch_wait_ms is not None:
+            settings = dataclasses.replace(settings, fetch_max_wait_ms=plan.fetch_wait_ms)
+        if plan.max_batch_bytes is not None:
+            settings = dataclasses.replace(settings, max_batch_bytes=plan.max_batch_bytes)
+        return settings
     settings = KafkaSettings(
         bootstrap_servers=(plan.bootstrap,),
         enable_idempotence=False,
@@ -176,7 +199,7 @@ async def _gateway_reader(conn: Connection, plan: Plan) -> None:
         configure_logging(json_output=True, level="info", stream=log)
         sink = CountingSink()
         config = GatewayConfig.load(directory / READER / "gateway.toml")
-        gateway = Gateway(config, kafka=_settings(plan), routes=[Route(sink)])
+        gateway = Gateway(config, kafka=_settings(plan, READER), routes=[Route(sink)])
         await gateway.start()
         sink.expect(WARMUP)
         conn.send(("ready", None))
@@ -201,7 +224,8 @@ async def _gateway_publisher(conn: Connection, plan: Plan) -> None:
     template = alert_payload(0)
     with (directory / "publisher.log").open("a", encoding="utf-8") as log:
         configure_logging(json_output=True, level="info", stream=log)
-        gateway = Gateway(GatewayConfig.load(directory / PUBLISHER / "gateway.toml"), kafka=_settings(plan))
+        config = GatewayConfig.load(directory / PUBLISHER / "gateway.toml")
+        gateway = Gateway(config, kafka=_settings(plan, PUBLISHER))
         await gateway.start()
         publish = gateway.publisher.publish
         for index in range(WARMUP):
@@ -257,7 +281,7 @@ async def _offer(one: Any, plan: Plan) -> None:
 async def _raw_consumer(conn: Connection, plan: Plan) -> None:
     from aiokafka import AIOKafkaConsumer  # noqa: PLC0415 - child process only
 
-    consumer = AIOKafkaConsumer(TOPIC, **_settings(plan).consumer_kwargs("bench.raw"))
+    consumer = AIOKafkaConsumer(TOPIC, **_settings(plan, READER).consumer_kwargs(plan.raw_group))
     await consumer.start()
     conn.send(("ready", None))
     latencies: list[float] = []
@@ -287,7 +311,7 @@ async def _raw_consumer(conn: Connection, plan: Plan) -> None:
 async def _raw_producer(conn: Connection, plan: Plan) -> None:
     from aiokafka import AIOKafkaProducer  # noqa: PLC0415 - child process only
 
-    producer = AIOKafkaProducer(**_settings(plan).producer_kwargs())
+    producer = AIOKafkaProducer(**_settings(plan, PUBLISHER).producer_kwargs())
     await producer.start()
     records = plan.records
     pending: list[asyncio.Future[Any]] = []
@@ -329,13 +353,14 @@ def _child(role: str, conn: Connection, plan: Plan) -> None:
 # ---- orchestration -----------------------------------------------------------------------------------------
 
 
-def _sandbox(directory: Path, bootstrap: str) -> None:
+def _sandbox(directory: Path, bootstrap: str, tables: dict[str, dict[str, Any]]) -> None:
     from gateway.sandbox.deployment import create_sandbox  # noqa: PLC0415
 
     kafka = {"bootstrap_servers": [bootstrap], "enable_idempotence": False, **EMBEDDED_KAFKA}
     create_sandbox(
-        directory, [PUBLISHER, READER], bootstrap_servers=[bootstrap],
+        directory, [PUBLISHER, READER], bootstrap_servers=bootstrap.split(","),
         settings={"kafka": kafka, "shutdown": {"timeout_seconds": 30.0}, "sources": []},
+        per_party={party: {"kafka": table} for party, table in tables.items()},
     )  # fmt: skip
 
 
@@ -367,17 +392,24 @@ async def _expect(conn: Connection, what: str) -> Any:
 async def run_once(plan_kind: str, events: int, rate: float | None, *, concurrency: int,
                    records: list[tuple[bytes, bytes, list[tuple[str, bytes]]]],
                    fetch_wait_ms: int | None, profile: Path | None = None,
-                   max_batch_bytes: int | None = None) -> Outcome:  # fmt: skip
-    """One measured run with a fresh broker and fresh processes (sampled by py-spy into ``profile``)."""
+                   max_batch_bytes: int | None = None, target: Target | None = None) -> Outcome:  # fmt: skip
+    """One measured run with fresh processes (sampled by py-spy into ``profile``) on a fresh embedded
+    broker, or on ``target``'s cluster with its exchange topics emptied first."""
     context = multiprocessing.get_context("spawn")
     directory = Path(tempfile.mkdtemp(prefix=f"xchg-bench-{plan_kind}-"))
     try:
-        async with EmbeddedBroker(log_path=directory / "broker.log") as broker:
-            assert broker.pid is not None  # noqa: S101 - a started broker has a process
-            plan = Plan(plan_kind, events, rate, concurrency, broker.bootstrap_servers, str(directory),
-                        fetch_wait_ms, max_batch_bytes)  # fmt: skip
+        async with contextlib.AsyncExitStack() as stack:
+            if target is None:
+                broker = await stack.enter_async_context(EmbeddedBroker(log_path=directory / "broker.log"))
+                assert broker.pid is not None  # noqa: S101 - a started broker has a process
+                bootstrap, pids, tables, group = broker.bootstrap_servers, [broker.pid], {}, "bench.raw"
+            else:
+                await target.reset()
+                bootstrap, pids, tables, group = target.bootstrap, target.pids, target.kafka, target.raw_group
+            plan = Plan(plan_kind, events, rate, concurrency, bootstrap, str(directory),
+                        fetch_wait_ms, max_batch_bytes, raw_group=group, kafka=tables)  # fmt: skip
             if plan_kind == "gateway":
-                _sandbox(directory, broker.bootstrap_servers)
+                _sandbox(directory, bootstrap, tables)
                 roles = ("gateway-reader", "gateway-publisher")
             else:
                 plan.records = records
@@ -392,13 +424,13 @@ async def run_once(plan_kind: str, events: int, rate: float | None, *, concurren
                 children[1].start()
                 await _expect(sender_conn, "ready")
                 await _expect(reader_conn, "warm")
-                broker_cpu = process_cpu_seconds(broker.pid)
+                broker_cpu = sum(process_cpu_seconds(pid) for pid in pids)
                 spies = _profilers(profile, plan_kind, roles, children)
                 sender_conn.send(("go", None))
                 sent = await _expect(sender_conn, "sent")
                 received = await _expect(reader_conn, "done")
-                broker_cpu = process_cpu_seconds(broker.pid) - broker_cpu
-                broker_rss = process_peak_rss_mb(broker.pid)
+                broker_cpu = sum(process_cpu_seconds(pid) for pid in pids) - broker_cpu
+                broker_rss = sum(process_peak_rss_mb(pid) for pid in pids)
                 for spy in spies:
                     spy.send_signal(signal.SIGINT)
                     spy.wait(timeout=60)

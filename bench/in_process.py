@@ -55,8 +55,9 @@ from gateway.bus.subscriber import Route, Subscriber
 from gateway.contract.envelope import Envelope
 from gateway.contract.sign import build_event
 from gateway.contract.verify import Accepted
-from gateway.runtime.dropfolder import PUBLISH_CHUNK, FileDropSource
+from gateway.runtime.dropfolder import PUBLISH_CHUNK
 from gateway.runtime.intake import IntakeBounds
+from gateway.runtime.jsonlines import FileDropSource
 from gateway.runtime.logs import configure_logging
 
 _BATCH = 500

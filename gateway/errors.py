@@ -124,6 +124,7 @@ class Reason(enum.StrEnum):
     REGISTRY_UNAVAILABLE = "registry.unavailable"
     # runtime (bus, sinks)
     BUS_UNAVAILABLE = "bus.unavailable"
+    BUS_NOT_AUTHORIZED = "bus.not-authorized"
     STOPPING = "gateway.stopping"
     OUTBOX_FULL = "outbox.full"
     DUPLICATE = "dedup.duplicate"

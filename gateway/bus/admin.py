@@ -2,7 +2,8 @@
 
 :func:`ensure_topics` creates missing topics and checks existing ones. It lists topics first and only
 describes names that exist: Tansu auto-creates a topic (with 4 partitions) on any metadata request naming
-it, so "describe to see if it exists" would create it with the wrong shape.
+it, so "describe to see if it exists" would create it with the wrong shape. :func:`refused_topics` names the
+topics the broker's ACLs hide from this client (for clusters with authentication only, for that reason).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import structlog
 
 from gateway.errors import GatewayError, Reason
 
-__all__ = ["TopicState", "ensure_topics", "max_message_bytes"]
+__all__ = ["TopicState", "ensure_topics", "max_message_bytes", "refused_topics"]
 
 _log = structlog.get_logger(__name__)
 
@@ -60,9 +61,9 @@ async def ensure_topics(
     ``admin_kwargs`` are keyword arguments for ``AIOKafkaAdminClient`` (``KafkaSettings.admin_kwargs()``);
     their ``request_timeout_ms`` also bounds how long to wait for new topics to appear in the metadata.
     ``configs`` are topic configurations for the topics it creates (``cleanup.policy`` of the registry topic).
-    Returns the state of each topic by name. Raises :class:`GatewayError`: CONFIG_INVALID for bad names,
-    too few partitions or replicas, refused creation or missing ACLs; BUS_UNAVAILABLE when the cluster
-    cannot be reached or new topics do not show up in its metadata in time.
+    Returns the state of each topic by name. Raises :class:`GatewayError`: CONFIG_INVALID for bad names or
+    too few partitions or replicas; BUS_NOT_AUTHORIZED when the ACLs refuse creation or Describe;
+    BUS_UNAVAILABLE when the cluster cannot be reached or new topics do not show up in its metadata in time.
     """
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # noqa: PLC0415 -- see _error_name
     from aiokafka.errors import KafkaError  # noqa: PLC0415 -- same
@@ -103,9 +104,9 @@ async def ensure_topics(
                     pass  # created concurrently by another gateway: checked below like any existing topic
                 elif code in _AUTHORIZATION_FAILED:
                     raise GatewayError(
-                        Reason.CONFIG_INVALID,
+                        Reason.BUS_NOT_AUTHORIZED,
                         f"topic: not authorised to create {topic!r} ({_error_name(code)}); "
-                        "create it out of band or grant CREATE on the prefix",
+                        "create it out of band (kafka-init.sh, gateway deploy render) or grant CREATE",
                     )
                 else:
                     raise GatewayError(
@@ -189,7 +190,9 @@ async def _describe_until_ready(admin: Any, names: list[str], limit_s: float) ->
                 retry.append(name)
             elif code in _AUTHORIZATION_FAILED:
                 raise GatewayError(
-                    Reason.CONFIG_INVALID, f"topic: not authorised to describe {name!r} ({_error_name(code)})"
+                    Reason.BUS_NOT_AUTHORIZED,
+                    f"topic: not authorised to describe {name!r} ({_error_name(code)}); the ACLs rendered "
+                    "from the registry grant Describe on a party's own topics (gateway deploy render)",
                 )
             elif code != 0:
                 raise GatewayError(
@@ -207,3 +210,30 @@ async def _describe_until_ready(admin: Any, names: list[str], limit_s: float) ->
             )
         pending = retry
         await asyncio.sleep(0.1)
+
+
+async def refused_topics(admin_kwargs: Mapping[str, Any], names: Iterable[str]) -> list[str]:
+    """The topics in ``names`` the broker refuses to describe to this client (TOPIC_AUTHORIZATION_FAILED).
+
+    Kafka answers that for a topic the principal may not Describe (Read and Write imply Describe), whether
+    or not it exists, so a topic listed here cannot be read. Worth asking before subscribing: aiokafka's
+    consumer only logs an unauthorised subscribed topic and never raises, so a missing ACL would otherwise
+    look like a quiet topic. Only for a cluster with authentication (ACLs name authenticated principals):
+    describing a missing topic makes Tansu create it. Raises ``GatewayError(BUS_UNAVAILABLE)`` when the
+    cluster cannot be asked.
+    """
+    from aiokafka.admin import AIOKafkaAdminClient  # noqa: PLC0415 -- see _error_name
+    from aiokafka.errors import KafkaError  # noqa: PLC0415 -- same
+
+    wanted = list(dict.fromkeys(names))
+    if not wanted:
+        return []
+    admin = AIOKafkaAdminClient(**admin_kwargs)
+    try:
+        await admin.start()
+        described = await admin.describe_topics(wanted)
+    except (KafkaError, OSError, TimeoutError) as exc:
+        raise GatewayError(Reason.BUS_UNAVAILABLE, f"topic: cannot describe topics: {exc!r}") from exc
+    finally:
+        await admin.close()
+    return sorted(entry["topic"] for entry in described if entry["error_code"] in _AUTHORIZATION_FAILED)

@@ -1,7 +1,9 @@
 """Proving a Kafka cluster is reachable with given settings, and saying why not when it is not.
 
 Used by ``/readyz`` (:mod:`gateway.runtime.ops`) and by the integration tests; kept apart from
-:mod:`gateway.bus.kafka` (the settings) because it talks to the network.
+:mod:`gateway.bus.kafka` (the settings) because it talks to the network. :func:`broker_refusal` turns the
+broker's authorisation errors (its ACLs at work) into ``GatewayError(BUS_NOT_AUTHORIZED)`` for the publisher,
+the subscriber and topic provisioning.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import ssl
 from gateway.bus.kafka import KafkaSettings, split_server
 from gateway.errors import GatewayError, Reason
 
-__all__ = ["check_connection"]
+__all__ = ["broker_refusal", "check_connection"]
 
 
 def _fail(field_name: str, message: str) -> GatewayError:
@@ -103,3 +105,44 @@ async def check_connection(settings: KafkaSettings) -> tuple[str, ...]:
         return tuple(advertised)
     finally:
         await client.close()
+
+
+def broker_refusal(exc: BaseException, operation: str) -> GatewayError | None:
+    """``exc`` as ``GatewayError(BUS_NOT_AUTHORIZED)`` if it is the broker refusing ``operation`` (``Write``,
+    ``Read``, ``Describe``, ...) to this client's principal; ``None`` for any other error.
+
+    aiokafka raises TopicAuthorizationFailedError (with the topic or set of topics),
+    GroupAuthorizationFailedError (with the group id), ClusterAuthorizationFailedError and
+    TransactionalIdAuthorizationFailed; they are not retriable, and retrying them blindly hides a
+    misconfiguration behind "send failed" warnings. The detail names the resource and says where ACLs come
+    from; it holds names of topics and groups only, never record contents.
+    """
+    from aiokafka import errors  # noqa: PLC0415 -- keep importing settings cheap
+
+    if isinstance(exc, errors.TopicAuthorizationFailedError):
+        what = f"topic {_names(exc.args)}"
+    elif isinstance(exc, errors.GroupAuthorizationFailedError):
+        what = f"consumer group {_names(exc.args)}"
+    elif isinstance(exc, errors.ClusterAuthorizationFailedError):
+        what = "the cluster (IdempotentWrite, which an idempotent producer needs)"
+    elif isinstance(exc, errors.TransactionalIdAuthorizationFailed):
+        what = "a transactional id"
+    else:
+        return None
+    return GatewayError(
+        Reason.BUS_NOT_AUTHORIZED,
+        f"the broker refused {operation} on {what} to this gateway's Kafka user ({type(exc).__name__}); "
+        "its ACLs do not grant it: check the registry's permissions, then re-render and apply them "
+        "(gateway deploy render, kafka-init.sh)",
+    )
+
+
+def _names(args: tuple[object, ...]) -> str:
+    """The resource names aiokafka put in an exception's arguments (a name, or a set or list of names)."""
+    names: list[str] = []
+    for arg in args:
+        if isinstance(arg, str):
+            names.append(arg)
+        elif isinstance(arg, set | frozenset | list | tuple):
+            names.extend(sorted(str(item) for item in arg))
+    return ", ".join(repr(name) for name in names) if names else "(unnamed)"

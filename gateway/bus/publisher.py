@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 import structlog
 
+from gateway.bus.connectivity import broker_refusal
 from gateway.bus.metrics import GatewayMetrics
 from gateway.bus.outbox import Outbox, OutboxEntry
 from gateway.contract.envelope import Envelope
@@ -160,8 +161,14 @@ class Publisher:
                 self.sent_total += len(sent)
                 self._metrics.outbox_depth.set(self.outbox.depth)
             if failure is not None:  # any client error: the unacknowledged entries stay, back off, retry
-                _log.warning("send failed; entries stay in the outbox", error=type(failure).__name__,
-                             pending=self.outbox.depth, retry_in=backoff)  # fmt: skip
+                refused = broker_refusal(failure, "Write")
+                if refused is not None:  # an ACL problem an operator must fix: say so, keep retrying
+                    _log.error("send refused by the broker; entries stay in the outbox",
+                               reason=str(refused.reason), detail=refused.detail, pending=self.outbox.depth,
+                               retry_in=backoff)  # fmt: skip
+                else:
+                    _log.warning("send failed; entries stay in the outbox", error=type(failure).__name__,
+                                 pending=self.outbox.depth, retry_in=backoff)  # fmt: skip
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self._max_backoff)
                 continue

@@ -44,6 +44,7 @@ from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordListTooLargeError
 from prometheus_client import Counter
 
+from gateway.bus.connectivity import broker_refusal
 from gateway.bus.deadletter import DLQ_HEADERS, DeadLetterLimits, dead_letter_record
 from gateway.bus.delivery import RetryPolicy, Sink, SinkError, deliver_with_retry
 from gateway.bus.inbox import Inbox, Outcome
@@ -143,7 +144,12 @@ class Subscriber:
             try:
                 batches = await consumer.getmany(timeout_ms=500, max_records=self._max_records)
             except Exception as exc:  # noqa: BLE001 - broker trouble: log, back off, continue
-                _log.warning("fetch failed; retrying", error=type(exc).__name__, party=self.party)
+                refused = broker_refusal(exc, "Read")
+                if refused is not None:  # an ACL problem an operator must fix: say so, keep retrying
+                    _log.error("fetch refused by the broker; retrying", reason=str(refused.reason),
+                               detail=refused.detail, party=self.party)  # fmt: skip
+                else:
+                    _log.warning("fetch failed; retrying", error=type(exc).__name__, party=self.party)
                 await asyncio.sleep(self._error_backoff)
                 continue
             await self._handle_fetch(batches, producer)

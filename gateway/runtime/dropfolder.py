@@ -2,9 +2,9 @@
 
 A **drop folder** is the lowest common denominator every agency can feed: an export job (or an operator)
 drops files into ``<directory>/inbox/``. :class:`DropFolderSource` is that mechanism, once, for every file
-format: the built-in :class:`FileDropSource` (JSON Lines) and the agency adapters' drops (Kemensos CSV, IOM
-HTCDS spreadsheets) only say how one file becomes numbered records to publish or reject. Its guarantees,
-and why:
+format: the built-in :class:`gateway.runtime.jsonlines.FileDropSource` and the agency adapters' drops
+(Kemensos CSV, IOM HTCDS spreadsheets) only say how one file becomes numbered records to publish or reject.
+Its guarantees, and why:
 
 * **No half-written files.** Only names that do not start with ``.`` and end with the source's suffix are
   read, and only regular files (not symlinks). Writers must create ``inbox/.<name>.tmp`` and ``rename()`` it
@@ -24,9 +24,7 @@ and why:
   count, settled before read, names never in clear); records are parsed in a worker thread a chunk at a time;
   whatever a reader raises ends in a quarantine entry, never in a dead source or a file retried for ever.
 
-Length: over the house's ~600 lines because the mechanism and its one built-in format (JSON Lines) are read
-together — the base class's contract is checked against that implementation — while the bounds, which are
-separable, live in :mod:`gateway.runtime.intake`.
+The built-in JSON Lines format is :mod:`gateway.runtime.jsonlines`; the bounds, :mod:`gateway.runtime.intake`.
 """
 
 from __future__ import annotations
@@ -36,10 +34,8 @@ import asyncio
 import contextlib
 import dataclasses
 import enum
-import hashlib
 import os
 import time
-import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,15 +44,12 @@ from typing import Any, ClassVar, Final
 import structlog
 
 from gateway.contract.canonical import canonical_json
-from gateway.contract.strictjson import parse_json
 from gateway.errors import GatewayError, Reason
-from gateway.runtime.intake import MARKER_SUFFIX, FileWatch, IntakeBounds, file_ref, read_bounded
+from gateway.runtime.intake import MARKER_SUFFIX, FileWatch, IntakeBounds, file_ref
 from gateway.runtime.quarantine import explained, text_report
 from gateway.runtime.sources import PublishFn, QuarantineFn
 
 __all__ = [
-    "DROP_SUFFIX",
-    "EVENT_ID_NAMESPACE",
     "PUBLISH_CHUNK",
     "DropEvent",
     "DropFile",
@@ -65,19 +58,11 @@ __all__ = [
     "DropRecord",
     "DropRejection",
     "DropResult",
-    "FileDropSource",
-    "drop_event_id",
     "write_atomically",
 ]
 
 _log = structlog.get_logger(__name__)
 
-#: Namespace of deterministic file-drop event ids, derived as
-#: ``uuid5(NAMESPACE_URL, "urn:id.trafficking:gateway:file-drop")``. Written out as a literal because
-#: changing it would change every id and defeat deduplication across an upgrade.
-EVENT_ID_NAMESPACE: Final = uuid.UUID("65e84f46-c50c-579c-85e3-f33fb744a1fc")
-#: Files in ``inbox/`` with this suffix (and not starting with ``.``) are ready to be processed.
-DROP_SUFFIX: Final = ".jsonl"
 #: ``publish`` refusals about the gateway's state, not the record: the file is retried, not quarantined.
 _DEFERRING_REASONS: Final = frozenset(
     {Reason.OUTBOX_FULL, Reason.OUTBOX_UNAVAILABLE, Reason.STOPPING, Reason.BUS_UNAVAILABLE}
@@ -89,14 +74,8 @@ PUBLISH_CHUNK: Final = 64
 #: Seconds between two ``file_progress`` log lines of one large file.
 PROGRESS_SECONDS: Final = 10.0
 """Records of one file published concurrently (one group commit in the outbox instead of one each)."""
-_LINE_MEMBERS: Final = frozenset({"type", "data", "recipients", "dataschema"})
 _DIR_MODE: Final = 0o700
 _FILE_MODE: Final = 0o600
-
-
-def drop_event_id(file_sha256: str, line_number: int) -> str:
-    """The event id of line ``line_number`` (1-based) of a drop file whose SHA-256 hex digest is given."""
-    return str(uuid.uuid5(EVENT_ID_NAMESPACE, f"{file_sha256}:{line_number}"))
 
 
 # ---- the drop folder mechanism -------------------------------------------------------------------------
@@ -571,106 +550,6 @@ class DropFolderSource(abc.ABC):
         return candidate
 
 
-# ---- the JSON Lines file drop ----------------------------------------------------------------------------
-
-
-class FileDropSource(DropFolderSource):
-    """Publish every line of ``*.jsonl`` files dropped into ``directory/inbox/`` (see the module docstring).
-
-    The drop folder is :class:`DropFolderSource`'s; quarantine reports hold one ``{"file", "line", "reason",
-    "detail"}`` object per rejected line.
-
-    Each line is ``{"type": ..., "data": {...}, "recipients": [...], "dataschema": ...}`` (``recipients``
-    and ``dataschema`` optional, nothing else allowed). Blank lines are skipped but still counted, so line
-    numbers match what an editor shows.
-    """
-
-    suffixes = (DROP_SUFFIX,)
-    log_prefix = "file_drop"
-    record_word = "line"
-
-    def __init__(
-        self,
-        directory: Path,
-        *,
-        name: str = "file-drop",
-        poll_interval: float = 0.5,
-        on_quarantine: QuarantineFn | None = None,
-        max_line_bytes: int = 256 * 1024,
-        bounds: IntakeBounds | None = None,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        super().__init__(
-            directory, name=name, poll_interval=poll_interval, on_quarantine=on_quarantine, bounds=bounds,
-            clock=clock,
-        )  # fmt: skip
-        if max_line_bytes <= 0:
-            raise GatewayError(Reason.CONFIG_INVALID, f"source {name}: max_line_bytes must be positive")
-        self.max_line_bytes = max_line_bytes
-
-    async def process_pending(self, publish: PublishFn, stop: asyncio.Event | None = None) -> int:
-        """Process every file ready in ``inbox/`` once; return how many were completed (moved to ``done/``).
-
-        Useful on its own for a one-shot import. Expects :meth:`ensure_directories` to have run.
-        """
-        return sum(result.done for result in await self._process_ready(publish, stop))
-
-    async def process_file(self, path: Path, publish: PublishFn, stop: asyncio.Event | None = None) -> bool:
-        """Publish or quarantine every line of ``path``, then move it to ``done/``; False if it must wait.
-
-        See :meth:`DropFolderSource._process_path` for when a file is left where it is.
-        """
-        return (await self._process_path(path, publish, stop)).done
-
-    def read_file(self, path: Path) -> DropFile:
-        content = read_bounded(path, self.bounds.max_file_bytes)
-        digest = hashlib.sha256(content).hexdigest()
-        return DropFile(self._lines(content, digest), {"sha256": digest})
-
-    def quarantine_record(self, file: str, number: int | None, rejection: DropRejection) -> dict[str, Any]:
-        return {"file": file, "line": number, "reason": rejection.reason, "detail": rejection.detail}
-
-    def _lines(self, content: bytes, digest: str) -> Iterator[DropRecord]:
-        for number, raw in enumerate(_split_lines(content), start=1):
-            if not raw.strip():
-                continue
-            event_id = drop_event_id(digest, number)
-            record: DropEvent | DropRejection
-            try:
-                record = _parse_line(raw, self.max_line_bytes, event_id)
-            except GatewayError as exc:
-                record = DropRejection(str(exc.reason), exc.detail, event_id=event_id)
-            yield number, record
-
-
-def _parse_line(raw: bytes, max_line_bytes: int, event_id: str) -> DropEvent:
-    """Parse one JSONL line strictly; ``GatewayError`` names what is wrong, never a value or unknown key."""
-    if len(raw) > max_line_bytes:
-        raise GatewayError(Reason.SIZE_EXCEEDED, f"line of {len(raw)} bytes exceeds {max_line_bytes}")
-    record = parse_json(raw)
-    if not isinstance(record, dict):
-        raise GatewayError(Reason.SCHEMA_INVALID, "line is not a JSON object")
-    unknown = set(record) - _LINE_MEMBERS
-    if unknown:  # a typo such as "recipient" must not silently drop the recipients; names are not echoed
-        raise GatewayError(
-            Reason.SCHEMA_INVALID,
-            f"line has {len(unknown)} unknown member(s); allowed: {', '.join(sorted(_LINE_MEMBERS))}",
-        )
-    event_type = record.get("type")
-    if not isinstance(event_type, str) or not event_type:
-        raise GatewayError(Reason.SCHEMA_INVALID, "line has no 'type' string")
-    data = record.get("data")
-    if not isinstance(data, dict):
-        raise GatewayError(Reason.SCHEMA_INVALID, "line has no 'data' object")
-    recipients = record.get("recipients", [])
-    if not isinstance(recipients, list) or not all(isinstance(r, str) and r for r in recipients):
-        raise GatewayError(Reason.SCHEMA_INVALID, "'recipients' is not a list of party ids")
-    dataschema = record.get("dataschema")
-    if dataschema is not None and (not isinstance(dataschema, str) or not dataschema):
-        raise GatewayError(Reason.SCHEMA_INVALID, "'dataschema' is not a string")
-    return DropEvent(event_type, data, event_id, tuple(recipients), dataschema)
-
-
 def _take(records: Iterator[DropRecord], size: int) -> tuple[list[DropRecord], Exception | None]:
     """Up to ``size`` records from ``records`` (run in a worker thread), and the exception that ended the
     reading early, if the reader raised."""
@@ -724,18 +603,6 @@ def _chunked(
             yield number, record
     if chunk:
         yield chunk
-
-
-def _split_lines(content: bytes) -> Iterator[bytes]:
-    """JSON Lines: ``\\n``-separated, a trailing ``\\r`` tolerated, a final newline optional; lazily (no
-    list of every line: memory stays one line above the file)."""
-    start, end = 0, len(content)
-    while start < end:
-        stop = content.find(b"\n", start)
-        if stop < 0:
-            stop = end
-        yield content[start:stop].removesuffix(b"\r")
-        start = stop + 1
 
 
 def write_atomically(target: Path, content: bytes) -> None:

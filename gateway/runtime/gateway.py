@@ -40,7 +40,7 @@ from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from gateway.bus.admin import ensure_topics, max_message_bytes
+from gateway.bus.admin import ensure_topics, max_message_bytes, refused_topics
 from gateway.bus.consent import CONSENT_CHANGE, ConsentGate, ConsentRegister
 from gateway.bus.database import Database
 from gateway.bus.delivery import Sink
@@ -461,6 +461,7 @@ class Gateway:
         try:
             while not self._consume_stop.is_set():
                 self._resubscribe.clear()
+                await self._report_refused_topics()
                 consumer.subscribe(topics=self.topics, listener=listener)
                 round_stop = asyncio.Event()
                 ender = asyncio.create_task(
@@ -481,6 +482,21 @@ class Gateway:
             with contextlib.suppress(Exception):
                 await consumer.stop()
             raise
+
+    async def _report_refused_topics(self) -> None:
+        """Log (``bus.not-authorized``) the topics this party reads that the broker's ACLs refuse it: the
+        consumer would only wait on them in silence (gateway.bus.admin.refused_topics). With SASL only: ACLs
+        name authenticated users, and asking the embedded broker about a missing topic would create it."""
+        if self.kafka.sasl is None:
+            return
+        try:
+            refused = await refused_topics(self.kafka.admin_kwargs(), self.topics)
+        except GatewayError as exc:
+            _log.warning("read permissions not checked", reason=str(exc.reason), detail=exc.detail)
+            return
+        if refused:
+            _log.error("the broker refuses topics this party reads; their events will not arrive",
+                       reason=str(Reason.BUS_NOT_AUTHORIZED), topics=refused, party=self.party)  # fmt: skip
 
     # ---- stop ---------------------------------------------------------------------------------------
     async def stop(self) -> None:

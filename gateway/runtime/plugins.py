@@ -22,10 +22,10 @@ from typing import Any, Final
 from gateway.bus.delivery import Sink
 from gateway.bus.metrics import GatewayMetrics
 from gateway.errors import GatewayError, Reason
-from gateway.runtime.dropfolder import FileDropSource
 from gateway.runtime.filesink import FileSink
 from gateway.runtime.http_intake import http_intake_source
 from gateway.runtime.intake import BOUND_OPTIONS, IntakeBounds
+from gateway.runtime.jsonlines import FileDropSource
 from gateway.runtime.sources import Source
 from gateway.runtime.webhook import WebhookSink, client_options, formulas_option
 from gateway.settings import Table

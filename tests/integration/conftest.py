@@ -12,6 +12,14 @@ puts stunnel in front of a fresh embedded broker with a throwaway CA.
 
 Isolation: tests never share topics or consumer groups (``unique_topic`` / ``unique_group``), so they can
 run against one long-lived broker in any order.
+
+Apache Kafka: ``kafka_cluster`` starts a 3-node KRaft cluster (tests/kafka/cluster.py: SASL_SSL, SCRAM,
+StandardAuthorizer, replication 3) once per session, renders the sample registry with ``gateway deploy
+render`` and applies the rendered ``kafka-init.sh`` -- the production path. Tests in :data:`CLUSTER_MODULES`
+that use ``isolated_kafka`` run twice: on the embedded broker and, marked ``kafka_cluster``, on the cluster,
+where ``isolated_kafka`` is the admin's :class:`~tests.kafka.cluster.ClusterSettings` (every exchange topic
+emptied first) and each gateway connects as its own SCRAM user. ``-m kafka_cluster`` runs only those;
+``-m "not kafka_cluster"`` leaves the cluster out.
 """
 
 from __future__ import annotations
@@ -39,18 +47,43 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from gateway.bus.kafka import EMBEDDED_CLIENT_TIMINGS, KafkaSettings
 from gateway.sandbox.broker import EmbeddedBroker, free_port
+from gateway.sandbox.deployment import SAMPLE_REGISTRY
 from tests.integration.exchange import embedded_settings
+from tests.kafka.cluster import (
+    ATTACH_VAR,
+    ClusterDeployment,
+    KafkaCluster,
+    Rendering,
+    apply_init_script,
+    kafka_available,
+    render,
+)
 from tests.tls import make_ca
 
 ENV_VAR = "XCHG_TEST_KAFKA"
 _HERE = Path(__file__).resolve().parent
+CLUSTER_MODULES = frozenset({"test_exchange.py", "test_dead_letters.py"})
+"""Modules whose ``isolated_kafka`` tests also run, unchanged, on the Apache Kafka cluster."""
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Run the ``isolated_kafka`` tests of :data:`CLUSTER_MODULES` on both brokers (``kafka_backend``)."""
+    if "isolated_kafka" in metafunc.fixturenames and metafunc.definition.path.name in CLUSTER_MODULES:
+        metafunc.parametrize(
+            "kafka_backend",
+            ["embedded", pytest.param("cluster", marks=pytest.mark.kafka_cluster)],
+            indirect=True,
+        )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark every test collected from this directory ``integration`` (the marker is registered)."""
+    """Mark every test collected from this directory ``integration`` (the marker is registered), and run the
+    ``kafka_cluster`` tests last: the cluster starts with the first of them and is not left running (three
+    JVMs) while the rest of the suite runs."""
     for item in items:
         if _HERE in Path(str(item.path)).resolve().parents:
             item.add_marker(pytest.mark.integration)
+    items.sort(key=lambda item: item.get_closest_marker("kafka_cluster") is not None)
 
 
 def _external_kafka() -> str | None:
@@ -158,15 +191,56 @@ async def embedded_broker(external_kafka: str | None) -> AsyncIterator[EmbeddedB
 
 
 @pytest.fixture
+def kafka_backend(request: pytest.FixtureRequest) -> str:
+    """``embedded`` (the default) or ``cluster``, as :func:`pytest_generate_tests` parametrized it."""
+    return str(getattr(request, "param", "embedded"))
+
+
+@pytest.fixture
 async def isolated_kafka(
-    external_kafka: str | None, kafka_settings: KafkaSettings
+    request: pytest.FixtureRequest, external_kafka: str | None, kafka_backend: str
 ) -> AsyncIterator[KafkaSettings]:
-    """A fresh embedded broker per test (exchange topics have fixed names), or the external cluster."""
+    """A fresh embedded broker per test (exchange topics have fixed names), the external cluster, or -- for
+    ``kafka_backend == "cluster"`` -- the Apache Kafka cluster with every exchange topic emptied."""
+    if kafka_backend == "cluster":
+        deployment: ClusterDeployment = request.getfixturevalue("kafka_cluster")
+        await deployment.truncate()
+        yield deployment.admin()
+        return
     if external_kafka is not None:
-        yield kafka_settings
+        yield request.getfixturevalue("kafka_settings")
         return
     async with EmbeddedBroker() as broker:
         yield embedded_settings(broker)
+
+
+@pytest.fixture(scope="session")
+def kafka_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterDeployment]:
+    """The 3-node Apache Kafka cluster for the session, set up as production is (module docstring).
+
+    Needs Java and the jars tests/kafka/fetch.sh fetches (``./xchg test`` installs both): skipped without
+    them locally, a failure under CI. Its nodes are stopped (and reaped) when the session ends.
+    ``XCHG_TEST_KAFKA_CLUSTER=DIR`` attaches to a cluster ``python -m tests.kafka.cluster --dir DIR`` runs.
+    """
+    attach = os.environ.get(ATTACH_VAR, "").strip()
+    if attach:
+        yield ClusterDeployment(KafkaCluster.attach(Path(attach)), Rendering.load(Path(attach) / "rendered"))
+        return
+    missing = kafka_available()
+    if missing is not None:
+        if os.environ.get("CI"):
+            pytest.fail(f"Apache Kafka cannot run: {missing}")
+        pytest.skip(f"Apache Kafka cannot run: {missing}")
+    root = tmp_path_factory.mktemp("kafka-cluster")
+    cluster = KafkaCluster(root)
+    cluster.start()
+    try:
+        cluster.save()  # so that a benchmark can attach (bench/kafka_cluster.py --attach)
+        rendering = render(SAMPLE_REGISTRY, root / "rendered")
+        apply_init_script(cluster, rendering)
+        yield ClusterDeployment(cluster, rendering)
+    finally:
+        cluster.stop()
 
 
 # -- TLS: a throwaway CA and stunnel in front of an embedded broker --------------------------------------

@@ -26,6 +26,7 @@ from gateway.sandbox.broker import EmbeddedBroker
 from gateway.sandbox.deployment import ANCHOR_FILE, SandboxParty, create_sandbox, sandbox_registry
 from gateway.sandbox.maintainers import maintainer_set, new_maintainers, signed_version
 from gateway.sandbox.memory import MemorySink
+from tests.kafka.cluster import ClusterSettings
 
 #: Client timings the embedded broker needs (gateway.bus.kafka.EMBEDDED_CLIENT_TIMINGS) and the tests' request
 #: timeout; an external Kafka gets its own settings.
@@ -100,7 +101,9 @@ async def exchange(
     ``[[sources]]`` / ``[[sinks]]``) written into one party's file only, replacing what the sandbox wrote
     there, as that agency's operator configures it; ``template`` replaces the sample registry the deployment
     starts from. The maintainers publish version 1 of the signed registry on the registry topic unless
-    ``publish_registry`` is false (gateways that cannot reach the broker read it from the file alone).
+    ``publish_registry`` is false (gateways that cannot reach the broker read it from the file alone). On the
+    Apache Kafka cluster (``settings`` is a :class:`ClusterSettings`), each gateway connects as its own SCRAM
+    user (``xchg-<party>``), so the ACLs kafka-init.sh applied are enforced.
     """
     sandbox = create_sandbox(
         root, parties, bootstrap_servers=settings.bootstrap_servers, extra_parties=extra_parties,
@@ -109,7 +112,15 @@ async def exchange(
     )  # fmt: skip
     if publish_registry:
         await publish_version(settings, sandbox_registry(root))
-    for party, tables in (per_party or {}).items():
+    own_users = (
+        {p: {"kafka": {**kafka_table(settings.for_party(p)), "client_id": f"xchg-{p}"}} for p in parties}
+        if isinstance(settings, ClusterSettings)
+        else {}
+    )
+    for party in parties:
+        tables = {**own_users.get(party, {}), **(per_party or {}).get(party, {})}
+        if not tables:
+            continue
         config = sandbox[party].config
         document = tomllib.loads(config.read_text("utf-8"))
         config.write_text(tomli_w.dumps({**document, **tables}), "utf-8")

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.structs import ConsumerRecord, TopicPartition
+from aiokafka.structs import ConsumerRecord
 
 from gateway.bus.delivery import SinkError
 from gateway.bus.kafka import KafkaSettings
@@ -197,12 +197,11 @@ async def read_topic(
     consumer = AIOKafkaConsumer(**settings.consumer_kwargs(None))
     await consumer.start()
     try:
-        assert topic in await consumer.topics(), f"{topic} does not exist"  # also refreshes metadata
-        partitions = consumer.partitions_for_topic(topic)
-        assert partitions
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
+        assert topic in await consumer.topics(), f"{topic} does not exist"
+        # Without a group, subscribe() takes every partition, from the earliest offset. (Not assign() with
+        # partitions_for_topic(): topics() does not load the topic into the consumer's own metadata, which
+        # only Tansu's answer for "no topics" -- every topic -- happened to do.)
+        consumer.subscribe([topic])
         found: list[ConsumerRecord] = []
         async with asyncio.timeout(30):
             while len(found) < count:

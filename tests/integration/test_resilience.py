@@ -32,7 +32,7 @@ import structlog.testing
 
 from gateway.bus.kafka import KafkaSettings
 from gateway.errors import GatewayError, Reason
-from gateway.runtime.dropfolder import drop_event_id
+from gateway.runtime.jsonlines import drop_event_id
 from gateway.sandbox.broker import EmbeddedBroker
 from gateway.sandbox.deployment import SandboxParty, create_sandbox
 from tests.integration.agency_sim import AgencySimulator

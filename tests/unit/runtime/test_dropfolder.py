@@ -18,8 +18,9 @@ from structlog.testing import capture_logs
 from gateway.contract.envelope import Envelope
 from gateway.errors import GatewayError, Reason
 from gateway.runtime.catalogue import Catalogue
-from gateway.runtime.dropfolder import EVENT_ID_NAMESPACE, PUBLISH_CHUNK, FileDropSource, drop_event_id
+from gateway.runtime.dropfolder import PUBLISH_CHUNK
 from gateway.runtime.intake import file_ref
+from gateway.runtime.jsonlines import EVENT_ID_NAMESPACE, FileDropSource, drop_event_id
 from tests.doubles import IMMEDIATE, Published
 from tests.world import World, example
 

@@ -23,8 +23,9 @@ from adapters.iom import HtcdsExportSource, IomMapping
 from adapters.kemensos import CsvDropSource, KemensosMapping
 from adapters.simulators.iom import sample_rows, write_htcds_export
 from gateway.errors import Reason
-from gateway.runtime.dropfolder import DropFile, DropOutcome, DropRecord, FileDropSource
+from gateway.runtime.dropfolder import DropFile, DropOutcome, DropRecord
 from gateway.runtime.intake import FileWatch, IntakeBounds, file_ref
+from gateway.runtime.jsonlines import FileDropSource
 from tests.doubles import IMMEDIATE, WorldPublish
 from tests.world import World, example
 
