@@ -23,8 +23,13 @@ How outcomes are kept (docs/PERFORMANCE.md has the measurements behind this):
 Why not one SQLite transaction per event: it costs a hand-off to the database thread and back for every
 event — about half of the subscriber's CPU — while the journal's ``write`` gives the same one-event window
 for a few microseconds. Why not block the event loop: a ``write`` of ~150 bytes to the page cache does not
-wait for the disk; SQLite commits and checkpoints, which may, stay on the database thread. Outcomes are kept
-for ``retention`` and then pruned.
+wait for the disk; SQLite commits and checkpoints, which may, stay on the database thread.
+
+Outcomes are kept for ``retention_seconds`` (30 days, the exchange topics' default retention: an event the
+broker can still redeliver is still deduplicated) and then deleted by :meth:`Inbox.settle`, at most once per
+:data:`PRUNE_INTERVAL` and in the same transaction as the outcomes it writes. Only ``(source, id)`` pairs are
+kept, never content, but a store that only grows is neither lawful retention (docs/PRIVACY.md) nor bounded.
+A topic kept longer than that (``gateway deploy render --retention-days``) needs a longer inbox retention.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ import contextlib
 import os
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Final, Literal
 
@@ -42,11 +47,13 @@ import structlog
 
 from gateway.bus.database import Database, transaction
 
-__all__ = ["Inbox", "Outcome"]
+__all__ = ["PRUNE_INTERVAL", "Inbox", "Outcome"]
 
 Outcome = Literal["delivered", "dead-lettered"]
 _OUTCOMES: Final = frozenset({"delivered", "dead-lettered"})
 _JOURNAL_MODE: Final = 0o600
+#: Seconds between two deletions of outcomes past retention (done by :meth:`Inbox.settle`).
+PRUNE_INTERVAL: Final = 3600.0
 
 _log = structlog.get_logger(__name__)
 
@@ -61,12 +68,17 @@ CREATE TABLE IF NOT EXISTS inbox (
 CREATE INDEX IF NOT EXISTS inbox_at ON inbox (at);
 """
 _INSERT: Final = "INSERT OR REPLACE INTO inbox (source, id, outcome, at) VALUES (?, ?, ?, ?)"
+_DELETE_OLD: Final = "DELETE FROM inbox WHERE at < ?"
 
 
 class Inbox:
-    def __init__(self, db: Database, *, retention_seconds: float = 30 * 86400) -> None:
+    def __init__(
+        self, db: Database, *, retention_seconds: float = 30 * 86400, clock: Callable[[], float] = time.time
+    ) -> None:
         self._db = db
         self.retention_seconds = retention_seconds
+        self._clock = clock
+        self._next_prune = 0.0  # the first settle prunes what a long stop left past retention
         self.journal_path = db.path.with_name(f"{db.path.name}.outcomes")
         self._journal: int | None = None  # file descriptor, O_APPEND
         self._noted: list[tuple[str, str, Outcome, float]] = []
@@ -88,7 +100,7 @@ class Inbox:
         the database at the next :meth:`settle`. Raises ``OSError`` if the journal cannot be written."""
         if self._journal is None:
             raise RuntimeError("inbox is not attached")
-        row = (source, event_id, outcome, time.time())
+        row = (source, event_id, outcome, self._clock())
         line = orjson.dumps(row) + b"\n"
         if os.write(self._journal, line) != len(line):  # a regular file takes it whole, or raises
             raise OSError(f"short write to {self.journal_path}")
@@ -99,11 +111,22 @@ class Inbox:
         if not self._noted:
             return
         rows, self._noted = self._noted, []
+        now = self._clock()
+        cutoff = now - self.retention_seconds if now >= self._next_prune else None
+
+        def _write(connection: sqlite3.Connection) -> int:
+            connection.executemany(_INSERT, rows)
+            return 0 if cutoff is None else connection.execute(_DELETE_OLD, (cutoff,)).rowcount
+
         try:
-            await self._db.run(lambda c: transaction(c, lambda t: t.executemany(_INSERT, rows)))
+            pruned = await self._db.run(lambda c: transaction(c, _write))
         except BaseException:
             self._noted = rows + self._noted  # still in the journal; the next settle (or start) retries
             raise
+        if cutoff is not None:
+            self._next_prune = now + PRUNE_INTERVAL
+            if pruned:
+                _log.info("inbox outcomes past retention deleted", outcomes=pruned)
         if self._journal is not None and not self._noted:
             os.ftruncate(self._journal, 0)
 
@@ -131,8 +154,9 @@ class Inbox:
         return await self._db.run(_query)
 
     async def prune(self) -> int:
-        cutoff = time.time() - self.retention_seconds
-        return await self._db.run(lambda c: c.execute("DELETE FROM inbox WHERE at < ?", (cutoff,)).rowcount)
+        """Delete the outcomes past retention now (:meth:`settle` does it once per :data:`PRUNE_INTERVAL`)."""
+        cutoff = self._clock() - self.retention_seconds
+        return await self._db.run(lambda c: c.execute(_DELETE_OLD, (cutoff,)).rowcount)
 
 
 def _read_journal(path: Path) -> list[tuple[str, str, Outcome, float]]:

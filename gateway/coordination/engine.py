@@ -29,6 +29,7 @@ from typing import Any, Final, Protocol
 import structlog
 
 from gateway.coordination.clock import Clock
+from gateway.coordination.metrics import CoordinationMetrics
 from gateway.coordination.projection import TimelineEntry, instant
 from gateway.coordination.sop import Sop, Step, fact
 from gateway.coordination.store import Instance, Session, Store
@@ -76,19 +77,31 @@ class SopEngine:
         clock: Clock,
         parties_with_role: Callable[[str], Sequence[str]],
         publish: PublishAlert | None = None,
+        metrics: CoordinationMetrics | None = None,
     ) -> None:
         self.sop = sop
         self.store = store
         self.clock = clock
         self._parties_with_role = parties_with_role
         self._publish = publish
+        self.metrics = metrics
+        """Counts each ``open -> overdue`` transition (``xchg_sop_escalations_total``)."""
         self.published: list[tuple[str, dict[str, Any]]] = []
         """(event id, payload) of every alert published, in order (for tests, the demo and metrics)."""
 
     # ---- events -------------------------------------------------------------------------------------------
     async def observe(self, entry: TimelineEntry, clear: Mapping[str, Any]) -> None:
         """Close what ``entry`` completes, then open what it triggers (see the module docstring)."""
-        if await self.store.call(lambda run: self.observe_in(Session(run), entry, clear)):
+
+        def work(run: Callable[..., Any]) -> tuple[bool, list[tuple[str, str]]]:
+            session = Session(run)
+            return self.observe_in(session, entry, clear), session.resolved
+
+        late, resolved = await self.store.call(work)
+        if self.metrics is not None:
+            for step, outcome in resolved:
+                self.metrics.resolved(step, outcome)
+        if late:
             await self.tick()
 
     def observe_in(self, session: Session, entry: TimelineEntry, clear: Mapping[str, Any]) -> bool:
@@ -186,6 +199,8 @@ class SopEngine:
             if state == "open":
                 if not await self.store.mark_overdue(instance.instance, now):
                     continue
+                if self.metrics is not None:
+                    self.metrics.escalated(instance.step)
                 state, overdue_at = "overdue", now
             else:
                 overdue_at = instance.overdue_at or now

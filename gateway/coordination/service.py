@@ -31,6 +31,7 @@ from gateway.contract.verify import Accepted
 from gateway.coordination.clock import Clock, SystemClock
 from gateway.coordination.config import CoordinationConfig
 from gateway.coordination.engine import PublishAlert, SopEngine
+from gateway.coordination.metrics import CoordinationMetrics
 from gateway.coordination.projection import TimelineEntry, project
 from gateway.coordination.sop import Sop
 from gateway.coordination.statistics import STAT_TYPE, Period, Statistics, compute, month_of
@@ -41,6 +42,7 @@ from gateway.settings import read_secret
 __all__ = ["Coordinator", "schema_fields"]
 
 _log = structlog.get_logger(__name__)
+_Counts = dict[tuple[str, str], int] | None
 #: uuid5(NAMESPACE_URL, "urn:id.trafficking:statistics") written out (event ids of statistics alerts).
 _STAT_NAMESPACE: Final = uuid.UUID("0f5e8b1a-3c4d-5e6f-8a9b-0c1d2e3f4a5b")
 
@@ -72,6 +74,7 @@ class Coordinator:
         publish: PublishAlert | None = None,
         clock: Clock | None = None,
         store: Store | None = None,
+        metrics: CoordinationMetrics | None = None,
     ) -> None:
         self.config = config
         self.party = party
@@ -79,6 +82,8 @@ class Coordinator:
         self.schemas = schemas
         self.clock = clock or SystemClock()
         self._publish = publish
+        self.metrics = metrics or CoordinationMetrics()
+        """``xchg_sop_*`` and ``xchg_statistics_*`` (:mod:`gateway.coordination.metrics`)."""
         self.store = store or _store(config)
         self.sop = (
             Sop.load(config.sop, known_types=schemas.types(), fields_of=schema_fields(schemas))
@@ -92,10 +97,13 @@ class Coordinator:
                 clock=self.clock,
                 parties_with_role=self._parties_with_role,
                 publish=publish if config.sop_alerts else None,
+                metrics=self.metrics,
             )
             if self.sop is not None
             else None
         )
+        if self.sop is not None:
+            self.metrics.declare(step.id for step in self.sop.steps)
         self._fact_fields = self.sop.fact_fields if self.sop is not None else frozenset()
         self._published_periods: dict[str, str] = {}
         self._last_prune = 0.0
@@ -218,7 +226,7 @@ class Coordinator:
                 return
             engine = self.engine
 
-            def work(run: Callable[..., Any]) -> list[tuple[bool, str | None, bool]]:
+            def work(run: Callable[..., Any]) -> tuple[list[tuple[bool, str | None, bool]], Session, _Counts]:
                 session = Session(run)
                 results: list[tuple[bool, str | None, bool]] = []
                 for entry, clear, _ in batch:
@@ -228,10 +236,12 @@ class Coordinator:
                         continue
                     late = engine.observe_in(session, entry, clear) if engine is not None else False
                     results.append((True, added[1], late))
-                return results
+                # the gauges, read in the same transaction when it opened or closed a step
+                counts = session.unresolved_counts() if session.opened or session.resolved else None
+                return results, session, counts
 
             try:
-                results = await self.store.call(work)
+                results, session, counts = await self.store.call(work)
             except BaseException as exc:
                 for _, _, future in batch:
                     if not future.done():
@@ -247,9 +257,14 @@ class Coordinator:
                     )
                 if not future.done():
                     future.set_result(anomaly)
+            for step, outcome in session.resolved:  # committed: count them
+                self.metrics.resolved(step, outcome)
+            if counts is not None:
+                self.metrics.set_unresolved(counts)
         if any_late and engine is not None:
             async with self._lock:
                 await engine.tick()  # the resolved alerts of steps closed late
+                await self._count_steps()
 
     async def _write(self) -> None:
         """Group commit: flush when ``flush_ms`` passed since the first queued event, at 512 queued events,
@@ -274,6 +289,7 @@ class Coordinator:
         async with self._lock:
             if self.engine is not None:
                 await self.engine.tick()
+                await self._count_steps()
         now = self.clock.now()
         if self.config.statistics or self.config.report_dir is not None:
             period = month_of((now.replace(day=1) - timedelta(days=1)).date())
@@ -284,6 +300,11 @@ class Coordinator:
             removed = await self.store.prune(cutoff)
             if removed:
                 _log.info("coordination.retention", removed=removed, party=self.party)
+
+    async def _count_steps(self) -> None:
+        """Recount ``xchg_sop_steps_open`` / ``_overdue`` from the store (after a tick: new overdue steps,
+        retention, a restart)."""
+        self.metrics.set_unresolved(await self.store.unresolved_counts())
 
     async def statistics(self, period: Period) -> Statistics:
         return await compute(self.store, self.party, period, now=self.clock.now())
@@ -304,6 +325,7 @@ class Coordinator:
                 _log.warning("statistics.not-published", reason=str(exc.reason), period=period.label)
                 return None
         self._published_periods[period.label] = digest
+        self.metrics.published(period.bounds()[0], self.clock.now().timestamp())
         return stats
 
     async def run(self, stop: asyncio.Event) -> None:

@@ -243,6 +243,9 @@ class Store:
     async def _instances(self, where: str, params: tuple[Any, ...]) -> list[Instance]:
         return await self.call(lambda run: Session(run).instances(where, params))
 
+    async def unresolved_counts(self) -> dict[tuple[str, str], int]:
+        return await self.call(lambda run: Session(run).unresolved_counts())
+
     async def mark_overdue(self, instance: str, at: float) -> bool:
         """``open`` -> ``overdue`` (once: False when another transition got there first)."""
         return await self.call(
@@ -276,6 +279,10 @@ class Session:
 
     def __init__(self, run: Callable[..., Any]) -> None:
         self.run = run
+        self.opened = 0
+        """Step instances this session opened."""
+        self.resolved: list[tuple[str, str]] = []
+        """``(step, met | late)`` of every instance this session closed (metrics count them after commit)."""
 
     def add(self, entry: TimelineEntry) -> tuple[TimelineEntry, str | None] | None:
         return _add_one(self.run, entry)
@@ -310,13 +317,23 @@ class Session:
             " ON CONFLICT DO NOTHING",
             values,
         )
+        if cursor.rowcount:
+            self.opened += 1
         return bool(cursor.rowcount)
+
+    def unresolved_counts(self) -> dict[tuple[str, str], int]:
+        """``{(step, state): instances}`` of the unresolved states (``open``, ``overdue``)."""
+        rows = self.run(
+            "SELECT step, state, COUNT(*) FROM xc_instances WHERE state IN ('open', 'overdue')"
+            " GROUP BY step, state"
+        ).fetchall()
+        return {(str(step), str(state)): int(count) for step, state, count in rows}
 
     def resolve(self, instance: str, at: float, source: str, event_id: str) -> str | None:
         """``met`` if the instance was open; ``late`` if it was overdue, resolved no earlier than it was
         found overdue (an answer made in time but learned of after the escalation still closes a breach)."""
         row = self.run(
-            "SELECT state, overdue_at FROM xc_instances WHERE instance = ?", (instance,)
+            "SELECT state, overdue_at, step FROM xc_instances WHERE instance = ?", (instance,)
         ).fetchone()
         if row is None or row[0] not in _OPEN_STATES:
             return None
@@ -328,6 +345,7 @@ class Session:
             " WHERE instance = ?",
             (state, at, source, event_id, instance),
         )
+        self.resolved.append((str(row[2]), state))
         return state
 
 

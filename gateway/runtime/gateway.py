@@ -59,6 +59,7 @@ from gateway.contract.schemas import SchemaStore
 from gateway.contract.sign import EventSigner
 from gateway.contract.verify import EventVerifier
 from gateway.coordination.clock import Clock
+from gateway.coordination.metrics import CoordinationMetrics
 from gateway.coordination.service import Coordinator
 from gateway.errors import GatewayError, Reason
 from gateway.runtime.config import GatewayConfig
@@ -242,6 +243,7 @@ class Gateway:
             self.coordinator = Coordinator(
                 config.coordination, party=self.party, registry=self.registry, schemas=self.schemas,
                 publish=self.publisher.publish, clock=self.clock,
+                metrics=CoordinationMetrics(self.metrics.registry),
             )  # fmt: skip
             await self.coordinator.start()
             self.publisher.observers.append(self.coordinator)

@@ -16,9 +16,9 @@ bounded ring of snapshots taken every ``interval`` seconds by the ops server's s
 readiness checks, keeping ``xchg_readiness_check`` fresh for alerting).
 
 Never on the page: an event id, a case id, a payload value, a file name. Labels are the bounded sets the
-metrics allow (types, reason codes, sink and source names, topics, partitions); readiness details follow
-``/readyz``'s rules (ids, counts and reason codes only). Every sentence comes from the console catalogue
-(:mod:`gateway.runtime.catalogue`); the language is ``?lang=`` or else ``Accept-Language``.
+metrics allow (types, reason codes, sink and source names, topics, partitions, SOP step ids); readiness
+details follow ``/readyz``'s rules (ids, counts and reason codes only). Every sentence comes from the console
+catalogue (:mod:`gateway.runtime.catalogue`); the language is ``?lang=`` or else ``Accept-Language``.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from typing import Any, Final
 from prometheus_client import CollectorRegistry
 
 from gateway.runtime.catalogue import Catalogue
+from gateway.runtime.status_sop import sop_section
 
 __all__ = [
     "OPTIONAL_METRICS",
@@ -301,6 +302,7 @@ class _Page:
         self.dead_letters()
         self.lag()
         self.quarantine()
+        self.parts.append(sop_section(self))  # case coordination (gateway/runtime/status_sop.py)
         self.checks()
         self.tasks()
         return "".join(self.parts)

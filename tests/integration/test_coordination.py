@@ -122,6 +122,13 @@ async def test_sop_escalation_and_consent_withdrawal_with_erasure(
             assert kemensos.gateway.coordinator is not None
             states = [i.state for i in await kemensos.gateway.coordinator.store.instances()]
             assert states.count("late") == 1
+            # the same story in the gateway's /metrics (step ids only), and never at KBRI (no coordination)
+            step = {"step": "referral-answered"}
+            assert metric_total(kemensos, "xchg_sop_escalations_total", **step) == 1
+            assert metric_total(kemensos, "xchg_sop_resolutions_total", outcome="late", **step) == 1
+            assert metric_total(kemensos, "xchg_sop_steps_overdue", **step) == 0
+            assert CASE not in kemensos.gateway.metrics.render().decode()
+            assert metric_total(kbri, "xchg_sop_escalations_total") == 0
 
             # withdrawal with erasure: every agency system gets it as a delete instruction
             await kbri.gateway.publisher.publish(

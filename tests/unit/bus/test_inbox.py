@@ -13,7 +13,7 @@ from pathlib import Path
 import structlog.testing
 
 from gateway.bus.database import Database
-from gateway.bus.inbox import Inbox
+from gateway.bus.inbox import PRUNE_INTERVAL, Inbox
 
 SOURCE = "kemlu.kbri-kuching"
 
@@ -104,3 +104,34 @@ def test_unknown_outcome_in_the_journal_is_not_trusted(tmp_path: Path) -> None:
             await database.close()
 
     assert asyncio.run(scenario()) == set()
+
+
+def test_settle_deletes_outcomes_past_retention_at_most_once_per_interval(tmp_path: Path) -> None:
+    """Outcomes older than the retention are deleted by a settle, not kept for ever; within the retention
+    they still deduplicate; and a settle less than :data:`PRUNE_INTERVAL` after the last prune deletes
+    nothing (a retention shorter than the interval makes that visible)."""
+    now = [0.0]
+    retention = PRUNE_INTERVAL / 4
+
+    async def scenario() -> list[set[tuple[str, str]]]:
+        database = Database(tmp_path / "inbox.db", durable=False)
+        await database.open()
+        inbox = Inbox(database, retention_seconds=retention, clock=lambda: now[0])
+        await inbox.attach()
+        keys = [(SOURCE, "a"), (SOURCE, "b"), (SOURCE, "c")]
+        seen = []
+        try:
+            for at, event_id in [(0.0, "a"), (PRUNE_INTERVAL / 2, "b"), (PRUNE_INTERVAL, "c")]:
+                now[0] = at
+                inbox.note(SOURCE, event_id, "delivered")
+                await inbox.settle()
+                seen.append(await inbox.seen(keys))
+            return seen
+        finally:
+            inbox.close()
+            await database.close()
+
+    first, half_an_interval_later, an_interval_later = asyncio.run(scenario())
+    assert first == {(SOURCE, "a")}
+    assert half_an_interval_later == {(SOURCE, "a"), (SOURCE, "b")}  # "a" is past retention: not yet pruned
+    assert an_interval_later == {(SOURCE, "c")}  # pruned with the settle; "c" is within retention

@@ -22,6 +22,7 @@ import yaml
 from gateway.audit.notary._http import _NotaryCollector
 from gateway.bus.consent import ConsentGate
 from gateway.bus.metrics import GatewayMetrics
+from gateway.coordination.metrics import CoordinationMetrics
 from tests.paths import REPO
 
 RULES = REPO / "deploy" / "prometheus" / "xchg-alerts.yml"
@@ -48,9 +49,11 @@ class _FakeNotary:
 
 
 def exported() -> set[str]:
-    """Every sample name the code can export (gateway metrics, the consent gate's counter, the notary)."""
+    """Every sample name the code can export (gateway metrics, the consent gate's counter, the coordination
+    layer's metrics, the notary)."""
     metrics = GatewayMetrics(party="kemensos")
     ConsentGate.counter(metrics.registry)
+    CoordinationMetrics(metrics.registry)
     names = set()
     for family in [*metrics.registry.collect(), *_NotaryCollector(_FakeNotary()).collect()]:  # type: ignore[arg-type]
         names.add(family.name)
@@ -85,7 +88,7 @@ def _promtool(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 def test_the_rules_are_valid() -> None:
     done = _promtool("check", "rules", RULES.name, cwd=RULES.parent)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "SUCCESS: 16 rules found" in done.stdout
+    assert "SUCCESS: 17 rules found" in done.stdout
 
 
 def test_the_rules_fire_as_their_unit_tests_say() -> None:

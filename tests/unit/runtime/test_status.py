@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import string
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,10 +17,16 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.bus.metrics import GatewayMetrics
+from gateway.coordination.clock import ManualClock
+from gateway.coordination.config import CoordinationConfig
+from gateway.coordination.metrics import CoordinationMetrics
+from gateway.coordination.service import Coordinator
+from gateway.coordination.store import Store
 from gateway.runtime.catalogue import LANGUAGES, Catalogue, negotiate
 from gateway.runtime.ops import CheckFailed, ReadinessCheck, StatusOptions, build_ops_app
-from gateway.runtime.status import History, StatusFacts, read_metrics
+from gateway.runtime.status import History, StatusFacts, StatusPage, StatusView, read_metrics
 from tests.paths import REPO
+from tests.world import World
 
 NOW = datetime(2026, 6, 1, 5, 0, tzinfo=UTC)
 
@@ -212,3 +219,103 @@ def test_static_files_are_packaged() -> None:
     static = REPO / "gateway" / "runtime" / "static"
     assert sorted(p.name for p in static.iterdir()) == ["status.css", "status.js"]
     assert Path(REPO / "gateway" / "runtime" / "console_catalogue.toml").is_file()
+
+
+def _sop_page(metrics: GatewayMetrics, lang: str, history: History | None = None) -> str:
+    view = StatusView(
+        party="kemensos", version="1.0", now=NOW, snapshot=read_metrics(metrics.registry),
+        history=history or History(interval=15.0, clock=lambda: 0.0), facts=StatusFacts(),
+        checks=[], failing_tasks=[],
+    )  # fmt: skip
+    return StatusPage().render(view, lang, fragment=True)
+
+
+def _section(page: str) -> str:
+    found = re.search(r'<section id="coordination">.*?</section>', page)
+    assert found, "no coordination section"
+    return found.group(0)
+
+
+def test_the_coordination_section_shows_the_sop_metrics_in_both_languages() -> None:
+    metrics = GatewayMetrics(party="kemensos")
+    sop = CoordinationMetrics(metrics.registry)
+    sop.declare(["referral-answered", "arrival-admitted"])
+    now = [0.0]
+    history = History(interval=15.0, clock=lambda: now[0])
+    for overdue in (0, 2, 3):  # three samples: the chart of overdue steps has points
+        sop.set_unresolved({("referral-answered", "open"): 4, ("referral-answered", "overdue"): overdue})
+        history.record(read_metrics(metrics.registry))
+        now[0] += 15.0
+    for _ in range(3):
+        sop.escalated("referral-answered")
+    for _ in range(9):
+        sop.resolved("referral-answered", "met")
+    sop.resolved("referral-answered", "late")
+    sop.published(
+        datetime(2026, 5, 1, tzinfo=UTC).timestamp(), datetime(2026, 6, 1, 0, 1, tzinfo=UTC).timestamp()
+    )
+
+    english = _section(_sop_page(metrics, "en", history))
+    assert "Case coordination (SOP)" in english
+    cells = re.findall(r"<tr><td><code>referral-answered</code></td>(.*?)</tr>", english)[0]
+    numbers = re.findall(r'data-value="([^"]+)"', cells)
+    assert [float(n) for n in numbers] == [7.0, 3.0, 3.0, 9.0, 1.0]  # open (incl. overdue), overdue, ...
+    assert "75&#8239;%" in cells  # 9 in time of 9 + 3 escalated
+    assert "<code>arrival-admitted</code>" in english  # declared, nothing yet
+    assert "&#8212;" in english  # no compliance without a step due
+    assert "last published for 2026-05, at 2026-06-01 00:01 UTC" in english
+    assert 'data-chart="xchg_sop_steps_overdue"' in english
+    assert "<polyline" in english
+    # every marked number is the registry's
+    exported = read_metrics(metrics.registry)
+    for name, labels, value in re.findall(
+        r'data-metric="([^"]+)" data-labels="([^"]*)"(?: data-sum="1")? data-value="([^"]+)"', english
+    ):
+        series = {",".join(f"{a}={b}" for a, b in lb): v for (n, lb), v in exported.items() if n == name}
+        assert float(value) == (series[labels] if labels else sum(series.values())), (name, labels)
+
+    indonesian = _section(_sop_page(metrics, "id", history))
+    assert "Koordinasi kasus (SOP)" in indonesian
+    assert "3 langkah terlambat dari 7 langkah terbuka; kepatuhan SOP 75" in re.sub(
+        r"<[^>]+>", "", indonesian
+    )
+    assert "Eskalasi" in indonesian
+    assert "terakhir diterbitkan untuk periode 2026-05" in indonesian
+    sop.resolved("referral-answered", "met")  # 10 of 13: the decimal comma
+    assert "76,9&#8239;%" in _section(_sop_page(metrics, "id", history))
+
+
+async def test_the_coordination_section_of_a_gateway_never_names_a_case(tmp_path: Path, world: World) -> None:
+    metrics = GatewayMetrics(party="kemensos")
+    clock = ManualClock(datetime(2020, 8, 18, 8, 0, tzinfo=UTC))
+    store = Store.sqlite(tmp_path / "coordination.db")
+    await store.open()
+    coordinator = Coordinator(
+        CoordinationConfig(), party="kemensos", registry=world.registry, schemas=world.schemas,
+        clock=clock, store=store, metrics=CoordinationMetrics(metrics.registry),
+    )  # fmt: skip
+    try:
+        await coordinator.record(
+            event_type="id.trafficking.case.referral", source="kemlu.kbri-kuching",
+            event_id=str(uuid.uuid4()), subject="KBRI-KCH-2020-000777", time="2020-08-18T08:00:00Z",
+            clear={"case_id": "KBRI-KCH-2020-000777", "cas_ReferredOrganisation": "kemensos"},
+        )  # fmt: skip
+        clock.advance(days=2)
+        await coordinator.tick()
+    finally:
+        await store.close()
+    for lang in ("en", "id"):
+        page = _sop_page(metrics, lang)
+        section = _section(page)
+        assert re.search(r'data-metric="xchg_sop_steps_overdue" data-labels="step=referral-answered" '
+                         r'data-value="1.0"', section), lang  # fmt: skip
+        assert "KBRI-KCH" not in page
+        assert "000777" not in page
+
+
+def test_without_coordination_the_section_has_nothing_to_show() -> None:
+    metrics = GatewayMetrics(party="kemensos")
+    english = _section(_sop_page(metrics, "en"))
+    assert "Nothing to show yet." in english
+    assert "data-metric" not in english
+    assert "Belum ada yang ditampilkan." in _section(_sop_page(metrics, "id"))
