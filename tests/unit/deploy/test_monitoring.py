@@ -31,7 +31,6 @@ DASHBOARD = REPO / "deploy" / "grafana" / "xchg-gateway.json"
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
 
 PENDING = {
-    "xchg_registry_expiry_timestamp_seconds": "issue 12 (signed registry with expiry)",
     "xchg_sink_circuit_open": "issue 13 (sink circuit breakers)",
     "xchg_unacknowledged_events": "issue 13 (delivery receipts)",
 }
