@@ -57,12 +57,14 @@ from gateway.audit.notary import Notary, NotaryConfig
 from gateway.audit.note import verifier_from_vkey
 from gateway.bus.kafka import EMBEDDED_CLIENT_TIMINGS, KafkaSettings
 from gateway.bus.receipts import summarise
+from gateway.bus.registry_feed import publish_version
 from gateway.bus.subscriber import Route
 from gateway.contract.instants import format_utc
 from gateway.contract.keys import SigningKey, write_private_pem
-from gateway.contract.policy import CHECKPOINT_TOPIC, NOTARISED_TOPICS
+from gateway.contract.policy import CHECKPOINT_TOPIC, NOTARISED_TOPICS, REGISTRY_TOPIC
 from gateway.contract.receipt import RECEIPT_TYPE, receipt_data
-from gateway.contract.verify import Accepted, EventVerifier
+from gateway.contract.registry_chain import Anchor
+from gateway.contract.verify import Accepted
 from gateway.coordination.clock import OffsetClock
 from gateway.coordination.statistics import month_of
 from gateway.errors import Reason
@@ -70,7 +72,7 @@ from gateway.runtime.config import GatewayConfig
 from gateway.runtime.gateway import Gateway
 from gateway.runtime.signals import stop_on_signals
 from gateway.sandbox.broker import EmbeddedBroker
-from gateway.sandbox.deployment import create_sandbox
+from gateway.sandbox.deployment import ANCHOR_FILE, create_sandbox, sandbox_registry
 from gateway.sandbox.memory import MemorySink
 
 __all__ = ["KBRI", "PARTIES", "ScenarioResult", "run_scenario"]
@@ -154,6 +156,7 @@ async def run_scenario(  # noqa: PLR0915 - the scenario reads top to bottom, one
                 per_party=_adapter_settings(kemlu_api.url, kemensos_system.url, iom_system.url),
             )
             started = time.monotonic()
+            await _publish_registry(root, kafka, out)
             print("Simulated agency systems (stand-ins for systems that are not public):", file=out)
             print(f"  Kemlu case API {kemlu_api.url}   Kemensos case system {kemensos_system.url}   "
                   f"IOM case system {iom_system.url}", file=out)  # fmt: skip
@@ -254,6 +257,17 @@ async def _stop(gateways: dict[str, Gateway], notary: Notary) -> None:
     await notary.stop()
 
 
+async def _publish_registry(root: Path, kafka: KafkaSettings, out: TextIO) -> None:
+    """The maintainers publish version 1 of the signed registry on ``xchg.registry.v1``: every gateway and
+    the notary follow that topic (and would apply a version 2 live)."""
+    version = sandbox_registry(root)
+    await publish_version(kafka, version)
+    signers = ", ".join(version.signers())
+    print(f"Registry {version.label()}: {len(version.registry.parties)} parties, signed by "
+          f"{len(version.signers())} of {len(version.maintainers.keys)} maintainers ({signers}), "
+          f"published on {REGISTRY_TOPIC}; anchor {root / ANCHOR_FILE}", file=out)  # fmt: skip
+
+
 async def _start_notary(root: Path, kafka: KafkaSettings, out: TextIO) -> Notary:
     """The deployment's audit notary: its own key, the sandbox registry, its log under ``root/notary``."""
     folder = root / "notary"
@@ -263,7 +277,7 @@ async def _start_notary(root: Path, kafka: KafkaSettings, out: TextIO) -> Notary
         write_private_pem(key_file, SigningKey.generate().to_pem())
     config = NotaryConfig(
         deployment="demo",
-        registry=root / "registry.toml",
+        registry_anchor=root / ANCHOR_FILE,
         log_dir=folder / "log",
         key_file=key_file,
         kafka=kafka,
@@ -283,9 +297,11 @@ async def _audit(
     """Wait for a checkpoint covering every record, then replay log + topics as ``gateway audit verify``."""
     result.notary_log = notary.config.log_dir
     result.checkpoint = await notary.sync()
-    verifier = EventVerifier(registry=notary.registry, schemas=notary.schemas)
     keys = [verifier_from_vkey(notary.vkey)]
-    auditor = Auditor(notary.config.log_dir, notary_keys=keys, event_verifier=verifier)
+    auditor = Auditor(
+        notary.config.log_dir, notary_keys=keys, registry_anchor=Anchor.load(root / ANCHOR_FILE),
+        schemas_factory=lambda: notary.schemas,
+    )  # fmt: skip
     auditor.load_stored_checkpoints()
     report = await audit_kafka(auditor, kafka, pattern=NOTARISED_TOPICS, checkpoint_topic=CHECKPOINT_TOPIC)
     result.audit = report.to_json()
@@ -303,7 +319,7 @@ async def _audit(
     if kept:  # the command needs the folder: print it only when the folder outlives the demo
         print(
             f"  offline: gateway audit verify --log {notary.config.log_dir} --vkey {vkey} "
-            f"--registry {root / 'registry.toml'}",
+            f"--registry-anchor {root / ANCHOR_FILE}",
             file=out,
             flush=True,
         )

@@ -66,12 +66,13 @@ from gateway.audit.tiles import TileLog
 from gateway.contract.keys import SigningKey
 from gateway.contract.policy import event_topic
 from gateway.contract.registry import Registry
+from gateway.contract.registry_version import RegistryVersion
 from gateway.contract.schemas import SchemaStore
 from gateway.contract.sign import EventSigner, build_event
 from gateway.contract.verify import EventVerifier
-from gateway.sandbox.deployment import create_sandbox
+from gateway.sandbox.deployment import REGISTRY_FILE, create_sandbox
 
-_FORMAT: Final = "xchg-bench-audit-verify-cache/v1"
+_FORMAT: Final = "xchg-bench-audit-verify-cache/v2"  # v2: signed registry.json
 _BATCH: Final = 1000
 """Entries per append and per signed checkpoint (the notary's ``batch_size`` and ``checkpoint.entries``)."""
 _CHUNK: Final = 2000
@@ -97,7 +98,7 @@ class Cache:
 
     @property
     def registry(self) -> Path:
-        return self.directory / "sandbox" / "registry.toml"
+        return self.directory / "sandbox" / REGISTRY_FILE
 
     @property
     def signing_key(self) -> Path:
@@ -219,7 +220,7 @@ _builder: _Builder | None = None
 
 def _start_builder(registry_path: Path, key_path: Path) -> None:
     global _builder  # noqa: PLW0603 - one set-up per build process
-    registry, schemas = Registry.load(registry_path), SchemaStore.load()
+    registry, schemas = RegistryVersion.parse(registry_path.read_bytes()).registry, SchemaStore.load()
     signer = EventSigner(party=PUBLISHER, kid=_KID, key=SigningKey.load(key_path))
     # Templates: the payloads of bench._common differ only by their id (fixed width below 1,000,000).
     _builder = _Builder(

@@ -115,6 +115,17 @@ class Reason(enum.StrEnum):
     CONFIG_INVALID = "config.invalid"
     REGISTRY_INVALID = "registry.invalid"
     KEYFILE_INVALID = "keyfile.invalid"
+    # signed registry versions (gateway/contract/registry_chain.py; docs/REGISTRY.md): a refused version
+    REGISTRY_FORMAT_UNKNOWN = "registry.format-unknown"
+    REGISTRY_DUPLICATE_KEY = "registry.duplicate-key"
+    REGISTRY_THRESHOLD_NOT_MET = "registry.threshold-not-met"
+    REGISTRY_CHAIN_BROKEN = "registry.chain-broken"
+    REGISTRY_ROLLBACK = "registry.rollback"
+    REGISTRY_ANCHOR_MISMATCH = "registry.anchor-mismatch"
+    REGISTRY_KEY_REQUEST_INVALID = "registry.key-request-invalid"
+    # the registry in force (readiness, verdicts): past its expiry (freeze), or none at all
+    REGISTRY_EXPIRED = "registry.expired"
+    REGISTRY_UNAVAILABLE = "registry.unavailable"
     # runtime (bus, sinks)
     BUS_UNAVAILABLE = "bus.unavailable"
     BUS_NOT_AUTHORIZED = "bus.not-authorized"

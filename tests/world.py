@@ -16,6 +16,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from gateway.contract.dsse import (
+    PAYLOAD_TYPE,
+    DsseEnvelope,
+    DsseSignature,
+    check_signed_extensions,
+    pae,
+    verification_material,
+)
 from gateway.contract.envelope import Envelope
 from gateway.contract.keys import PublicKey, SealingKey, SigningKey
 from gateway.contract.registry import Registry
@@ -98,8 +106,10 @@ class World:
         signer: EventSigner | None = None,
         **kwargs: Any,
     ) -> Envelope:
-        return build_event(
-            signer=signer or self.members[by].signer,
+        """An event of ``by``; with ``signer``, re-signed by it afterwards (:func:`resign`), as a hostile
+        producer that skips ``build_event``'s own key check would."""
+        event = build_event(
+            signer=self.members[by].signer,
             registry=self.registry,
             schemas=self.schemas,
             event_type=event_type,
@@ -107,6 +117,18 @@ class World:
             recipients=recipients,
             **kwargs,
         )
+        return event if signer is None else resign(event, signer)
+
+
+def resign(event: Envelope, signer: EventSigner) -> Envelope:
+    """``event`` with its DSSE signature replaced by one from ``signer`` (any key id, any key, same signed
+    extensions): what a producer holding a stolen, revoked or unregistered key sends."""
+    signed = check_signed_extensions(event.signedextattrs)
+    material = verification_material(event.attributes(), event.data, signed)
+    signature = DsseSignature(signer.kid, signer.key.sign(pae(PAYLOAD_TYPE, material)))
+    return event.with_signature(
+        event.signedextattrs or "", DsseEnvelope(PAYLOAD_TYPE, material, (signature,)).to_b64()
+    )
 
 
 def example(name: str, version: str, which: str = "valid") -> list[tuple[Path, dict[str, Any]]]:

@@ -67,6 +67,9 @@ _EPOCH: Final = "1970-01-01T00:00:00Z"
 #: ``publish`` refusals about the gateway's state, not the case: retry the page later, do not quarantine.
 _DEFERRING: Final = frozenset(
     {Reason.OUTBOX_FULL, Reason.OUTBOX_UNAVAILABLE, Reason.STOPPING, Reason.BUS_UNAVAILABLE}
+    # this gateway's own signing key is not usable at the event time (not registered yet, revoked,
+    # expired): the registry or the key file must change, not the record (gateway.contract.sign)
+    | {Reason.KEY_UNKNOWN, Reason.KEY_REVOKED, Reason.KEY_EXPIRED, Reason.KEY_NOT_YET_VALID}
 )
 _INSTANT_RE: Final = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:Z|[+-]\d{2}:\d{2})$")
 _FILE_MODE: Final = 0o600

@@ -7,7 +7,9 @@
 #   kafka/keystore-password       the password of those keystores
 #   kafka/admin-password          the admin's SCRAM-SHA-512 password (bootstrapped when the nodes format)
 #   kafka/cluster-id              the KRaft cluster id
-#   scram/xchg-<party>            each gateway's SCRAM-SHA-512 password; scram/xchg-notary for the notary
+#   scram/xchg-<party>            each gateway's SCRAM-SHA-512 password; scram/xchg-notary for the notary;
+#                                 scram/xchg-registry for the registry maintainers (gateway registry publish)
+#   registry.json, registry-anchor.toml, maintainers/   the signed registry (2 of 3), its anchor, maintainer keys
 #   parties/<party>/keys/         `gateway keys new` output: signing and sealing keys (0600, with their kids)
 #   parties/<party>/signing.pem   copies under fixed names, mounted by compose.yaml
 #   parties/<party>/sealing.pem
@@ -77,6 +79,7 @@ with open(sys.argv[1], "rb") as handle:
 ' "$template")
 
 password >"$out/scram/xchg-notary"
+password >"$out/scram/xchg-registry"   # the registry maintainers' user: the only writer of xchg.registry.v1
 echo "gen-secrets: the notary's checkpoint signing key (auditors trust secrets/notary/notary.vkey)"
 mkdir -p "$out/notary"
 "$gateway" audit keygen --notary local-trial --out "$out/notary/notary.pem" >/dev/null
@@ -110,11 +113,33 @@ PYTHON
 "$gateway" deploy render --registry "$out/registry.toml" --out "$(mktemp -d)" >/dev/null 2>&1 \
   || { echo "gen-secrets: the generated registry does not load" >&2; exit 1; }
 
+# The signed registry (docs/REGISTRY.md): three throwaway maintainers, version 1 signed by two of them, and
+# the trust anchor every gateway and the notary are configured with. The maintainers' private keys stay in
+# secrets/maintainers/ (in production each maintainer keeps theirs on their own machine).
+echo "gen-secrets: registry.json (signed 2 of 3) and registry-anchor.toml"
+mkdir -p "$out/maintainers"
+for name in kemensos kemlu independent; do
+  "$gateway" registry keygen --name "$name" --out "$out/maintainers" >/dev/null
+done
+maintainer_args=()
+for public in "$out"/maintainers/*.pub.toml; do maintainer_args+=(--maintainer "$public"); done
+"$gateway" registry init --parties "$out/registry.toml" --threshold 2 --valid-days "$days" \
+  "${maintainer_args[@]}" --out "$out/registry.json" >/dev/null
+signed=0
+for key in "$out"/maintainers/*.pem; do
+  [ "$signed" -lt 2 ] || break
+  "$gateway" registry sign "$out/registry.json" --key "$key" >/dev/null
+  signed=$((signed + 1))
+done
+"$gateway" registry anchor "$out/registry.json" --out "$out/registry-anchor.toml" >/dev/null \
+  || { echo "gen-secrets: the signed registry does not verify" >&2; exit 1; }
+
 # Readable by the containers that mount them; unreachable for other users (see the header).
 find "$out" -mindepth 1 -type d -exec chmod 0755 {} +
 find "$out" -mindepth 1 -type f -exec chmod 0644 {} +
 chmod 0600 "$out/ca/ca.key"
 find "$out/parties" -path '*/keys/*' -type f -exec chmod 0600 {} +
+find "$out/maintainers" -name '*.pem' -type f -exec chmod 0600 {} +
 chmod 0700 "$out"
 
 echo "gen-secrets: done. Next: docker compose up -d (README.md)"

@@ -71,6 +71,7 @@ kafka kafka-topics.sh --create --if-not-exists --topic xchg.kemlu.kbri-kuching.c
 kafka kafka-topics.sh --create --if-not-exists --topic xchg.kemlu.kbri-kuching.delivery.v1 --partitions 3 --replication-factor 3 --config min.insync.replicas=2 --config retention.ms=2592000000
 kafka kafka-topics.sh --create --if-not-exists --topic xchg.kemlu.kbri-kuching.dlq.v1 --partitions 3 --replication-factor 3 --config min.insync.replicas=2 --config retention.ms=2592000000
 kafka kafka-topics.sh --create --if-not-exists --topic xchg.notary.checkpoints.v1 --partitions 1 --replication-factor 3 --config min.insync.replicas=2 --config retention.ms=-1
+kafka kafka-topics.sh --create --if-not-exists --topic xchg.registry.v1 --partitions 1 --replication-factor 3 --config cleanup.policy=compact --config min.insync.replicas=2 --config retention.ms=-1
 
 # ---- SCRAM-SHA-512 users
 scram_user xchg-iom
@@ -79,6 +80,7 @@ scram_user xchg-kemlu
 scram_user xchg-kemlu.kbri-kuala-lumpur
 scram_user xchg-kemlu.kbri-kuching
 scram_user xchg-notary
+scram_user xchg-registry
 
 # ---- ACLs (LITERAL resource patterns only; each operation on each named resource)
 kafka kafka-acls.sh --add --allow-principal User:xchg-iom --allow-host '*' --operation IdempotentWrite --cluster --resource-pattern-type literal >/dev/null
@@ -89,14 +91,14 @@ kafka kafka-acls.sh --add --allow-principal User:xchg-iom --allow-host '*' --ope
 echo 'kafka-init: ACLs of User:xchg-iom on 3 topic resource(s)'
 kafka kafka-acls.sh --add --allow-principal User:xchg-iom --allow-host '*' --operation Read --operation Write --operation Describe --operation Delete --topic xchg.iom.dlq.v1 --resource-pattern-type literal >/dev/null
 echo 'kafka-init: ACLs of User:xchg-iom on 1 topic resource(s)'
-kafka kafka-acls.sh --add --allow-principal User:xchg-iom --allow-host '*' --operation Read --operation Describe --topic xchg.kemensos.alert.v1 --topic xchg.kemensos.case.v1 --topic xchg.kemensos.delivery.v1 --topic xchg.kemlu.alert.v1 --topic xchg.kemlu.case.v1 --topic xchg.kemlu.delivery.v1 --topic xchg.kemlu.kbri-kuala-lumpur.alert.v1 --topic xchg.kemlu.kbri-kuala-lumpur.case.v1 --topic xchg.kemlu.kbri-kuala-lumpur.delivery.v1 --topic xchg.kemlu.kbri-kuching.alert.v1 --topic xchg.kemlu.kbri-kuching.case.v1 --topic xchg.kemlu.kbri-kuching.delivery.v1 --resource-pattern-type literal >/dev/null
-echo 'kafka-init: ACLs of User:xchg-iom on 12 topic resource(s)'
+kafka kafka-acls.sh --add --allow-principal User:xchg-iom --allow-host '*' --operation Read --operation Describe --topic xchg.kemensos.alert.v1 --topic xchg.kemensos.case.v1 --topic xchg.kemensos.delivery.v1 --topic xchg.kemlu.alert.v1 --topic xchg.kemlu.case.v1 --topic xchg.kemlu.delivery.v1 --topic xchg.kemlu.kbri-kuala-lumpur.alert.v1 --topic xchg.kemlu.kbri-kuala-lumpur.case.v1 --topic xchg.kemlu.kbri-kuala-lumpur.delivery.v1 --topic xchg.kemlu.kbri-kuching.alert.v1 --topic xchg.kemlu.kbri-kuching.case.v1 --topic xchg.kemlu.kbri-kuching.delivery.v1 --topic xchg.registry.v1 --resource-pattern-type literal >/dev/null
+echo 'kafka-init: ACLs of User:xchg-iom on 13 topic resource(s)'
 kafka kafka-acls.sh --add --allow-principal User:xchg-kemensos --allow-host '*' --operation IdempotentWrite --cluster --resource-pattern-type literal >/dev/null
 echo 'kafka-init: ACLs of User:xchg-kemensos on 1 cluster resource(s)'
 kafka kafka-acls.sh --add --allow-principal User:xchg-kemensos --allow-host '*' --operation Read --group xchg.kemensos --resource-pattern-type literal >/dev/null
 echo 'kafka-init: ACLs of User:xchg-kemensos on 1 group resource(s)'
-kafka kafka-acls.sh --add --allow-principal User:xchg-kemensos --allow-host '*' --operation Read --operation Describe --topic xchg.iom.alert.v1 --topic xchg.iom.case.v1 --topic xchg.iom.delivery.v1 --topic xchg.kemlu.alert.v1 --topic xchg.kemlu.case.v1 --topic xchg.kemlu.delivery.v1 --topic xchg.kemlu.kbri-kuala-lumpur.alert.v1 --topic xchg.kemlu.kbri-kuala-lumpur.case.v1 --topic xchg.kemlu.kbri-kuala-lumpur.delivery.v1 --topic xchg.kemlu.kbri-kuching.alert.v1 --topic xchg.kemlu.kbri-kuching.case.v1 --topic xchg.kemlu.kbri-kuching.delivery.v1 --resource-pattern-type literal >/dev/null
-echo 'kafka-init: ACLs of User:xchg-kemensos on 12 topic resource(s)'
+kafka kafka-acls.sh --add --allow-principal User:xchg-kemensos --allow-host '*' --operation Read --operation Describe --topic xchg.iom.alert.v1 --topic xchg.iom.case.v1 --topic xchg.iom.delivery.v1 --topic xchg.kemlu.alert.v1 --topic xchg.kemlu.case.v1 --topic xchg.kemlu.delivery.v1 --topic xchg.kemlu.kbri-kuala-lumpur.alert.v1 --topic xchg.kemlu.kbri-kuala-lumpur.case.v1 --topic xchg.kemlu.kbri-kuala-lumpur.delivery.v1 --topic xchg.kemlu.kbri-kuching.alert.v1 --topic xchg.kemlu.kbri-kuching.case.v1 --topic xchg.kemlu.kbri-kuching.delivery.v1 --topic xchg.registry.v1 --resource-pattern-type literal >/dev/null
+echo 'kafka-init: ACLs of User:xchg-kemensos on 13 topic resource(s)'
 kafka kafka-acls.sh --add --allow-principal User:xchg-kemensos --allow-host '*' --operation Write --operation Describe --topic xchg.kemensos.alert.v1 --topic xchg.kemensos.case.v1 --topic xchg.kemensos.delivery.v1 --resource-pattern-type literal >/dev/null
 echo 'kafka-init: ACLs of User:xchg-kemensos on 3 topic resource(s)'
 kafka kafka-acls.sh --add --allow-principal User:xchg-kemensos --allow-host '*' --operation Read --operation Write --operation Describe --operation Delete --topic xchg.kemensos.dlq.v1 --resource-pattern-type literal >/dev/null
@@ -105,8 +107,8 @@ kafka kafka-acls.sh --add --allow-principal User:xchg-kemlu --allow-host '*' --o
 echo 'kafka-init: ACLs of User:xchg-kemlu on 1 cluster resource(s)'
 kafka kafka-acls.sh --add --allow-principal User:xchg-kemlu --allow-host '*' --operation Read --group xchg.kemlu --resource-pattern-type literal >/dev/null
 echo 'kafka-init: ACLs of User:xchg-kemlu on 1 group resource(s)'
-kafka kafka-acls.sh --add --allow-principal User:xchg-kemlu --allow-host '*' --operation Read --operation Describe --topic xchg.iom.alert.v1 --topic xchg.iom.case.v1 --topic xchg.iom.delivery.v1 --topic xchg.kemensos.alert.v1 --topic xchg.kemensos.case.v1 --topic xchg.kemensos.delivery.v1 --topic xchg.kemlu.kbri-kuala-lumpur.alert.v1 --topic xchg.kemlu.kbri-kuala-lumpur.case.v1 --topic xchg.kemlu.kbri-kuala-lumpur.delivery.v1 --topic xchg.kemlu.kbri-kuching.alert.v1 --topic xchg.kemlu.kbri-kuching.case.v1 --topic xchg.kemlu.kbri-kuching.delivery.v1 --resource-pattern-type literal >/dev/null
-echo 'kafka-init: ACLs of User:xchg-kemlu on 12 topic resource(s)'
+kafka kafka-acls.sh --add --allow-principal User:xchg-kemlu --allow-host '*' --operation Read --operation Describe --topic xchg.iom.alert.v1 --topic xchg.iom.case.v1 --topic xchg.iom.delivery.v1 --topic xchg.kemensos.alert.v1 --topic xchg.kemensos.case.v1 --topic xchg.kemensos.delivery.v1 --topic xchg.kemlu.kbri-kuala-lumpur.alert.v1 --topic xchg.kemlu.kbri-kuala-lumpur.case.v1 --topic xchg.kemlu.kbri-kuala-lumpur.delivery.v1 --topic xchg.kemlu.kbri-kuching.alert.v1 --topic xchg.kemlu.kbri-kuching.case.v1 --topic xchg.kemlu.kbri-kuching.delivery.v1 --topic xchg.registry.v1 --resource-pattern-type literal >/dev/null
+echo 'kafka-init: ACLs of User:xchg-kemlu on 13 topic resource(s)'
 kafka kafka-acls.sh --add --allow-principal User:xchg-kemlu --allow-host '*' --operation Write --operation Describe --topic xchg.kemlu.alert.v1 --topic xchg.kemlu.case.v1 --topic xchg.kemlu.delivery.v1 --resource-pattern-type literal >/dev/null
 echo 'kafka-init: ACLs of User:xchg-kemlu on 3 topic resource(s)'
 kafka kafka-acls.sh --add --allow-principal User:xchg-kemlu --allow-host '*' --operation Read --operation Write --operation Describe --operation Delete --topic xchg.kemlu.dlq.v1 --resource-pattern-type literal >/dev/null
@@ -115,8 +117,8 @@ kafka kafka-acls.sh --add --allow-principal User:xchg-kemlu.kbri-kuala-lumpur --
 echo 'kafka-init: ACLs of User:xchg-kemlu.kbri-kuala-lumpur on 1 cluster resource(s)'
 kafka kafka-acls.sh --add --allow-principal User:xchg-kemlu.kbri-kuala-lumpur --allow-host '*' --operation Read --group xchg.kemlu.kbri-kuala-lumpur --resource-pattern-type literal >/dev/null
 echo 'kafka-init: ACLs of User:xchg-kemlu.kbri-kuala-lumpur on 1 group resource(s)'
-kafka kafka-acls.sh --add --allow-principal User:xchg-kemlu.kbri-kuala-lumpur --allow-host '*' --operation Read --operation Describe --topic xchg.iom.alert.v1 --topic xchg.iom.case.v1 --topic xchg.iom.delivery.v1 --topic xchg.kemensos.alert.v1 --topic xchg.kemensos.case.v1 --topic xchg.kemensos.delivery.v1 --topic xchg.kemlu.alert.v1 --topic xchg.kemlu.delivery.v1 --topic xchg.kemlu.kbri-kuching.alert.v1 --topic xchg.kemlu.kbri-kuching.delivery.v1 --resource-pattern-type literal >/dev/null
-echo 'kafka-init: ACLs of User:xchg-kemlu.kbri-kuala-lumpur on 10 topic resource(s)'
+kafka kafka-acls.sh --add --allow-principal User:xchg-kemlu.kbri-kuala-lumpur --allow-host '*' --operation Read --operation Describe --topic xchg.iom.alert.v1 --topic xchg.iom.case.v1 --topic xchg.iom.delivery.v1 --topic xchg.kemensos.alert.v1 --topic xchg.kemensos.case.v1 --topic xchg.kemensos.delivery.v1 --topic xchg.kemlu.alert.v1 --topic xchg.kemlu.delivery.v1 --topic xchg.kemlu.kbri-kuching.alert.v1 --topic xchg.kemlu.kbri-kuching.delivery.v1 --topic xchg.registry.v1 --resource-pattern-type literal >/dev/null
+echo 'kafka-init: ACLs of User:xchg-kemlu.kbri-kuala-lumpur on 11 topic resource(s)'
 kafka kafka-acls.sh --add --allow-principal User:xchg-kemlu.kbri-kuala-lumpur --allow-host '*' --operation Write --operation Describe --topic xchg.kemlu.kbri-kuala-lumpur.alert.v1 --topic xchg.kemlu.kbri-kuala-lumpur.case.v1 --topic xchg.kemlu.kbri-kuala-lumpur.delivery.v1 --resource-pattern-type literal >/dev/null
 echo 'kafka-init: ACLs of User:xchg-kemlu.kbri-kuala-lumpur on 3 topic resource(s)'
 kafka kafka-acls.sh --add --allow-principal User:xchg-kemlu.kbri-kuala-lumpur --allow-host '*' --operation Read --operation Write --operation Describe --operation Delete --topic xchg.kemlu.kbri-kuala-lumpur.dlq.v1 --resource-pattern-type literal >/dev/null
@@ -125,8 +127,8 @@ kafka kafka-acls.sh --add --allow-principal User:xchg-kemlu.kbri-kuching --allow
 echo 'kafka-init: ACLs of User:xchg-kemlu.kbri-kuching on 1 cluster resource(s)'
 kafka kafka-acls.sh --add --allow-principal User:xchg-kemlu.kbri-kuching --allow-host '*' --operation Read --group xchg.kemlu.kbri-kuching --resource-pattern-type literal >/dev/null
 echo 'kafka-init: ACLs of User:xchg-kemlu.kbri-kuching on 1 group resource(s)'
-kafka kafka-acls.sh --add --allow-principal User:xchg-kemlu.kbri-kuching --allow-host '*' --operation Read --operation Describe --topic xchg.iom.alert.v1 --topic xchg.iom.case.v1 --topic xchg.iom.delivery.v1 --topic xchg.kemensos.alert.v1 --topic xchg.kemensos.case.v1 --topic xchg.kemensos.delivery.v1 --topic xchg.kemlu.alert.v1 --topic xchg.kemlu.delivery.v1 --topic xchg.kemlu.kbri-kuala-lumpur.alert.v1 --topic xchg.kemlu.kbri-kuala-lumpur.delivery.v1 --resource-pattern-type literal >/dev/null
-echo 'kafka-init: ACLs of User:xchg-kemlu.kbri-kuching on 10 topic resource(s)'
+kafka kafka-acls.sh --add --allow-principal User:xchg-kemlu.kbri-kuching --allow-host '*' --operation Read --operation Describe --topic xchg.iom.alert.v1 --topic xchg.iom.case.v1 --topic xchg.iom.delivery.v1 --topic xchg.kemensos.alert.v1 --topic xchg.kemensos.case.v1 --topic xchg.kemensos.delivery.v1 --topic xchg.kemlu.alert.v1 --topic xchg.kemlu.delivery.v1 --topic xchg.kemlu.kbri-kuala-lumpur.alert.v1 --topic xchg.kemlu.kbri-kuala-lumpur.delivery.v1 --topic xchg.registry.v1 --resource-pattern-type literal >/dev/null
+echo 'kafka-init: ACLs of User:xchg-kemlu.kbri-kuching on 11 topic resource(s)'
 kafka kafka-acls.sh --add --allow-principal User:xchg-kemlu.kbri-kuching --allow-host '*' --operation Write --operation Describe --topic xchg.kemlu.kbri-kuching.alert.v1 --topic xchg.kemlu.kbri-kuching.case.v1 --topic xchg.kemlu.kbri-kuching.delivery.v1 --resource-pattern-type literal >/dev/null
 echo 'kafka-init: ACLs of User:xchg-kemlu.kbri-kuching on 3 topic resource(s)'
 kafka kafka-acls.sh --add --allow-principal User:xchg-kemlu.kbri-kuching --allow-host '*' --operation Read --operation Write --operation Describe --operation Delete --topic xchg.kemlu.kbri-kuching.dlq.v1 --resource-pattern-type literal >/dev/null
@@ -135,9 +137,11 @@ kafka kafka-acls.sh --add --allow-principal User:xchg-notary --allow-host '*' --
 echo 'kafka-init: ACLs of User:xchg-notary on 1 cluster resource(s)'
 kafka kafka-acls.sh --add --allow-principal User:xchg-notary --allow-host '*' --operation Read --group xchg.notary --resource-pattern-type literal >/dev/null
 echo 'kafka-init: ACLs of User:xchg-notary on 1 group resource(s)'
-kafka kafka-acls.sh --add --allow-principal User:xchg-notary --allow-host '*' --operation Read --operation Describe --topic xchg.iom.alert.v1 --topic xchg.iom.case.v1 --topic xchg.iom.delivery.v1 --topic xchg.iom.dlq.v1 --topic xchg.kemensos.alert.v1 --topic xchg.kemensos.case.v1 --topic xchg.kemensos.delivery.v1 --topic xchg.kemensos.dlq.v1 --topic xchg.kemlu.alert.v1 --topic xchg.kemlu.case.v1 --topic xchg.kemlu.delivery.v1 --topic xchg.kemlu.dlq.v1 --topic xchg.kemlu.kbri-kuala-lumpur.alert.v1 --topic xchg.kemlu.kbri-kuala-lumpur.case.v1 --topic xchg.kemlu.kbri-kuala-lumpur.delivery.v1 --topic xchg.kemlu.kbri-kuala-lumpur.dlq.v1 --topic xchg.kemlu.kbri-kuching.alert.v1 --topic xchg.kemlu.kbri-kuching.case.v1 --topic xchg.kemlu.kbri-kuching.delivery.v1 --topic xchg.kemlu.kbri-kuching.dlq.v1 --resource-pattern-type literal >/dev/null
-echo 'kafka-init: ACLs of User:xchg-notary on 20 topic resource(s)'
+kafka kafka-acls.sh --add --allow-principal User:xchg-notary --allow-host '*' --operation Read --operation Describe --topic xchg.iom.alert.v1 --topic xchg.iom.case.v1 --topic xchg.iom.delivery.v1 --topic xchg.iom.dlq.v1 --topic xchg.kemensos.alert.v1 --topic xchg.kemensos.case.v1 --topic xchg.kemensos.delivery.v1 --topic xchg.kemensos.dlq.v1 --topic xchg.kemlu.alert.v1 --topic xchg.kemlu.case.v1 --topic xchg.kemlu.delivery.v1 --topic xchg.kemlu.dlq.v1 --topic xchg.kemlu.kbri-kuala-lumpur.alert.v1 --topic xchg.kemlu.kbri-kuala-lumpur.case.v1 --topic xchg.kemlu.kbri-kuala-lumpur.delivery.v1 --topic xchg.kemlu.kbri-kuala-lumpur.dlq.v1 --topic xchg.kemlu.kbri-kuching.alert.v1 --topic xchg.kemlu.kbri-kuching.case.v1 --topic xchg.kemlu.kbri-kuching.delivery.v1 --topic xchg.kemlu.kbri-kuching.dlq.v1 --topic xchg.registry.v1 --resource-pattern-type literal >/dev/null
+echo 'kafka-init: ACLs of User:xchg-notary on 21 topic resource(s)'
 kafka kafka-acls.sh --add --allow-principal User:xchg-notary --allow-host '*' --operation Read --operation Write --operation Describe --topic xchg.notary.checkpoints.v1 --resource-pattern-type literal >/dev/null
 echo 'kafka-init: ACLs of User:xchg-notary on 1 topic resource(s)'
+kafka kafka-acls.sh --add --allow-principal User:xchg-registry --allow-host '*' --operation Read --operation Write --operation Describe --topic xchg.registry.v1 --resource-pattern-type literal >/dev/null
+echo 'kafka-init: ACLs of User:xchg-registry on 1 topic resource(s)'
 
-echo "kafka-init: 21 topics, 6 users, 217 ACLs in place"
+echo "kafka-init: 22 topics, 7 users, 232 ACLs in place"

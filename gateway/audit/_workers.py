@@ -7,13 +7,13 @@ over a third of it the Ed25519 check) and a pure function of the record, the reg
 :class:`ParallelChecks`, which sends them in chunks of :data:`CHUNK` to a :class:`LeafPool` and gives the
 results back chunk by chunk in submission order; the look-ups, the matching and the findings stay in the
 auditor's process, so the report is exactly the one of ``workers == 1`` (``docs/AUDIT.md`` section 14.1).
-Each worker builds its own verifier from the auditor's factory and must decide as the auditor's does
-(:func:`verifier_fingerprint`).
+Each worker builds its own leaf evaluator (:mod:`gateway.audit.registry_timeline`: one registry, or the
+registry chain replayed along the log) from the auditor's factory and must decide as the auditor's does
+(equal fingerprints).
 """
 
 from __future__ import annotations
 
-import hashlib
 import multiprocessing
 from collections import deque
 from collections.abc import Callable
@@ -22,8 +22,9 @@ from dataclasses import dataclass
 from typing import Final, NamedTuple
 
 from gateway.audit import merkle
-from gateway.audit.leaf import ConsumedRecord, RecordLike, leaf_for_record
+from gateway.audit.leaf import ConsumedRecord, RecordLike
 from gateway.audit.records import parse_dump_line
+from gateway.audit.registry_timeline import FixedRegistry, LeafEvaluator
 from gateway.contract.verify import EventVerifier
 from gateway.errors import GatewayError, Reason
 
@@ -39,25 +40,15 @@ class Expected(NamedTuple):
     entry: bytes
 
 
-def expected_leaf(record: RecordLike, verifier: EventVerifier) -> Expected:
+def expected_leaf(record: RecordLike, evaluator: LeafEvaluator) -> Expected:
     """Recompute ``record``'s leaf (re-verifying it): the expensive, pure half of a record check."""
-    entry = leaf_for_record(record, verifier).encode()
+    entry = evaluator.leaf(record).encode()
     return Expected(merkle.leaf_hash(entry), entry)
 
 
-def verifier_fingerprint(verifier: EventVerifier) -> str:
-    """A digest of what a verifier decides with: the registry's parties and keys (validity, revocation),
-    the message schemas, the party, the sealing key ids and the limits. Workers build their own verifier
-    from the same options; equal fingerprints show it decides as the auditor's does."""
-    described = (
-        sorted(verifier.registry.parties.items()),
-        [(schema.id, schema.raw, schema.wire) for schema in verifier.schemas.schemas()],
-        verifier.party,
-        sorted(verifier.sealing_keys),
-        verifier.limits,
-        verifier.max_clock_skew,
-    )
-    return hashlib.sha256(repr(described).encode("utf-8")).hexdigest()
+def fixed_evaluator(factory: Callable[[], EventVerifier]) -> LeafEvaluator:
+    """A worker's evaluator for one registry (``--registry``), from the auditor's verifier factory."""
+    return FixedRegistry(factory())
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,43 +71,43 @@ Item = ConsumedRecord | tuple[int, bytes]
 Result = tuple[list[tuple[str, int, int, Expected]], Failure | None]
 """What a worker returns per chunk: position and recomputed leaf per record, in order, up to a failure."""
 
-_worker_verifier: EventVerifier | Failure | None = None
+_worker_evaluator: LeafEvaluator | Failure | None = None
 
 
-def start_worker(factory: Callable[[], EventVerifier], fingerprint: str) -> None:
-    """Pool initializer: build this process's verifier once, and refuse one that is not the auditor's (a
+def start_worker(factory: Callable[[], LeafEvaluator], fingerprint: str) -> None:
+    """Pool initializer: build this process's evaluator once, and refuse one that is not the auditor's (a
     registry replaced while the audit started its workers) rather than mix two registries in one report."""
-    global _worker_verifier  # noqa: PLW0603 - one verifier per worker process, built once
+    global _worker_evaluator  # noqa: PLW0603 - one evaluator per worker process, built once
     try:
-        verifier = factory()
+        evaluator = factory()
     except GatewayError as exc:
-        _worker_verifier = Failure.of(exc)
+        _worker_evaluator = Failure.of(exc)
         return
-    if verifier_fingerprint(verifier) != fingerprint:
-        _worker_verifier = Failure(
+    if evaluator.fingerprint() != fingerprint:
+        _worker_evaluator = Failure(
             str(Reason.CONFIG_INVALID),
             "a worker process loaded another registry or other schemas than the auditor "
             "(changed while the audit was starting?)",
         )
         return
-    _worker_verifier = verifier
+    _worker_evaluator = evaluator
 
 
 def worker_leaves(source: str, items: list[Item]) -> Result:
-    """One task of a worker process: :func:`recompute_leaves` with its verifier."""
-    verifier = _worker_verifier
-    if not isinstance(verifier, EventVerifier):
-        return [], verifier or Failure(str(Reason.CONFIG_INVALID), "the worker process has no verifier")
-    return recompute_leaves(verifier, source, items)
+    """One task of a worker process: :func:`recompute_leaves` with its evaluator."""
+    evaluator = _worker_evaluator
+    if evaluator is None or isinstance(evaluator, Failure):
+        return [], evaluator or Failure(str(Reason.CONFIG_INVALID), "the worker process has no verifier")
+    return recompute_leaves(evaluator, source, items)
 
 
-def recompute_leaves(verifier: EventVerifier, source: str, items: list[Item]) -> Result:
+def recompute_leaves(evaluator: LeafEvaluator, source: str, items: list[Item]) -> Result:
     """Parse (dump lines) and recompute the leaf of each item, in order, up to the first error."""
     done: list[tuple[str, int, int, Expected]] = []
     try:
         for item in items:
             record = item if isinstance(item, ConsumedRecord) else parse_dump_line(source, *item)
-            done.append((record.topic, record.partition, record.offset, expected_leaf(record, verifier)))
+            done.append((record.topic, record.partition, record.offset, expected_leaf(record, evaluator)))
     except GatewayError as exc:
         return done, Failure.of(exc)
     return done, None
@@ -127,7 +118,7 @@ class LeafPool:
     but what is passed (never a fork of the auditor, its SQLite connection and threads), on every platform,
     and children of the auditor (their CPU time is in its ``wait4`` accounting)."""
 
-    def __init__(self, factory: Callable[[], EventVerifier], fingerprint: str, workers: int) -> None:
+    def __init__(self, factory: Callable[[], LeafEvaluator], fingerprint: str, workers: int) -> None:
         self._executor = ProcessPoolExecutor(
             max_workers=workers,
             mp_context=multiprocessing.get_context("spawn"),
@@ -154,14 +145,14 @@ class ParallelChecks:
     def __init__(
         self,
         start_pool: Callable[[], LeafPool],
-        verifier: EventVerifier,
+        evaluator: LeafEvaluator,
         check: Callable[[str, int, int, Expected], None],
         *,
         in_flight: int,
     ) -> None:
         self._start_pool = start_pool
         self._pool: LeafPool | None = None
-        self._verifier = verifier
+        self._evaluator = evaluator
         self._check = check
         self._limit = in_flight
         self._source = ""
@@ -178,7 +169,7 @@ class ParallelChecks:
     def finish(self) -> None:
         """Check the last chunk and everything still in flight."""
         if self._items and self._pool is None:
-            self._settle(recompute_leaves(self._verifier, self._source, self._items))
+            self._settle(recompute_leaves(self._evaluator, self._source, self._items))
             self._items = []
         if self._items:
             self._submit()

@@ -21,6 +21,7 @@ from gateway.audit.auditor import Auditor
 from gateway.audit.leaf import ConsumedRecord
 from gateway.audit.report import AuditReport
 from gateway.bus.kafka import KafkaSettings
+from gateway.contract.policy import REGISTRY_TOPIC
 
 __all__ = ["audit_kafka", "read_kafka_records"]
 
@@ -112,6 +113,8 @@ async def audit_kafka(
         for note, where in notes:
             auditor.add_checkpoint(note, where)
     auditor.scan_log()
+    # the registry versions first: which one was in force at each leaf decides how its record is judged
+    await read_kafka_records(kafka, auditor.add_registry_record, topics=[REGISTRY_TOPIC], idle_ms=idle_ms)
     at_least = {key: last + 1 for key, last in auditor.last_offsets().items()}
     with auditor.record_checks() as check:
         earliest = await read_kafka_records(

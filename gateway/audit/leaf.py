@@ -12,7 +12,9 @@ deletion, reordering or rewrite, without the log ever holding victim data. So a 
   and with the record timestamp as "now", so the verdict is a pure function of the record, the registry and
   the schemas and an auditor recomputes it bit for bit;
 * for dead-lettered records, the gateway's reason headers (``xchg-reason``, origin topic/partition/offset,
-  who and when; never the free-text ``xchg-detail``).
+  who and when; never the free-text ``xchg-detail``);
+* for records of the registry topic (:func:`leaf_for_registry_record`): the version's digest and issue time
+  and the chain's verdict on it, so the log says which registry was in force from which entry on.
 
 Never the data bytes, the key (the case id) or any sealed block. The data digest cannot be reversed into
 content: referrals carry HPKE ciphertext with fresh randomness, and alerts hold no victim identifiers.
@@ -41,8 +43,12 @@ from gateway.audit.layout import MAX_ENTRY_SIZE
 from gateway.contract.canonical import canonical_json
 from gateway.contract.policy import parse_topic
 from gateway.contract.receipt import record_digest
+from gateway.contract.registry import utc_text_of
+from gateway.contract.registry_chain import Outcome
+from gateway.contract.registry_version import FORMAT as REGISTRY_FORMAT
+from gateway.contract.registry_version import PAYLOAD_TYPE as REGISTRY_PAYLOAD_TYPE
 from gateway.contract.verify import Accepted, EventVerifier
-from gateway.errors import GatewayError, Reason
+from gateway.errors import GatewayError, Reason, Rejected
 
 __all__ = [
     "DEAD_LETTER_HEADERS",
@@ -53,6 +59,7 @@ __all__ = [
     "Leaf",
     "RecordLike",
     "leaf_for_record",
+    "leaf_for_registry_record",
     "record_sha256",
 ]
 
@@ -412,20 +419,24 @@ def _read_from(record: RecordLike, by_name: Mapping[str, list[bytes | None]]) ->
     return _header(by_name, "xchg-origin-topic") if kind == "dlq" else record.topic
 
 
-def leaf_for_record(record: RecordLike, verifier: EventVerifier) -> Leaf:
+def leaf_for_record(record: RecordLike, verifier: EventVerifier | None) -> Leaf:
     """The leaf the notary logs for ``record``: a pure function of the record, registry and schemas.
 
-    ``verifier`` must hold no sealing keys (the notary opens nothing); the verdict is computed with the
-    Kafka record timestamp as the current time, so re-running it later gives the same answer unless the
-    registry changed what it says about that time (a retroactive revocation, which the auditor reports).
+    ``verifier`` (the registry version in force at this point of the log, and the schemas) must hold no
+    sealing keys (the notary opens nothing); None means no registry version was in force yet, and the
+    verdict is ``registry.unavailable``. The verdict is computed with the Kafka record timestamp as the
+    current time, so re-running it later gives the same answer unless the registry changed what it says
+    about that time (a retroactive revocation, which the auditor reports).
     """
-    if verifier.party is not None or verifier.sealing_keys:
+    if verifier is not None and (verifier.party is not None or verifier.sealing_keys):
         raise GatewayError(Reason.CONFIG_INVALID, "the notary's verifier must hold no sealing keys")
     headers = tuple(record.headers or ())
     by_name = _by_name(headers)
     now = datetime.fromtimestamp(min(max(record.timestamp, 0), _MAX_TIMESTAMP_MS) / 1000, UTC)
-    verdict = verifier.verify_kafka(
-        record.value, headers, record.key, now=now, topic=_read_from(record, by_name)
+    verdict = (
+        verifier.verify_kafka(record.value, headers, record.key, now=now, topic=_read_from(record, by_name))
+        if verifier is not None
+        else Rejected(Reason.REGISTRY_UNAVAILABLE, "no registry version in force at this point of the log")
     )
     accepted = isinstance(verdict, Accepted)
     dead_letter = {name: _header(by_name, header) for name, header in DEAD_LETTER_HEADERS.items()}
@@ -447,4 +458,33 @@ def leaf_for_record(record: RecordLike, verifier: EventVerifier) -> Leaf:
         reason=None if isinstance(verdict, Accepted) else str(verdict.reason),
         kid=verdict.kid if isinstance(verdict, Accepted) else None,
         dead_letter=dead_letter if any(v is not None for v in dead_letter.values()) else None,
+    )
+
+
+def leaf_for_registry_record(record: RecordLike, outcome: Outcome) -> Leaf:
+    """The leaf of a record of the registry topic: what the chain (anchor, then every registry record
+    logged before this one) made of it. ``id`` is the version's digest, ``time`` its ``issued_at``,
+    ``type`` the registry payload type and ``dataschema`` its format; accepted (applied, or the version
+    already in force) with ``kid`` = the maintainers who signed it, comma-separated; else rejected with
+    the refusal's reason code. ``source`` and ``dssematerial`` are null: the record digest binds the
+    envelope and its signatures."""
+    version = outcome.version
+    return Leaf(
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        timestamp=record.timestamp,
+        timestamp_type=record.timestamp_type,
+        record_sha256=record_sha256(record),
+        data_sha256=None if record.value is None else hashlib.sha256(record.value).hexdigest(),
+        id=None if version is None else version.digest,
+        source=None,
+        type=REGISTRY_PAYLOAD_TYPE,
+        time=None if version is None else utc_text_of(version.issued_at),
+        dataschema=REGISTRY_FORMAT,
+        dssematerial=None,
+        verdict="accepted" if outcome.accepted else "rejected",
+        reason=None if outcome.accepted else str(outcome.reason),
+        kid=",".join(outcome.signers) if outcome.accepted else None,
+        dead_letter=None,
     )

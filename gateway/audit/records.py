@@ -20,9 +20,17 @@ from types import TracebackType
 import orjson
 
 from gateway.audit.leaf import ConsumedRecord, RecordLike
+from gateway.contract.policy import REGISTRY_TOPIC
 from gateway.errors import GatewayError, Reason
 
-__all__ = ["RecordsDumpWriter", "dump_lines", "parse_dump_line", "read_records_dump", "write_records_dump"]
+__all__ = [
+    "RecordsDumpWriter",
+    "dump_lines",
+    "parse_dump_line",
+    "read_records_dump",
+    "registry_records",
+    "write_records_dump",
+]
 
 
 class RecordsDumpWriter:
@@ -64,6 +72,17 @@ def read_records_dump(path: Path) -> Iterable[ConsumedRecord]:
     """Stream the records of a dump file (blank lines ignored)."""
     for number, line in dump_lines(path):
         yield parse_dump_line(str(path), number, line)
+
+
+def registry_records(path: Path) -> Iterator[ConsumedRecord]:
+    """The records of the registry topic in a dump (the auditor needs them before the others): only the
+    lines that name the topic are parsed."""
+    marker = f'"{REGISTRY_TOPIC}"'.encode("ascii")
+    for number, line in dump_lines(path):
+        if marker in line:
+            record = parse_dump_line(str(path), number, line)
+            if record.topic == REGISTRY_TOPIC:
+                yield record
 
 
 def dump_lines(path: Path) -> Iterator[tuple[int, bytes]]:

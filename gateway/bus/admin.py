@@ -51,6 +51,8 @@ async def ensure_topics(
     names: Iterable[str],
     partitions: int,
     replication: int,
+    *,
+    configs: Mapping[str, str] | None = None,
 ) -> dict[str, TopicState]:
     """Create the topics in ``names`` that are missing; check that every one has at least ``partitions``
     partitions and ``replication`` replicas. Idempotent and safe to race with another gateway doing the same
@@ -58,6 +60,7 @@ async def ensure_topics(
 
     ``admin_kwargs`` are keyword arguments for ``AIOKafkaAdminClient`` (``KafkaSettings.admin_kwargs()``);
     their ``request_timeout_ms`` also bounds how long to wait for new topics to appear in the metadata.
+    ``configs`` are topic configurations for the topics it creates (``cleanup.policy`` of the registry topic).
     Returns the state of each topic by name. Raises :class:`GatewayError`: CONFIG_INVALID for bad names or
     too few partitions or replicas; BUS_NOT_AUTHORIZED when the ACLs refuse creation or Describe;
     BUS_UNAVAILABLE when the cluster cannot be reached or new topics do not show up in its metadata in time.
@@ -86,7 +89,11 @@ async def ensure_topics(
         created: set[str] = set()
         if missing:
             response = await admin.create_topics(
-                [NewTopic(name, partitions, replication) for name in missing], timeout_ms=timeout_ms
+                [
+                    NewTopic(name, partitions, replication, topic_configs=dict(configs or {}))
+                    for name in missing
+                ],
+                timeout_ms=timeout_ms,
             )
             for item in response.topic_errors:
                 topic, code = item[0], item[1]

@@ -82,6 +82,12 @@ class GatewayMetrics:
         "receipts_received",
         "redriven",
         "registry",
+        "registry_applied",
+        "registry_expires",
+        "registry_refused",
+        "registry_serial",
+        "registry_stale",
+        "registry_stale_verifications",
         "rejected",
         "signing_key_expiry",
         "sink_failures",
@@ -192,6 +198,33 @@ class GatewayMetrics:
             "Own events a recipient reported rejected or dead-lettered (and has not since delivered), by the "
             "outcome it reported.",
             ["outcome"],
+            registry=r,
+        )
+
+        # the signed registry in force (gateway/runtime/trust.py, docs/REGISTRY.md)
+        self.registry_serial = Gauge(
+            "xchg_registry_serial", "Serial of the registry version in force (0: none).", registry=r
+        )
+        self.registry_expires = Gauge(
+            "xchg_registry_expiry_timestamp_seconds",
+            "When the registry version in force expires (POSIX seconds).",
+            registry=r,
+        )
+        self.registry_stale = Gauge(
+            "xchg_registry_stale", "1 while the registry version in force is past its expiry.", registry=r
+        )
+        self.registry_applied = Counter(
+            "xchg_registry_applied_total", "Registry versions verified and put in force.", registry=r
+        )
+        self.registry_refused = Counter(
+            "xchg_registry_refused_total",
+            "Registry versions refused (not trusted), by reason code.",
+            ["reason"],
+            registry=r,
+        )
+        self.registry_stale_verifications = Counter(
+            "xchg_registry_stale_verifications_total",
+            "Records verified while the registry version in force was past its expiry.",
             registry=r,
         )
 

@@ -149,6 +149,13 @@ class Publisher:
             )
         return readers
 
+    def use_registry(self, registry: Registry, signer: EventSigner) -> None:
+        """Build the next events with ``registry`` (a new version in force) and ``signer`` (its key id may
+        have appeared with it): two references replaced together, between two publishes."""
+        self._registry = registry
+        self.signer = signer
+        self._readers.clear()  # who reads which topic may have changed with it (receipts expected)
+
     def topic_of(self, event: Envelope) -> str:
         """The topic ``event`` is (or was) published to."""
         key = (event.source, event.dataschema)

@@ -119,7 +119,7 @@ class ReceiptIssuer:
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.party = party
-        self._registry = registry
+        self.registry = registry
         self._publish = publish
         self.journal_path = journal
         self._metrics = metrics
@@ -157,7 +157,7 @@ class ReceiptIssuer:
         else:
             claimed = _claimed(record.headers or ())
             claimed_source, claimed_id = claimed.get("ce_source"), claimed.get("ce_id")
-            if claimed_source is None or claimed_id is None or self._registry.party(claimed_source) is None:
+            if claimed_source is None or claimed_id is None or self.registry.party(claimed_source) is None:
                 return  # nobody to tell: the record names no registered source
             if claimed_source == self.party or not _EVENT_ID.fullmatch(claimed_id):
                 return
@@ -269,7 +269,7 @@ class DeliveryLedger:
     ) -> None:
         self._db = db
         self.party = party
-        self._registry = registry
+        self.registry = registry
         self._metrics = metrics
         self.retention_seconds = retention_seconds
         self._facts: dict[str, _Sent | None] = {}
@@ -313,7 +313,7 @@ class DeliveryLedger:
             return Rejected(
                 Reason.RECEIPT_UNKNOWN_EVENT, f"{issuer} sent a receipt for an event this gateway never sent"
             )
-        reader = self._registry.party(issuer)
+        reader = self.registry.party(issuer)
         if reader is None or not reader.may_read(sent.topic):
             return Rejected(Reason.RECEIPT_NOT_A_RECIPIENT, f"{issuer} may not read {sent.topic}")
         read_from = data.get("read_from") or {}

@@ -170,6 +170,7 @@ class Subscriber:
     ) -> None:
         self.party = party
         self._verifier = verifier
+        self._stale_after: float | None = None
         self._inbox = inbox
         self.dlq_topic = dlq_topic
         self._metrics = metrics
@@ -250,6 +251,14 @@ class Subscriber:
                          error=type(exc).__name__, party=self.party)  # fmt: skip
             return
         self._committed.update(pending)
+
+    def use_verifier(self, verifier: EventVerifier, *, stale_after: float | None = None) -> None:
+        """Verify the next records with ``verifier`` (a new registry version in force): one reference,
+        replaced between two records, never during one. ``stale_after`` (a POSIX time: the version's
+        ``expires``) makes every record verified after it count in
+        ``xchg_registry_stale_verifications_total``."""
+        self._verifier = verifier
+        self._stale_after = stale_after
 
     def reset(self) -> None:
         """Forget every partition's handled offsets (the consumer they belonged to was closed)."""
@@ -343,6 +352,8 @@ class Subscriber:
     def _verify(self, record: Any) -> Accepted | Rejected:
         """The verifier's verdict; an exception from it (a bug: it returns rejections as values) becomes a
         ``gateway.internal-error`` rejection naming the exception type, so the record is dead-lettered."""
+        if self._stale_after is not None and time.time() >= self._stale_after:
+            self._metrics.registry_stale_verifications.inc()  # the registry in force is past its expiry
         try:
             return self._verifier.verify_kafka(
                 record.value, record.headers or (), record.key, topic=record.topic

@@ -28,7 +28,7 @@ from gateway.audit.progress import Progress
 from gateway.cli._common import load_registry, load_schemas
 from gateway.errors import GatewayError, Reason
 from gateway.runtime.signals import stop_on_signals
-from gateway.settings import load_toml, read_passphrase
+from gateway.settings import read_passphrase
 
 __all__ = ["add_commands"]
 
@@ -115,7 +115,14 @@ def _add_audit_inputs(parser: argparse.ArgumentParser, *, required: bool = True)
     parser.add_argument(
         "--vkey", action="append", required=required, help="notary vkey (or a file holding it)"
     )
-    parser.add_argument("--registry", help="party registry TOML (needed to check records)")
+    parser.add_argument(
+        "--registry-anchor",
+        help="the registry's trust anchor: re-verify each record against the registry version in force at "
+        "its position in the log (the versions are read from xchg.registry.v1 or the records dump)",
+    )
+    parser.add_argument(
+        "--registry", help="one registry for every record instead (logs without registry versions)"
+    )
     parser.add_argument("--schemas", help="schema directory (default: bundled)")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--bootstrap-servers", help="read the records (and published checkpoints) from Kafka")
@@ -331,20 +338,9 @@ def _vkeys(values: list[str]) -> list[Any]:
 
 # ---- verify ------------------------------------------------------------------------------------------
 def _kafka(args: argparse.Namespace) -> Any:
-    from gateway.bus.kafka import KafkaSettings  # noqa: PLC0415 - keep CLI start-up light
+    from gateway.cli._common import kafka_from_args  # noqa: PLC0415 - keep CLI start-up light
 
-    table: dict[str, Any] = {}
-    base: Path | None = None
-    if args.kafka_config:
-        path = Path(args.kafka_config)
-        table = dict(load_toml(path, what="--kafka-config").get("kafka", {}))
-        base = path.parent
-    if args.bootstrap_servers:
-        table["bootstrap_servers"] = args.bootstrap_servers
-    if not table.get("bootstrap_servers"):
-        return None
-    table.setdefault("enable_idempotence", False)  # the auditor never produces
-    return KafkaSettings.from_mapping(table, base_dir=base)
+    return kafka_from_args(args)
 
 
 def _event_verifier(registry: Loader, schemas: Loader, args: argparse.Namespace) -> Any:
@@ -366,8 +362,15 @@ def _audit(args: argparse.Namespace, registry: Loader, schemas: Loader) -> Any:
     event_verifier = None
     workers = args.workers or _default_workers()
     factory = None
-    if checking_records:
-        options = argparse.Namespace(registry=args.registry, schemas=args.schemas)
+    anchor = None
+    schemas_factory = None
+    options = argparse.Namespace(registry=args.registry, schemas=args.schemas)
+    if checking_records and args.registry_anchor:
+        from gateway.contract.registry_chain import Anchor  # noqa: PLC0415 - keep CLI start-up light
+
+        anchor = Anchor.load(Path(args.registry_anchor))
+        schemas_factory = functools.partial(schemas, options)
+    elif checking_records:
         event_verifier = _event_verifier(registry, schemas, options)
         factory = functools.partial(_event_verifier, registry, schemas, options)
     auditor = Auditor(
@@ -381,6 +384,8 @@ def _audit(args: argparse.Namespace, registry: Loader, schemas: Loader) -> Any:
         progress=sys.stderr,
         workers=workers,
         verifier_factory=factory,
+        registry_anchor=anchor,
+        schemas_factory=schemas_factory,
     )
     if checking_records:
         auditor.report.registry = _registry_file(args)
@@ -403,6 +408,10 @@ def _audit(args: argparse.Namespace, registry: Loader, schemas: Loader) -> Any:
             )
         auditor.scan_log()
         if args.records is not None:
+            from gateway.audit.records import registry_records  # noqa: PLC0415 - this command only
+
+            for record in registry_records(Path(args.records)):
+                auditor.add_registry_record(record)
             auditor.check_records_dump(Path(args.records))
             auditor.finish_records(f"file {args.records}")
         return auditor.finish()
@@ -411,12 +420,13 @@ def _audit(args: argparse.Namespace, registry: Loader, schemas: Loader) -> Any:
 
 
 def _registry_file(args: argparse.Namespace) -> dict[str, str] | None:
-    """The registry file the records are re-verified with, and its SHA-256 (for the report)."""
+    """The registry anchor (or the one registry file) the records are re-verified with, and its SHA-256
+    (for the report; with an anchor, the auditor adds the versions it found in the log)."""
     import hashlib  # noqa: PLC0415 - this command only
 
     from gateway.cli._common import ENV_REGISTRY  # noqa: PLC0415 - same
 
-    name = args.registry or os.environ.get(ENV_REGISTRY)
+    name = args.registry_anchor or args.registry or os.environ.get(ENV_REGISTRY)
     if not name:
         return None
     try:

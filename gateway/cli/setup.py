@@ -2,13 +2,15 @@
 
 ``config check CONFIG`` validates a configuration offline, as ``gateway run`` would at start-up but without
 a broker and without stopping at the first problem: the file itself (every table, every key, unknown keys
-named), the registry and the party's entry in it, the key files (readable, passphrase, registered under the
+named), the signed registry (the versions in ``registry`` that the ``registry_anchor`` trusts) and the
+party's entry in it, the key files (readable, passphrase, registered under the
 party, not expired or about to), the schemas, and each ``[[sources]]``/``[[sinks]]`` table built by its
 factory (options checked, secret files read, TLS material loaded; nothing is started or written). It prints
 one line per problem, ``<reason>: <where>: <what>``, and exits 1 if there is any, else one ``ok`` line.
 
 ``init --party P`` scaffolds a working trial configuration for one party under ``--dir``: fresh keys, a
-registry copied from ``deploy/registry.example.toml`` with those keys, and a ``gateway.toml`` with the
+signed registry (``deploy/registry.example.toml``'s parties with those keys, version 1 signed by two of
+three sandbox maintainers) with its anchor, and a ``gateway.toml`` with the
 embedded broker, a drop folder, the HTTP intake on loopback and a file sink; it checks what it wrote with
 ``config check`` and prints the next commands. For production, the registry comes from its maintainers and
 the printed public keys go to them.
@@ -37,7 +39,7 @@ from gateway.contract.schemas import SchemaStore, default_schema_root
 from gateway.errors import GatewayError, Reason
 from gateway.runtime.config import GatewayConfig, env_overrides
 from gateway.runtime.plugins import PluginContext, build_sink, build_source
-from gateway.sandbox.deployment import create_sandbox
+from gateway.sandbox.deployment import ANCHOR_FILE, REGISTRY_FILE, create_sandbox
 from gateway.settings import read_passphrase
 
 __all__ = ["add_commands", "check_config"]
@@ -84,7 +86,7 @@ def check_config(path: Path, environ: dict[str, str] | None = None) -> list[Prob
 
 
 def _problems(config: GatewayConfig) -> Iterator[Problem]:
-    registry = yield from _attempt(lambda: Registry.load(config.registry))
+    registry = yield from _attempt(lambda: _trusted_registry(config))
     schemas = yield from _attempt(lambda: SchemaStore.load(config.schemas or default_schema_root()))
     passphrase = yield from _attempt(lambda: read_passphrase(config.passphrase_file, "keys.passphrase_file"))
     if registry is not None:
@@ -114,6 +116,40 @@ def _problems(config: GatewayConfig) -> Iterator[Problem]:
         built = yield from _attempt(functools.partial(build_sink, sink.kind, sink.options, context))
         if built is not None:
             asyncio.run(built.close())  # a webhook sink may hold a session; nothing was sent
+
+
+def _trusted_registry(config: GatewayConfig) -> Registry:
+    """The registry the gateway would start with from its files: the signed versions in ``registry`` (a
+    file or a folder of ``*.json``) offered in serial order to the chain from ``registry_anchor``."""
+    from gateway.contract.registry_chain import Anchor, RegistryChain  # noqa: PLC0415 - this command only
+    from gateway.contract.registry_version import RegistryVersion  # noqa: PLC0415 - same
+
+    if config.registry_anchor is None:
+        raise GatewayError(
+            Reason.CONFIG_INVALID, "registry_anchor: required (the trust anchor; gateway registry anchor)"
+        )
+    chain = RegistryChain(Anchor.load(config.registry_anchor))
+    files = sorted(config.registry.glob("*.json")) if config.registry.is_dir() else [config.registry]
+    versions = []
+    for file in files:
+        try:
+            versions.append(RegistryVersion.parse(file.read_bytes()))
+        except OSError as exc:
+            raise GatewayError(
+                Reason.REGISTRY_INVALID, f"registry: cannot read {file}: {exc.strerror}"
+            ) from exc
+    refused = []
+    for version in sorted(versions, key=lambda v: v.serial):
+        outcome = chain.offer(version)
+        if not outcome.accepted:
+            refused.append(f"{version.label()}: {outcome.reason}: {outcome.detail}")
+    if chain.current is None:
+        raise GatewayError(
+            Reason.REGISTRY_UNAVAILABLE,
+            f"registry: no version the anchor trusts in {config.registry}"
+            + (f" ({'; '.join(refused)})" if refused else ""),
+        )
+    return chain.current.registry
 
 
 def _attempt(action: Callable[[], _T]) -> Generator[Problem, None, _T | None]:
@@ -197,7 +233,8 @@ def _init(args: argparse.Namespace) -> int:
         print(problem)
     if problems:
         return 1
-    print(f"wrote {config} (and {root / 'registry.toml'}, keys under {config.parent / 'keys'})")
+    print(f"wrote {config} (and {root / REGISTRY_FILE}, signed by 2 of 3 sandbox maintainers, its anchor "
+          f"{root / ANCHOR_FILE}, keys under {config.parent / 'keys'})")  # fmt: skip
     print("next:")
     print(f"  gateway config check {config}")
     print(

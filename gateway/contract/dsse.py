@@ -152,7 +152,14 @@ class DsseEnvelope:
     @classmethod
     def from_b64(cls, dssematerial: str) -> DsseEnvelope:
         """Decode the ``dssematerial`` attribute. Every failure is ``sig.malformed``."""
-        raw = _b64decode(dssematerial, "dssematerial")
+        return cls.from_json(_b64decode(dssematerial, "dssematerial"))
+
+    @classmethod
+    def from_json(cls, raw: bytes, *, require_signature: bool = True) -> DsseEnvelope:
+        """Parse a DSSE JSON envelope (strict JSON, nested at most 4 deep). Every failure is
+        ``sig.malformed``; callers outside the event contract (signed registry versions, key requests)
+        convert it to their own reason. ``require_signature=False`` admits an envelope with no signature
+        yet (a registry draft circulating for signatures)."""
         # Fast path: this gateway writes the envelope as canonical JSON (to_b64), and canonical bytes parse
         # to the same value with orjson as with the strict parser. Anything else takes the strict parser.
         envelope = loads_if_canonical(raw, max_depth=4)
@@ -172,7 +179,7 @@ class DsseEnvelope:
         signatures = envelope.get("signatures")
         if not isinstance(payload_type, str) or not isinstance(payload, str):
             raise GatewayError(Reason.SIG_MALFORMED, "DSSE envelope lacks payloadType or payload")
-        if not isinstance(signatures, list) or not signatures:
+        if not isinstance(signatures, list) or (require_signature and not signatures):
             raise GatewayError(Reason.SIG_MALFORMED, "DSSE envelope has no signatures")
         parsed: list[DsseSignature] = []
         for entry in signatures:
@@ -186,6 +193,10 @@ class DsseEnvelope:
 
     def to_b64(self) -> str:
         """Serialise as JCS JSON, then standard base64 (the ``dssematerial`` value)."""
+        return base64.b64encode(self.to_json()).decode("ascii")
+
+    def to_json(self) -> bytes:
+        """The envelope as RFC 8785 (JCS) JSON bytes."""
         body = {
             "payload": base64.b64encode(self.payload).decode("ascii"),
             "payloadType": self.payload_type,
@@ -197,10 +208,9 @@ class DsseEnvelope:
         # (gateway.contract.canonical); a string orjson cannot encode (a lone surrogate in keyid) goes to the
         # reference implementation.
         try:
-            encoded = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
+            return orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
         except orjson.JSONEncodeError:
-            encoded = canonical_json(body)
-        return base64.b64encode(encoded).decode("ascii")
+            return canonical_json(body)
 
     def signed_message(self) -> bytes:
         return pae(self.payload_type, self.payload)

@@ -35,6 +35,7 @@ __all__ = [
     "CHECKPOINT_TOPIC",
     "MESSAGE_KINDS",
     "NOTARISED_TOPICS",
+    "REGISTRY_TOPIC",
     "SIGNED_EXTENSIONS",
     "TOPIC_PREFIX",
     "MessageKind",
@@ -60,9 +61,13 @@ _MAX_TOPIC_LEN: Final = 249  # Kafka's limit
 _KAFKA_TOPIC_RE: Final = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 _VERSION_RE: Final = re.compile(r"^v([1-9][0-9]{0,5})$")
 
+#: Where registry maintainers publish each signed registry version (compacted, one partition; key =
+#: ``<serial>:<digest>``, value = the version's envelope). Every gateway, the notary and the auditor read it.
+REGISTRY_TOPIC: Final = "xchg.registry.v1"
 #: The topics the notary logs: every party's exchange, delivery-receipt and dead-letter topics, every major
-#: version.
-NOTARISED_TOPICS: Final = r"^xchg\..*\.(case|alert|delivery|dlq)\.v[0-9]+$"
+#: version, and the registry versions (so an auditor evaluates each event against the registry in force where
+#: it was logged).
+NOTARISED_TOPICS: Final = r"^xchg\..*\.(case|alert|delivery|dlq)\.v[0-9]+$|^xchg\.registry\.v1$"
 #: Where the notary publishes every checkpoint it signs (value = the note, key = the log origin).
 CHECKPOINT_TOPIC: Final = "xchg.notary.checkpoints.v1"
 

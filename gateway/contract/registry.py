@@ -1,6 +1,11 @@
 """The party registry (trust store): who the parties are, their keys, what each may publish and read.
 
-File format: TOML, documented in ``docs/REGISTRY.md`` with a sample at ``deploy/registry.example.toml``::
+This module is the *content* of the registry: parties, keys and permissions, validated into an immutable
+:class:`Registry`. Since issue 12 the registry a gateway trusts is a signed, versioned document
+(:mod:`gateway.contract.registry_version`: serial, expiry, previous digest, maintainers' signatures) whose
+``parties`` member this module parses; :mod:`gateway.contract.registry_chain` decides which version is in
+force. The unsigned TOML form below (``xchg-registry/1``) is still read for trials and as the input of
+``gateway registry init`` (``docs/REGISTRY.md``, sample ``deploy/registry.example.toml``)::
 
     format = "xchg-registry/1"
 
@@ -21,8 +26,15 @@ File format: TOML, documented in ``docs/REGISTRY.md`` with a sample at ``deploy/
     valid_until = 2027-01-01T00:00:00Z    # optional
     revoked_at = 2026-06-01T00:00:00Z     # optional: events timed at or after it are rejected
 
-Invariants checked at load: party ids unique and well-formed; a ``kid`` names exactly one key; a public key
-belongs to exactly one party (so a signature proves one party); times are timezone-aware and ordered.
+Invariants checked at load (every refusal names the party, the key id and the field):
+
+* party ids are unique and well-formed;
+* a key id starts with its party's id and a dash, and no other party's id is a longer such prefix (so
+  ``iom-sig-...`` pasted under ``[[parties]] id = "bp2mi"`` is refused rather than trusted to sign as bp2mi,
+  which TOML's array-of-tables semantics would otherwise do silently);
+* a ``kid`` names exactly one key and a public key belongs to exactly one party (so a signature proves one
+  party): ``registry.duplicate-key`` otherwise;
+* times carry an offset and are ordered; algorithms match the key use.
 """
 
 from __future__ import annotations
@@ -33,7 +45,7 @@ import fnmatch
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final, Literal
@@ -42,7 +54,16 @@ from gateway.contract.keys import ALG_X25519, SIGNATURE_ALGORITHMS, PublicKey
 from gateway.errors import GatewayError, Reason
 from gateway.settings import Table
 
-__all__ = ["FORMAT", "KeyEntry", "Party", "Registry"]
+__all__ = [
+    "FORMAT",
+    "PARTY_ID",
+    "KeyEntry",
+    "Party",
+    "Registry",
+    "kid_owner",
+    "parse_parties",
+    "utc_text_of",
+]
 
 FORMAT: Final = "xchg-registry/1"
 PARTY_ID: Final = re.compile(r"[a-z][a-z0-9-]*(\.[a-z][a-z0-9-]*)*")
@@ -97,20 +118,39 @@ class Registry:
     def __init__(self, parties: Iterable[Party]) -> None:
         by_id: dict[str, Party] = {}
         keys: dict[str, KeyEntry] = {}
-        owners: dict[bytes, str] = {}
-        for party in parties:
+        owners: dict[bytes, tuple[str, str]] = {}
+        ordered = list(parties)
+        for index, party in enumerate(ordered):
             if party.id in by_id:
-                raise GatewayError(Reason.REGISTRY_INVALID, f"party {party.id!r} is defined twice")
+                raise GatewayError(
+                    Reason.REGISTRY_INVALID, f"parties[{index}].id: party {party.id!r} is defined twice"
+                )
             by_id[party.id] = party
-            for key in party.keys:
-                if key.kid in keys:
-                    raise GatewayError(Reason.REGISTRY_INVALID, f"kid {key.kid!r} is used twice")
-                owner = owners.setdefault(key.public_key.raw, party.id)
-                if owner != party.id:
+        for index, party in enumerate(ordered):
+            for number, key in enumerate(party.keys):
+                where = f"parties[{index}].keys[{number}]"
+                named = kid_owner(key.kid, by_id)
+                if named != party.id:
                     raise GatewayError(
                         Reason.REGISTRY_INVALID,
-                        f"key {key.kid!r} of {party.id!r} is also registered to {owner!r}; "
-                        "a key signs for exactly one party",
+                        f"{where}.kid: key {key.kid!r} is listed under party {party.id!r} but "
+                        + (
+                            f"its id names party {named!r} (pasted under the wrong [[parties]] table?)"
+                            if named is not None
+                            else f"its id does not start with {party.id + '-'!r}"
+                        ),
+                    )
+                if key.kid in keys:
+                    raise GatewayError(
+                        Reason.REGISTRY_DUPLICATE_KEY,
+                        f"{where}.kid: key {key.kid!r} of party {party.id!r} is used twice",
+                    )
+                owner = owners.setdefault(key.public_key.raw, (party.id, key.kid))
+                if owner[1] != key.kid:
+                    raise GatewayError(
+                        Reason.REGISTRY_DUPLICATE_KEY,
+                        f"{where}.public_key: key {key.kid!r} of party {party.id!r} has the public key of "
+                        f"{owner[1]!r} of party {owner[0]!r}; a key signs for exactly one party",
                     )
                 keys[key.kid] = key
         self._parties: Mapping[str, Party] = MappingProxyType(by_id)
@@ -142,12 +182,15 @@ class Registry:
     def _from_table(cls, document: Table) -> Registry:
         if document.raw("format") != FORMAT:
             raise GatewayError(Reason.REGISTRY_INVALID, f"format must be {FORMAT!r}")
-        parties = document.tables("parties")
-        if not parties:
-            raise GatewayError(Reason.REGISTRY_INVALID, "parties: at least one [[parties]] table is required")
-        registry = cls(_party(entry) for entry in parties)
+        registry = parse_parties(document)
         document.refuse_unknown()
         return registry
+
+    # ---- writing ------------------------------------------------------------------------------------
+    def to_json(self) -> list[dict[str, Any]]:
+        """The ``parties`` member of a registry document (times as RFC 3339 UTC text), in a fixed order:
+        what :func:`parse_parties` reads back into an equal registry."""
+        return [_party_json(party) for party in self._parties.values()]
 
     # ---- queries ------------------------------------------------------------------------------------
     @property
@@ -172,11 +215,30 @@ class Registry:
         return max(usable, key=lambda k: k.valid_from, default=None)
 
 
+def kid_owner(kid: str, parties: Iterable[str]) -> str | None:
+    """The party a key id names: the longest party id ``P`` such that ``kid`` starts with ``P-`` (None when
+    none does). Party ids nest (``kemlu``, ``kemlu.kbri-kuching``) and may hold dashes (``kemlu-x``), so the
+    longest match decides: ``kemlu-x-sig-1`` names ``kemlu-x`` when that party exists."""
+    best: str | None = None
+    for party in parties:
+        if kid.startswith(party + "-") and (best is None or len(party) > len(best)):
+            best = party
+    return best
+
+
+def parse_parties(document: Table) -> Registry:
+    """The ``parties`` array of ``document`` (TOML ``[[parties]]`` or a signed document's JSON array)."""
+    parties = document.tables("parties")
+    if not parties:
+        raise GatewayError(Reason.REGISTRY_INVALID, "parties: at least one [[parties]] table is required")
+    return Registry(_party(entry) for entry in parties)
+
+
 def _party(entry: Table) -> Party:
     party_id = entry.string("id")
     if not PARTY_ID.fullmatch(party_id):
         raise entry.fail("id", f"{party_id!r} is not a valid party id")
-    entry.where = f"party {party_id!r}"
+    entry.where = f"{entry.where} (party {party_id!r})"
     name = entry.string("name")
     party = Party(
         id=party_id,
@@ -227,6 +289,41 @@ def _key(entry: Table, party_id: str) -> KeyEntry:
     )
     entry.refuse_unknown()
     return key
+
+
+def _party_json(party: Party) -> dict[str, Any]:
+    return {
+        "id": party.id,
+        "name": party.name,
+        "name_en": party.name_en,
+        "roles": list(party.roles),
+        "publish": list(party.publish),
+        "read": list(party.read),
+        "keys": [_key_json(key) for key in party.keys],
+    }
+
+
+def _key_json(key: KeyEntry) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "kid": key.kid,
+        "use": key.use,
+        "alg": key.public_key.alg,
+        "public_key": base64.b64encode(key.public_key.raw).decode("ascii"),
+        "valid_from": utc_text_of(key.valid_from),
+    }
+    if key.valid_until is not None:
+        entry["valid_until"] = utc_text_of(key.valid_until)
+    if key.revoked_at is not None:
+        entry["revoked_at"] = utc_text_of(key.revoked_at)
+    return entry
+
+
+def utc_text_of(instant: datetime) -> str:
+    """``instant`` as RFC 3339 UTC text with whole seconds (``2026-11-28T00:00:00Z``): the one spelling a
+    registry document uses, so every maintainer's tool writes the same bytes."""
+    if instant.microsecond:
+        raise GatewayError(Reason.REGISTRY_INVALID, "registry times are whole seconds")
+    return instant.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _instant(entry: Table, name: str, *, required: bool = False) -> datetime | None:

@@ -3,7 +3,9 @@
 :func:`build_event` is the one way an event is made: validate the logical payload against the newest (or the
 named) schema version, check the producing party may publish the type, move every ``x-seal`` property into a
 sealed block for the named recipients (each must be allowed to read the event's topic), validate the wire
-form, then sign per Verifiable CloudEvents with DSSE. It does no I/O.
+form, then sign per Verifiable CloudEvents with DSSE, with a key the registry says is this party's signing key
+and valid at the event time (:func:`check_signing_key`: a revoked or expired key is refused here rather than
+by every verifier later). It does no I/O.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from gateway.contract.schemas import MessageSchema, SchemaStore
 from gateway.contract.seal import EventBinding, Recipient, seal
 from gateway.errors import GatewayError, Reason
 
-__all__ = ["EventSigner", "build_event", "sign_envelope"]
+__all__ = ["EventSigner", "build_event", "check_signing_key", "sign_envelope"]
 
 _SIGNED_EXTATTRS: Final = ",".join(SIGNED_EXTENSIONS)
 
@@ -69,6 +71,7 @@ def build_event(
     check_lawful_basis(event_type, data)
 
     instant = (now or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
+    check_signing_key(registry, signer, instant)
     binding = EventBinding(id=event_id or _uuid4(), source=signer.party, type=event_type)
     if schema.sealed_fields:
         clear = {k: v for k, v in data.items() if k not in schema.sealed_fields}
@@ -110,6 +113,25 @@ def build_event(
     # itself: computed from the attributes just checked, it is what envelope.attributes() would give.
     dssematerial = _dssematerial(verification_material(attributes, data_bytes, signed), signer)
     return envelope.with_signature(",".join(signed), dssematerial)
+
+
+def check_signing_key(registry: Registry, signer: EventSigner, at: datetime) -> None:
+    """Refuse to sign with a key every verifier would reject: not in the registry (``key.unknown``),
+    another party's or another public key (``key.wrong-party``), not a signing key (``key.wrong-use``), or
+    revoked, expired or not yet valid at the event time ``at`` (``key.revoked``, ``key.expired``,
+    ``key.not-yet-valid``)."""
+    entry = registry.key(signer.kid)
+    if entry is None:
+        raise GatewayError(Reason.KEY_UNKNOWN, f"signing key {signer.kid!r} is not in the registry")
+    if entry.party != signer.party or entry.public_key.raw != signer.key.public_key.raw:
+        raise GatewayError(
+            Reason.KEY_WRONG_PARTY, f"key {signer.kid!r} in the registry is not this key of {signer.party!r}"
+        )
+    if entry.use != "sig":
+        raise GatewayError(Reason.KEY_WRONG_USE, f"{signer.kid} is not a signing key")
+    problem = entry.problem_at(at)
+    if problem is not None:
+        raise GatewayError(problem, f"signing key {signer.kid} is not valid at the event time")
 
 
 def sign_envelope(envelope: Envelope, signer: EventSigner) -> Envelope:

@@ -241,7 +241,8 @@ class EventVerifier:
                 Reason.KEY_WRONG_PARTY,
                 f"signed by {foreign.kid} of {foreign.party}, but source is {source!r}",
             )
-        raise GatewayError(Reason.KEY_UNKNOWN, "no signature by a key in the registry")
+        named = ", ".join(_printable(s.keyid) for s in dsse.signatures[:3])
+        raise GatewayError(Reason.KEY_UNKNOWN, f"no signature by a key in the registry (keyid {named})")
 
     def _check_recipients(self, block: object, source: str, schema: MessageSchema) -> None:
         """Every sealed entry must name a registered party entitled to read the topic, with its seal key."""
@@ -263,3 +264,9 @@ class EventVerifier:
                 raise GatewayError(
                     Reason.SEAL_RECIPIENT_NOT_PERMITTED, f"sealed for {party.id}, who may not read {topic}"
                 )
+
+
+def _printable(keyid: str) -> str:
+    """A DSSE keyid as a detail may show it: quoted, at most 64 characters, control characters escaped."""
+    shown = repr(keyid[:64])
+    return shown if len(keyid) <= 64 else shown + "..."

@@ -27,6 +27,12 @@ What is derived, per party ``P`` (principal ``User:xchg-P``, SCRAM-SHA-512):
 The notary (audit log, :class:`NotarySpec`) gets ``Read``/``Describe`` on every case, alert and dead-letter
 topic, ``Read``/``Write``/``Describe`` on its checkpoint topic, ``Read`` on its group and ``IdempotentWrite``.
 
+The signed registry's topic ``xchg.registry.v1`` (one partition, compacted, kept for ever): every party and
+the notary may ``Read``/``Describe`` it (readers use no consumer group); only the maintainers' user
+``xchg-registry`` (:data:`REGISTRY_PUBLISHER`) may ``Write`` it. A gateway holding only its own credentials
+cannot publish a registry version, and a version it managed to publish anyway is still refused below the
+maintainers' threshold (``docs/REGISTRY.md``).
+
 Every ACL is LITERAL -- never PREFIXED, never a ``*`` wildcard. Party ids contain dots, so the producer
 prefix ``xchg.kemlu.`` is also a prefix of ``xchg.kemlu.kbri-kuching.case.v1``: a PREFIXED Write for the
 ministry would let it write into its embassies' topics, and a prefixed group ``xchg.kemlu`` would cover the
@@ -46,6 +52,7 @@ from typing import Final, Literal
 
 from gateway.contract.policy import (
     CHECKPOINT_TOPIC,
+    REGISTRY_TOPIC,
     TOPIC_PREFIX,
     MessageKind,
     dlq_topic,
@@ -60,6 +67,7 @@ from gateway.errors import GatewayError, Reason
 
 __all__ = [
     "DEFAULT_RETENTION_MS",
+    "REGISTRY_PUBLISHER",
     "SCRAM_MECHANISM",
     "AclEntry",
     "NotarySpec",
@@ -83,7 +91,10 @@ SCRAM_MECHANISM: Final = "SCRAM-SHA-512"
 
 ResourceType = Literal["topic", "group", "cluster"]
 Operation = Literal["Read", "Write", "Describe", "Delete", "IdempotentWrite"]
-TopicRole = Literal["case", "alert", "delivery", "dlq", "checkpoints"]
+TopicRole = Literal["case", "alert", "delivery", "dlq", "checkpoints", "registry"]
+
+#: The registry maintainers' Kafka user: the only principal that may write ``xchg.registry.v1``.
+REGISTRY_PUBLISHER: Final = "xchg-registry"
 
 _OPERATION_ORDER: Final = {"Read": 0, "Write": 1, "Describe": 2, "Delete": 3, "IdempotentWrite": 4}
 _RESOURCE_ORDER: Final = {"cluster": 0, "group": 1, "topic": 2}
@@ -212,7 +223,46 @@ def _check_int(name: str, value: object, low: int) -> int:
     return value
 
 
-def render(
+def _add_registry_topic(
+    rendered: tuple[list[TopicSpec], list[UserSpec], set[AclEntry]],
+    parties: Sequence[str],
+    notary: NotarySpec | None,
+    *,
+    replication: int,
+    min_insync: int,
+) -> None:
+    """``xchg.registry.v1``: written by the maintainers' user only, read by every party and the notary."""
+    topics, users, acls = rendered
+    config = {"min.insync.replicas": str(min_insync), "cleanup.policy": "compact", "retention.ms": "-1"}
+    topics.append(
+        TopicSpec(
+            name=REGISTRY_TOPIC,
+            owner=REGISTRY_PUBLISHER,
+            role="registry",
+            partitions=1,
+            replication=replication,
+            config=config,
+        )
+    )
+    users.append(UserSpec(username=REGISTRY_PUBLISHER, party=None, group=None))
+    grants: list[tuple[str, tuple[Operation, ...]]] = [
+        (f"User:{REGISTRY_PUBLISHER}", ("Read", "Write", "Describe"))
+    ]
+    readers = [principal_for(p) for p in parties] + ([f"User:{notary.username}"] if notary else [])
+    grants += [(principal, ("Read", "Describe")) for principal in readers]
+    for principal, operations in grants:
+        for operation in operations:
+            acls.add(
+                AclEntry(
+                    principal=principal,
+                    resource_type="topic",
+                    resource_name=REGISTRY_TOPIC,
+                    operation=operation,
+                )
+            )
+
+
+def render(  # noqa: PLR0915 - one derivation, read top to bottom
     registry: Registry,
     schemas: SchemaStore,
     *,
@@ -324,6 +374,8 @@ def render(
         allow(principal, "topic", spec.checkpoint_topic, "Read", "Write", "Describe")
         allow(principal, "group", spec.group, "Read")
         allow(principal, "cluster", _CLUSTER_RESOURCE, "IdempotentWrite")
+
+    _add_registry_topic((topics, users, acls), parties, spec, replication=replication, min_insync=min_insync)
 
     names = [t.name for t in topics]
     if len(names) != len(set(names)):

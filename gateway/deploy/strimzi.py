@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from gateway.deploy._notation import DNS_LABEL, DNS_SUBDOMAIN, grouped_acls, settings_text, yaml_documents
-from gateway.deploy.acls import Rendered
+from gateway.deploy.acls import REGISTRY_PUBLISHER, Rendered
 from gateway.errors import GatewayError, Reason
 
 __all__ = ["STRIMZI_API_VERSIONS", "to_strimzi"]
@@ -85,7 +85,8 @@ def to_strimzi(
             if resource_type != "cluster":
                 resource.update(name=name, patternType="literal")
             acls.append({"resource": resource, "operations": list(operations), "host": "*", "type": "allow"})
-        annotations = {"xchg/party": user.party} if user.party else {"xchg/role": "notary"}
+        role = "registry-maintainers" if user.username == REGISTRY_PUBLISHER else "notary"
+        annotations = {"xchg/party": user.party} if user.party else {"xchg/role": role}
         documents.append(
             {
                 "apiVersion": api_version,

@@ -37,8 +37,8 @@ __all__ = [
 
 ENV_PREFIX: Final = "XCHG__"
 _SECTIONS: Final = frozenset(
-    {"party", "data_dir", "registry", "schemas", "keys", "kafka", "limits", "ops", "retry", "shutdown",
-     "sources", "sinks", "topics", "coordination", "receipts", "dlq"}
+    {"party", "data_dir", "registry", "registry_anchor", "follow_registry", "schemas", "keys", "kafka",
+     "limits", "ops", "retry", "shutdown", "sources", "sinks", "topics", "coordination", "receipts", "dlq"}
 )  # fmt: skip
 
 
@@ -101,9 +101,14 @@ class GatewayConfig:
     """The configuration file's folder; relative paths in adapter options are resolved against it."""
     data_dir: Path
     registry: Path
+    """The signed registry: one version's file, or a folder of them (air-gapped sites add files there)."""
     signing_key: Path
     sealing_keys: tuple[Path, ...]
     passphrase_file: Path | None = None
+    registry_anchor: Path | None = None
+    """The trust anchor (``gateway registry anchor``): the first registry version trusted. Required to run."""
+    follow_registry: bool = True
+    """Follow ``xchg.registry.v1`` and apply new versions live (``false``: the file source only)."""
     schemas: Path | None = None
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     limits: Limits = field(default_factory=Limits)
@@ -147,6 +152,8 @@ class GatewayConfig:
             base_dir=base_dir,
             data_dir=doc.path("data_dir"),
             registry=doc.path("registry"),
+            registry_anchor=doc.path("registry_anchor", None),
+            follow_registry=doc.boolean("follow_registry", True),
             schemas=doc.path("schemas", None),
             signing_key=keys.path("signing_key"),
             sealing_keys=_sealing_keys(keys),

@@ -66,6 +66,9 @@ _log = structlog.get_logger(__name__)
 #: ``publish`` refusals about the gateway's state, not the record: the file is retried, not quarantined.
 _DEFERRING_REASONS: Final = frozenset(
     {Reason.OUTBOX_FULL, Reason.OUTBOX_UNAVAILABLE, Reason.STOPPING, Reason.BUS_UNAVAILABLE}
+    # this gateway's own signing key is not usable at the event time (not registered yet, revoked,
+    # expired): the registry or the key file must change, not the record (gateway.contract.sign)
+    | {Reason.KEY_UNKNOWN, Reason.KEY_REVOKED, Reason.KEY_EXPIRED, Reason.KEY_NOT_YET_VALID}
 )
 PUBLISH_CHUNK: Final = 64
 #: Seconds between two ``file_progress`` log lines of one large file.

@@ -1,18 +1,25 @@
 """One party's gateway at run time: publisher + outbox sender, subscriber, sources, sinks, operations HTTP.
 
-Lifecycle (one order, always): ``start`` loads the registry, schemas and keys (any problem stops start-up with
-a clear error), opens the outbox and inbox, starts the operations server, then connects to Kafka in the
-background — a broker that is down at start-up only delays sending; ``publish`` already works. ``stop``:
+Lifecycle (one order, always): ``start`` loads the signed registry (its own copy, the configured file,
+checked from the configured anchor: :class:`~gateway.runtime.trust.LiveRegistry`), schemas and keys (any
+problem stops start-up with a clear error), opens the outbox and inbox, starts the operations server, then
+connects to Kafka in the background — a broker that is down at start-up only delays sending; ``publish``
+already works. ``stop``:
 
 1. stop intake: sources stop reading, ``publish`` refuses new events (``gateway.stopping``);
 2. stop the consume loop: the batch in hand is finished, its offsets committed;
 3. drain the outbox to the broker, bounded by the shutdown timeout (what is left stays on disk);
 4. flush and close the producer, close the consumer, sinks, databases and the operations server.
 
-Every long-running task (the outbox sender, the consumer, each source, the receipts sweep, the re-drive
-service) runs under a :class:`~gateway.runtime.supervisor.Supervisor`: restarted with backoff when it raises,
-counted in ``xchg_task_restarts_total``, reported by ``/readyz`` and, when it keeps failing, by
-``/healthz``. Every task is awaited after it is cancelled; nothing is left running.
+The registry changes live: a new version from ``xchg.registry.v1`` or the file source that verifies is put in
+force by :meth:`Gateway._registry_changed` — verifier, subscriber, publisher, coordinator and the topic list
+replaced in one synchronous call, so every event is handled wholly with one version — and the consumer
+resubscribes when the topics this party may read changed.
+
+Every long-running task (the outbox sender, the consumer, the registry follower, each source, the receipts
+sweep, the re-drive service) runs under a :class:`~gateway.runtime.supervisor.Supervisor`: restarted with
+backoff when it raises, counted in ``xchg_task_restarts_total``, reported by ``/readyz`` and, when it keeps
+failing, by ``/healthz``. Every task is awaited after it is cancelled; nothing is left running.
 
 One process per ``data_dir`` (:mod:`gateway.runtime.lock`): ``start`` takes its exclusive lock before
 anything else and ``stop`` releases it last; a second gateway on the same folder stops at once with
@@ -64,6 +71,8 @@ from gateway.bus.subscriber import CommitOnRevoke, Route, Subscriber
 from gateway.contract.keys import SealingKey, SigningKey
 from gateway.contract.policy import dlq_topic, own_topics, readable_topics
 from gateway.contract.registry import Registry
+from gateway.contract.registry_chain import Anchor
+from gateway.contract.registry_version import RegistryVersion
 from gateway.contract.schemas import SchemaStore
 from gateway.contract.sign import EventSigner
 from gateway.contract.verify import EventVerifier
@@ -92,6 +101,7 @@ from gateway.runtime.signals import stop_on_signals
 from gateway.runtime.sources import Source
 from gateway.runtime.status import History, StatusFacts
 from gateway.runtime.supervisor import Supervisor
+from gateway.runtime.trust import LiveRegistry
 from gateway.settings import read_passphrase
 
 __all__ = ["Gateway"]
@@ -134,6 +144,7 @@ class Gateway:
         self.ops_port: int | None = None
         self._intake_stop = asyncio.Event()
         self._consume_stop = asyncio.Event()
+        self._resubscribe = asyncio.Event()
         self._send_stop = asyncio.Event()
         self._closing = asyncio.Event()
         ops = config.ops
@@ -159,6 +170,11 @@ class Gateway:
         self.coordinator: Coordinator | None = None
 
     # ---- start ------------------------------------------------------------------------------------
+    @property
+    def registry(self) -> Registry:
+        """The registry in force (it changes live: read it again rather than keeping it)."""
+        return self.trust.current.registry
+
     async def start(self) -> None:
         self._lock.acquire()  # before anything is opened: a second process on this data_dir stops here
         try:
@@ -169,21 +185,22 @@ class Gateway:
 
     async def _start(self) -> None:
         config = self.config
-        self.registry = Registry.load(config.registry)
         self.schemas = SchemaStore.load(config.schemas)
+        self.trust = self._live_registry()
+        version = self.trust.load()
         if self.registry.party(self.party) is None:
-            raise GatewayError(Reason.CONFIG_INVALID, f"party: {self.party!r} is not in {config.registry}")
+            raise GatewayError(
+                Reason.CONFIG_INVALID, f"party: {self.party!r} is not in the registry ({version.label()})"
+            )
         passphrase = self._passphrase()
         signing = self._load_signing_key()
         kid = self._own_kid(signing.public_key.raw, "sig", config.signing_key)
-        sealing = {}
-        for path in config.sealing_keys:
-            key = SealingKey.load(path, passphrase)
-            sealing[self._own_kid(key.public_key.raw, "seal", path)] = key
+        self._sealing_files = [(path, SealingKey.load(path, passphrase)) for path in config.sealing_keys]
         self.signer = EventSigner(party=self.party, kid=kid, key=signing)
         self.verifier = EventVerifier(
-            registry=self.registry, schemas=self.schemas, party=self.party, sealing_keys=sealing,
-            limits=config.limits, max_event_age=timedelta(days=config.max_event_age_days),
+            registry=self.registry, schemas=self.schemas, party=self.party,
+            sealing_keys=self._sealing(self.registry, at_start=True), limits=config.limits,
+            max_event_age=timedelta(days=config.max_event_age_days),
         )  # fmt: skip
 
         outbox_db = Database(config.data_dir / "outbox.db", durable=True)
@@ -211,10 +228,8 @@ class Gateway:
             sink_retry=self._sink_retry, max_records=config.batch_size,
             commit_timeout=self.kafka.request_timeout_ms / 1000, finished=self.issuer, receipts=self.ledger,
         )  # fmt: skip
-        self.redrive = RedriveService(
-            data_dir=config.data_dir, kafka=self.kafka, dlq_topic=dlq_topic(self.party),
-            subscriber=self.subscriber, metrics=self.metrics, poll_seconds=config.redrive_poll_seconds,
-        )  # fmt: skip
+        self.subscriber.use_verifier(self.verifier, stale_after=version.expires.timestamp())
+        self.trust.on_change = self._registry_changed
         self.sources = list(self._extra_sources)
         for index, source_config in enumerate(config.sources):
             context = self._plugin_context(f"sources[{index}]")
@@ -234,8 +249,12 @@ class Gateway:
         supervise = self.supervisor.spawn
         supervise("sender", self._sender_loop, stop=self._closing, transient=_TRANSIENT)
         supervise("consumer", self._consumer_loop, stop=self._consume_stop, transient=_TRANSIENT)
-        supervise("receipts", self._receipts_loop, stop=self._consume_stop)
-        supervise("redrive", self._redrive_loop, stop=self._consume_stop, transient=_TRANSIENT)
+        self._spawn_delivery_tasks()
+        if config.follow_registry:
+            follow = functools.partial(self.trust.follow, self.kafka, self._consume_stop)
+            supervise("registry", follow, stop=self._consume_stop, transient=_TRANSIENT)
+        supervise("registry-file", functools.partial(self.trust.watch, self._consume_stop),
+                  stop=self._consume_stop)  # fmt: skip
         if self.coordinator is not None:
             supervise("coordination", functools.partial(self.coordinator.run, self._consume_stop),
                       stop=self._consume_stop)  # fmt: skip
@@ -298,6 +317,59 @@ class Gateway:
             metrics=self.metrics, where=where,
         )  # fmt: skip
 
+    def _live_registry(self) -> LiveRegistry:
+        config = self.config
+        if config.registry_anchor is None:
+            raise GatewayError(
+                Reason.CONFIG_INVALID,
+                "registry_anchor: required: the trust anchor of the signed registry (written by "
+                "`gateway registry anchor`; docs/REGISTRY.md)",
+            )
+        return LiveRegistry(
+            anchor=Anchor.load(config.registry_anchor), source=config.registry,
+            state_dir=config.data_dir / "registry", metrics=self.metrics,
+        )  # fmt: skip
+
+    def _registry_changed(self, version: RegistryVersion) -> None:
+        """A new registry version is in force: everything that verifies, signs, seals or subscribes uses it
+        from the next event on. One synchronous call (no await), so no task sees half of the change."""
+        registry = version.registry
+        self.verifier = dataclasses.replace(
+            self.verifier, registry=registry, sealing_keys=self._sealing(registry)
+        )
+        self.subscriber.use_verifier(self.verifier, stale_after=version.expires.timestamp())
+        self.publisher.use_registry(registry, self.signer)
+        if self.coordinator is not None:
+            self.coordinator.registry = registry
+        self.ledger.registry = registry  # who may have received our events (receipts)
+        if self.issuer is not None:
+            self.issuer.registry = registry
+        topics = readable_topics(registry, self.schemas, self.party)
+        if topics != self.topics:
+            _log.info("registry.topics_changed", party=self.party, reads=len(topics))
+            self.topics = topics
+            self._resubscribe.set()
+
+    def _sealing(self, registry: Registry, *, at_start: bool = False) -> dict[str, SealingKey]:
+        """Our sealing keys by their key id in ``registry``; a key file not (yet) registered is left out
+        (added by the maintainers later, it is picked up live) — except at start, where it is an error as
+        for the signing key (the wrong file deployed)."""
+        party = registry.party(self.party)
+        found: dict[str, SealingKey] = {}
+        for path, key in self._sealing_files:
+            kid = next(
+                (k.kid for k in (party.keys if party else ()) if k.use == "seal"
+                 and k.public_key.raw == key.public_key.raw),
+                None,
+            )  # fmt: skip
+            if kid is not None:
+                found[kid] = key
+            elif at_start:
+                raise GatewayError(
+                    Reason.KEYFILE_INVALID, f"{path}: its public key is not a seal key of {self.party}"
+                )
+        return found
+
     def _own_kid(self, raw: bytes, use: str, path: Path) -> str:
         party = self.registry.party(self.party)
         assert party is not None  # noqa: S101 - checked in start()
@@ -346,7 +418,10 @@ class Gateway:
         return [
             kafka_check(self.kafka, timeout=max(0.5, ops.check_timeout * 0.75)),
             signing_key_check(self.signer, registered.public_key, load=self._load_signing_key),
-            registry_check(self.registry, self.party, kid=self.signer.kid, min_days=ops.key_expiry_days),
+            registry_check(
+                lambda: self.registry, self.party, kid=self.signer.kid, min_days=ops.key_expiry_days
+            ),
+            self.trust.readiness_check(),
             schemas_check(self.schemas),
             threshold_check(
                 "outbox-backlog", lambda: float(self.outbox.depth), ops.max_outbox_backlog, "events"
@@ -489,6 +564,15 @@ class Gateway:
         self._producer_problem = f"{refused}; kafka.enable_idempotence = true"
         return False
 
+    def _spawn_delivery_tasks(self) -> None:
+        """The receipts sweep and the re-drive service (issue 13), supervised like every task."""
+        self.redrive = RedriveService(
+            data_dir=self.config.data_dir, kafka=self.kafka, dlq_topic=dlq_topic(self.party),
+            subscriber=self.subscriber, metrics=self.metrics, poll_seconds=self.config.redrive_poll_seconds,
+        )  # fmt: skip
+        self.supervisor.spawn("receipts", self._receipts_loop, stop=self._consume_stop)
+        self.supervisor.spawn("redrive", self._redrive_loop, stop=self._consume_stop, transient=_TRANSIENT)
+
     async def _receipts_loop(self) -> None:
         """Keep the unacknowledged/undelivered gauges current and prune old delivery records."""
         receipts = self.config.receipts
@@ -521,10 +605,16 @@ class Gateway:
         Supervised: when the loop raises, records it had fetched may be unhandled while the consumer's
         position is past them, so the consumer is closed (after committing what was handled) and the restart
         joins afresh from the committed offsets: nothing is skipped, what is read again is deduplicated.
+
+        The topics come from the registry in force: when a new version changes what this party may read,
+        the subscriber finishes and commits the batch in hand and the consumer subscribes to the new list.
         """
-        if not self.topics:
+        while not self.topics:
             _log.info("this party reads no topics", party=self.party)
-            return
+            await _wait_first(self._resubscribe, self._consume_stop)
+            if self._consume_stop.is_set():
+                return
+            self._resubscribe.clear()
         await _wait_first(self._producer_ready, self._consume_stop)
         if self._consume_stop.is_set():
             return
@@ -537,11 +627,24 @@ class Gateway:
         if consumer is None:
             return
         self._consumer = consumer
-        await self._report_refused_topics()
-        consumer.subscribe(topics=self.topics, listener=CommitOnRevoke(self.subscriber, consumer))
+        listener = CommitOnRevoke(self.subscriber, consumer)
         assert self._producer is not None  # noqa: S101 - set before _producer_ready
         try:
-            await self.subscriber.run(consumer, self._producer, self._consume_stop)
+            while not self._consume_stop.is_set():
+                self._resubscribe.clear()
+                await self._report_refused_topics()
+                consumer.subscribe(topics=self.topics, listener=listener)
+                round_stop = asyncio.Event()
+                ender = asyncio.create_task(
+                    _set_when_first(round_stop, self._consume_stop, self._resubscribe)
+                )
+                try:
+                    await self.subscriber.run(consumer, self._producer, round_stop)
+                finally:
+                    ender.cancel()
+                    await asyncio.gather(ender, return_exceptions=True)
+                if self._resubscribe.is_set():
+                    _log.info("consumer resubscribing", party=self.party, reads=len(self.topics))
         except Exception:
             with contextlib.suppress(Exception):
                 await self.subscriber.commit(consumer)
@@ -627,6 +730,12 @@ def _notary_checkpoint(base_url: str) -> Callable[[], Awaitable[bytes]]:
 def _source_task(source: Source) -> str:
     """The supervised task name of a source (also the ``task`` label of ``xchg_task_restarts_total``)."""
     return f"source:{source.name}"
+
+
+async def _set_when_first(target: asyncio.Event, *events: asyncio.Event) -> None:
+    """Set ``target`` as soon as one of ``events`` is set."""
+    await _wait_first(*events)
+    target.set()
 
 
 async def _wait_first(*events: asyncio.Event) -> None:

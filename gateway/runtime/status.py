@@ -55,7 +55,7 @@ __all__ = [
 OPTIONAL_METRICS: Final = {
     "sink_open": "xchg_sink_circuit_open",
     "unacknowledged": "xchg_unacknowledged_events",
-    "registry_version": "xchg_registry_version",
+    "registry_version": "xchg_registry_serial",
 }
 
 #: Bound on the series kept per snapshot: labels are bounded sets, but a bug must not grow memory.

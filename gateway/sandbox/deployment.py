@@ -1,9 +1,13 @@
-"""A complete local deployment generated on the fly: keys, registry and one configuration per party.
+"""A complete local deployment generated on the fly: keys, a signed registry and one configuration per party.
 
 Used by ``gateway demo`` and the integration tests, so both run exactly what an operator would run: key
-files on disk (0600), a registry file built from ``deploy/registry.example.toml`` plus the new public keys,
-and a TOML configuration per gateway loaded through :class:`gateway.runtime.config.GatewayConfig`. Every key
-is fresh; nothing private is committed anywhere.
+files on disk (0600); three registry maintainers (Kemensos, Kemlu, an independent party; two of three must
+sign) whose keys are under ``maintainers/``; version 1 of the registry — ``deploy/registry.example.toml``'s
+parties plus the new public keys — signed by two of them as ``registry.json``, with its trust anchor
+``registry-anchor.toml`` (digest and maintainer keys); and a TOML configuration per gateway loaded through
+:class:`gateway.runtime.config.GatewayConfig`. Every key is fresh; nothing private is committed anywhere.
+Publishing version 1 on ``xchg.registry.v1`` (:func:`gateway.bus.registry_feed.publish_version`) is left to
+whoever starts a broker (the demo, the tests).
 """
 
 from __future__ import annotations
@@ -18,9 +22,32 @@ from typing import Any
 import tomli_w
 
 from gateway.contract.keys import PublicKey, SealingKey, SigningKey, write_private_pem
+from gateway.contract.registry import Registry
+from gateway.contract.registry_chain import Anchor
+from gateway.contract.registry_changes import initial_document
+from gateway.contract.registry_version import RegistryVersion
+from gateway.sandbox.maintainers import (
+    SandboxMaintainer,
+    maintainer_set,
+    new_maintainers,
+    signed_version,
+)
 from gateway.settings import load_toml, overlay
 
-__all__ = ["SAMPLE_REGISTRY", "SandboxParty", "create_sandbox"]
+__all__ = [
+    "ANCHOR_FILE",
+    "MAINTAINERS_DIR",
+    "REGISTRY_FILE",
+    "SAMPLE_REGISTRY",
+    "SandboxParty",
+    "create_sandbox",
+    "load_maintainers",
+    "sandbox_registry",
+]
+
+REGISTRY_FILE = "registry.json"
+ANCHOR_FILE = "registry-anchor.toml"
+MAINTAINERS_DIR = "maintainers"
 
 SAMPLE_REGISTRY = Path(__file__).resolve().parents[2] / "deploy" / "registry.example.toml"
 
@@ -44,7 +71,8 @@ def create_sandbox(
     settings: Mapping[str, Any] | None = None,
     per_party: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, SandboxParty]:
-    """Write keys, ``registry.toml`` and ``<party>/gateway.toml`` under ``root`` for each of ``parties``.
+    """Write keys, the signed ``registry.json`` (version 1), its anchor, the maintainers' keys and
+    ``<party>/gateway.toml`` under ``root`` for each of ``parties``.
 
     ``extra_parties`` are registry entries added to the template (how a new agency joins); ``sinks`` maps a
     party to its ``[[sinks]]`` tables; ``settings`` are merged into every configuration (e.g. shorter Kafka
@@ -74,7 +102,8 @@ def create_sandbox(
         config: dict[str, Any] = {
             "party": party,
             "data_dir": "state",
-            "registry": "../registry.toml",
+            "registry": f"../{REGISTRY_FILE}",
+            "registry_anchor": f"../{ANCHOR_FILE}",
             "keys": {"signing_key": f"keys/{sig_kid}.pem", "sealing_keys": [f"keys/{seal_kid}.pem"]},
             "kafka": {"bootstrap_servers": list(bootstrap_servers), "client_id": f"xchg-{party}"},
             "ops": {"port": 0},
@@ -85,10 +114,30 @@ def create_sandbox(
         config_path = root / party / "gateway.toml"
         config_path.write_bytes(tomli_w.dumps(config).encode("utf-8"))
         result[party] = SandboxParty(party, config_path, root / party / "state", drop_dir)
-    (root / "registry.toml").write_bytes(
-        (b"# Generated sandbox registry: synthetic keys, for this run only.\n")
-        + tomli_w.dumps(registry).encode("utf-8")
-    )
+    parsed = Registry.from_mapping(registry)
+    maintainers = new_maintainers()
+    for maintainer in maintainers:
+        maintainer.write(root / MAINTAINERS_DIR)
+    document = initial_document(parsed, maintainer_set(maintainers, 2), now=now, validity=timedelta(days=365))
+    version = signed_version(document, maintainers[:2])
+    (root / REGISTRY_FILE).write_bytes(version.to_bytes())
+    (root / ANCHOR_FILE).write_text(Anchor.of(version).to_toml(), encoding="utf-8")
+    return result
+
+
+def sandbox_registry(root: Path) -> RegistryVersion:
+    """The signed registry version a sandbox under ``root`` was created with."""
+    return RegistryVersion.parse((root / REGISTRY_FILE).read_bytes())
+
+
+def load_maintainers(root: Path) -> list[SandboxMaintainer]:
+    """The maintainers of a sandbox under ``root`` (keys read back from ``maintainers/``), in the order
+    their key ids appear in its registry."""
+    version = sandbox_registry(root)
+    result = []
+    for key in version.maintainers.keys:
+        signing = SigningKey.load(root / MAINTAINERS_DIR / f"{key.kid}.pem")
+        result.append(SandboxMaintainer(kid=key.kid, name=key.name, key=signing))
     return result
 
 

@@ -15,6 +15,8 @@ invariant breaks; "the input was refused with a reason code" is success. The inv
   skipped or quarantined, and no ``updated_at`` moves the cursor beyond now plus the skew.
 * ``registry`` / ``time`` — a registry TOML document / an RFC 3339 text: a value, or ``registry.invalid``
   / a time reason code.
+* ``registry_version`` — a signed registry version (DSSE envelope bytes) offered to a chain with version 1 in
+  force: an outcome, never an exception, and nothing applied but the untouched signed version 2.
 
 Nothing here needs a broker; the subscriber's loop over fuzzed records is a property test of its own.
 """
@@ -26,7 +28,7 @@ import functools
 import io
 import tomllib
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
 
@@ -40,9 +42,13 @@ from gateway.contract.envelope import Envelope
 from gateway.contract.instants import parse_instant
 from gateway.contract.policy import topic_for
 from gateway.contract.registry import Registry
+from gateway.contract.registry_chain import Anchor, RegistryChain
+from gateway.contract.registry_changes import draft_from, initial_document
+from gateway.contract.registry_version import RegistryVersion
 from gateway.contract.verify import Accepted, Rejected
 from gateway.errors import GatewayError, Reason
 from gateway.runtime.dropfolder import DropEvent, DropRejection
+from gateway.sandbox.maintainers import maintainer_set, new_maintainers, signed_version
 from tests.world import World, example
 
 __all__ = ["TARGETS", "FuzzFailure", "Mutator", "seeds"]
@@ -154,6 +160,7 @@ def seeds() -> dict[str, list[bytes]]:
         "xlsx": [_xlsx_seed()],
         "kemlu": kemlu,
         "registry": registry,
+        "registry_version": list(_registry_versions()[:2]),
         "time": times,
     }
 
@@ -312,6 +319,36 @@ def registry_target(data: bytes) -> None:
             raise FuzzFailure(f"registry error {exc.reason}") from None
 
 
+@functools.cache
+def _registry_versions() -> tuple[bytes, bytes, Anchor]:
+    """A signed version 1 (2 of 3) and its successor version 2 (signed by another 2 of 3), and the anchor."""
+    maintainers = new_maintainers()
+    now = datetime(2026, 3, 1, tzinfo=UTC)
+    first = signed_version(
+        initial_document(_world().registry, maintainer_set(maintainers, 2), now=now), maintainers[:2]
+    )
+    second = signed_version(draft_from(first, now=now + timedelta(hours=1)), maintainers[1:])
+    return first.to_bytes(), second.to_bytes(), Anchor.of(first)
+
+
+def registry_version_target(data: bytes) -> None:
+    """A mutated version 2 offered to a chain with version 1 in force: an outcome, never an exception; and
+    whatever is applied has exactly version 2's signed document (no mutation forges a new version)."""
+    first, second, anchor = _registry_versions()
+    mutator = Mutator(data)
+    raw = mutator.mutate(second if mutator.byte() % 4 else first)
+    chain = RegistryChain(anchor)
+    if chain.update(first).status != "applied":
+        raise FuzzFailure("the seed version 1 was not applied")
+    outcome = chain.update(raw)
+    if outcome.accepted != (outcome.reason is None):
+        raise FuzzFailure("an outcome both accepted and with a reason (or neither)")
+    if outcome.status == "applied":
+        assert outcome.version is not None
+        if outcome.version.digest != RegistryVersion.parse(second).digest:
+            raise FuzzFailure("a mutated registry version was applied")
+
+
 def time_target(data: bytes) -> None:
     mutator = Mutator(data)
     text = mutator.mutate(seeds()["time"][mutator.integer(2)]).decode("utf-8", "replace")
@@ -333,5 +370,6 @@ TARGETS: Final[Mapping[str, Callable[[bytes], None]]] = {
     "xlsx": xlsx_target,
     "kemlu": kemlu_target,
     "registry": registry_target,
+    "registry_version": registry_version_target,
     "time": time_target,
 }

@@ -8,17 +8,23 @@ import time
 import tomllib
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import tomli_w
 
 from gateway.bus.kafka import EMBEDDED_CLIENT_TIMINGS, KafkaSettings
+from gateway.bus.registry_feed import publish_version
 from gateway.bus.subscriber import Route
+from gateway.contract.registry import Registry
+from gateway.contract.registry_chain import Anchor
+from gateway.contract.registry_changes import initial_document
 from gateway.runtime.config import GatewayConfig
 from gateway.runtime.gateway import Gateway
 from gateway.sandbox.broker import EmbeddedBroker
-from gateway.sandbox.deployment import SandboxParty, create_sandbox
+from gateway.sandbox.deployment import ANCHOR_FILE, SandboxParty, create_sandbox, sandbox_registry
+from gateway.sandbox.maintainers import maintainer_set, new_maintainers, signed_version
 from gateway.sandbox.memory import MemorySink
 from tests.kafka.cluster import ClusterSettings
 
@@ -86,6 +92,7 @@ async def exchange(
     per_party: Mapping[str, Mapping[str, Any]] | None = None,
     sinks: Mapping[str, MemorySink] | None = None,
     template: Path | None = None,
+    publish_registry: bool = True,
 ) -> AsyncIterator[dict[str, Node]]:
     """Start one gateway per party (each with a MemorySink for everything it receives); stop them all after.
 
@@ -93,14 +100,18 @@ async def exchange(
     every gateway's configuration file; ``per_party`` gives top-level tables (e.g. an adapter's
     ``[[sources]]`` / ``[[sinks]]``) written into one party's file only, replacing what the sandbox wrote
     there, as that agency's operator configures it; ``template`` replaces the sample registry the deployment
-    starts from. On the Apache Kafka cluster (``settings`` is a :class:`ClusterSettings`), each gateway
-    connects as its own SCRAM user (``xchg-<party>``), so the ACLs kafka-init.sh applied are enforced.
+    starts from. The maintainers publish version 1 of the signed registry on the registry topic unless
+    ``publish_registry`` is false (gateways that cannot reach the broker read it from the file alone). On the
+    Apache Kafka cluster (``settings`` is a :class:`ClusterSettings`), each gateway connects as its own SCRAM
+    user (``xchg-<party>``), so the ACLs kafka-init.sh applied are enforced.
     """
     sandbox = create_sandbox(
         root, parties, bootstrap_servers=settings.bootstrap_servers, extra_parties=extra_parties,
         **({"template": template} if template is not None else {}),
         settings={"kafka": kafka_table(settings), "shutdown": {"timeout_seconds": 10.0}, **(overrides or {})},
     )  # fmt: skip
+    if publish_registry:
+        await publish_version(settings, sandbox_registry(root))
     own_users = (
         {p: {"kafka": {**kafka_table(settings.for_party(p)), "client_id": f"xchg-{p}"}} for p in parties}
         if isinstance(settings, ClusterSettings)
@@ -158,3 +169,23 @@ def metric_total(node: Node, name: str, **labels: str) -> float:
             if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
                 total += sample.value
     return total
+
+
+async def publish_registry(document: Mapping[str, Any], directory: Path, settings: KafkaSettings) -> Path:
+    """Sign ``document`` (an unsigned ``xchg-registry/1`` registry, e.g. ``World.document``) as version 1 by
+    two of three fresh maintainers, publish it on the registry topic and write its anchor in ``directory``;
+    returns the anchor file (what a notary without gateways needs)."""
+    maintainers = new_maintainers()
+    document = initial_document(
+        Registry.from_mapping(document), maintainer_set(maintainers, 2), now=datetime.now(UTC)
+    )
+    version = signed_version(document, maintainers[:2])
+    await publish_version(settings, version)
+    return _write_anchor(directory, Anchor.of(version))
+
+
+def _write_anchor(directory: Path, anchor: Anchor) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / ANCHOR_FILE
+    path.write_text(anchor.to_toml(), "utf-8")
+    return path

@@ -45,7 +45,7 @@ from tests.integration.exchange import (
     metric_total,
     received_ids,
 )
-from tests.world import example
+from tests.world import example, resign
 
 KCH, READER = "kemlu.kbri-kuching", "kemensos"
 REFERRAL = "id.trafficking.case.referral"
@@ -137,14 +137,15 @@ def bad_records(publisher: Node, reader: Node) -> list[Bad]:
     ghost = EventSigner(party=KCH, kid=f"{KCH}-sig-ghost", key=SigningKey.generate())
 
     def event(signer: EventSigner) -> Envelope:
-        return build_event(
-            signer=signer,
+        honest = build_event(
+            signer=own,
             registry=registry,
             schemas=schemas,
             event_type=REFERRAL,
             data=_referral(),
             recipients=[READER],
         )
+        return honest if signer is own else resign(honest, signer)  # a producer skipping the key check
 
     def bad(what: str, reason: Reason, envelope: Envelope) -> Bad:
         record = envelope.to_kafka()

@@ -92,7 +92,7 @@ async def test_demo_plays_the_scenario_and_leaks_nothing(tmp_path: Path, capture
     # the offline audit command it prints names files that outlive the demo (the folder was given)
     command = next(line for line in out.getvalue().splitlines() if "offline: gateway audit verify" in line)
     words = command.split()
-    for option in ("--log", "--vkey", "--registry"):
+    for option in ("--log", "--vkey", "--registry-anchor"):
         assert os.path.exists(words[words.index(option) + 1]), option  # noqa: ASYNC240 - a check, not I/O in a loop
     assert "/status" in out.getvalue()
     # coordination: one referral escalated then resolved, the capacity step, the month's suppressed statistics
@@ -118,6 +118,10 @@ async def test_demo_plays_the_scenario_and_leaks_nothing(tmp_path: Path, capture
     assert (audit["ok"], audit["findings"]) == (True, [])
     assert audit["log_size"] == audit["records"]["read"] == audit["records"]["matched"] > 10
     assert "audit verify: OK" in out.getvalue()
+    # the signed registry path end to end: version 1 published, logged, in force for every event after it
+    versions = audit["registry"]["versions"]
+    assert [(v["serial"], v["outcome"]) for v in versions] == [(1, "applied")]
+    assert "signed by 2 of 3 maintainers" in out.getvalue()
     root = tmp_path / "demo"
     vkey = (root / "notary" / "notary.vkey").read_text().strip()
     key = verifier_from_vkey(vkey)
@@ -127,7 +131,7 @@ async def test_demo_plays_the_scenario_and_leaks_nothing(tmp_path: Path, capture
     assert result.notary_log is not None
     report = tmp_path / "audit.json"
     verify = ["audit", "verify", "--log", str(result.notary_log), "--vkey", vkey]
-    verify += ["--registry", str(root / "registry.toml"), "--json", str(report)]
+    verify += ["--registry-anchor", str(root / "registry-anchor.toml"), "--json", str(report)]
     assert main(verify) == 0
     assert json.loads(report.read_text())["signed_size"] == signed.checkpoint.size
     bundles = (result.notary_log / "tile" / "entries").rglob("*")

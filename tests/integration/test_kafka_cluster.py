@@ -38,7 +38,7 @@ from gateway.bus.admin import refused_topics
 from gateway.bus.connectivity import broker_refusal, check_connection
 from gateway.bus.kafka import KafkaSettings, SaslSettings, TlsSettings
 from gateway.contract.envelope import Envelope
-from gateway.contract.policy import dlq_topic, own_topics, readable_topics, topic_for
+from gateway.contract.policy import REGISTRY_TOPIC, dlq_topic, own_topics, readable_topics, topic_for
 from gateway.contract.registry import Registry
 from gateway.contract.schemas import SchemaStore
 from gateway.errors import GatewayError, Reason
@@ -127,7 +127,10 @@ async def test_each_party_reads_exactly_what_the_registry_permits(kafka_cluster:
     await producer.start()
     try:  # one marker record in partition 0 of every topic, written by the super user
         async with asyncio.timeout(60):
-            await asyncio.gather(*[await producer.send(topic, MARKER, partition=0) for topic in topics])
+            # keyed: the registry topic is compacted, and a compacted topic refuses records without a key
+            await asyncio.gather(
+                *[await producer.send(topic, MARKER, key=b"probe", partition=0) for topic in topics]
+            )
     finally:
         await producer.stop()
 
@@ -136,7 +139,8 @@ async def test_each_party_reads_exactly_what_the_registry_permits(kafka_cluster:
     assert len(parties) >= 5
     for party in parties:
         settings = kafka_cluster.party(party)
-        permitted = {*readable_topics(registry, schemas, party), dlq_topic(party)}
+        # its readable topics, its own DLQ and the signed registry (every party follows it; issue 12)
+        permitted = {*readable_topics(registry, schemas, party), dlq_topic(party), REGISTRY_TOPIC}
         async with asyncio.timeout(30):
             hidden = set(await refused_topics(settings.admin_kwargs(), topics))  # not even Describe
         visible = [t for t in topics if t not in hidden]

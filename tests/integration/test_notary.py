@@ -43,14 +43,22 @@ from gateway.contract.keys import SigningKey, write_private_pem
 from gateway.contract.policy import dlq_topic
 from gateway.errors import Reason
 from gateway.sandbox.broker import EmbeddedBroker
-from tests.integration.exchange import embedded_settings, eventually, exchange, kafka_table, metric_total
+from gateway.sandbox.deployment import ANCHOR_FILE
+from tests.integration.exchange import (
+    embedded_settings,
+    eventually,
+    exchange,
+    kafka_table,
+    metric_total,
+    publish_registry,
+)
 from tests.world import example
 
 KCH, KEMENSOS, IOM = "kemlu.kbri-kuching", "kemensos", "iom"
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def write_notary_config(directory: Path, settings: KafkaSettings, registry: Path, **extra: Any) -> Path:
+def write_notary_config(directory: Path, settings: KafkaSettings, anchor: Path, **extra: Any) -> Path:
     """A notary deployment as an operator writes it: key file, TOML; returns the TOML path."""
     directory.mkdir(parents=True, exist_ok=True)
     key_file = directory / "notary.pem"
@@ -58,7 +66,7 @@ def write_notary_config(directory: Path, settings: KafkaSettings, registry: Path
         write_private_pem(key_file, SigningKey.generate().to_pem())
     document: dict[str, Any] = {
         "deployment": "it",
-        "registry": str(registry),
+        "registry_anchor": str(anchor),
         "log_dir": "log",
         "key_file": "notary.pem",
         "kafka": kafka_table(settings),
@@ -94,7 +102,7 @@ async def audit_against_broker(
             str(config.log_dir),
             "--vkey",
             notary_vkey(config_path),
-            "--registry",
+            "--registry-anchor",
             str(registry),
             "--bootstrap-servers",
             ",".join(settings.bootstrap_servers),
@@ -129,7 +137,7 @@ async def test_notary_logs_the_exchange_and_the_audit_verifies_against_the_broke
 ) -> None:
     settings = embedded_settings(embedded_broker)
     sandbox = tmp_path / "exchange"
-    registry = sandbox / "registry.toml"
+    registry = sandbox / ANCHOR_FILE
     started = time.monotonic()
     async with exchange(sandbox, [KCH, KEMENSOS, IOM], settings) as nodes:
         config_path = write_notary_config(tmp_path / "notary", settings, registry)
@@ -218,7 +226,7 @@ async def test_notary_logs_the_exchange_and_the_audit_verifies_against_the_broke
     config = NotaryConfig.load(config_path)
     offline = tmp_path / "offline.json"
     verify = ["audit", "verify", "--log", str(config.log_dir), "--vkey", notary_vkey(config_path)]
-    verify += ["--registry", str(registry), "--records", str(dump), "--json", str(offline)]
+    verify += ["--registry-anchor", str(registry), "--records", str(dump), "--json", str(offline)]
     assert await run_cli(verify) == 0
     assert json.loads(await asyncio.to_thread(offline.read_text))["records"]["matched"] == size + 1
     assert time.monotonic() - started < 60
@@ -280,9 +288,8 @@ async def test_sigkill_mid_append_resumes_without_gap_or_duplicate(
     from tests.world import World  # noqa: PLC0415 - only this test needs a registry without gateways
 
     world = World.build()
-    registry = tmp_path / "registry.toml"
-    registry.write_bytes(tomli_w.dumps(dict(world.document)).encode("utf-8"))
-    total = 0
+    registry = await publish_registry(world.document, tmp_path, settings)
+    total = 1  # the registry version, logged first
     for topic, count in (
         ("xchg.iom.alert.v1", 700),
         ("xchg.kemensos.case.v1", 500),
@@ -377,8 +384,7 @@ async def test_cosigner_cosigns_successive_checkpoints_and_refuses_a_fork(
     from tests.world import World  # noqa: PLC0415 - a registry without gateways
 
     world = World.build()
-    registry = tmp_path / "registry.toml"
-    registry.write_bytes(tomli_w.dumps(dict(world.document)).encode("utf-8"))
+    registry = await publish_registry(world.document, tmp_path, settings)  # logged first: one entry
     cosigner_key = tmp_path / "cosigner" / "cosigner.pem"
     assert (
         await run_cli(["audit", "keygen", "--cosigner", "kemensos.cosigner", "--out", str(cosigner_key)]) == 0
@@ -401,13 +407,13 @@ async def test_cosigner_cosigns_successive_checkpoints_and_refuses_a_fork(
             await produce(settings, "xchg.iom.alert.v1", 30)
             await notary.sync()
             first = await service.poll_once()
-            assert (first.size, first.cosigned, first.reason) == (30, True, None)
+            assert (first.size, first.cosigned, first.reason) == (31, True, None)
             assert (await service.poll_once()).detail == "already cosigned"
 
             await produce(settings, "xchg.kemensos.case.v1", 45)
             await notary.sync()
             second = await service.poll_once()
-            assert (second.size, second.cosigned) == (75, True)  # consistent with 30: proven, cosigned
+            assert (second.size, second.cosigned) == (76, True)  # consistent with 31: proven, cosigned
             cosigned = verify_cosigned(
                 notary.latest_checkpoint,
                 origin=notary.origin,
@@ -415,7 +421,7 @@ async def test_cosigner_cosigns_successive_checkpoints_and_refuses_a_fork(
                 cosigners=[cosigner.verifier()],
                 quorum=1,
             )
-            assert cosigned.checkpoint.size == 75
+            assert cosigned.checkpoint.size == 76
         finally:
             await service.close()
 
@@ -444,7 +450,7 @@ async def test_cosigner_cosigns_successive_checkpoints_and_refuses_a_fork(
                 cosigners=[cosigner.verifier()],
                 quorum=1,
             ).checkpoint.size
-            == 80
+            == 81
         )
         honest = list(notary.log.iter_entries())
 
@@ -465,9 +471,9 @@ async def test_cosigner_cosigns_successive_checkpoints_and_refuses_a_fork(
         await service.close()
         await runner.cleanup()
     assert (refused.cosigned, refused.reason) == (False, Reason.PROOF_CONSISTENCY_FAILED)
-    assert cosigner.latest_size(notary.origin) == 80  # its memory still holds the honest history
+    assert cosigner.latest_size(notary.origin) == 81  # its memory still holds the honest history
 
-    # the auditor requires the cosigner: the log is clean and cosigned up to 80
+    # the auditor requires the cosigner: the log is clean and cosigned up to 81
     report = await audit_against_broker(
         config_path,
         registry,
@@ -479,4 +485,4 @@ async def test_cosigner_cosigns_successive_checkpoints_and_refuses_a_fork(
         "1",
     )
     assert report["findings"] == []
-    assert report["cosigned_size"] == 80
+    assert report["cosigned_size"] == 81

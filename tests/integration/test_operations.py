@@ -49,8 +49,8 @@ from tests.world import example
 KCH, READER = "kemlu.kbri-kuching", "kemensos"
 REFERRAL = "id.trafficking.case.referral"
 CHECKS = [
-    "kafka", "signing-key", "registry", "schemas", "outbox-backlog", "consumer-lag", "tasks", "dead-letters",
-    "producer", "sinks",
+    "kafka", "signing-key", "registry", "registry-version", "schemas", "outbox-backlog", "consumer-lag",
+    "tasks", "dead-letters", "producer", "sinks",
 ]  # fmt: skip
 
 
@@ -120,6 +120,8 @@ async def test_healthz_and_readyz_of_a_running_gateway(tmp_path: Path, isolated_
         kid = node.gateway.signer.kid
         assert checks["signing-key"]["detail"] == f"{kid} (Ed25519) signs and verifies and key file"
         assert checks["registry"]["detail"].startswith(f"{READER}: signing key {kid} valid")
+        assert checks["registry-version"]["detail"].startswith("serial 1 (sha256:")
+        assert "expires in 36" in checks["registry-version"]["detail"]  # the sandbox's version: one year
         assert "schema version(s)" in checks["schemas"]["detail"]
         assert checks["outbox-backlog"]["detail"].startswith("0 events")
 
@@ -416,7 +418,9 @@ async def test_gateways_exchange_over_tls_and_a_wrong_ca_is_not_ready(
         other_ca, _key, _cert = make_ca(tmp_path / "other-ca", name="not the brokers' CA")
         wrong = tls_settings(tls_proxy, other_ca)
         overrides = {"shutdown": {"timeout_seconds": 2.0}}  # it never connects: do not wait to drain
-        async with exchange(tmp_path / "wrong-ca", ["iom"], wrong, overrides=overrides) as others:
+        async with exchange(
+            tmp_path / "wrong-ca", ["iom"], wrong, overrides=overrides, publish_registry=False
+        ) as others:
             body = await wait_ready(others["iom"], status=503)
             kafka = assert_only_failing(body, "kafka", also=("producer",))  # it never started: not ready
             assert kafka["detail"].startswith(
@@ -446,7 +450,9 @@ async def test_sasl_scram_settings_from_the_toml_reach_the_broker(
         sasl=SaslSettings(mechanism="SCRAM-SHA-512", username="gw-kemensos", password_file=password),
     )
     overrides = {"shutdown": {"timeout_seconds": 2.0}}  # it never connects: do not wait to drain
-    async with exchange(tmp_path / "sasl", [READER], settings, overrides=overrides) as nodes:
+    async with exchange(
+        tmp_path / "sasl", [READER], settings, overrides=overrides, publish_registry=False
+    ) as nodes:
         node = nodes[READER]
         text = node.sandbox.config.read_text()
         assert 'security_protocol = "SASL_SSL"' in text

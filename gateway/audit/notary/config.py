@@ -22,8 +22,9 @@ from gateway.settings import Table
 __all__ = ["NotaryConfig"]
 
 _KEYS: Final = (
-    "deployment", "registry", "schemas", "log_dir", "key_file", "passphrase_file", "kafka", "cosigners",
-    "topic_pattern", "checkpoint_topic", "checkpoint", "batch_size", "refresh_seconds", "http", "durable",
+    "deployment", "registry_anchor", "schemas", "log_dir", "key_file", "passphrase_file", "kafka",
+    "cosigners", "topic_pattern", "checkpoint_topic", "checkpoint", "batch_size", "refresh_seconds", "http",
+    "durable",
 )  # fmt: skip
 
 
@@ -35,7 +36,9 @@ class NotaryConfig:
     """
 
     deployment: str
-    registry: Path
+    registry_anchor: Path
+    """The registry's trust anchor: the notary takes every registry version from ``xchg.registry.v1``, in
+    the order it logs them, so each verdict depends on the log alone (``docs/AUDIT.md``)."""
     log_dir: Path
     key_file: Path
     schemas: Path | None = None
@@ -68,6 +71,12 @@ class NotaryConfig:
     @classmethod
     def from_table(cls, doc: Table) -> NotaryConfig:
         """Every key checked (type, bounds); an unknown key or table is an error naming it."""
+        if "registry" in doc:
+            raise doc.fail(
+                "registry",
+                "the notary takes the signed registry from xchg.registry.v1 since issue 12; set "
+                "registry_anchor to the anchor file (gateway registry anchor; docs/REGISTRY.md)",
+            )
         doc.only(*_KEYS)
         if "deployment" not in doc:
             raise doc.fail(
@@ -86,7 +95,7 @@ class NotaryConfig:
         checkpoint, http = doc.table("checkpoint"), doc.table("http")
         config = cls(
             deployment=deployment,
-            registry=doc.path("registry"),
+            registry_anchor=doc.path("registry_anchor"),
             log_dir=doc.path("log_dir"),
             key_file=doc.path("key_file"),
             schemas=doc.path("schemas", None),

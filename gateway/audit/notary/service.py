@@ -27,7 +27,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from gateway.audit.checkpoint import Checkpoint, open_checkpoint
-from gateway.audit.leaf import ConsumedRecord, RecordLike, leaf_for_record
+from gateway.audit.leaf import ConsumedRecord, RecordLike, leaf_for_record, leaf_for_registry_record
 from gateway.audit.merkle import EMPTY_ROOT, verify_consistency
 from gateway.audit.notary._http import notary_app
 from gateway.audit.notary._index import INDEX_FILE, LeafIndex
@@ -39,8 +39,9 @@ from gateway.audit.tiles import TileLog
 from gateway.bus.admin import ensure_topics
 from gateway.bus.kafka import KafkaSettings
 from gateway.contract.keys import SigningKey
-from gateway.contract.policy import exchange_topics
+from gateway.contract.policy import REGISTRY_TOPIC, exchange_topics
 from gateway.contract.registry import Registry
+from gateway.contract.registry_chain import Anchor, RegistryChain
 from gateway.contract.schemas import SchemaStore
 from gateway.contract.verify import EventVerifier
 from gateway.errors import GatewayError, Reason
@@ -94,7 +95,8 @@ class Notary:
         self._runner: web.AppRunner | None = None
         self._log: TileLog | None = None
         self._index: LeafIndex | None = None
-        self._registry_mtime = 0.0
+        self._chain: RegistryChain
+        self.verifier: EventVerifier | None = None
         self.appended = 0
         """Leaves appended by this process (not counting what the log held at start)."""
 
@@ -102,7 +104,8 @@ class Notary:
     async def start(self) -> None:
         config = self.config
         self.schemas = SchemaStore.load(config.schemas)
-        self._load_registry()
+        self._chain = RegistryChain(Anchor.load(config.registry_anchor))
+        self.verifier = None
         passphrase = read_passphrase(config.passphrase_file, "passphrase_file")
         key = SigningKey.load(config.key_file, passphrase)
         self.signer = Ed25519Signer(self.origin, key)
@@ -144,26 +147,44 @@ class Notary:
                   signed_size=self._latest.checkpoint.size, partitions=len(self._next),
                   http_port=self.http_port, kafka=self.kafka.redacted())  # fmt: skip
 
-    def _load_registry(self) -> None:
-        mtime = self.config.registry.stat().st_mtime if self.config.registry.exists() else 0.0
-        registry = Registry.load(self.config.registry)
-        self.registry = registry
-        self.verifier = EventVerifier(registry=registry, schemas=self.schemas)  # no sealing keys, no party
-        self._registry_mtime = mtime
+    @property
+    def registry(self) -> Registry:
+        """The registry version in force at the end of the log (what the next event is verified with)."""
+        version = self._chain.current
+        if version is None:
+            raise GatewayError(Reason.REGISTRY_UNAVAILABLE, "no registry version logged yet")
+        return version.registry
 
-    def _maybe_reload_registry(self) -> None:
-        try:
-            mtime = self.config.registry.stat().st_mtime
-        except OSError:
+    def _in_force(self, chain: RegistryChain) -> None:
+        """Make ``chain`` (after a committed append) the notary's: its version verifies the next records."""
+        version = chain.current
+        if version is not None and (
+            self._chain.current is None or version.digest != self._chain.current.digest
+        ):
+            self.verifier = EventVerifier(registry=version.registry, schemas=self.schemas)
+            _log.info("notary.registry_in_force", serial=version.serial, digest=version.digest)
+        self._chain = chain
+
+    async def _restore_registry(self, consumer: AIOKafkaConsumer) -> None:
+        """Replay the registry records the log already holds (offsets below its position in the registry
+        topic), so the version in force is the one the log says: verdicts stay a function of the log."""
+        end = self._next.get((REGISTRY_TOPIC, 0), 0)
+        if end == 0 or self._chain.current is not None:
             return
-        if mtime != self._registry_mtime:
-            try:
-                self._load_registry()
-            except GatewayError as exc:
-                _log.error("notary.registry_unreadable", reason=str(exc.reason), detail=exc.detail)
-                self._registry_mtime = mtime
-            else:
-                _log.info("notary.registry_reloaded", parties=len(self.registry.parties))
+        tp = TopicPartition(REGISTRY_TOPIC, 0)
+        consumer.assign([tp])
+        consumer.seek(tp, 0)
+        chain = self._chain.copy()
+        idle = 0
+        while await consumer.position(tp) < end and idle < 3:
+            batch = await consumer.getmany(tp, timeout_ms=_POLL_MS, max_records=100)
+            records = [r for r in batch.get(tp, []) if r.offset < end]
+            idle = 0 if records else idle + 1
+            for record in records:
+                chain.update(record.value or b"")
+        self._in_force(chain)
+        current = chain.current
+        _log.info("notary.registry_restored", serial=None if current is None else current.serial, below=end)
 
     # ---- properties --------------------------------------------------------------------------------
     @property
@@ -210,6 +231,7 @@ class Notary:
         self._admin = AIOKafkaAdminClient(**kafka.admin_kwargs())
         await self._consumer.start()
         await self._admin.start()
+        await self._restore_registry(self._consumer)
         self._assigned = set()
         self._refresh_due = 0.0
         targets: dict[TopicPartition, int] | None = None
@@ -263,7 +285,8 @@ class Notary:
             return []
         batches = await consumer.getmany(timeout_ms=_POLL_MS, max_records=self.config.batch_size)
         fresh: list[RecordLike] = []
-        for tp in sorted(batches, key=lambda t: (t.topic, t.partition)):
+        # registry versions first: an event fetched with the version that admits its key is judged by it
+        for tp in sorted(batches, key=lambda t: (t.topic != REGISTRY_TOPIC, t.topic, t.partition)):
             for record in batches[tp]:
                 if record.offset >= self._next.get((tp.topic, tp.partition), 0):  # else: a re-delivery
                     fresh.append(record)
@@ -274,8 +297,9 @@ class Notary:
         admin, consumer = self._admin, self._consumer
         if admin is None or consumer is None:  # set by _consume before it calls us
             raise GatewayError(Reason.BUS_UNAVAILABLE, "notary: not connected")
-        await asyncio.to_thread(self._maybe_reload_registry)
         names = sorted(t for t in await admin.list_topics() if self._pattern.fullmatch(t))
+        if self._chain.current is None:  # nothing can be judged before a registry version is logged
+            names = [name for name in names if name == REGISTRY_TOPIC]
         wanted: set[TopicPartition] = set()
         if names:
             for entry in await admin.describe_topics(names):
@@ -285,7 +309,9 @@ class Notary:
             consumer.assign(sorted(wanted, key=lambda t: (t.topic, t.partition)))
             for tp in wanted:
                 consumer.seek(tp, self._next.get((tp.topic, tp.partition), 0))
-            missing = sorted(set(exchange_topics(self.registry, self.schemas)) - set(names))
+            current = self._chain.current
+            predicted = exchange_topics(current.registry, self.schemas) if current is not None else []
+            missing = sorted(set(predicted) - set(names))
             _log.info(
                 "notary.assigned", topics=len(names), partitions=len(wanted), not_yet_created=len(missing)
             )
@@ -293,9 +319,10 @@ class Notary:
 
     async def _append(self, records: Sequence[RecordLike]) -> None:
         snapshot = [ConsumedRecord.of(r) for r in records]
-        verifier = self.verifier
+        chain = self._chain.copy()  # kept only once the batch is committed: a retried batch is judged alike
+        before = chain.current
         try:
-            first, entries = await asyncio.to_thread(self._ingest, snapshot, verifier)
+            first, entries = await asyncio.to_thread(self._ingest, snapshot, chain, self.verifier)
         except GatewayError:
             # A failed append may or may not have committed (tiles.TileLog.append): look at the disk again
             # and derive the positions from what it holds, so the retry neither skips nor repeats a record.
@@ -305,6 +332,9 @@ class Notary:
             key = (record.topic, record.partition)
             self._next[key] = max(self._next.get(key, 0), record.offset + 1)
         self.appended += len(entries)
+        self._in_force(chain)
+        if before is None and chain.current is not None:
+            self._refresh_due = 0.0  # the first registry version: start logging every topic now
         _log.debug("notary.appended", first=first, count=len(entries), size=first + len(entries))
 
     def _resync(self) -> dict[tuple[str, int], int]:
@@ -321,10 +351,23 @@ class Notary:
         self._index.sync_with(log)
         return self._index.positions()
 
-    def _ingest(self, records: Sequence[ConsumedRecord], verifier: EventVerifier) -> tuple[int, list[bytes]]:
-        """Compute the leaves and append them as one atomic batch, then index them (worker thread)."""
+    def _ingest(
+        self, records: Sequence[ConsumedRecord], chain: RegistryChain, verifier: EventVerifier | None
+    ) -> tuple[int, list[bytes]]:
+        """Compute the leaves and append them as one atomic batch, then index them (worker thread).
+
+        A registry record is offered to ``chain`` and logged with the chain's verdict; a version it puts in
+        force judges every record after it in the batch (and in the log)."""
         assert self._index is not None  # noqa: S101 - set in start()
-        leaves = [leaf_for_record(record, verifier) for record in records]
+        leaves = []
+        for record in records:
+            if record.topic == REGISTRY_TOPIC:
+                outcome = chain.update(record.value or b"")
+                if outcome.status == "applied" and outcome.version is not None:
+                    verifier = EventVerifier(registry=outcome.version.registry, schemas=self.schemas)
+                leaves.append(leaf_for_registry_record(record, outcome))
+            else:
+                leaves.append(leaf_for_record(record, verifier))
         pairs = [(leaf, leaf.encode()) for leaf in leaves]
         entries = [entry for _, entry in pairs]
         first = self.log.append(entries)

@@ -26,7 +26,7 @@ COSIGNER_VKEY = str(CosignatureV1Signer("kemensos.cosigner", _KEY).verifier().vk
 def _notary(tmp_path: Path, **changes: Any) -> NotaryConfig:
     document: dict[str, Any] = {
         "deployment": "prod",
-        "registry": "registry.toml",
+        "registry_anchor": "registry-anchor.toml",
         "log_dir": "log",
         "key_file": "/etc/xchg/notary.pem",
         "cosigners": [COSIGNER_VKEY],
@@ -71,7 +71,7 @@ def _error(read: Any, tmp_path: Path, **changes: Any) -> GatewayError:
 def test_notary_config_reads_every_key(tmp_path: Path) -> None:
     config = _notary(tmp_path, batch_size=10, refresh_seconds=0.5, durable=False)
     assert config.origin == "id.trafficking.xchg/notary/prod"
-    assert (config.registry, config.log_dir) == (tmp_path / "registry.toml", tmp_path / "log")
+    assert (config.registry_anchor, config.log_dir) == (tmp_path / "registry-anchor.toml", tmp_path / "log")
     assert config.key_file == Path("/etc/xchg/notary.pem")
     assert (config.schemas, config.passphrase_file) == (None, None)
     assert config.cosigners == (COSIGNER_VKEY,)
@@ -90,7 +90,11 @@ def test_notary_config_reads_every_key(tmp_path: Path) -> None:
         ({"http": {"hots": "10.1.2.3"}}, "http.hots: unknown setting"),
         ({"kafka": {"bootstrap_servers": ["k:9092"], "ca_file": "x"}}, "kafka.ca_file: unknown setting"),
         ({"deployment": None}, "deployment: a deployment name is required"),
-        ({"registry": None}, "registry: required"),
+        ({"registry_anchor": None}, "registry_anchor: required"),
+        (
+            {"registry": "registry.toml"},
+            "registry: the notary takes the signed registry from xchg.registry.v1",
+        ),
         ({"batch_size": 0}, "batch_size: must be an integer in 1..100000"),
         ({"checkpoint": {"entries": "many"}}, "checkpoint.entries: must be an integer"),
         ({"checkpoint": {"interval_seconds": 0}}, "checkpoint.interval_seconds: must be a positive number"),

@@ -4,6 +4,7 @@ No broker is needed: the checks run before the notary connects, and a dead addre
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import aiohttp
@@ -15,6 +16,7 @@ from gateway.audit.notary import Notary, NotaryConfig
 from gateway.audit.note import Ed25519Signer
 from gateway.audit.tiles import TileLog
 from gateway.contract.keys import write_private_pem
+from gateway.contract.registry_chain import Anchor
 from gateway.errors import GatewayError, Reason
 from tests.unit.audit._synthetic import ORIGIN, Run, build_run, copy_checkpoints, write_log
 
@@ -29,13 +31,16 @@ def _config(run: Run, root: Path, log_dir: Path) -> NotaryConfig:
     write_private_pem(key_file, run.key.to_pem())  # the run's notary key
     document = {
         "deployment": ORIGIN.rsplit("/", 1)[1],
-        "registry": str(run.registry_file),
+        "registry_anchor": "registry-anchor.toml",
         "log_dir": str(log_dir),
         "key_file": "notary.pem",
         "kafka": {"bootstrap_servers": ["127.0.0.1:9"]},
         "http": {"port": 0},
         "durable": False,
     }
+    # the anchor is read at start; no registry version is needed before the notary connects
+    anchor = Anchor(digest="sha256:" + hashlib.sha256(run.registry_file.read_bytes()).hexdigest())
+    (root / "registry-anchor.toml").write_text(anchor.to_toml(), "utf-8")
     (root / "notary.toml").write_bytes(tomli_w.dumps(document).encode())
     return NotaryConfig.load(root / "notary.toml")
 

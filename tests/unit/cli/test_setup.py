@@ -14,6 +14,10 @@ import tomli_w
 from gateway import __version__
 from gateway.cli.main import main
 from gateway.cli.setup import check_config
+from gateway.contract.registry import utc_text_of
+from gateway.contract.registry_chain import Anchor
+from gateway.sandbox.deployment import ANCHOR_FILE, REGISTRY_FILE, load_maintainers, sandbox_registry
+from gateway.sandbox.maintainers import signed_version
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
@@ -103,13 +107,17 @@ def test_an_unknown_key_is_named(scaffold: Path) -> None:
 
 
 def test_a_key_that_expires_soon_and_a_foreign_key(scaffold: Path) -> None:
-    registry_path = scaffold.parent.parent / "registry.toml"
-    registry = tomllib.loads(registry_path.read_text("utf-8"))
+    root = scaffold.parent.parent  # the trial's version 1, re-made by its maintainers with a nearer expiry
+    registry = sandbox_registry(root).document()
     kemensos = next(p for p in registry["parties"] if p["id"] == "kemensos")
     for key in kemensos["keys"]:
         if key["use"] == "sig":
-            key["valid_until"] = datetime.now(UTC).replace(microsecond=0) + timedelta(days=10, hours=1)
-    registry_path.write_text(tomli_w.dumps(registry), "utf-8")
+            key["valid_until"] = utc_text_of(
+                datetime.now(UTC).replace(microsecond=0) + timedelta(days=10, hours=1)
+            )
+    version = signed_version(registry, load_maintainers(root)[:2])
+    (root / REGISTRY_FILE).write_bytes(version.to_bytes())
+    (root / ANCHOR_FILE).write_text(Anchor.of(version).to_toml(), "utf-8")
     (problem,) = check_config(scaffold)  # ops.key_expiry_days defaults to 14
     assert problem == (
         "keyfile.invalid: keys.signing_key: key kemensos-sig-sandbox expires in 10 day(s); "

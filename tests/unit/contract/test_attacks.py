@@ -64,6 +64,36 @@ def test_unknown_kid(world: World) -> None:
     assert _rejected(world, _referral_event(world, signer=ghost)).reason == Reason.KEY_UNKNOWN
 
 
+def test_key_unknown_names_the_key_id(world: World) -> None:
+    """An operator sees which key is missing (a gateway whose registry lags, a key never registered)."""
+    ghost = EventSigner(party=KBRI, kid=f"{KBRI}-sig-ghost", key=SigningKey.generate())
+    rejected = _rejected(world, _referral_event(world, signer=ghost))
+    assert (rejected.reason, f"'{KBRI}-sig-ghost'" in rejected.detail) == (Reason.KEY_UNKNOWN, True)
+
+
+@pytest.mark.parametrize(
+    ("times", "reason"),
+    [
+        ({"revoked_at": -1}, Reason.KEY_REVOKED),
+        ({"valid_until": -1}, Reason.KEY_EXPIRED),
+        ({"valid_from": +1}, Reason.KEY_NOT_YET_VALID),
+    ],
+)
+def test_the_signer_refuses_a_key_that_is_not_valid_at_the_event_time(
+    world: World, times: dict[str, int], reason: Reason
+) -> None:
+    """``gateway sign`` and every publisher refuse instead of sending what every verifier rejects."""
+    now = datetime.now(UTC)
+    changed = _with_key_times(world, KBRI, **{k: now + timedelta(days=d) for k, d in times.items()})
+    with pytest.raises(GatewayError) as caught:
+        changed.event(REFERRAL, _referral(), by=KBRI, recipients=["kemensos"])
+    assert caught.value.reason == reason
+    assert world.members[KBRI].signer.kid in caught.value.detail
+    earlier = now - timedelta(days=3) if reason != Reason.KEY_NOT_YET_VALID else now + timedelta(days=2)
+    if reason == Reason.KEY_REVOKED:  # an event timed before the revocation is still signed
+        assert changed.event(REFERRAL, _referral(), by=KBRI, recipients=["kemensos"], now=earlier)
+
+
 def _with_key_times(world: World, party: str, **times: datetime) -> World:
     def edit(document: dict[str, Any]) -> None:
         world.party_doc(document, party)["keys"][0].update(times)

@@ -88,9 +88,12 @@ def _party(party_id: str, *keys: dict[str, Any]) -> dict[str, Any]:
 
 def test_registry_refuses_a_key_shared_by_two_parties() -> None:
     key = SigningKey.generate().public_key
-    document = _doc(_party("kemensos", key_entry("a", "sig", key)), _party("iom", key_entry("b", "sig", key)))
+    document = _doc(
+        _party("kemensos", key_entry("kemensos-a", "sig", key)), _party("iom", key_entry("iom-b", "sig", key))
+    )
     with pytest.raises(GatewayError) as caught:
         Registry.from_mapping(document)
+    assert caught.value.reason == Reason.REGISTRY_DUPLICATE_KEY
     assert "exactly one party" in caught.value.detail
 
 
@@ -107,7 +110,7 @@ def test_registry_refuses_a_key_shared_by_two_parties() -> None:
     ],
 )
 def test_registry_validation_messages(mutate: Any, fragment: str) -> None:
-    document = _doc(_party("kemensos", key_entry("k1", "sig", SigningKey.generate().public_key)))
+    document = _doc(_party("kemensos", key_entry("kemensos-k1", "sig", SigningKey.generate().public_key)))
     mutate(document)
     with pytest.raises(GatewayError) as caught:
         Registry.from_mapping(document)

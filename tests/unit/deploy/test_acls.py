@@ -57,6 +57,15 @@ def expected_acls(registry: Registry, schemas: SchemaStore) -> set[Acl]:
     acls.update(
         {(NOTARY, "group", "xchg.notary", "Read"), (NOTARY, "cluster", "kafka-cluster", "IdempotentWrite")}
     )
+    # the signed registry: every party and the notary read it, only the maintainers' user writes it
+    for principal in [f"User:xchg-{p}" for p in parties] + [NOTARY, "User:xchg-registry"]:
+        acls.update(
+            {
+                (principal, "topic", "xchg.registry.v1", "Read"),
+                (principal, "topic", "xchg.registry.v1", "Describe"),
+            }
+        )
+    acls.add(("User:xchg-registry", "topic", "xchg.registry.v1", "Write"))
     return acls
 
 
@@ -67,16 +76,23 @@ def test_every_party_has_exactly_its_acls(case: tuple[Registry, Rendered], schem
 
 def test_users_topics_and_groups(case: tuple[Registry, Rendered], schemas: SchemaStore) -> None:
     registry, rendered = case
-    assert {u.username for u in rendered.users} == {f"xchg-{p}" for p in registry.parties} | {"xchg-notary"}
+    users = {f"xchg-{p}" for p in registry.parties} | {"xchg-notary", "xchg-registry"}
+    assert {u.username for u in rendered.users} == users
     majors = {(s.kind, s.version[0]) for s in schemas.schemas()}
     exchange = {f"xchg.{p}.{k}.v{m}" for p in registry.parties for k, m in majors}
     dlqs = {f"xchg.{p}.dlq.v1" for p in registry.parties}
-    assert set(rendered.topic_names()) == exchange | dlqs | {"xchg.notary.checkpoints.v1"}
+    assert set(rendered.topic_names()) == exchange | dlqs | {"xchg.notary.checkpoints.v1", "xchg.registry.v1"}
     for topic in rendered.topics:
-        assert (topic.partitions, topic.replication) == ((1 if topic.role == "checkpoints" else 3), 3)
+        single = topic.role in ("checkpoints", "registry")
+        assert (topic.partitions, topic.replication) == ((1 if single else 3), 3)
         assert topic.config["min.insync.replicas"] == "2"
     checkpoints = next(t for t in rendered.topics if t.role == "checkpoints")
     assert checkpoints.config["retention.ms"] == "-1"
+    registry_topic = next(t for t in rendered.topics if t.role == "registry")
+    assert (registry_topic.config["cleanup.policy"], registry_topic.config["retention.ms"]) == (
+        "compact",
+        "-1",
+    )
 
 
 def test_acls_are_literal_and_never_wildcards(case: tuple[Registry, Rendered]) -> None:
@@ -93,7 +109,7 @@ def test_a_party_writes_only_its_own_topics(case: tuple[Registry, Rendered]) -> 
     """No Write (and so no prefix) reaches another party's topics -- the kemlu / kemlu.kbri-* trap."""
     registry, rendered = case
     for acl in rendered.acls:
-        if acl.operation != "Write" or acl.principal == NOTARY:
+        if acl.operation != "Write" or acl.principal in (NOTARY, "User:xchg-registry"):
             continue
         assert parse_topic(acl.resource_name).party == acl.principal.removeprefix("User:xchg-"), acl
     ministry = {a.resource_name for a in rendered.acls_for("User:xchg-kemlu") if a.operation == "Write"}
@@ -123,7 +139,8 @@ def test_new_agencies_join_by_configuration(schemas: SchemaStore) -> None:
     assert {a.resource_name for a in polri if a.operation == "Write"} == {"xchg.polri.dlq.v1"}
     reads = {a.resource_name for a in polri if a.operation == "Read" and a.resource_type == "topic"}
     assert reads == {f"xchg.{p}.alert.v1" for p in extended_registry().parties if p != "polri"} | {
-        "xchg.polri.dlq.v1"
+        "xchg.polri.dlq.v1",
+        "xchg.registry.v1",
     }
     bp2mi = {a.resource_name for a in rendered.acls_for("User:xchg-bp2mi") if a.operation == "Read"}
     assert {"xchg.kemensos.case.v1", "xchg.kemensos.alert.v1"} <= bp2mi
