@@ -25,6 +25,10 @@ by a signed ``alert.sop-overdue`` (KBRI receives it) and resolved by the late an
 free beds raise the shelter-capacity step; the month's statistics, with suppressed cells, are printed,
 published as ``alert.statistics`` and written as JSON/CSV/HTML under ``kemensos/state/reports``.
 
+Every recipient signs a delivery receipt for each event it finishes; the scenario waits until every event
+has one from each running recipient, prints per sender what each recipient reported, and has IOM's gateway
+publish a forged receipt, which Kemensos dead-letters (``receipt.unknown-event``).
+
 It prints a timeline of deliveries, a per-party summary and what each simulated system received, then keeps
 ``/healthz``, ``/readyz`` and ``/metrics`` up until interrupted (``once=True`` returns instead).
 """
@@ -37,8 +41,10 @@ import json
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -50,14 +56,18 @@ from gateway.audit.kafka_records import audit_kafka
 from gateway.audit.notary import Notary, NotaryConfig
 from gateway.audit.note import verifier_from_vkey
 from gateway.bus.kafka import EMBEDDED_CLIENT_TIMINGS, KafkaSettings
+from gateway.bus.receipts import summarise
 from gateway.bus.registry_feed import publish_version
 from gateway.bus.subscriber import Route
+from gateway.contract.instants import format_utc
 from gateway.contract.keys import SigningKey, write_private_pem
 from gateway.contract.policy import CHECKPOINT_TOPIC, NOTARISED_TOPICS, REGISTRY_TOPIC
+from gateway.contract.receipt import RECEIPT_TYPE, receipt_data
 from gateway.contract.registry_chain import Anchor
 from gateway.contract.verify import Accepted
 from gateway.coordination.clock import OffsetClock
 from gateway.coordination.statistics import month_of
+from gateway.errors import Reason
 from gateway.runtime.config import GatewayConfig
 from gateway.runtime.gateway import Gateway
 from gateway.runtime.signals import stop_on_signals
@@ -88,6 +98,10 @@ class ScenarioResult:
     kemlu_updates: list[dict[str, Any]] = field(default_factory=list)
     iom_referrals: list[dict[str, Any]] = field(default_factory=list)
     timeline: list[str] = field(default_factory=list)
+    deliveries: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
+    """Per sender, per recipient: its events delivered / rejected / dead-lettered, by signed receipts."""
+    forged_receipt: str | None = None
+    """The reason code the forged receipt was dead-lettered with at its would-be sender."""
     checkpoint: bytes = b""
     """The notary's last signed checkpoint note (it covers every record of the run)."""
     audit: dict[str, Any] | None = None
@@ -221,6 +235,7 @@ async def run_scenario(  # noqa: PLR0915 - the scenario reads top to bottom, one
                 await _coordination(
                     gateways, observers, sandbox[KEMENSOS].drop_dir, clock, result, out, started, patience
                 )
+                result.deliveries, result.forged_receipt = await _receipts(gateways, patience, out, started)
                 result.summary = _summary(gateways)
                 result.kemensos_cases = [dict(body) for body in kemensos_system.cases.values()]
                 result.kemlu_updates = [update.body for update in kemlu_api.updates]
@@ -461,11 +476,58 @@ async def _until(predicate: Callable[[], bool | Awaitable[bool]], patience: floa
         await asyncio.sleep(0.05)
 
 
+async def _receipts(
+    gateways: dict[str, Gateway], patience: float, out: TextIO, started: float
+) -> tuple[dict[str, dict[str, dict[str, int]]], str | None]:
+    """Wait for a signed receipt from every running recipient of every event; then a forged receipt.
+
+    Returns, per sender, the receipts' outcomes per recipient, and the reason code the forged receipt (IOM
+    claiming to have delivered a Kemensos event that never existed) was dead-lettered with at Kemensos."""
+    running = set(gateways)
+
+    async def answered() -> bool:
+        for gateway in gateways.values():
+            for delivery in await gateway.ledger.deliveries():
+                if any(delivery.state().get(p) == "waiting" for p in delivery.expected if p in running):
+                    return False
+        return True
+
+    await _until(answered, patience, "a signed receipt for every event at its sender")
+    table: dict[str, dict[str, dict[str, int]]] = {}
+    for party, gateway in gateways.items():
+        rows = summarise(await gateway.ledger.deliveries())
+        table[party] = {p: dict(row) for p, row in rows.items() if p in running}
+    _say(out, started, "IOM's gateway publishes a forged receipt for a Kemensos event that never existed")
+    data = receipt_data(
+        event_id=str(uuid.uuid4()), event_source=KEMENSOS, event_type=None, digest="0" * 64,
+        read_from=("xchg.kemensos.case.v1", 0, 0), outcome="delivered", reason=None,
+        finished_at=format_utc(datetime.now(UTC)),
+    )  # fmt: skip
+    await gateways[IOM].publisher.publish(RECEIPT_TYPE, data, event_id=str(uuid.uuid4()), internal=True)
+    reason = str(Reason.RECEIPT_UNKNOWN_EVENT)
+
+    def refused() -> bool:
+        return _total(gateways[KEMENSOS], "xchg_rejected_total", reason=reason) >= 1
+
+    await _until(refused, patience, "the forged receipt to be dead-lettered")
+    return table, reason
+
+
+def _total(gateway: Gateway, name: str, **labels: str) -> int:
+    return int(
+        sum(
+            s.value
+            for f in gateway.metrics.registry.collect()
+            for s in f.samples
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
+        )
+    )
+
+
 def _summary(gateways: dict[str, Gateway]) -> dict[str, dict[str, int]]:
     def total(gateway: Gateway, name: str) -> int:
-        return int(
-            sum(s.value for f in gateway.metrics.registry.collect() for s in f.samples if s.name == name)
-        )
+        """Exchange messages only: delivery receipts are counted in their own table."""
+        return _total(gateway, name) - _total(gateway, name, type=RECEIPT_TYPE)
 
     return {
         party: {
@@ -484,6 +546,16 @@ def _print_result(result: ScenarioResult, out: TextIO) -> None:
     for party, row in result.summary.items():
         print(f"  {party:<22}{row['published']:>10}{row['received']:>10}{row['rejected']:>10}"
               f"{row['quarantined']:>13}", file=out)  # fmt: skip
+    print("\nSigned delivery receipts, per sender: what each recipient reported", file=out)
+    print(f"  {'sender':<22}{'recipient':<22}{'delivered':>10}{'rejected':>10}{'dead-lettered':>15}"
+          f"{'waiting':>9}", file=out)  # fmt: skip
+    for sender, rows in result.deliveries.items():
+        for party, row in sorted(rows.items()):
+            print(f"  {sender:<22}{party:<22}{row['delivered']:>10}{row['rejected']:>10}"
+                  f"{row['dead-lettered']:>15}{row['waiting']:>9}", file=out)  # fmt: skip
+    if result.forged_receipt:
+        print(f"  a forged receipt was dead-lettered at {KEMENSOS} ({result.forged_receipt}); "
+              "it marked nothing", file=out)  # fmt: skip
     print("\nWhat the simulated agency systems received", file=out)
     cases = ", ".join(sorted({str(c.get("jenis_data")) for c in result.kemensos_cases}))
     updates = ", ".join(sorted({str(u.get("jenis_pembaruan")) for u in result.kemlu_updates}))

@@ -51,6 +51,7 @@ from gateway.bus.inbox import Inbox
 from gateway.bus.metrics import GatewayMetrics
 from gateway.bus.outbox import Outbox
 from gateway.bus.publisher import Publisher
+from gateway.bus.receipts import ReceiptIssuer
 from gateway.bus.subscriber import Route, Subscriber
 from gateway.contract.envelope import Envelope
 from gateway.contract.sign import build_event
@@ -119,6 +120,15 @@ class _FeedingConsumer:
     def highwater(self, partition: TopicPartition) -> int | None:
         return None
 
+    def pause(self, *partitions: TopicPartition) -> None:  # the counting sink never fails: nothing waits
+        return None
+
+    def resume(self, *partitions: TopicPartition) -> None:
+        return None
+
+    def seek(self, partition: TopicPartition, offset: int) -> None:
+        return None
+
 
 class _CountingSink:
     name = "bench-counter"
@@ -134,16 +144,18 @@ class _CountingSink:
 
 
 @contextlib.asynccontextmanager
-async def _publishing(deployment: Deployment, path: Path) -> AsyncIterator[tuple[Publisher, _AckingProducer]]:
-    """A publisher with a durable outbox at ``path`` and its sender running against an acking producer;
-    on exit the sender drains the outbox and everything is closed."""
+async def _publishing(
+    deployment: Deployment, path: Path, party: str = PUBLISHER
+) -> AsyncIterator[tuple[Publisher, _AckingProducer]]:
+    """``party``'s publisher with a durable outbox at ``path`` and its sender running against an acking
+    producer; on exit the sender drains the outbox and everything is closed."""
     database = Database(path, durable=True)
     await database.open()
     outbox = Outbox(database)
     await outbox.attach()
-    publisher = Publisher(signer=deployment.members[PUBLISHER].signer, registry=deployment.registry,
+    publisher = Publisher(signer=deployment.members[party].signer, registry=deployment.registry,
                           schemas=deployment.schemas, outbox=outbox,
-                          metrics=GatewayMetrics(party=PUBLISHER))  # fmt: skip
+                          metrics=GatewayMetrics(party=party))  # fmt: skip
     producer = _AckingProducer()
     stop = asyncio.Event()
     sender = asyncio.create_task(publisher.run_sender(producer, stop))
@@ -180,21 +192,35 @@ async def publisher_side(
 
 
 async def subscriber_side(
-    deployment: Deployment, directory: Path, records: Sequence[_Record]
+    deployment: Deployment, directory: Path, records: Sequence[_Record], *, receipts: bool = False
 ) -> dict[str, float]:
-    """Verify, deduplicate, deliver and record every record; CPU per event."""
+    """Verify, deduplicate, deliver and record every record; CPU per event. With ``receipts``, the reader
+    also signs a delivery receipt for each (journal, then its own outbox and sender, as a gateway does)."""
     database = Database(directory / "inbox.db", durable=False)
     await database.open()
     inbox = Inbox(database)
     await inbox.attach()
     sink = _CountingSink()
-    subscriber = Subscriber(party=READER, verifier=deployment.verifier(READER), inbox=inbox,
-                            routes=[Route(sink)], dlq_topic="xchg.kemensos.dlq.v1",
-                            metrics=GatewayMetrics(party=READER))  # fmt: skip
-    stop = asyncio.Event()
-    start, cpu = time.perf_counter(), self_cpu_seconds()
-    await subscriber.run(_FeedingConsumer(records, stop), _AckingProducer(), stop)
-    seconds, cpu = time.perf_counter() - start, self_cpu_seconds() - cpu
+    async with contextlib.AsyncExitStack() as stack:
+        issuer: ReceiptIssuer | None = None
+        if receipts:
+            publisher, _ = await stack.enter_async_context(
+                _publishing(deployment, directory / "receipts-outbox.db", READER)
+            )
+            issuer = ReceiptIssuer(party=READER, registry=deployment.registry, publish=publisher.publish,
+                                   journal=directory / "receipts.journal",
+                                   metrics=GatewayMetrics(party=READER))  # fmt: skip
+            await issuer.attach()
+            stack.callback(issuer.close)
+        subscriber = Subscriber(party=READER, verifier=deployment.verifier(READER), inbox=inbox,
+                                routes=[Route(sink)], dlq_topic="xchg.kemensos.dlq.v1",
+                                metrics=GatewayMetrics(party=READER), finished=issuer)  # fmt: skip
+        stop = asyncio.Event()
+        start, cpu = time.perf_counter(), self_cpu_seconds()
+        await subscriber.run(_FeedingConsumer(records, stop), _AckingProducer(), stop)
+        if receipts:
+            await _drained(publisher)
+        seconds, cpu = time.perf_counter() - start, self_cpu_seconds() - cpu
     await database.close()
     if sink.delivered != len(records):
         raise SystemExit(f"subscriber delivered {sink.delivered} of {len(records)}")
@@ -266,6 +292,10 @@ async def main_async(args: argparse.Namespace) -> None:
             inbox_dir.mkdir()
             result = await subscriber_side(deployment, inbox_dir, records)
             samples.setdefault("subscriber", []).append(result)
+            receipts_dir = directory / "inbox-receipts"
+            receipts_dir.mkdir()
+            result = await subscriber_side(deployment, receipts_dir, records, receipts=True)
+            samples.setdefault("subscriber, signing a delivery receipt per event", []).append(result)
             for chunk in (1, PUBLISH_CHUNK):
                 label = f"drop folder file, {'one record at a time' if chunk == 1 else f'chunks of {chunk}'}"
                 samples.setdefault(label, []).append(await drop_folder(deployment, directory, events, chunk))

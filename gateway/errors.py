@@ -67,6 +67,10 @@ class Reason(enum.StrEnum):
     SEAL_NO_RECIPIENTS = "seal.no-recipients"
     SEAL_UNKNOWN_RECIPIENT = "seal.unknown-recipient"
     SEAL_RECIPIENT_NOT_PERMITTED = "seal.recipient-not-permitted"
+    # delivery receipts at the sender (gateway/bus/receipts.py; docs/REASON_CODES.md)
+    RECEIPT_UNKNOWN_EVENT = "receipt.unknown-event"
+    RECEIPT_NOT_A_RECIPIENT = "receipt.not-a-recipient"
+    RECEIPT_DIGEST_MISMATCH = "receipt.digest-mismatch"
     # privacy rules (UU 27/2022; docs/PRIVACY.md)
     PRIVACY_NO_LEGAL_BASIS = "privacy.no-legal-basis"
     PRIVACY_CONSENT_WITHDRAWN = "privacy.consent-withdrawn"
@@ -129,8 +133,10 @@ class Reason(enum.StrEnum):
     OUTBOX_FULL = "outbox.full"
     DUPLICATE = "dedup.duplicate"
     SINK_FAILED = "sink.failed"
+    SINK_REFUSED = "sink.refused"
     INTERNAL_ERROR = "gateway.internal-error"
     OUTBOX_UNAVAILABLE = "outbox.unavailable"
+    ALREADY_RUNNING = "gateway.already-running"
     # HTTP intake (gateway/runtime/http_intake.py): refusals of a request, never of a record
     AUTH_UNAUTHORIZED = "auth.unauthorized"
     HTTP_UNSUPPORTED_MEDIA_TYPE = "http.unsupported-media-type"

@@ -38,6 +38,7 @@ __all__ = [
     "FakeConsumer",
     "FakeProducer",
     "FakeRecord",
+    "LogConsumer",
     "Produced",
     "Published",
     "WorldPublish",
@@ -191,6 +192,70 @@ class FakeConsumer:
 
     def highwater(self, partition: TopicPartition) -> int | None:
         return self.highwaters.get(partition)
+
+    def pause(self, *partitions: TopicPartition) -> None:
+        self.calls.append(("pause", *partitions))
+
+    def resume(self, *partitions: TopicPartition) -> None:
+        self.calls.append(("resume", *partitions))
+
+    def seek(self, partition: TopicPartition, offset: int) -> None:
+        self.calls.append(("seek", partition, offset))
+
+
+@dataclass
+class LogConsumer:
+    """Imitates a consumer over whole partition logs, as the broker keeps them: a fetch position per
+    partition, ``pause``/``resume``/``seek`` as aiokafka has them, ``getmany`` returning up to
+    ``max_records`` records from each partition that is not paused, from its position on. ``records[i]``
+    of a log must have offset ``i``. It never sets ``stop`` itself (a test stops the loop once what it
+    waits for happened); a fetch that finds nothing yields to the event loop. ``commit`` keeps the last
+    committed offset per partition in ``committed``; calls go to ``calls`` like :class:`FakeConsumer`'s.
+    """
+
+    logs: dict[TopicPartition, list[FakeRecord]]
+    calls: list[Call] = field(default_factory=list)
+    positions: dict[TopicPartition, int] = field(default_factory=dict)
+    paused: set[TopicPartition] = field(default_factory=set)
+    committed: dict[TopicPartition, int] = field(default_factory=dict)
+    fetches: int = 0
+
+    async def getmany(
+        self, *partitions: TopicPartition, timeout_ms: int = 0, max_records: int | None = None
+    ) -> dict[TopicPartition, list[FakeRecord]]:
+        self.fetches += 1
+        batch: dict[TopicPartition, list[FakeRecord]] = {}
+        for tp, log in self.logs.items():
+            if tp in self.paused:
+                continue
+            start = self.positions.get(tp, self.committed.get(tp, 0))
+            records = log[start : start + (max_records or 500)]
+            if records:
+                batch[tp] = records
+                self.positions[tp] = start + len(records)
+        self.calls.append(("getmany", sum(len(r) for r in batch.values())))
+        if not batch:
+            await asyncio.sleep(0.001)  # nothing there: let the test (or the clock) move on
+        return batch
+
+    async def commit(self, offsets: Mapping[TopicPartition, int] | None = None) -> None:
+        self.calls.append(("commit", dict(offsets or {})))
+        self.committed.update(offsets or {})
+
+    def highwater(self, partition: TopicPartition) -> int | None:
+        return len(self.logs.get(partition, ()))
+
+    def pause(self, *partitions: TopicPartition) -> None:
+        self.calls.append(("pause", *partitions))
+        self.paused.update(partitions)
+
+    def resume(self, *partitions: TopicPartition) -> None:
+        self.calls.append(("resume", *partitions))
+        self.paused.difference_update(partitions)
+
+    def seek(self, partition: TopicPartition, offset: int) -> None:
+        self.calls.append(("seek", partition, offset))
+        self.positions[partition] = offset
 
 
 @dataclass(frozen=True)

@@ -52,18 +52,23 @@ scram_user() {
 # ---- topics
 kafka kafka-topics.sh --create --if-not-exists --topic xchg.iom.alert.v1 --partitions 3 --replication-factor 3 --config min.insync.replicas=2 --config retention.ms=2592000000
 kafka kafka-topics.sh --create --if-not-exists --topic xchg.iom.case.v1 --partitions 3 --replication-factor 3 --config min.insync.replicas=2 --config retention.ms=2592000000
+kafka kafka-topics.sh --create --if-not-exists --topic xchg.iom.delivery.v1 --partitions 3 --replication-factor 3 --config min.insync.replicas=2 --config retention.ms=2592000000
 kafka kafka-topics.sh --create --if-not-exists --topic xchg.iom.dlq.v1 --partitions 3 --replication-factor 3 --config min.insync.replicas=2 --config retention.ms=2592000000
 kafka kafka-topics.sh --create --if-not-exists --topic xchg.kemensos.alert.v1 --partitions 3 --replication-factor 3 --config min.insync.replicas=2 --config retention.ms=2592000000
 kafka kafka-topics.sh --create --if-not-exists --topic xchg.kemensos.case.v1 --partitions 3 --replication-factor 3 --config min.insync.replicas=2 --config retention.ms=2592000000
+kafka kafka-topics.sh --create --if-not-exists --topic xchg.kemensos.delivery.v1 --partitions 3 --replication-factor 3 --config min.insync.replicas=2 --config retention.ms=2592000000
 kafka kafka-topics.sh --create --if-not-exists --topic xchg.kemensos.dlq.v1 --partitions 3 --replication-factor 3 --config min.insync.replicas=2 --config retention.ms=2592000000
 kafka kafka-topics.sh --create --if-not-exists --topic xchg.kemlu.alert.v1 --partitions 3 --replication-factor 3 --config min.insync.replicas=2 --config retention.ms=2592000000
 kafka kafka-topics.sh --create --if-not-exists --topic xchg.kemlu.case.v1 --partitions 3 --replication-factor 3 --config min.insync.replicas=2 --config retention.ms=2592000000
+kafka kafka-topics.sh --create --if-not-exists --topic xchg.kemlu.delivery.v1 --partitions 3 --replication-factor 3 --config min.insync.replicas=2 --config retention.ms=2592000000
 kafka kafka-topics.sh --create --if-not-exists --topic xchg.kemlu.dlq.v1 --partitions 3 --replication-factor 3 --config min.insync.replicas=2 --config retention.ms=2592000000
 kafka kafka-topics.sh --create --if-not-exists --topic xchg.kemlu.kbri-kuala-lumpur.alert.v1 --partitions 3 --replication-factor 3 --config min.insync.replicas=2 --config retention.ms=2592000000
 kafka kafka-topics.sh --create --if-not-exists --topic xchg.kemlu.kbri-kuala-lumpur.case.v1 --partitions 3 --replication-factor 3 --config min.insync.replicas=2 --config retention.ms=2592000000
+kafka kafka-topics.sh --create --if-not-exists --topic xchg.kemlu.kbri-kuala-lumpur.delivery.v1 --partitions 3 --replication-factor 3 --config min.insync.replicas=2 --config retention.ms=2592000000
 kafka kafka-topics.sh --create --if-not-exists --topic xchg.kemlu.kbri-kuala-lumpur.dlq.v1 --partitions 3 --replication-factor 3 --config min.insync.replicas=2 --config retention.ms=2592000000
 kafka kafka-topics.sh --create --if-not-exists --topic xchg.kemlu.kbri-kuching.alert.v1 --partitions 3 --replication-factor 3 --config min.insync.replicas=2 --config retention.ms=2592000000
 kafka kafka-topics.sh --create --if-not-exists --topic xchg.kemlu.kbri-kuching.case.v1 --partitions 3 --replication-factor 3 --config min.insync.replicas=2 --config retention.ms=2592000000
+kafka kafka-topics.sh --create --if-not-exists --topic xchg.kemlu.kbri-kuching.delivery.v1 --partitions 3 --replication-factor 3 --config min.insync.replicas=2 --config retention.ms=2592000000
 kafka kafka-topics.sh --create --if-not-exists --topic xchg.kemlu.kbri-kuching.dlq.v1 --partitions 3 --replication-factor 3 --config min.insync.replicas=2 --config retention.ms=2592000000
 kafka kafka-topics.sh --create --if-not-exists --topic xchg.notary.checkpoints.v1 --partitions 1 --replication-factor 3 --config min.insync.replicas=2 --config retention.ms=-1
 kafka kafka-topics.sh --create --if-not-exists --topic xchg.registry.v1 --partitions 1 --replication-factor 3 --config cleanup.policy=compact --config min.insync.replicas=2 --config retention.ms=-1
@@ -82,61 +87,61 @@ kafka kafka-acls.sh --add --allow-principal User:xchg-iom --allow-host '*' --ope
 echo 'kafka-init: ACLs of User:xchg-iom on 1 cluster resource(s)'
 kafka kafka-acls.sh --add --allow-principal User:xchg-iom --allow-host '*' --operation Read --group xchg.iom --resource-pattern-type literal >/dev/null
 echo 'kafka-init: ACLs of User:xchg-iom on 1 group resource(s)'
-kafka kafka-acls.sh --add --allow-principal User:xchg-iom --allow-host '*' --operation Write --operation Describe --topic xchg.iom.alert.v1 --topic xchg.iom.case.v1 --resource-pattern-type literal >/dev/null
-echo 'kafka-init: ACLs of User:xchg-iom on 2 topic resource(s)'
-kafka kafka-acls.sh --add --allow-principal User:xchg-iom --allow-host '*' --operation Read --operation Write --operation Describe --topic xchg.iom.dlq.v1 --resource-pattern-type literal >/dev/null
+kafka kafka-acls.sh --add --allow-principal User:xchg-iom --allow-host '*' --operation Write --operation Describe --topic xchg.iom.alert.v1 --topic xchg.iom.case.v1 --topic xchg.iom.delivery.v1 --resource-pattern-type literal >/dev/null
+echo 'kafka-init: ACLs of User:xchg-iom on 3 topic resource(s)'
+kafka kafka-acls.sh --add --allow-principal User:xchg-iom --allow-host '*' --operation Read --operation Write --operation Describe --operation Delete --topic xchg.iom.dlq.v1 --resource-pattern-type literal >/dev/null
 echo 'kafka-init: ACLs of User:xchg-iom on 1 topic resource(s)'
-kafka kafka-acls.sh --add --allow-principal User:xchg-iom --allow-host '*' --operation Read --operation Describe --topic xchg.kemensos.alert.v1 --topic xchg.kemensos.case.v1 --topic xchg.kemlu.alert.v1 --topic xchg.kemlu.case.v1 --topic xchg.kemlu.kbri-kuala-lumpur.alert.v1 --topic xchg.kemlu.kbri-kuala-lumpur.case.v1 --topic xchg.kemlu.kbri-kuching.alert.v1 --topic xchg.kemlu.kbri-kuching.case.v1 --topic xchg.registry.v1 --resource-pattern-type literal >/dev/null
-echo 'kafka-init: ACLs of User:xchg-iom on 9 topic resource(s)'
+kafka kafka-acls.sh --add --allow-principal User:xchg-iom --allow-host '*' --operation Read --operation Describe --topic xchg.kemensos.alert.v1 --topic xchg.kemensos.case.v1 --topic xchg.kemensos.delivery.v1 --topic xchg.kemlu.alert.v1 --topic xchg.kemlu.case.v1 --topic xchg.kemlu.delivery.v1 --topic xchg.kemlu.kbri-kuala-lumpur.alert.v1 --topic xchg.kemlu.kbri-kuala-lumpur.case.v1 --topic xchg.kemlu.kbri-kuala-lumpur.delivery.v1 --topic xchg.kemlu.kbri-kuching.alert.v1 --topic xchg.kemlu.kbri-kuching.case.v1 --topic xchg.kemlu.kbri-kuching.delivery.v1 --topic xchg.registry.v1 --resource-pattern-type literal >/dev/null
+echo 'kafka-init: ACLs of User:xchg-iom on 13 topic resource(s)'
 kafka kafka-acls.sh --add --allow-principal User:xchg-kemensos --allow-host '*' --operation IdempotentWrite --cluster --resource-pattern-type literal >/dev/null
 echo 'kafka-init: ACLs of User:xchg-kemensos on 1 cluster resource(s)'
 kafka kafka-acls.sh --add --allow-principal User:xchg-kemensos --allow-host '*' --operation Read --group xchg.kemensos --resource-pattern-type literal >/dev/null
 echo 'kafka-init: ACLs of User:xchg-kemensos on 1 group resource(s)'
-kafka kafka-acls.sh --add --allow-principal User:xchg-kemensos --allow-host '*' --operation Read --operation Describe --topic xchg.iom.alert.v1 --topic xchg.iom.case.v1 --topic xchg.kemlu.alert.v1 --topic xchg.kemlu.case.v1 --topic xchg.kemlu.kbri-kuala-lumpur.alert.v1 --topic xchg.kemlu.kbri-kuala-lumpur.case.v1 --topic xchg.kemlu.kbri-kuching.alert.v1 --topic xchg.kemlu.kbri-kuching.case.v1 --topic xchg.registry.v1 --resource-pattern-type literal >/dev/null
-echo 'kafka-init: ACLs of User:xchg-kemensos on 9 topic resource(s)'
-kafka kafka-acls.sh --add --allow-principal User:xchg-kemensos --allow-host '*' --operation Write --operation Describe --topic xchg.kemensos.alert.v1 --topic xchg.kemensos.case.v1 --resource-pattern-type literal >/dev/null
-echo 'kafka-init: ACLs of User:xchg-kemensos on 2 topic resource(s)'
-kafka kafka-acls.sh --add --allow-principal User:xchg-kemensos --allow-host '*' --operation Read --operation Write --operation Describe --topic xchg.kemensos.dlq.v1 --resource-pattern-type literal >/dev/null
+kafka kafka-acls.sh --add --allow-principal User:xchg-kemensos --allow-host '*' --operation Read --operation Describe --topic xchg.iom.alert.v1 --topic xchg.iom.case.v1 --topic xchg.iom.delivery.v1 --topic xchg.kemlu.alert.v1 --topic xchg.kemlu.case.v1 --topic xchg.kemlu.delivery.v1 --topic xchg.kemlu.kbri-kuala-lumpur.alert.v1 --topic xchg.kemlu.kbri-kuala-lumpur.case.v1 --topic xchg.kemlu.kbri-kuala-lumpur.delivery.v1 --topic xchg.kemlu.kbri-kuching.alert.v1 --topic xchg.kemlu.kbri-kuching.case.v1 --topic xchg.kemlu.kbri-kuching.delivery.v1 --topic xchg.registry.v1 --resource-pattern-type literal >/dev/null
+echo 'kafka-init: ACLs of User:xchg-kemensos on 13 topic resource(s)'
+kafka kafka-acls.sh --add --allow-principal User:xchg-kemensos --allow-host '*' --operation Write --operation Describe --topic xchg.kemensos.alert.v1 --topic xchg.kemensos.case.v1 --topic xchg.kemensos.delivery.v1 --resource-pattern-type literal >/dev/null
+echo 'kafka-init: ACLs of User:xchg-kemensos on 3 topic resource(s)'
+kafka kafka-acls.sh --add --allow-principal User:xchg-kemensos --allow-host '*' --operation Read --operation Write --operation Describe --operation Delete --topic xchg.kemensos.dlq.v1 --resource-pattern-type literal >/dev/null
 echo 'kafka-init: ACLs of User:xchg-kemensos on 1 topic resource(s)'
 kafka kafka-acls.sh --add --allow-principal User:xchg-kemlu --allow-host '*' --operation IdempotentWrite --cluster --resource-pattern-type literal >/dev/null
 echo 'kafka-init: ACLs of User:xchg-kemlu on 1 cluster resource(s)'
 kafka kafka-acls.sh --add --allow-principal User:xchg-kemlu --allow-host '*' --operation Read --group xchg.kemlu --resource-pattern-type literal >/dev/null
 echo 'kafka-init: ACLs of User:xchg-kemlu on 1 group resource(s)'
-kafka kafka-acls.sh --add --allow-principal User:xchg-kemlu --allow-host '*' --operation Read --operation Describe --topic xchg.iom.alert.v1 --topic xchg.iom.case.v1 --topic xchg.kemensos.alert.v1 --topic xchg.kemensos.case.v1 --topic xchg.kemlu.kbri-kuala-lumpur.alert.v1 --topic xchg.kemlu.kbri-kuala-lumpur.case.v1 --topic xchg.kemlu.kbri-kuching.alert.v1 --topic xchg.kemlu.kbri-kuching.case.v1 --topic xchg.registry.v1 --resource-pattern-type literal >/dev/null
-echo 'kafka-init: ACLs of User:xchg-kemlu on 9 topic resource(s)'
-kafka kafka-acls.sh --add --allow-principal User:xchg-kemlu --allow-host '*' --operation Write --operation Describe --topic xchg.kemlu.alert.v1 --topic xchg.kemlu.case.v1 --resource-pattern-type literal >/dev/null
-echo 'kafka-init: ACLs of User:xchg-kemlu on 2 topic resource(s)'
-kafka kafka-acls.sh --add --allow-principal User:xchg-kemlu --allow-host '*' --operation Read --operation Write --operation Describe --topic xchg.kemlu.dlq.v1 --resource-pattern-type literal >/dev/null
+kafka kafka-acls.sh --add --allow-principal User:xchg-kemlu --allow-host '*' --operation Read --operation Describe --topic xchg.iom.alert.v1 --topic xchg.iom.case.v1 --topic xchg.iom.delivery.v1 --topic xchg.kemensos.alert.v1 --topic xchg.kemensos.case.v1 --topic xchg.kemensos.delivery.v1 --topic xchg.kemlu.kbri-kuala-lumpur.alert.v1 --topic xchg.kemlu.kbri-kuala-lumpur.case.v1 --topic xchg.kemlu.kbri-kuala-lumpur.delivery.v1 --topic xchg.kemlu.kbri-kuching.alert.v1 --topic xchg.kemlu.kbri-kuching.case.v1 --topic xchg.kemlu.kbri-kuching.delivery.v1 --topic xchg.registry.v1 --resource-pattern-type literal >/dev/null
+echo 'kafka-init: ACLs of User:xchg-kemlu on 13 topic resource(s)'
+kafka kafka-acls.sh --add --allow-principal User:xchg-kemlu --allow-host '*' --operation Write --operation Describe --topic xchg.kemlu.alert.v1 --topic xchg.kemlu.case.v1 --topic xchg.kemlu.delivery.v1 --resource-pattern-type literal >/dev/null
+echo 'kafka-init: ACLs of User:xchg-kemlu on 3 topic resource(s)'
+kafka kafka-acls.sh --add --allow-principal User:xchg-kemlu --allow-host '*' --operation Read --operation Write --operation Describe --operation Delete --topic xchg.kemlu.dlq.v1 --resource-pattern-type literal >/dev/null
 echo 'kafka-init: ACLs of User:xchg-kemlu on 1 topic resource(s)'
 kafka kafka-acls.sh --add --allow-principal User:xchg-kemlu.kbri-kuala-lumpur --allow-host '*' --operation IdempotentWrite --cluster --resource-pattern-type literal >/dev/null
 echo 'kafka-init: ACLs of User:xchg-kemlu.kbri-kuala-lumpur on 1 cluster resource(s)'
 kafka kafka-acls.sh --add --allow-principal User:xchg-kemlu.kbri-kuala-lumpur --allow-host '*' --operation Read --group xchg.kemlu.kbri-kuala-lumpur --resource-pattern-type literal >/dev/null
 echo 'kafka-init: ACLs of User:xchg-kemlu.kbri-kuala-lumpur on 1 group resource(s)'
-kafka kafka-acls.sh --add --allow-principal User:xchg-kemlu.kbri-kuala-lumpur --allow-host '*' --operation Read --operation Describe --topic xchg.iom.alert.v1 --topic xchg.iom.case.v1 --topic xchg.kemensos.alert.v1 --topic xchg.kemensos.case.v1 --topic xchg.kemlu.alert.v1 --topic xchg.kemlu.kbri-kuching.alert.v1 --topic xchg.registry.v1 --resource-pattern-type literal >/dev/null
-echo 'kafka-init: ACLs of User:xchg-kemlu.kbri-kuala-lumpur on 7 topic resource(s)'
-kafka kafka-acls.sh --add --allow-principal User:xchg-kemlu.kbri-kuala-lumpur --allow-host '*' --operation Write --operation Describe --topic xchg.kemlu.kbri-kuala-lumpur.alert.v1 --topic xchg.kemlu.kbri-kuala-lumpur.case.v1 --resource-pattern-type literal >/dev/null
-echo 'kafka-init: ACLs of User:xchg-kemlu.kbri-kuala-lumpur on 2 topic resource(s)'
-kafka kafka-acls.sh --add --allow-principal User:xchg-kemlu.kbri-kuala-lumpur --allow-host '*' --operation Read --operation Write --operation Describe --topic xchg.kemlu.kbri-kuala-lumpur.dlq.v1 --resource-pattern-type literal >/dev/null
+kafka kafka-acls.sh --add --allow-principal User:xchg-kemlu.kbri-kuala-lumpur --allow-host '*' --operation Read --operation Describe --topic xchg.iom.alert.v1 --topic xchg.iom.case.v1 --topic xchg.iom.delivery.v1 --topic xchg.kemensos.alert.v1 --topic xchg.kemensos.case.v1 --topic xchg.kemensos.delivery.v1 --topic xchg.kemlu.alert.v1 --topic xchg.kemlu.delivery.v1 --topic xchg.kemlu.kbri-kuching.alert.v1 --topic xchg.kemlu.kbri-kuching.delivery.v1 --topic xchg.registry.v1 --resource-pattern-type literal >/dev/null
+echo 'kafka-init: ACLs of User:xchg-kemlu.kbri-kuala-lumpur on 11 topic resource(s)'
+kafka kafka-acls.sh --add --allow-principal User:xchg-kemlu.kbri-kuala-lumpur --allow-host '*' --operation Write --operation Describe --topic xchg.kemlu.kbri-kuala-lumpur.alert.v1 --topic xchg.kemlu.kbri-kuala-lumpur.case.v1 --topic xchg.kemlu.kbri-kuala-lumpur.delivery.v1 --resource-pattern-type literal >/dev/null
+echo 'kafka-init: ACLs of User:xchg-kemlu.kbri-kuala-lumpur on 3 topic resource(s)'
+kafka kafka-acls.sh --add --allow-principal User:xchg-kemlu.kbri-kuala-lumpur --allow-host '*' --operation Read --operation Write --operation Describe --operation Delete --topic xchg.kemlu.kbri-kuala-lumpur.dlq.v1 --resource-pattern-type literal >/dev/null
 echo 'kafka-init: ACLs of User:xchg-kemlu.kbri-kuala-lumpur on 1 topic resource(s)'
 kafka kafka-acls.sh --add --allow-principal User:xchg-kemlu.kbri-kuching --allow-host '*' --operation IdempotentWrite --cluster --resource-pattern-type literal >/dev/null
 echo 'kafka-init: ACLs of User:xchg-kemlu.kbri-kuching on 1 cluster resource(s)'
 kafka kafka-acls.sh --add --allow-principal User:xchg-kemlu.kbri-kuching --allow-host '*' --operation Read --group xchg.kemlu.kbri-kuching --resource-pattern-type literal >/dev/null
 echo 'kafka-init: ACLs of User:xchg-kemlu.kbri-kuching on 1 group resource(s)'
-kafka kafka-acls.sh --add --allow-principal User:xchg-kemlu.kbri-kuching --allow-host '*' --operation Read --operation Describe --topic xchg.iom.alert.v1 --topic xchg.iom.case.v1 --topic xchg.kemensos.alert.v1 --topic xchg.kemensos.case.v1 --topic xchg.kemlu.alert.v1 --topic xchg.kemlu.kbri-kuala-lumpur.alert.v1 --topic xchg.registry.v1 --resource-pattern-type literal >/dev/null
-echo 'kafka-init: ACLs of User:xchg-kemlu.kbri-kuching on 7 topic resource(s)'
-kafka kafka-acls.sh --add --allow-principal User:xchg-kemlu.kbri-kuching --allow-host '*' --operation Write --operation Describe --topic xchg.kemlu.kbri-kuching.alert.v1 --topic xchg.kemlu.kbri-kuching.case.v1 --resource-pattern-type literal >/dev/null
-echo 'kafka-init: ACLs of User:xchg-kemlu.kbri-kuching on 2 topic resource(s)'
-kafka kafka-acls.sh --add --allow-principal User:xchg-kemlu.kbri-kuching --allow-host '*' --operation Read --operation Write --operation Describe --topic xchg.kemlu.kbri-kuching.dlq.v1 --resource-pattern-type literal >/dev/null
+kafka kafka-acls.sh --add --allow-principal User:xchg-kemlu.kbri-kuching --allow-host '*' --operation Read --operation Describe --topic xchg.iom.alert.v1 --topic xchg.iom.case.v1 --topic xchg.iom.delivery.v1 --topic xchg.kemensos.alert.v1 --topic xchg.kemensos.case.v1 --topic xchg.kemensos.delivery.v1 --topic xchg.kemlu.alert.v1 --topic xchg.kemlu.delivery.v1 --topic xchg.kemlu.kbri-kuala-lumpur.alert.v1 --topic xchg.kemlu.kbri-kuala-lumpur.delivery.v1 --topic xchg.registry.v1 --resource-pattern-type literal >/dev/null
+echo 'kafka-init: ACLs of User:xchg-kemlu.kbri-kuching on 11 topic resource(s)'
+kafka kafka-acls.sh --add --allow-principal User:xchg-kemlu.kbri-kuching --allow-host '*' --operation Write --operation Describe --topic xchg.kemlu.kbri-kuching.alert.v1 --topic xchg.kemlu.kbri-kuching.case.v1 --topic xchg.kemlu.kbri-kuching.delivery.v1 --resource-pattern-type literal >/dev/null
+echo 'kafka-init: ACLs of User:xchg-kemlu.kbri-kuching on 3 topic resource(s)'
+kafka kafka-acls.sh --add --allow-principal User:xchg-kemlu.kbri-kuching --allow-host '*' --operation Read --operation Write --operation Describe --operation Delete --topic xchg.kemlu.kbri-kuching.dlq.v1 --resource-pattern-type literal >/dev/null
 echo 'kafka-init: ACLs of User:xchg-kemlu.kbri-kuching on 1 topic resource(s)'
 kafka kafka-acls.sh --add --allow-principal User:xchg-notary --allow-host '*' --operation IdempotentWrite --cluster --resource-pattern-type literal >/dev/null
 echo 'kafka-init: ACLs of User:xchg-notary on 1 cluster resource(s)'
 kafka kafka-acls.sh --add --allow-principal User:xchg-notary --allow-host '*' --operation Read --group xchg.notary --resource-pattern-type literal >/dev/null
 echo 'kafka-init: ACLs of User:xchg-notary on 1 group resource(s)'
-kafka kafka-acls.sh --add --allow-principal User:xchg-notary --allow-host '*' --operation Read --operation Describe --topic xchg.iom.alert.v1 --topic xchg.iom.case.v1 --topic xchg.iom.dlq.v1 --topic xchg.kemensos.alert.v1 --topic xchg.kemensos.case.v1 --topic xchg.kemensos.dlq.v1 --topic xchg.kemlu.alert.v1 --topic xchg.kemlu.case.v1 --topic xchg.kemlu.dlq.v1 --topic xchg.kemlu.kbri-kuala-lumpur.alert.v1 --topic xchg.kemlu.kbri-kuala-lumpur.case.v1 --topic xchg.kemlu.kbri-kuala-lumpur.dlq.v1 --topic xchg.kemlu.kbri-kuching.alert.v1 --topic xchg.kemlu.kbri-kuching.case.v1 --topic xchg.kemlu.kbri-kuching.dlq.v1 --topic xchg.registry.v1 --resource-pattern-type literal >/dev/null
-echo 'kafka-init: ACLs of User:xchg-notary on 16 topic resource(s)'
+kafka kafka-acls.sh --add --allow-principal User:xchg-notary --allow-host '*' --operation Read --operation Describe --topic xchg.iom.alert.v1 --topic xchg.iom.case.v1 --topic xchg.iom.delivery.v1 --topic xchg.iom.dlq.v1 --topic xchg.kemensos.alert.v1 --topic xchg.kemensos.case.v1 --topic xchg.kemensos.delivery.v1 --topic xchg.kemensos.dlq.v1 --topic xchg.kemlu.alert.v1 --topic xchg.kemlu.case.v1 --topic xchg.kemlu.delivery.v1 --topic xchg.kemlu.dlq.v1 --topic xchg.kemlu.kbri-kuala-lumpur.alert.v1 --topic xchg.kemlu.kbri-kuala-lumpur.case.v1 --topic xchg.kemlu.kbri-kuala-lumpur.delivery.v1 --topic xchg.kemlu.kbri-kuala-lumpur.dlq.v1 --topic xchg.kemlu.kbri-kuching.alert.v1 --topic xchg.kemlu.kbri-kuching.case.v1 --topic xchg.kemlu.kbri-kuching.delivery.v1 --topic xchg.kemlu.kbri-kuching.dlq.v1 --topic xchg.registry.v1 --resource-pattern-type literal >/dev/null
+echo 'kafka-init: ACLs of User:xchg-notary on 21 topic resource(s)'
 kafka kafka-acls.sh --add --allow-principal User:xchg-notary --allow-host '*' --operation Read --operation Write --operation Describe --topic xchg.notary.checkpoints.v1 --resource-pattern-type literal >/dev/null
 echo 'kafka-init: ACLs of User:xchg-notary on 1 topic resource(s)'
 kafka kafka-acls.sh --add --allow-principal User:xchg-registry --allow-host '*' --operation Read --operation Write --operation Describe --topic xchg.registry.v1 --resource-pattern-type literal >/dev/null
 echo 'kafka-init: ACLs of User:xchg-registry on 1 topic resource(s)'
 
-echo "kafka-init: 17 topics, 7 users, 167 ACLs in place"
+echo "kafka-init: 22 topics, 7 users, 232 ACLs in place"

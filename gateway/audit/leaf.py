@@ -42,6 +42,7 @@ import orjson
 from gateway.audit.layout import MAX_ENTRY_SIZE
 from gateway.contract.canonical import canonical_json
 from gateway.contract.policy import parse_topic
+from gateway.contract.receipt import record_digest
 from gateway.contract.registry import utc_text_of
 from gateway.contract.registry_chain import Outcome
 from gateway.contract.registry_version import FORMAT as REGISTRY_FORMAT
@@ -208,13 +209,9 @@ def _integer(value: object) -> int:
 
 def record_sha256(record: RecordLike) -> str:
     """Hex SHA-256 binding a whole record: ``JCS({"headers": [[name, b64|null]...], "key": b64|null,
-    "value": b64|null})``, headers in record order. A rewrite of any header, the key or the value shows."""
-    document = {
-        "headers": [[name, _b64(value)] for name, value in record.headers or ()],
-        "key": _b64(record.key),
-        "value": _b64(record.value),
-    }
-    return hashlib.sha256(canonical_json(document)).hexdigest()
+    "value": b64|null})``, headers in record order. A rewrite of any header, the key or the value shows.
+    The same digest a delivery receipt names (:func:`gateway.contract.receipt.record_digest`)."""
+    return record_digest(record.key, record.value, record.headers or ())
 
 
 def _by_name(headers: Sequence[tuple[str, bytes | None]]) -> dict[str, list[bytes | None]]:

@@ -12,10 +12,12 @@ listed as such, never silently left out.
 
 The case's proofs (:class:`CaseProofs`) are written as a folder: ``case.json`` (format
 ``xchg-case-proofs/v1``) lists per event its identity, position, the notary's verdict and the file of its
-*publication* receipt (``NNN.publication.tlog-proof``); each event also carries a ``delivery`` list, empty
-for now, where the recipients' signed delivery receipts and their own inclusion receipts go once the
-delivery-receipt issue lands — a proof of receipt next to the proof of publication, same folder, same
-manifest. Nothing in it is personal data: ids, types, times, positions, digests, verdicts.
+*publication* receipt (``NNN.publication.tlog-proof``) and a ``delivery`` list: the recipients' signed
+delivery receipts for that record found in the log (a receipt acknowledges the record whose digest its id is
+derived from, :func:`gateway.contract.receipt.receipt_id`), each with its own inclusion receipt
+(``NNN.delivery.<party>.<outcome>.tlog-proof``): a proof of receipt next to the proof of publication. For
+one event, :func:`event_and_delivery_proofs` (``gateway audit prove EVENT_ID --delivery``) does the same.
+Nothing in it is personal data: ids, types, times, positions, digests, verdicts.
 """
 
 from __future__ import annotations
@@ -34,13 +36,16 @@ from gateway.audit.note import Note, NoteVerifier
 from gateway.audit.proof import create_proof, verify_proof
 from gateway.audit.report import iso_time
 from gateway.audit.tiles import TileLog
+from gateway.contract.receipt import OUTCOMES, RECEIPT_TYPE, receipt_id
 from gateway.errors import GatewayError, Reason
 
 __all__ = [
     "CASE_PROOFS_FORMAT",
     "CaseEvent",
     "CaseProofs",
+    "DeliveryProof",
     "case_proofs",
+    "event_and_delivery_proofs",
     "event_receipt",
     "latest_checkpoint",
 ]
@@ -85,6 +90,66 @@ def event_receipt(directory: Path, event_id: str, source: str | None = None) -> 
 
 
 @dataclass(frozen=True, slots=True)
+class DeliveryProof:
+    """A recipient's signed delivery receipt for an event, found in the log, with its inclusion proof."""
+
+    party: str
+    outcome: str
+    receipt_id: str
+    leaf: Leaf
+    proof: bytes
+
+
+def event_and_delivery_proofs(
+    directory: Path, event_id: str, source: str | None = None
+) -> tuple[bytes, Leaf, list[DeliveryProof]] | None:
+    """Proof of publication and proofs of receipt (X-Road-style non-repudiation of receipt).
+
+    The publication proof is :func:`event_receipt`'s. A delivery receipt (``id.trafficking.delivery.receipt``
+    accepted by the notary: signed by its issuer, who may publish receipts) belongs to the event when its
+    CloudEvents id is :func:`gateway.contract.receipt.receipt_id` of its issuer, the event's source and id,
+    its outcome and the *logged* record's digest: the issuer signed that id, so it acknowledged exactly the
+    record the log holds. None when the event is not below the latest checkpoint.
+    """
+    note, checkpoint = latest_checkpoint(directory)
+    found: tuple[int, Leaf, bytes] | None = None
+    candidates: list[tuple[int, Leaf, bytes]] = []
+    with TileLog.open(directory, read_only=True) as log:
+        for index, entry in enumerate(log.iter_entries(0, min(checkpoint.size, log.size))):
+            leaf = Leaf.decode(entry)
+            if found is None and leaf.id == event_id and (source is None or leaf.source == source):
+                found = (index, leaf, entry)
+            elif leaf.type == RECEIPT_TYPE and leaf.verdict == "accepted" and leaf.source:
+                candidates.append((index, leaf, entry))
+        if found is None:
+            return None
+        index, event, entry = found
+        publication = create_proof(log, index, note, extra=entry)
+        proofs = [
+            DeliveryProof(party, outcome, rid, leaf, create_proof(log, at, note, extra=raw))
+            for party, outcome, rid, at, leaf, raw in _receipts_of(event, candidates)
+        ]
+    return publication, event, proofs
+
+
+def _receipts_of(
+    event: Leaf, candidates: Iterable[tuple[int, Leaf, bytes]]
+) -> list[tuple[str, str, str, int, Leaf, bytes]]:
+    """The receipt leaves among ``candidates`` that acknowledge ``event``'s logged record: (issuer, outcome,
+    receipt id, leaf index, leaf, entry), each receipt once."""
+    found: list[tuple[str, str, str, int, Leaf, bytes]] = []
+    seen: set[str] = set()
+    for index, leaf, entry in candidates:
+        for outcome in OUTCOMES:
+            issuer, origin = leaf.source or "", event.source or ""
+            rid = receipt_id(issuer, origin, event.id or "", outcome, event.record_sha256)
+            if leaf.id == rid and rid not in seen:
+                seen.add(rid)
+                found.append((issuer, outcome, rid, index, leaf, entry))
+    return found
+
+
+@dataclass(frozen=True, slots=True)
 class CaseEvent:
     """One record of the case and the receipt of its leaf."""
 
@@ -96,10 +161,15 @@ class CaseEvent:
     """The record's digest (key, headers, value) is the leaf's: it is the record that was logged."""
     verified: bool | None
     """The receipt verified against the notary's key (None: no key was given)."""
+    delivery: tuple[DeliveryProof, ...] = ()
+    """The recipients' signed delivery receipts for this record found in the log, with their proofs."""
 
     @property
     def receipt_file(self) -> str:
         return f"{self.number:03d}.publication.tlog-proof"
+
+    def delivery_file(self, proof: DeliveryProof) -> str:
+        return f"{self.number:03d}.delivery.{proof.party}.{proof.outcome}.tlog-proof"
 
     def to_json(self) -> dict[str, Any]:
         leaf = self.leaf
@@ -124,8 +194,17 @@ class CaseEvent:
             "notary_verdict": "accepted" if leaf.verdict == "accepted" else f"rejected {leaf.reason}",
             "dead_letter": leaf.dead_letter,
             "publication": {"receipt": self.receipt_file, "verified": self.verified},
-            # issue 13 (delivery receipts): each recipient's signed receipt and its own inclusion receipt
-            "delivery": [],
+            # each recipient's signed delivery receipt (a leaf of its own) and its inclusion receipt
+            "delivery": [
+                {
+                    "party": d.party,
+                    "outcome": d.outcome,
+                    "receipt_id": d.receipt_id,
+                    "finished_at": d.leaf.time,
+                    "receipt": self.delivery_file(d),
+                }
+                for d in self.delivery
+            ],
         }
 
 
@@ -164,6 +243,8 @@ class CaseProofs:
         folder.mkdir(parents=True, exist_ok=True)
         for event in self.events:
             (folder / event.receipt_file).write_bytes(event.receipt)
+            for proof in event.delivery:
+                (folder / event.delivery_file(proof)).write_bytes(proof.proof)
         manifest = folder / _MANIFEST
         manifest.write_bytes(orjson.dumps(self.to_json(), option=orjson.OPT_INDENT_2) + b"\n")
         return manifest
@@ -187,15 +268,17 @@ def case_proofs(
     note, checkpoint = latest_checkpoint(directory, verifiers)
     proofs = CaseProofs(case_id, checkpoint.origin, checkpoint.size)
     found: dict[tuple[str, int, int], tuple[int, bytes, Leaf]] = {}
+    receipts: list[tuple[int, Leaf, bytes]] = []  # every accepted delivery-receipt leaf (they come later)
     with TileLog.open(directory, read_only=True) as log:
         size = min(checkpoint.size, log.size)
         for index, entry in enumerate(log.iter_entries(0, size)):
-            if len(found) == len(wanted):
-                break
             try:
                 leaf = Leaf.decode(entry)
             except GatewayError:
                 continue  # the audit reports malformed leaves; a receipt is only for well-formed ones
+            if leaf.type == RECEIPT_TYPE and leaf.verdict == "accepted" and leaf.source:
+                receipts.append((index, leaf, entry))
+                continue
             position = (leaf.topic, leaf.partition, leaf.offset)
             if position in wanted and position not in found:
                 found[position] = (index, entry, leaf)
@@ -207,7 +290,13 @@ def case_proofs(
                 verify_proof(receipt, origin=checkpoint.origin, log_verifiers=verifiers, entry=entry)
                 verified = True
             matches = leaf.record_sha256 == wanted[position]
-            proofs.events.append(CaseEvent(number, index, leaf, receipt, matches, verified))
+            delivery = []
+            for party, outcome, rid, at, receipt_leaf, raw in _receipts_of(leaf, receipts):
+                proof = create_proof(log, at, note, extra=raw)
+                if verifiers:
+                    verify_proof(proof, origin=checkpoint.origin, log_verifiers=verifiers, entry=raw)
+                delivery.append(DeliveryProof(party, outcome, rid, receipt_leaf, proof))
+            proofs.events.append(CaseEvent(number, index, leaf, receipt, matches, verified, tuple(delivery)))
     for position in sorted(set(wanted) - set(found)):
         topic, partition, offset = position
         proofs.not_in_log.append(

@@ -22,16 +22,28 @@ default of 1,048,588 bytes when the cluster does not say, as the embedded broker
 record *batch*, and the estimate includes the batch header, so a record within the bound is accepted by
 both. A produce refused for size all the same (a broker with a lower ``message.max.bytes``) halves the bound
 and builds the bounded record again (:meth:`DeadLetterLimits.shrink`), down to :data:`MIN_RECORD_BYTES`.
+
+:class:`DeadLetterWriter` is how the subscriber writes them: any other failure of the produce (the broker is
+away) is retried with backoff until the broker acknowledges — a record is never skipped — with
+:attr:`DeadLetterWriter.stalled` saying why meanwhile (``/readyz`` check ``dead-letters``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final, NamedTuple
+from datetime import UTC, datetime
+from typing import Any, Final, NamedTuple, Protocol
 
+import structlog
+from aiokafka.errors import MessageSizeTooLargeError, RecordListTooLargeError
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
+from prometheus_client import Counter
+
+from gateway.contract.instants import format_utc
+from gateway.errors import Rejected
 
 __all__ = [
     "DEFAULT_TOPIC_MAX_MESSAGE_BYTES",
@@ -41,9 +53,12 @@ __all__ = [
     "MIN_RECORD_BYTES",
     "DeadLetter",
     "DeadLetterLimits",
+    "DeadLetterWriter",
     "dead_letter_record",
     "record_size",
 ]
+
+_log = structlog.get_logger(__name__)
 
 #: Headers added to a dead-lettered record, in this order, after the original headers.
 DLQ_HEADERS: Final = (
@@ -166,3 +181,66 @@ def dead_letter_record(
     bounded = [*kept, *reasons, *facts]
     room = max(0, max_bytes - record_size(short_key, b"", bounded) - 8)  # 8: the value's own length varint
     return DeadLetter(short_key, raw_value[:room], bounded, bounded=True)
+
+
+class _Producer(Protocol):
+    async def send_and_wait(
+        self, topic: str, value: bytes | None, key: bytes | None, headers: list[tuple[str, bytes]]
+    ) -> Any: ...
+
+
+class DeadLetterWriter:
+    """Writes dead letters to one party's DLQ: bounded (:func:`dead_letter_record`), retried until acked."""
+
+    def __init__(self, *, topic: str, party: str, counter: Counter, error_backoff: float = 1.0) -> None:
+        self.topic = topic
+        self.party = party
+        self._counter = counter
+        self._error_backoff = error_backoff
+        self.limits = DeadLetterLimits()
+        """The record bound; the runtime sets the producer's and the topic's limits."""
+        self.stalled: str | None = None
+        """Why the last produce keeps failing (None once it landed)."""
+
+    async def write(
+        self, record: Any, rejected: Rejected, producer: _Producer, *, where: Mapping[str, Any]
+    ) -> None:
+        """Produce ``record`` plus reason headers; a produce refused for size shrinks the bound and tries the
+        bounded record at once, any other failure is retried with backoff until the broker acks."""
+        delay = self._error_backoff
+        at = format_utc(datetime.now(UTC))
+        while True:
+            letter = dead_letter_record(
+                key=record.key, value=record.value, headers=record.headers or (), reason=str(rejected.reason),
+                detail=rejected.detail, origin=(record.topic, record.partition, record.offset),
+                by=self.party, at=at, max_bytes=self.limits.max_record_bytes,
+            )  # fmt: skip
+            try:
+                await producer.send_and_wait(
+                    self.topic, value=letter.value, key=letter.key, headers=letter.headers
+                )
+            except (MessageSizeTooLargeError, RecordListTooLargeError) as exc:
+                if self.limits.shrink():
+                    _log.warning("dead-letter record refused for size; bounding it further",
+                                 error=type(exc).__name__, party=self.party,
+                                 max_bytes=self.limits.max_record_bytes)  # fmt: skip
+                    continue
+                self._stall(exc, delay)
+            except Exception as exc:  # noqa: BLE001 - the record must not be skipped: retry until it lands
+                self._stall(exc, delay)
+            else:
+                break
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
+        if self.stalled is not None:
+            _log.info("dead-letter produce recovered", party=self.party)
+            self.stalled = None
+        if letter.bounded:
+            _log.warning("dead-lettered a bounded copy", **where, reason=str(rejected.reason),
+                         max_bytes=self.limits.max_record_bytes)  # fmt: skip
+        self._counter.labels(reason=str(rejected.reason)).inc()
+
+    def _stall(self, exc: BaseException, delay: float) -> None:
+        self.stalled = f"dead-letter produce failing ({type(exc).__name__})"
+        _log.warning("dead-letter produce failed; retrying", error=type(exc).__name__, party=self.party,
+                     retry_in=delay)  # fmt: skip

@@ -138,17 +138,22 @@ class Inbox:
 
     async def seen(self, keys: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
         """The subset of ``(source, id)`` keys that already have an outcome."""
+        return set(await self.outcomes(keys))
+
+    async def outcomes(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], Outcome]:
+        """The outcome of each ``(source, id)`` key that has one (a re-drive delivers a dead-lettered one)."""
         wanted = list(dict.fromkeys(keys))
         if not wanted:
-            return set()
+            return {}
 
-        def _query(connection: sqlite3.Connection) -> set[tuple[str, str]]:
-            found: set[tuple[str, str]] = set()
+        def _query(connection: sqlite3.Connection) -> dict[tuple[str, str], Outcome]:
+            found: dict[tuple[str, str], Outcome] = {}
             for start in range(0, len(wanted), 400):  # stay under SQLite's bound-parameter limit
                 chunk = wanted[start : start + 400]
                 clause = " OR ".join(["(source = ? AND id = ?)"] * len(chunk))
                 params = [part for key in chunk for part in key]
-                found.update(connection.execute(f"SELECT source, id FROM inbox WHERE {clause}", params))  # noqa: S608 - placeholders only
+                rows = connection.execute(f"SELECT source, id, outcome FROM inbox WHERE {clause}", params)  # noqa: S608 - placeholders only
+                found.update(((source, event_id), outcome) for source, event_id, outcome in rows)
             return found
 
         return await self._db.run(_query)

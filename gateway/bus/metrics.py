@@ -17,15 +17,24 @@ Callers use the typed attributes directly, e.g. ``metrics.rejected.labels(reason
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
+from prometheus_client.registry import Collector
 
 from gateway import __version__
 
-__all__ = ["LATENCY_BUCKETS", "METRICS_CONTENT_TYPE", "GatewayMetrics"]
+__all__ = ["LATENCY_BUCKETS", "METRICS_CONTENT_TYPE", "SINK_STATES", "GatewayMetrics", "SinkStates"]
+
+#: The states of a sink's circuit breaker (gateway/bus/breaker.py), as ``xchg_sink_state{state}`` labels.
+SINK_STATES: Final = ("closed", "open", "half-open")
+
+SinkStates = Callable[[], Sequence[tuple[str, str, int, float, int]]]
+"""Per sink: name, breaker state, transient failures in a row, outage seconds, events waiting for it."""
 
 #: Latency buckets (seconds) from 1 ms to 60 s: local publishes ack in milliseconds, a delivery that waited
 #: for a sink retry or a consumer rebalance takes seconds, and anything past a minute is an incident anyway.
@@ -55,6 +64,7 @@ class GatewayMetrics:
     """Every metric one gateway exports, registered on its own :attr:`registry`."""
 
     __slots__ = (
+        "_sinks",
         "accepted",
         "consumer_lag",
         "dead_lettered",
@@ -68,6 +78,9 @@ class GatewayMetrics:
         "published",
         "quarantined",
         "readiness",
+        "receipts_issued",
+        "receipts_received",
+        "redriven",
         "registry",
         "registry_applied",
         "registry_expires",
@@ -79,6 +92,8 @@ class GatewayMetrics:
         "signing_key_expiry",
         "sink_failures",
         "task_restarts",
+        "unacknowledged",
+        "undelivered",
     )
 
     def __init__(self, *, party: str, version: str = __version__) -> None:
@@ -149,6 +164,43 @@ class GatewayMetrics:
             registry=r,
         )
 
+        # sink outages (gateway/bus/breaker.py): read from the subscriber at each scrape
+        self._sinks: list[SinkStates] = []
+        r.register(_SinkCollector(self._sinks))
+        self.redriven = Counter(
+            "xchg_redriven_total",
+            "Dead letters handed back by `gateway dlq redrive`, by result.",
+            ["result"],
+            registry=r,
+        )
+
+        # delivery receipts (gateway/bus/receipts.py)
+        self.receipts_issued = Counter(
+            "xchg_receipts_issued_total",
+            "Signed delivery receipts this gateway issued for events it finished, by outcome.",
+            ["outcome"],
+            registry=r,
+        )
+        self.receipts_received = Counter(
+            "xchg_receipts_received_total",
+            "Delivery receipts for this gateway's own events, matched to its outbox, by outcome.",
+            ["outcome"],
+            registry=r,
+        )
+        self.unacknowledged = Gauge(
+            "xchg_unacknowledged_events",
+            "Own events published longer ago than receipts.unacknowledged_after_seconds that still lack a "
+            "receipt from a recipient they expect one from.",
+            registry=r,
+        )
+        self.undelivered = Gauge(
+            "xchg_undelivered_events",
+            "Own events a recipient reported rejected or dead-lettered (and has not since delivered), by the "
+            "outcome it reported.",
+            ["outcome"],
+            registry=r,
+        )
+
         # the signed registry in force (gateway/runtime/trust.py, docs/REGISTRY.md)
         self.registry_serial = Gauge(
             "xchg_registry_serial", "Serial of the registry version in force (0: none).", registry=r
@@ -198,6 +250,14 @@ class GatewayMetrics:
             registry=r,
         )
 
+    def watch_sinks(self, states: SinkStates) -> None:
+        """Export the sinks' breaker states from ``states()`` (the subscriber's) at every scrape."""
+        self._sinks[:] = [states]
+
+    def sink_states(self) -> list[tuple[str, str, int, float, int]]:
+        """The watched sinks' states (name, state, failures in a row, outage seconds, waiting events)."""
+        return [row for states in self._sinks for row in states()]
+
     def observe_delivery(self, event_time: datetime, *, now: datetime | None = None) -> float:
         """Record the latency of an event delivered ``now``; returns the seconds observed.
 
@@ -212,3 +272,52 @@ class GatewayMetrics:
     def render(self) -> bytes:
         """This gateway's metrics in the Prometheus text format (:data:`METRICS_CONTENT_TYPE`)."""
         return generate_latest(self.registry)
+
+
+class _SinkCollector(Collector):
+    """``xchg_sink_state{sink,state}`` (1 for the current state), ``xchg_sink_circuit_open{sink}`` (1 unless
+    closed), ``xchg_sink_consecutive_failures{sink}``,
+    ``xchg_sink_outage_seconds{sink}`` and ``xchg_sink_waiting_events{sink}``, computed at scrape time (an
+    open breaker turns half-open with time, not with an event)."""
+
+    def __init__(self, sources: list[SinkStates]) -> None:
+        self._sources = sources
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        rows = [row for states in self._sources for row in states()]
+        state = GaugeMetricFamily(
+            "xchg_sink_state",
+            "Circuit breaker state of each sink (1 for the current one).",
+            labels=["sink", "state"],
+        )
+        failures = GaugeMetricFamily(
+            "xchg_sink_consecutive_failures",
+            "Transient delivery failures in a row, per sink.",
+            labels=["sink"],
+        )
+        outage = GaugeMetricFamily(
+            "xchg_sink_outage_seconds",
+            "Seconds since the first failure of the sink's current outage (0 when it is up).",
+            labels=["sink"],
+        )
+        waiting = GaugeMetricFamily(
+            "xchg_sink_waiting_events",
+            "Events at the head of a paused partition waiting for the sink.",
+            labels=["sink"],
+        )
+        circuit = GaugeMetricFamily(
+            "xchg_sink_circuit_open",
+            "1 while the sink's circuit breaker is open or half-open (its system is down), else 0.",
+            labels=["sink"],
+        )
+        for name, current, in_a_row, seconds, heads in rows:
+            circuit.add_metric([name], 0.0 if current == "closed" else 1.0)
+            for candidate in SINK_STATES:
+                state.add_metric([name, candidate], 1.0 if candidate == current else 0.0)
+            failures.add_metric([name], float(in_a_row))
+            outage.add_metric([name], seconds)
+            waiting.add_metric([name], float(heads))
+        yield from (state, circuit, failures, outage, waiting)
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        return iter(())

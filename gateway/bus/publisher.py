@@ -6,6 +6,11 @@ by ``max_backlog``, after which ``publish`` refuses with ``outbox.full`` so call
 memory stays bounded because the sender reads at most ``batch_size`` entries at a time. When the broker
 returns, the backlog drains in sequence order, so one case's events keep their order. A send whose ack was
 lost is sent again: consumers deduplicate by ``(source, id)``.
+
+Every event is tracked for delivery receipts (:mod:`gateway.bus.receipts`): the outbox records which parties'
+receipts it expects — the recipients it is sealed for when it names any, else every party the registry lets
+read its topic. Receipts themselves are published with ``internal=True``: not tracked, not shown to the
+observers, and accepted while intake stops (they settle what the consume loop has finished).
 """
 
 from __future__ import annotations
@@ -75,6 +80,7 @@ class Publisher:
         self._accepting = True
         self.sent_total = 0
         self._topics: dict[tuple[str, str], str] = {}  # (source, dataschema) -> topic
+        self._readers: dict[str, tuple[str, ...]] = {}  # topic -> parties the registry lets read it
 
     async def publish(
         self,
@@ -84,12 +90,16 @@ class Publisher:
         recipients: Sequence[str] = (),
         dataschema: str | None = None,
         event_id: str | None = None,
+        internal: bool = False,
     ) -> Envelope:
         """Build the event and commit it to the outbox. Raises ``GatewayError`` when it is refused, and only
         that: a record the contract refuses gets its reason code, one that makes the contract code raise
         anything else ``gateway.internal-error`` (the caller quarantines it instead of dying on it), and an
-        outbox that cannot be written ``outbox.unavailable`` (the caller keeps the record and retries)."""
-        if not self._accepting:
+        outbox that cannot be written ``outbox.unavailable`` (the caller keeps the record and retries).
+
+        ``internal``: an event the gateway owes by itself (a delivery receipt): accepted during shutdown,
+        not tracked for receipts, not shown to the observers."""
+        if not self._accepting and not internal:
             raise GatewayError(Reason.STOPPING, "the gateway is shutting down; publish again after restart")
         try:
             event = build_event(
@@ -110,9 +120,12 @@ class Publisher:
             raise GatewayError(
                 Reason.INTERNAL_ERROR, f"building the event raised {type(exc).__name__}"
             ) from exc
-        await self.outbox.put(topic, event)
+        expected = None if internal else self._expected(topic, event, data, recipients)
+        await self.outbox.put(topic, event, expected=expected)
         self._metrics.outbox_depth.set(self.outbox.depth)  # xchg_published_total counts broker acks (_send)
         _log.debug("event accepted into outbox", event_id=event.id, type=event_type, topic=topic)
+        if internal:
+            return event
         for observer in self.observers:
             try:
                 await observer.published(event, data)
@@ -122,11 +135,26 @@ class Publisher:
                 )
         return event
 
+    def _expected(
+        self, topic: str, event: Envelope, data: Mapping[str, Any], recipients: Sequence[str]
+    ) -> tuple[str, ...]:
+        """The parties whose receipts the event expects: its sealed recipients, else its topic's readers."""
+        schema = self._schemas.get(event.dataschema)
+        if recipients and any(name in data for name in schema.sealed_fields):
+            return tuple(dict.fromkeys(p for p in recipients if p != self.signer.party))
+        readers = self._readers.get(topic)
+        if readers is None:
+            readers = self._readers[topic] = tuple(
+                p for p in self._registry.readers(topic) if p != self.signer.party
+            )
+        return readers
+
     def use_registry(self, registry: Registry, signer: EventSigner) -> None:
         """Build the next events with ``registry`` (a new version in force) and ``signer`` (its key id may
         have appeared with it): two references replaced together, between two publishes."""
         self._registry = registry
         self.signer = signer
+        self._readers.clear()  # who reads which topic may have changed with it (receipts expected)
 
     def topic_of(self, event: Envelope) -> str:
         """The topic ``event`` is (or was) published to."""

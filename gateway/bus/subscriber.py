@@ -1,10 +1,29 @@
 """The subscriber: one consumer group per party, every record through the verification pipeline.
 
 For each record, in partition order: verify -> (rejected) dead-letter with the reason code and the original
-bytes -> (accepted) skip if the inbox has it -> deliver to the routed sinks with retries -> record the outcome
-in the inbox. Offsets are committed (offset + 1) only after a record's outcome is durable, at the end of each
+bytes -> (accepted) skip if the inbox has delivered it -> deliver to the routed sinks -> record the outcome in
+the inbox. Offsets are committed (offset + 1) only after a record's outcome is durable, at the end of each
 fetched batch and when partitions are revoked in a rebalance. The loop survives broker errors: it logs, backs
 off and continues; a record is never skipped without an outcome (delivered, duplicate or dead-lettered).
+
+**Outages of an agency system** (:mod:`gateway.bus.breaker`): an event whose sink fails transiently becomes
+the *head* of its partition: the partition is paused at that offset (``pause``/``seek``; nothing after it is
+handled or committed, so per-case order holds) while the other partitions and the events for other sinks
+keep flowing. The head is tried again when its sink's breaker allows it (capped exponential backoff with
+jitter, ``Retry-After`` honoured, one trial while the breaker is open), and the partition resumes once the
+head is delivered. Only a permanent failure (``sink.refused``) or an outage beyond the retry horizon
+(``sink.failed``) dead-letters it. Sinks already delivered to are not sent the event again.
+
+**Delivery receipts** (:mod:`gateway.bus.receipts`): each finished record (delivered, rejected,
+dead-lettered) is reported to :attr:`finished` (the receipt issuer journals a signed receipt for its sender
+before the outcome is noted); records read from a ``delivery`` topic are receipts for *our* events and go to
+:attr:`receipts` (the delivery ledger) instead of the sinks: matched to our outbox, or dead-lettered with a
+``receipt.*`` reason. Receipts are never receipted.
+
+**Re-drives** (``gateway dlq redrive``, :mod:`gateway.runtime.redrive`): :meth:`redrive` hands a dead
+letter's original record to the loop, which handles it between fetches through the same verify -> dedup ->
+deliver path (one attempt per sink: a sink still down is reported, the dead letter stays) and answers how it
+went. A record whose event the inbox holds as delivered is a duplicate.
 
 No single record stops the loop (docs/REASON_CODES.md, THREAT_MODEL.md R1):
 
@@ -22,39 +41,51 @@ No single record stops the loop (docs/REASON_CODES.md, THREAT_MODEL.md R1):
 Per fetch (performance, docs/PERFORMANCE.md): the inbox is asked once which of the fetched events it already
 has; each outcome is then noted in the inbox's journal right after its delivery, before the next one, so at
 most one delivered event lacks its outcome at any time: the crash window is one event. At the end of the
-fetch the noted outcomes are settled into the inbox database in one transaction, and only then may the
-fetched offsets be committed (see :mod:`gateway.bus.inbox`). The per-event log line ("delivered") is at debug
-level.
+fetch the receipts are committed to the outbox, the noted outcomes settled into the inbox database in one
+transaction, and only then may the fetched offsets be committed (see :mod:`gateway.bus.inbox`). The
+per-event log line ("delivered") is at debug level.
+
+About 600 lines: the loop, one record's handling, waiting heads and re-drives share their state (offsets,
+inbox, breakers) and are read together.
 """
 
 from __future__ import annotations
 
 import asyncio
-import fnmatch
-import functools
+import contextlib
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any, Protocol
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal, Protocol
 
 import structlog
 from aiokafka import ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordListTooLargeError
+from aiokafka.errors import IllegalStateError, KafkaError
 from prometheus_client import Counter
 
+from gateway.bus.breaker import Pending, Route, SinkHealth, SinkRouter
 from gateway.bus.connectivity import broker_refusal
-from gateway.bus.deadletter import DLQ_HEADERS, DeadLetterLimits, dead_letter_record
-from gateway.bus.delivery import RetryPolicy, Sink, SinkError, deliver_with_retry
-from gateway.bus.inbox import Inbox, Outcome
+from gateway.bus.deadletter import DLQ_HEADERS, DeadLetterLimits, DeadLetterWriter
+from gateway.bus.delivery import RetryPolicy
+from gateway.bus.inbox import Inbox
 from gateway.bus.metrics import GatewayMetrics
 from gateway.contract.envelope import Envelope
-from gateway.contract.instants import format_utc, parse_instant
+from gateway.contract.instants import parse_instant
+from gateway.contract.policy import parse_topic
+from gateway.contract.receipt import RECEIPT_TYPE, ReceiptOutcome
 from gateway.contract.verify import Accepted, EventVerifier
 from gateway.errors import GatewayError, Reason, Rejected
 
-__all__ = ["DLQ_HEADERS", "POISON_ATTEMPTS", "Route", "Subscriber"]
+__all__ = [
+    "DLQ_HEADERS",
+    "POISON_ATTEMPTS",
+    "FinishedRecords",
+    "ReceiptsIn",
+    "RedriveResult",
+    "Route",
+    "Subscriber",
+]
 
 _log = structlog.get_logger(__name__)
 
@@ -69,17 +100,12 @@ _INFRASTRUCTURE: tuple[type[BaseException], ...] = (
     TimeoutError,
     GatewayError,
 )
+#: The longest a fetch waits while a waiting head might become due sooner (milliseconds).
+_MAX_FETCH_WAIT_MS: Final = 500
 
-
-@dataclass(frozen=True, slots=True)
-class Route:
-    """Deliver accepted events whose type matches one of ``types`` (fnmatch) to ``sink``."""
-
-    sink: Sink
-    types: tuple[str, ...] = ("*",)
-
-    def matches(self, event_type: str) -> bool:
-        return any(fnmatch.fnmatchcase(event_type, pattern) for pattern in self.types)
+RedriveResult = tuple[Literal["delivered", "duplicate", "rejected", "failed"], str]
+"""How a re-drive went: ``delivered``, ``duplicate`` (already delivered), ``rejected`` (still fails
+verification: the reason code), ``failed`` (a sink refused it or is down: the reason code and detail)."""
 
 
 class ConsumerLike(Protocol):
@@ -89,12 +115,38 @@ class ConsumerLike(Protocol):
                       ) -> Mapping[TopicPartition, list[Any]]: ...  # fmt: skip
     async def commit(self, offsets: Mapping[TopicPartition, int] | None = ...) -> None: ...
     def highwater(self, partition: TopicPartition) -> int | None: ...
+    def pause(self, *partitions: TopicPartition) -> None: ...
+    def resume(self, *partitions: TopicPartition) -> None: ...
+    def seek(self, partition: TopicPartition, offset: int) -> None: ...
 
 
 class ProducerLike(Protocol):
     async def send_and_wait(
         self, topic: str, value: bytes | None, key: bytes | None, headers: list[tuple[str, bytes]]
     ) -> Any: ...
+
+
+class FinishedRecords(Protocol):
+    """Told how every record ended, before its outcome is noted (the receipt issuer)."""
+
+    def finished(
+        self, record: Any, event: Envelope | None, outcome: ReceiptOutcome, reason: str | None
+    ) -> None: ...
+    async def flush(self) -> None: ...
+
+
+class ReceiptsIn(Protocol):
+    """Receipts for our own events (the delivery ledger): ``take`` returns why one is refused, or None."""
+
+    async def prefetch(self, event_ids: Iterable[str]) -> None: ...
+    async def take(self, accepted: Accepted) -> Rejected | None: ...
+    async def flush(self) -> None: ...
+
+
+@dataclass(slots=True)
+class _Redrive:
+    record: Any
+    done: asyncio.Future[RedriveResult] = field(repr=False)
 
 
 class Subscriber:
@@ -108,41 +160,67 @@ class Subscriber:
         dlq_topic: str,
         metrics: GatewayMetrics,
         retry: RetryPolicy | None = None,
+        sink_retry: Mapping[str, RetryPolicy] | None = None,
         max_records: int = 500,
         error_backoff: float = 1.0,
         commit_timeout: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+        finished: FinishedRecords | None = None,
+        receipts: ReceiptsIn | None = None,
     ) -> None:
         self.party = party
         self._verifier = verifier
         self._stale_after: float | None = None
         self._inbox = inbox
-        self._routes = tuple(routes)
         self.dlq_topic = dlq_topic
         self._metrics = metrics
-        self._retry = retry or RetryPolicy()
         self._max_records = max_records
         self._error_backoff = error_backoff
         self._commit_timeout = commit_timeout
+        self._clock = clock
+        self.finished = finished
+        self.receipts = receipts
         self._done: dict[TopicPartition, int] = {}
         self._committed: dict[TopicPartition, int] = {}
+        self._next: dict[TopicPartition, int] = {}  # the next offset to handle, per partition
         self.handled_total = 0
-        self.dead_letter_limits = DeadLetterLimits()
-        """The dead-letter record bound; the runtime sets the producer's and the topic's limits."""
-        self.stalled: str | None = None
-        """Why the loop cannot make progress right now (a dead-letter produce failing), for /readyz."""
+        self._letters = DeadLetterWriter(
+            topic=dlq_topic, party=party, counter=metrics.dead_lettered, error_backoff=error_backoff
+        )
+        self.router = SinkRouter(routes, retry=retry, sink_retry=sink_retry, metrics=metrics, clock=clock)
+        """Each event to its sinks, under their circuit breakers (:mod:`gateway.bus.breaker`)."""
+        self.waiting: dict[TopicPartition, Pending] = {}
+        """Partitions paused behind a head waiting for its sink(s)."""
         self._failures: dict[tuple[str, int, int], int] = {}  # (topic, partition, offset) -> failures
-        # Per event type / sink: metric children and routes, looked up once (labels() and fnmatch cost
-        # microseconds per event); the sets of types and sinks are small and fixed.
+        self._redrives: asyncio.Queue[_Redrive] = asyncio.Queue()
+        self.running = False
+        """True while :meth:`run` is consuming (a re-drive can be handled)."""
+        # Per event type: metric children, looked up once (labels() costs microseconds per event)
         self._accepted_by_type: dict[str, Counter] = {}
-        self._routes_by_type: dict[str, tuple[Route, ...]] = {}
-        self._sink_metrics: dict[str, tuple[Counter, Callable[[SinkError, int], None]]] = {}
+        metrics.watch_sinks(self.sink_states)
 
     # ---- the loop ----------------------------------------------------------------------------------
     async def run(self, consumer: ConsumerLike, producer: ProducerLike, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set; the batch in hand is finished and committed before returning."""
+        self.running = True
+        try:
+            await self._run(consumer, producer, stop)
+        finally:
+            self.running = False
+            while not self._redrives.empty():  # nobody will handle them now: say so
+                item = self._redrives.get_nowait()
+                if not item.done.done():
+                    item.done.set_exception(GatewayError(Reason.STOPPING, "the consume loop stopped"))
+
+    async def _run(self, consumer: ConsumerLike, producer: ProducerLike, stop: asyncio.Event) -> None:
         while not stop.is_set():
+            await self._drain_redrives(producer)
+            if self.waiting:
+                await self._retry_heads(consumer, producer)
             try:
-                batches = await consumer.getmany(timeout_ms=500, max_records=self._max_records)
+                batches = await consumer.getmany(
+                    timeout_ms=self._fetch_wait_ms(), max_records=self._max_records
+                )
             except Exception as exc:  # noqa: BLE001 - broker trouble: log, back off, continue
                 refused = broker_refusal(exc, "Read")
                 if refused is not None:  # an ACL problem an operator must fix: say so, keep retrying
@@ -152,7 +230,7 @@ class Subscriber:
                     _log.warning("fetch failed; retrying", error=type(exc).__name__, party=self.party)
                 await asyncio.sleep(self._error_backoff)
                 continue
-            await self._handle_fetch(batches, producer)
+            await self._handle_fetch(batches, producer, consumer)
             for tp in batches:
                 self._update_lag(consumer, tp)
             await self.commit(consumer)
@@ -184,53 +262,92 @@ class Subscriber:
 
     def reset(self) -> None:
         """Forget every partition's handled offsets (the consumer they belonged to was closed)."""
-        self.forget(list(self._done))
+        self.forget(list({*self._done, *self._next, *self.waiting}))
 
     def forget(self, partitions: Iterable[TopicPartition]) -> None:
+        """Forget partitions that moved away: their waiting heads are read again by whoever gets them."""
         for tp in partitions:
             self._done.pop(tp, None)
             self._committed.pop(tp, None)
+            self._next.pop(tp, None)
+            self.waiting.pop(tp, None)
+
+    def _fetch_wait_ms(self) -> int:
+        """How long the next fetch may wait: less when a waiting head's sink becomes due sooner."""
+        if not self.waiting:
+            return _MAX_FETCH_WAIT_MS
+        now = self._clock()
+        due = min(self.router.health_of(head).wait(now) for head in self.waiting.values())
+        return max(0, min(_MAX_FETCH_WAIT_MS, int(due * 1000) + 1))
 
     # ---- one batch, one record ----------------------------------------------------------------------
     async def _handle_fetch(
-        self, batches: Mapping[TopicPartition, Sequence[Any]], producer: ProducerLike
+        self, batches: Mapping[TopicPartition, Sequence[Any]], producer: ProducerLike, consumer: ConsumerLike
     ) -> None:
         """Every record of one fetch, each partition's records in order (see the module docstring).
 
         The inbox is queried once per fetch, by the ``ce_source``/``ce_id`` headers: for an accepted record
         these are its verified ``source`` and ``id`` (the envelope is parsed from them). The outcomes are
         settled once per fetch too; a partition's records count as handled (``_done``: their offsets may be
-        committed) only after that.
+        committed) only after that. A partition whose head starts waiting is paused there; the records
+        after it are fetched again once it resumes.
         """
-        batches = {tp: records for tp, records in batches.items() if records}
+        batches = {tp: records for tp, records in batches.items() if records and tp not in self.waiting}
         if not batches:
             return
         claimed = {
             key for records in batches.values() for key in map(_claimed_key, records) if key is not None
         }
-        seen = await self._inbox.seen(claimed)
+        outcomes = await self._inbox.outcomes(claimed)
+        if self.receipts is not None:
+            await self.receipts.prefetch(
+                r.key.decode("utf-8", "replace")
+                for rs in batches.values()
+                for r in rs
+                if r.key and _is_receipt(r)
+            )
         handled: set[tuple[str, str]] = set()
-        for records in batches.values():
+        reached: dict[TopicPartition, int] = {}
+        for tp, records in batches.items():
             for record in records:
+                if record.offset < self._next.get(tp, 0):
+                    continue  # fetched again (before a seek took effect): handled already
                 verdict = self._verify(record)
                 if isinstance(verdict, Accepted):
                     key = (verdict.event.source, verdict.event.id)
                     if key not in claimed:  # unreachable (see above); kept so a duplicate can never slip by
-                        seen |= await self._inbox.seen([key])
+                        outcomes.update(await self._inbox.outcomes([key]))
                 position = (record.topic, record.partition, record.offset)
                 try:
-                    outcome = await self._handle(record, verdict, producer, seen, handled)
+                    head = await self._handle(record, verdict, producer, outcomes, handled)
                 except Exception as exc:
                     if not await self._poisoned(record, position, exc, producer):
                         raise  # not (yet) the record's fault: the supervisor restarts the loop
-                    outcome = None
+                    head = None
                 else:
                     self._failures.pop(position, None)
-                if outcome is not None:
-                    self._inbox.note(*outcome)  # before the next delivery: the crash window is one event
+                if head is not None:  # waits for its sink: the partition stops here
+                    head.tp = tp
+                    self._pause(consumer, tp, head)
+                    break
+                reached[tp] = record.offset + 1
+        await self._settle()
+        for tp in batches:
+            if tp in reached:
+                self._done[tp] = reached[tp]
+            waiting = self.waiting.get(tp)
+            if waiting is not None:
+                self._next[tp] = waiting.record.offset + 1
+            elif tp in reached:
+                self._next[tp] = reached[tp]
+
+    async def _settle(self) -> None:
+        """Make what was finished durable: incoming receipts, our receipts, the inbox outcomes."""
+        if self.receipts is not None:
+            await self.receipts.flush()
+        if self.finished is not None:
+            await self.finished.flush()
         await self._inbox.settle()
-        for tp, records in batches.items():
-            self._done[tp] = records[-1].offset + 1
 
     def _verify(self, record: Any) -> Accepted | Rejected:
         """The verifier's verdict; an exception from it (a bug: it returns rejections as values) becomes a
@@ -261,9 +378,9 @@ class Subscriber:
         _log.error("record handling keeps failing; dead-lettering", **self._where(record),
                    error=type(exc).__name__, attempts=failures)  # fmt: skip
         self._metrics.rejected.labels(reason=str(Reason.INTERNAL_ERROR)).inc()
-        await self._dead_letter(
-            record, Rejected(Reason.INTERNAL_ERROR, f"handling raised {type(exc).__name__}"), producer
-        )
+        rejected = Rejected(Reason.INTERNAL_ERROR, f"handling raised {type(exc).__name__}")
+        await self._dead_letter(record, rejected, producer)
+        self._report(record, None, "rejected", str(rejected.reason))
         self._failures.pop(position, None)
         return True
 
@@ -272,20 +389,21 @@ class Subscriber:
         record: Any,
         verdict: Accepted | Rejected,
         producer: ProducerLike,
-        seen: set[tuple[str, str]],
+        outcomes: Mapping[tuple[str, str], str],
         handled: set[tuple[str, str]],
-    ) -> tuple[str, str, Outcome] | None:
-        """Dead-letter, skip or deliver one verified record; returns the outcome to record in the inbox."""
+    ) -> Pending | None:
+        """Dead-letter, skip or deliver one verified record; returns the head when it must wait."""
         self.handled_total += 1
         if isinstance(verdict, Rejected):
             self._metrics.rejected.labels(reason=str(verdict.reason)).inc()
             _log.warning("record rejected", **self._where(record), reason=str(verdict.reason),
                          detail=verdict.detail)  # fmt: skip
             await self._dead_letter(record, verdict, producer)
+            self._report(record, None, "rejected", str(verdict.reason))
             return None
         event = verdict.event
         key = (event.source, event.id)
-        if key in seen or key in handled:
+        if key in outcomes or key in handled:
             self._metrics.duplicates.inc()
             _log.info("duplicate ignored", **self._where(record, event))
             return None
@@ -293,18 +411,147 @@ class Subscriber:
         if counter is None:
             counter = self._accepted_by_type[event.type] = self._metrics.accepted.labels(type=event.type)
         counter.inc()
+        if event.type == RECEIPT_TYPE:  # never in the inbox: the ledger keeps each receipt id once
+            await self._take_receipt(record, verdict, producer)
+            return None
         handled.add(key)
-        try:
-            await self._deliver(verdict)
-        except SinkError as exc:
+        head = Pending(record, verdict, list(self.router.routes_for(event.type)))
+        result = await self.router.deliver(head)
+        if result == "waiting":
+            return head
+        await self._finish(head, result, producer)
+        return None
+
+    async def _take_receipt(self, record: Any, accepted: Accepted, producer: ProducerLike) -> None:
+        """A receipt for one of our events: recorded by the ledger, or dead-lettered with its reason."""
+        if self.receipts is None:
+            return
+        refused = await self.receipts.take(accepted)
+        if refused is not None:
+            self._metrics.rejected.labels(reason=str(refused.reason)).inc()
+            _log.warning("receipt refused", **self._where(record, accepted.event), reason=str(refused.reason),
+                         detail=refused.detail)  # fmt: skip
+            await self._dead_letter(record, refused, producer)
+
+    @property
+    def health(self) -> dict[str, SinkHealth]:
+        """The breaker of every routed sink, by name (metrics and /readyz read it)."""
+        return self.router.health
+
+    def sink_states(self) -> list[tuple[str, str, int, float, int]]:
+        """Per sink: name, breaker state, failures in a row, outage seconds, events waiting for it."""
+        return self.router.states(self.waiting.values())
+
+    async def _finish(
+        self, head: Pending, result: Literal["delivered"] | Rejected, producer: ProducerLike
+    ) -> None:
+        """Dead-letter a head that will not be delivered; report and note the outcome of either."""
+        record, event = head.record, head.accepted.event
+        if isinstance(result, Rejected):
             _log.error("delivery failed; dead-lettering", **self._where(record, event),
-                       reason=str(exc.reason), detail=exc.detail)  # fmt: skip
-            await self._dead_letter(record, Rejected(Reason.SINK_FAILED, exc.detail), producer)
-            return event.source, event.id, "dead-lettered"
+                       reason=str(result.reason), detail=result.detail)  # fmt: skip
+            await self._dead_letter(record, result, producer)
+            self._report(record, event, "dead-lettered", str(result.reason))
+            self._inbox.note(event.source, event.id, "dead-lettered")
+            return
         self._metrics.delivery_latency.observe(max(0.0, time.time() - _event_timestamp(event.time)))
         _log.debug("delivered", **self._where(record, event))
-        return event.source, event.id, "delivered"
+        self._report(record, event, "delivered", None)
+        self._inbox.note(event.source, event.id, "delivered")  # before the next delivery: one-event window
 
+    def _report(
+        self, record: Any, event: Envelope | None, outcome: ReceiptOutcome, reason: str | None
+    ) -> None:
+        if self.finished is not None:
+            self.finished.finished(record, event, outcome, reason)
+
+    def _pause(self, consumer: ConsumerLike, tp: TopicPartition, head: Pending) -> None:
+        """Stop fetching ``tp`` behind ``head``; the records after it are fetched again on resume."""
+        self.waiting[tp] = head
+        try:
+            consumer.seek(tp, head.record.offset + 1)
+            consumer.pause(tp)
+        except IllegalStateError:  # no longer assigned (a rebalance in between): its new owner reads it
+            self.waiting.pop(tp, None)
+
+    async def _retry_heads(self, consumer: ConsumerLike, producer: ProducerLike) -> None:
+        """Try every waiting head whose sink allows it; resume the partitions whose head is finished."""
+        finished: list[tuple[TopicPartition, Pending]] = []
+        for tp, head in list(self.waiting.items()):
+            position = (head.record.topic, head.record.partition, head.record.offset)
+            try:
+                result = await self.router.deliver(head)
+                if result == "waiting":
+                    continue
+                await self._finish(head, result, producer)
+            except Exception as exc:
+                if not await self._poisoned(head.record, position, exc, producer):
+                    raise
+            finished.append((tp, head))
+        if not finished:
+            return
+        await self._settle()
+        for tp, head in finished:
+            self.waiting.pop(tp, None)
+            self._done[tp] = self._next[tp] = head.record.offset + 1
+            with contextlib.suppress(IllegalStateError):
+                consumer.seek(tp, head.record.offset + 1)
+                consumer.resume(tp)
+        await self.commit(consumer)
+
+    # ---- re-drives ----------------------------------------------------------------------------------
+    async def redrive(self, record: Any) -> RedriveResult:
+        """Hand a dead letter's original record (topic = the topic it was read from) to the loop and wait
+        until it has been handled (the loop must be running)."""
+        done: asyncio.Future[RedriveResult] = asyncio.get_running_loop().create_future()
+        await self._redrives.put(_Redrive(record, done))
+        return await done
+
+    async def _drain_redrives(self, producer: ProducerLike) -> None:
+        if self._redrives.empty():
+            return
+        while not self._redrives.empty():
+            item = self._redrives.get_nowait()
+            try:
+                result = await self._redrive_one(item.record, producer)
+            except Exception as exc:
+                if not item.done.done():
+                    item.done.set_exception(exc)
+                raise
+            if not item.done.done():
+                item.done.set_result(result)
+        await self._settle()
+
+    async def _redrive_one(self, record: Any, producer: ProducerLike) -> RedriveResult:
+        verdict = self._verify(record)
+        if isinstance(verdict, Rejected):
+            return "rejected", str(verdict.reason)
+        event = verdict.event
+        if event.type == RECEIPT_TYPE:
+            if self.receipts is None:
+                return "failed", "this gateway keeps no delivery ledger"
+            await self.receipts.prefetch([event.subject or ""])
+            refused = await self.receipts.take(verdict)
+            return (
+                ("rejected", str(refused.reason))
+                if refused is not None
+                else ("delivered", "receipt recorded")
+            )
+        key = (event.source, event.id)
+        if (await self._inbox.outcomes([key])).get(key) == "delivered":
+            self._metrics.duplicates.inc()
+            return "duplicate", "already delivered"
+        head = Pending(record, verdict, list(self.router.routes_for(event.type)))
+        result = await self.router.deliver(head)
+        if result == "waiting":
+            health = self.router.health_of(head)
+            return "failed", f"{Reason.SINK_FAILED}: sink {health.name} unavailable ({health.last_error})"
+        if isinstance(result, Rejected):
+            return "failed", f"{result.reason}: {result.detail}"
+        await self._finish(head, result, producer)
+        return "delivered", ""
+
+    # ---- dead letters and lag -----------------------------------------------------------------------
     def _where(self, record: Any, event: Envelope | None = None) -> dict[str, Any]:
         """The context of a log line about ``record`` (and its event, once verified)."""
         where: dict[str, Any] = {"party": self.party, "topic": record.topic,
@@ -313,66 +560,20 @@ class Subscriber:
             where.update(event_id=event.id, source=event.source, type=event.type)
         return where
 
-    async def _deliver(self, accepted: Accepted) -> None:
-        event_type = accepted.event.type
-        routes = self._routes_by_type.get(event_type)
-        if routes is None:
-            routes = tuple(route for route in self._routes if route.matches(event_type))
-            self._routes_by_type[event_type] = routes
-        for route in routes:
-            name = route.sink.name
-            metrics = self._sink_metrics.get(name)
-            if metrics is None:
-                # every failed attempt counts (docs: "failed delivery attempts"), also one retried later
-                failures = functools.partial(_count_failure, self._metrics.sink_failures.labels(sink=name))
-                metrics = self._sink_metrics[name] = (self._metrics.delivered.labels(sink=name), failures)
-            await deliver_with_retry(route.sink, accepted, self._retry, on_failure=metrics[1])
-            metrics[0].inc()
-
     async def _dead_letter(self, record: Any, rejected: Rejected, producer: ProducerLike) -> None:
-        """Produce the record, plus reason headers, to our DLQ (bounded: :mod:`gateway.bus.deadletter`).
+        """Produce the record, plus reason headers, to our DLQ (:class:`DeadLetterWriter`: bounded, retried
+        until the broker acks, :attr:`stalled` meanwhile)."""
+        await self._letters.write(record, rejected, producer, where=self._where(record))
 
-        A produce refused for size shrinks the bound and tries the bounded record at once; any other failure
-        (the broker is away) is retried with backoff until the broker acks, with :attr:`stalled` set so
-        ``/readyz`` says why the loop does not advance.
-        """
-        delay = self._error_backoff
-        at = format_utc(datetime.now(UTC))
-        while True:
-            letter = dead_letter_record(
-                key=record.key, value=record.value, headers=record.headers or (), reason=str(rejected.reason),
-                detail=rejected.detail, origin=(record.topic, record.partition, record.offset),
-                by=self.party, at=at, max_bytes=self.dead_letter_limits.max_record_bytes,
-            )  # fmt: skip
-            try:
-                await producer.send_and_wait(
-                    self.dlq_topic, value=letter.value, key=letter.key, headers=letter.headers
-                )
-            except (MessageSizeTooLargeError, RecordListTooLargeError) as exc:
-                if self.dead_letter_limits.shrink():
-                    _log.warning("dead-letter record refused for size; bounding it further",
-                                 error=type(exc).__name__, party=self.party,
-                                 max_bytes=self.dead_letter_limits.max_record_bytes)  # fmt: skip
-                    continue
-                self._stall(exc, delay)
-            except Exception as exc:  # noqa: BLE001 - the record must not be skipped: retry until it lands
-                self._stall(exc, delay)
-            else:
-                break
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 30.0)
-        if self.stalled is not None:
-            _log.info("dead-letter produce recovered", party=self.party)
-            self.stalled = None
-        if letter.bounded:
-            _log.warning("dead-lettered a bounded copy", **self._where(record), reason=str(rejected.reason),
-                         max_bytes=self.dead_letter_limits.max_record_bytes)  # fmt: skip
-        self._metrics.dead_lettered.labels(reason=str(rejected.reason)).inc()
+    @property
+    def dead_letter_limits(self) -> DeadLetterLimits:
+        """The dead-letter record bound; the runtime sets the producer's and the topic's limits."""
+        return self._letters.limits
 
-    def _stall(self, exc: BaseException, delay: float) -> None:
-        self.stalled = f"dead-letter produce failing ({type(exc).__name__})"
-        _log.warning("dead-letter produce failed; retrying", error=type(exc).__name__, party=self.party,
-                     retry_in=delay)  # fmt: skip
+    @property
+    def stalled(self) -> str | None:
+        """Why the loop cannot make progress right now (a dead-letter produce failing), for /readyz."""
+        return self._letters.stalled
 
     def _update_lag(self, consumer: ConsumerLike, tp: TopicPartition) -> None:
         highwater = consumer.highwater(tp)
@@ -404,12 +605,16 @@ class CommitOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokaf
         _log.info("partitions assigned", party=self._subscriber.party, count=len(list(assigned)))
 
 
-def _count_failure(counter: Counter, _error: SinkError, _attempt: int) -> None:
-    counter.inc()
-
-
 def _event_timestamp(value: str) -> float:
     return parse_instant(value).timestamp()  # memoised there; a verified time is always representable
+
+
+def _is_receipt(record: Any) -> bool:
+    """Whether ``record`` was read from a delivery-receipt topic."""
+    try:
+        return parse_topic(record.topic).kind == "delivery"
+    except GatewayError:
+        return False
 
 
 def _claimed_key(record: Any) -> tuple[str, str] | None:

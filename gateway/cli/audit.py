@@ -199,6 +199,12 @@ def _add_receipts(actions: Any) -> None:
     where.add_argument("--notary", help="the notary's URL (GET /proof/<event id>)")
     prove.add_argument("--source", help="only the event from this party (ids are unique per source)")
     prove.add_argument("--out", help="EVENT_ID: the receipt file (default stdout); --case: a folder")
+    prove.add_argument(
+        "--delivery",
+        action="store_true",
+        help="EVENT_ID with --log and --out FOLDER: also prove the recipients' signed delivery receipts "
+        "(publication.tlog-proof and delivery.<party>.<outcome>.tlog-proof)",
+    )
     records = prove.add_mutually_exclusive_group()
     records.add_argument("--records", help="--case: a records dump (gateway audit export-records)")
     records.add_argument("--bootstrap-servers", help="--case: read the records from Kafka")
@@ -516,6 +522,8 @@ def _prove(args: argparse.Namespace) -> int:
         raise GatewayError(Reason.CONFIG_INVALID, "give an EVENT_ID or --case CASE_ID")
     if args.case is not None:
         return _prove_case(args)
+    if args.delivery:
+        return _prove_delivery(args)
     if args.notary:
         receipt = _fetch_receipt(args.notary, args.event_id, args.source)
     else:
@@ -528,6 +536,32 @@ def _prove(args: argparse.Namespace) -> int:
         Path(args.out).write_bytes(receipt)
     else:
         sys.stdout.buffer.write(receipt)
+    return 0
+
+
+def _prove_delivery(args: argparse.Namespace) -> int:
+    """Proof of publication and of every delivery receipt of one event, as files in ``--out``."""
+    from gateway.audit.receipts import event_and_delivery_proofs  # noqa: PLC0415 - keep CLI start-up light
+
+    if not args.log or not args.out:
+        raise GatewayError(Reason.CONFIG_INVALID, "--delivery needs --log (a copy of the log), --out FOLDER")
+    found = event_and_delivery_proofs(Path(args.log), args.event_id, args.source)
+    if found is None:
+        print(f"event {args.event_id} is not in the log's latest checkpoint", file=sys.stderr)
+        return 1
+    publication, leaf, deliveries = found
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "publication.tlog-proof").write_bytes(publication)
+    where = f"{leaf.topic}:{leaf.partition}:{leaf.offset}"
+    print(f"publication  {leaf.source}  {leaf.type}  id={leaf.id}  {where}")
+    for proof in deliveries:
+        name = f"delivery.{proof.party}.{proof.outcome}.tlog-proof"
+        (out / name).write_bytes(proof.proof)
+        print(f"receipt      {proof.party}  {proof.outcome}  id={proof.receipt_id}  {name}")
+    if not deliveries:
+        print("no delivery receipt for this event in the log", file=sys.stderr)
+        return 1
     return 0
 
 

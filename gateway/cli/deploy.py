@@ -122,7 +122,7 @@ def _deploy_render(args: argparse.Namespace) -> int:
     roles = {topic.name: topic.role for topic in rendered.topics}
     for user in rendered.users:
         own = rendered.acls_for(user.principal)
-        acls = [a for a in own if roles.get(a.resource_name) in ("case", "alert")]
+        acls = [a for a in own if roles.get(a.resource_name) in ("case", "alert", "delivery")]
         writes = {a.resource_name for a in acls if a.operation == "Write"}
         reads = {a.resource_name for a in acls if a.operation == "Read"}
         print(

@@ -40,7 +40,7 @@ if TYPE_CHECKING:  # referencing exports Resolver only from its private module; 
 
 __all__ = ["check_schemas"]
 
-_PARTITION_KEYS: Final = {"case": "case_id", "alert": "alert_id"}
+_PARTITION_KEYS: Final = {"case": "case_id", "alert": "alert_id", "delivery": "event_id"}
 _VERSION_DIR_RE: Final = re.compile(r"^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)$")
 _EXAMPLE_RE: Final = re.compile(r"^(valid|invalid)-[A-Za-z0-9][A-Za-z0-9_-]*\.json$")
 _MIN_VALID_EXAMPLES: Final = 2
@@ -107,11 +107,11 @@ def _check_structure(registry: Registry[Any], schema: MessageSchema) -> list[str
             problems.append(f"x-party property {name!r} is sealed (the verifier compares it in clear)")
         if _types_of(registry, properties[name], schema.id) != {"string"}:
             problems.append(f"x-party property {name!r} is not declared as a string")
-    if schema.kind == "alert":
+    if schema.kind in ("alert", "delivery"):  # no person fields at all, sealed or not
         if schema.sealed_fields:
-            problems.append(f"alert has x-seal properties: {', '.join(sorted(schema.sealed_fields))}")
+            problems.append(f"{schema.kind} has x-seal properties: {', '.join(sorted(schema.sealed_fields))}")
         if raw.get("additionalProperties") is not False:
-            problems.append("alert must set additionalProperties: false at top level")
+            problems.append(f"{schema.kind} must set additionalProperties: false at top level")
     cycle = _ref_cycle(registry, raw, schema.id)
     if cycle is not None:
         problems.append(f"recursive $ref via {cycle} (message schemas must have bounded depth)")

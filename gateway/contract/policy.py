@@ -9,6 +9,8 @@ One function builds every name and one parses it back:
 
 * ``xchg.<party>.case.v<major>``  — case messages published by ``<party>`` (key = case id)
 * ``xchg.<party>.alert.v<major>`` — alerts published by ``<party>`` (key = alert id)
+* ``xchg.<party>.delivery.v<major>`` — delivery receipts signed by ``<party>`` for the events it finished
+  (key = the original event's id; read by the parties whose events it receives, per the registry)
 * ``xchg.<party>.dlq.v1``         — records ``<party>``'s gateway rejected, with a reason header
 
 ``<party>`` is a party id (:data:`gateway.contract.registry.PARTY_ID`, e.g. ``kemlu.kbri-kuching``), so a
@@ -26,7 +28,7 @@ from dataclasses import dataclass
 from typing import Final, Literal, get_args
 
 from gateway.contract.registry import PARTY_ID, Party, Registry
-from gateway.contract.schemas import MessageSchema, SchemaStore
+from gateway.contract.schemas import MessageKind, MessageSchema, SchemaStore
 from gateway.errors import GatewayError, Reason
 
 __all__ = [
@@ -49,8 +51,7 @@ __all__ = [
     "topic_for",
 ]
 
-MessageKind = Literal["case", "alert"]
-TopicKind = Literal["case", "alert", "dlq"]
+TopicKind = Literal["case", "alert", "delivery", "dlq"]
 MESSAGE_KINDS: Final[tuple[MessageKind, ...]] = get_args(MessageKind)
 _TOPIC_KINDS: Final[tuple[TopicKind, ...]] = get_args(TopicKind)
 
@@ -63,9 +64,10 @@ _VERSION_RE: Final = re.compile(r"^v([1-9][0-9]{0,5})$")
 #: Where registry maintainers publish each signed registry version (compacted, one partition; key =
 #: ``<serial>:<digest>``, value = the version's envelope). Every gateway, the notary and the auditor read it.
 REGISTRY_TOPIC: Final = "xchg.registry.v1"
-#: The topics the notary logs: every party's exchange and dead-letter topics, every major version, and the
-#: registry versions (so an auditor evaluates each event against the registry in force where it was logged).
-NOTARISED_TOPICS: Final = r"^xchg\..*\.(case|alert|dlq)\.v[0-9]+$|^xchg\.registry\.v1$"
+#: The topics the notary logs: every party's exchange, delivery-receipt and dead-letter topics, every major
+#: version, and the registry versions (so an auditor evaluates each event against the registry in force where
+#: it was logged).
+NOTARISED_TOPICS: Final = r"^xchg\..*\.(case|alert|delivery|dlq)\.v[0-9]+$|^xchg\.registry\.v1$"
 #: Where the notary publishes every checkpoint it signs (value = the note, key = the log origin).
 CHECKPOINT_TOPIC: Final = "xchg.notary.checkpoints.v1"
 
@@ -113,9 +115,11 @@ def _checked_name(name: TopicName) -> str:
 
 
 def topic_for(party: str, kind: MessageKind, major: int) -> str:
-    """``xchg.<party>.<case|alert>.v<major>``: where ``party`` publishes messages of ``kind``."""
+    """``xchg.<party>.<case|alert|delivery>.v<major>``: where ``party`` publishes messages of ``kind``."""
     if kind not in MESSAGE_KINDS:
-        raise GatewayError(Reason.CONFIG_INVALID, f"topic: kind must be 'case' or 'alert', got {kind!r}")
+        raise GatewayError(
+            Reason.CONFIG_INVALID, f"topic: kind must be one of {', '.join(MESSAGE_KINDS)}, got {kind!r}"
+        )
     return _checked_name(TopicName(_check_party(party), kind, _check_major(major)))
 
 
@@ -132,7 +136,8 @@ def parse_topic(name: str) -> TopicName:
     if len(labels) < 4 or labels[0] != TOPIC_PREFIX:
         raise GatewayError(
             Reason.CONFIG_INVALID,
-            f"topic: {name!r} is not an exchange topic ({TOPIC_PREFIX}.<party>.<case|alert|dlq>.v<major>)",
+            f"topic: {name!r} is not an exchange topic "
+            f"({TOPIC_PREFIX}.<party>.<case|alert|delivery|dlq>.v<major>)",
         )
     version = _VERSION_RE.match(labels[-1])
     if version is None:
@@ -140,7 +145,7 @@ def parse_topic(name: str) -> TopicName:
     kind = labels[-2]
     if kind not in _TOPIC_KINDS:
         raise GatewayError(
-            Reason.CONFIG_INVALID, f"topic: {name!r} has kind {kind!r}; expected case, alert or dlq"
+            Reason.CONFIG_INVALID, f"topic: {name!r} has kind {kind!r}; expected case, alert, delivery or dlq"
         )
     party = ".".join(labels[1:-2])
     _check_party(party)
@@ -196,7 +201,8 @@ def readable_topics(registry: Registry, schemas: SchemaStore, party: str) -> lis
 
 
 def own_topics(schemas: SchemaStore, party: str) -> list[str]:
-    """The topics ``party``'s gateway creates and writes: its case/alert topic per schema major, its DLQ."""
+    """The topics ``party``'s gateway creates and writes: its case/alert/delivery topic per schema major, its
+    DLQ."""
     majors = sorted({(s.kind, s.version[0]) for s in schemas.schemas()})
     return [*(topic_for(party, kind, major) for kind, major in majors), dlq_topic(party)]
 

@@ -52,7 +52,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, cast
 
 import jsonschema  # type: ignore[import-untyped]  # no stubs in the venv; used at load time only
 import jsonschema_rs
@@ -82,6 +82,10 @@ __all__ = [
 SCHEMA_DIALECT: Final = "https://json-schema.org/draft/2020-12/schema"
 SCHEMA_ID_PREFIX: Final = "urn:id.trafficking:schema:"
 TYPE_PREFIX: Final = "id.trafficking."
+MessageKind = Literal["case", "alert", "delivery"]
+"""The family of a message type (``id.trafficking.<kind>.<name>``), which decides its topic
+(``xchg.<party>.<kind>.v<major>``, :mod:`gateway.contract.policy`)."""
+
 COMMON_NAME: Final = "_common"
 CLASSIFICATIONS: Final = ("public", "internal", "confidential", "restricted")
 SEAL_CATEGORIES: Final = frozenset({"identity", "contact", "health", "child", "perpetrator"})
@@ -93,7 +97,7 @@ SEALED_PROPERTY: Final = "sealed"
 
 _SEALED_BLOCK_DEF: Final = "#/$defs/sealedBlock"
 _DEFAULT_COMMON_ID: Final = f"{SCHEMA_ID_PREFIX}{COMMON_NAME}:1.0"
-_NAME_RE: Final = re.compile(r"^(case|alert)\.[a-z][a-z0-9]*(-[a-z0-9]+)*$")
+_NAME_RE: Final = re.compile(r"^(case|alert|delivery)\.[a-z][a-z0-9]*(-[a-z0-9]+)*$")
 _VERSION_FILE_RE: Final = re.compile(r"^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.json$")
 _PLAIN_NAME_RE: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 _SCHEMA_FILE_MAX_DEPTH: Final = 128
@@ -228,7 +232,7 @@ class MessageSchema:
     version: tuple[int, int]
     id: str = field(compare=False)
     type: str = field(compare=False)
-    kind: Literal["case", "alert"] = field(compare=False)
+    kind: MessageKind = field(compare=False)
     classification: str = field(compare=False)
     partition_key_field: str = field(compare=False)
     sealed_fields: Mapping[str, str] = field(compare=False)
@@ -494,7 +498,9 @@ def _read_documents(base: Path, problems: list[str]) -> list[_Document]:
             continue
         name = directory.name
         if name != COMMON_NAME and not _NAME_RE.match(name):
-            problems.append(f"{name}/: not a message name (case.<name> or alert.<name>) or {COMMON_NAME}")
+            problems.append(
+                f"{name}/: not a message name (case.<name>, alert.<name>, delivery.<name>) or {COMMON_NAME}"
+            )
             continue
         for path in sorted(directory.iterdir()):
             label = f"{name}/{path.name}"
@@ -620,7 +626,7 @@ def _build(
     except (jsonschema_rs.ValidationError, ValueError) as exc:
         problems.append(f"{label}: does not compile: {getattr(exc, 'message', exc)}")
         return None
-    kind: Literal["case", "alert"] = "case" if doc.name.startswith("case.") else "alert"
+    kind = cast(MessageKind, doc.name.partition(".")[0])  # the name's first label: _NAME_RE checked it
     return MessageSchema(
         name=doc.name,
         version=doc.version,

@@ -11,11 +11,13 @@ party's gateway with the names chosen here. ``gateway deploy render`` is the com
 
 What is derived, per party ``P`` (principal ``User:xchg-P``, SCRAM-SHA-512):
 
-* topics: ``xchg.P.case.v<major>`` and ``xchg.P.alert.v<major>`` for every major version of the loaded
-  schemas, and ``xchg.P.dlq.v1`` -- exactly :func:`gateway.contract.policy.own_topics`;
+* topics: ``xchg.P.case.v<major>``, ``xchg.P.alert.v<major>`` and ``xchg.P.delivery.v<major>`` for every
+  major version of the loaded schemas, and ``xchg.P.dlq.v1`` -- exactly
+  :func:`gateway.contract.policy.own_topics`;
 * ``Describe`` on each of its own topics (the gateway checks them at start-up), ``Write`` on its case/alert
   topic of a major only if the registry lets ``P`` publish some message type of that kind and major;
-* ``Read``, ``Write`` and ``Describe`` on its own dead-letter topic (it dead-letters there; operators triage);
+* ``Read``, ``Write``, ``Describe`` and ``Delete`` on its own dead-letter topic (it dead-letters there;
+  operators triage it and ``gateway dlq purge`` deletes old records from it with DeleteRecords);
 * ``Read`` and ``Describe`` on every *other* party's case/alert topic that ``P``'s ``read`` patterns match --
   exactly :func:`gateway.contract.policy.readable_topics`, so the broker allows what the gateway subscribes to
   and nothing else. A pattern can never grant another party's dead-letter topic: those are never candidates;
@@ -88,13 +90,13 @@ USER_PREFIX: Final = "xchg-"
 SCRAM_MECHANISM: Final = "SCRAM-SHA-512"
 
 ResourceType = Literal["topic", "group", "cluster"]
-Operation = Literal["Read", "Write", "Describe", "IdempotentWrite"]
-TopicRole = Literal["case", "alert", "dlq", "checkpoints", "registry"]
+Operation = Literal["Read", "Write", "Describe", "Delete", "IdempotentWrite"]
+TopicRole = Literal["case", "alert", "delivery", "dlq", "checkpoints", "registry"]
 
 #: The registry maintainers' Kafka user: the only principal that may write ``xchg.registry.v1``.
 REGISTRY_PUBLISHER: Final = "xchg-registry"
 
-_OPERATION_ORDER: Final = {"Read": 0, "Write": 1, "Describe": 2, "IdempotentWrite": 3}
+_OPERATION_ORDER: Final = {"Read": 0, "Write": 1, "Describe": 2, "Delete": 3, "IdempotentWrite": 4}
 _RESOURCE_ORDER: Final = {"cluster": 0, "group": 1, "topic": 2}
 _CLUSTER_RESOURCE: Final = "kafka-cluster"  # the only name Kafka accepts for the cluster resource
 
@@ -345,7 +347,7 @@ def render(  # noqa: PLR0915 - one derivation, read top to bottom
             allow(principal, "topic", name, "Describe")
             if _publishes(party, schemas, kind, major):
                 allow(principal, "topic", name, "Write")
-        allow(principal, "topic", dlq_topic(party_id), "Read", "Write", "Describe")
+        allow(principal, "topic", dlq_topic(party_id), "Read", "Write", "Describe", "Delete")
         for name in reads:
             allow(principal, "topic", name, "Read", "Describe")
         if reads:

@@ -25,12 +25,20 @@ from gateway.coordination.config import CoordinationConfig
 from gateway.errors import GatewayError
 from gateway.settings import Table, load_toml, overlay
 
-__all__ = ["ENV_PREFIX", "GatewayConfig", "OpsConfig", "SinkConfig", "SourceConfig", "env_overrides"]
+__all__ = [
+    "ENV_PREFIX",
+    "GatewayConfig",
+    "OpsConfig",
+    "ReceiptsConfig",
+    "SinkConfig",
+    "SourceConfig",
+    "env_overrides",
+]
 
 ENV_PREFIX: Final = "XCHG__"
 _SECTIONS: Final = frozenset(
     {"party", "data_dir", "registry", "registry_anchor", "follow_registry", "schemas", "keys", "kafka",
-     "limits", "ops", "retry", "shutdown", "sources", "sinks", "topics", "coordination"}
+     "limits", "ops", "retry", "shutdown", "sources", "sinks", "topics", "coordination", "receipts", "dlq"}
 )  # fmt: skip
 
 
@@ -55,6 +63,19 @@ class OpsConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ReceiptsConfig:
+    """``[receipts]``: signed delivery receipts (gateway/bus/receipts.py)."""
+
+    issue: bool = True
+    """Sign and publish a receipt for every event this gateway finishes."""
+    unacknowledged_after_seconds: float = 3600.0
+    """An own event without a receipt from every expected recipient this long after publishing counts in
+    ``xchg_unacknowledged_events``."""
+    sweep_seconds: float = 30.0
+    retention_days: int = 30
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SourceConfig:
     """A ``[[sources]]`` table: ``kind`` names a built-in or adapter source; the rest are its options."""
 
@@ -69,6 +90,8 @@ class SinkConfig:
     kind: str
     options: Mapping[str, Any]
     types: tuple[str, ...] = ("*",)
+    retry: RetryPolicy | None = None
+    """The sink's own ``retry`` table laid over ``[retry]`` (None: ``[retry]`` as it is)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -102,6 +125,9 @@ class GatewayConfig:
     sinks: tuple[SinkConfig, ...] = ()
     coordination: CoordinationConfig | None = None
     """``[coordination]``: timeline, SOP engine and statistics (gateway/coordination); absent: off."""
+    receipts: ReceiptsConfig = field(default_factory=ReceiptsConfig)
+    redrive_poll_seconds: float = 1.0
+    """``[dlq] redrive_poll_seconds``: how often the gateway looks for re-drive requests (gateway dlq)."""
 
     @classmethod
     def load(cls, path: Path, overrides: Mapping[str, Any] | None = None) -> GatewayConfig:
@@ -116,18 +142,11 @@ class GatewayConfig:
     def from_table(cls, doc: Table) -> GatewayConfig:
         """Every key checked (type, bounds); an unknown key or table is an error naming it."""
         doc.only(*_SECTIONS)
-        keys, limits, ops, retry, topics = (
-            doc.table(n) for n in ("keys", "limits", "ops", "retry", "topics")
+        keys, limits, ops, retry, topics, receipts, dlq = (
+            doc.table(n) for n in ("keys", "limits", "ops", "retry", "topics", "receipts", "dlq")
         )
         base_dir = doc.base_dir or Path()
-        try:
-            retry_policy = RetryPolicy(
-                attempts=retry.integer("attempts", 5, low=1, high=100),
-                base_delay=retry.number("base_delay", 0.2, positive=True),
-                max_delay=retry.number("max_delay", 10.0, positive=True),
-            )
-        except GatewayError as exc:
-            raise retry.fail("", exc.detail) from exc
+        retry_policy = _retry(retry, RetryPolicy())
         config = cls(
             party=doc.string("party"),
             base_dir=base_dir,
@@ -167,16 +186,25 @@ class GatewayConfig:
             retry=retry_policy,
             shutdown_timeout=doc.table("shutdown").number("timeout_seconds", 30.0, positive=True),
             sources=tuple(_source(s) for s in doc.tables("sources")),
-            sinks=tuple(_sink(s) for s in doc.tables("sinks")),
+            sinks=tuple(_sink(s, retry_policy) for s in doc.tables("sinks")),
             coordination=(
                 CoordinationConfig.from_table(doc.table("coordination"), data_dir=doc.path("data_dir"))
                 if "coordination" in doc
                 else None
             ),
+            receipts=ReceiptsConfig(
+                issue=receipts.boolean("issue", True),
+                unacknowledged_after_seconds=receipts.number(
+                    "unacknowledged_after_seconds", 3600.0, positive=True
+                ),
+                sweep_seconds=receipts.number("sweep_seconds", 30.0, positive=True),
+                retention_days=receipts.integer("retention_days", 30, low=1, high=3660),
+            ),
+            redrive_poll_seconds=dlq.number("redrive_poll_seconds", 1.0, positive=True),
         )
         if config.ops.task_max_backoff < config.ops.task_initial_backoff:
             raise ops.fail("task_max_backoff", "must not be below task_initial_backoff")
-        for table in (keys, limits, ops, retry, topics):
+        for table in (keys, limits, ops, retry, topics, receipts, dlq):
             table.refuse_unknown()
         return config
 
@@ -216,7 +244,30 @@ def _source(table: Table) -> SourceConfig:
     return SourceConfig(kind=table.string("kind"), options={k: table.raw(k) for k in table if k != "kind"})
 
 
-def _sink(table: Table) -> SinkConfig:
+def _retry(table: Table, base: RetryPolicy) -> RetryPolicy:
+    """A ``retry`` table (``[retry]``, or a sink's own) laid over ``base``; unknown keys are refused.
+
+    ``attempts`` is still read so that older files load: the subscriber no longer gives up after a number of
+    attempts but after ``horizon_hours`` (gateway/bus/breaker.py)."""
+    try:
+        policy = RetryPolicy(
+            attempts=table.integer("attempts", base.attempts, low=1, high=100),
+            base_delay=table.number("base_delay", base.base_delay, positive=True),
+            max_delay=table.number("max_delay", base.max_delay, positive=True),
+            horizon=table.number("horizon_hours", base.horizon / 3600, positive=True) * 3600,
+            breaker_threshold=table.integer("breaker_threshold", base.breaker_threshold, low=1, high=1000),
+            max_retry_after=table.number("max_retry_after", base.max_retry_after, low=0),
+        )
+    except GatewayError as exc:
+        raise table.fail("", exc.detail) from exc
+    if policy.max_delay < policy.base_delay:
+        raise table.fail("max_delay", "must not be below base_delay")
+    table.refuse_unknown()
+    return policy
+
+
+def _sink(table: Table, retry: RetryPolicy) -> SinkConfig:
     types = table.strings("types", ("*",), empty=False)
-    options = {k: table.raw(k) for k in table if k not in ("kind", "types")}
-    return SinkConfig(kind=table.string("kind"), options=options, types=types)
+    own = _retry(table.table("retry"), retry) if "retry" in table else None
+    options = {k: table.raw(k) for k in table if k not in ("kind", "types", "retry")}
+    return SinkConfig(kind=table.string("kind"), options=options, types=types, retry=own)

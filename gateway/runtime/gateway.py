@@ -16,10 +16,27 @@ force by :meth:`Gateway._registry_changed` — verifier, subscriber, publisher, 
 replaced in one synchronous call, so every event is handled wholly with one version — and the consumer
 resubscribes when the topics this party may read changed.
 
-Every long-running task (the outbox sender, the consumer, the registry follower, each source) runs under a
-:class:`~gateway.runtime.supervisor.Supervisor`: restarted with backoff when it raises, counted in
-``xchg_task_restarts_total``, reported by ``/readyz`` and, when it keeps failing, by ``/healthz``. Every task
-is awaited after it is cancelled; nothing is left running.
+Every long-running task (the outbox sender, the consumer, the registry follower, each source, the receipts
+sweep, the re-drive service) runs under a :class:`~gateway.runtime.supervisor.Supervisor`: restarted with
+backoff when it raises, counted in ``xchg_task_restarts_total``, reported by ``/readyz`` and, when it keeps
+failing, by ``/healthz``. Every task is awaited after it is cancelled; nothing is left running.
+
+One process per ``data_dir`` (:mod:`gateway.runtime.lock`): ``start`` takes its exclusive lock before
+anything else and ``stop`` releases it last; a second gateway on the same folder stops at once with
+``gateway.already-running``.
+
+Readiness tells the truth about the producer: ``/readyz`` check ``producer`` fails until it has started.
+A broker that refuses idempotent producing (the embedded Tansu broker answers InitProducerId with an
+error) is detected once — a producer without idempotence is tried — and said in one log line
+(``kafka.idempotence_unsupported``): with ``kafka.enable_idempotence`` unset the gateway then produces
+without it (consumers deduplicate anyway); set to ``true`` it stays unready, saying why, instead of
+retrying in a loop.
+
+Delivery receipts (:mod:`gateway.bus.receipts`): the subscriber reports every finished record to the
+receipt issuer (``[receipts] issue``), receipts for our own events go to the delivery ledger in the outbox
+database, and a ``receipts`` task keeps ``xchg_unacknowledged_events``/``xchg_undelivered_events`` current.
+Sink outages are ridden out per sink (:mod:`gateway.bus.breaker`; readiness check ``sinks``); dead letters
+are re-driven through :mod:`gateway.runtime.redrive` (task ``redrive``).
 """
 
 from __future__ import annotations
@@ -32,23 +49,24 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import aiohttp
 import structlog
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import ClusterAuthorizationFailedError, KafkaError, UnknownError
 
 from gateway.bus.admin import ensure_topics, max_message_bytes, refused_topics
 from gateway.bus.consent import CONSENT_CHANGE, ConsentGate, ConsentRegister
 from gateway.bus.database import Database
-from gateway.bus.delivery import Sink
+from gateway.bus.delivery import RetryPolicy, Sink
 from gateway.bus.inbox import Inbox
 from gateway.bus.kafka import KafkaSettings
 from gateway.bus.metrics import GatewayMetrics
 from gateway.bus.outbox import Outbox
 from gateway.bus.publisher import Publisher
+from gateway.bus.receipts import JOURNAL_FILE, DeliveryLedger, ReceiptIssuer
 from gateway.bus.subscriber import CommitOnRevoke, Route, Subscriber
 from gateway.contract.keys import SealingKey, SigningKey
 from gateway.contract.policy import dlq_topic, own_topics, readable_topics
@@ -63,6 +81,7 @@ from gateway.coordination.metrics import CoordinationMetrics
 from gateway.coordination.service import Coordinator
 from gateway.errors import GatewayError, Reason
 from gateway.runtime.config import GatewayConfig
+from gateway.runtime.lock import DataDirLock
 from gateway.runtime.ops import (
     CheckFailed,
     ReadinessCheck,
@@ -77,6 +96,7 @@ from gateway.runtime.ops import (
     threshold_check,
 )
 from gateway.runtime.plugins import PluginContext, build_sink, build_source
+from gateway.runtime.redrive import RedriveService
 from gateway.runtime.signals import stop_on_signals
 from gateway.runtime.sources import Source
 from gateway.runtime.status import History, StatusFacts
@@ -90,6 +110,13 @@ _log = structlog.get_logger(__name__)
 
 #: The broker being away: a supervised task restarts, but this never makes /healthz fail.
 _TRANSIENT: tuple[type[BaseException], ...] = (KafkaError, ConnectionError)
+#: How InitProducerId refuses an idempotent producer: the embedded broker (Tansu) answers
+#: UNKNOWN_SERVER_ERROR, Kafka without the IdempotentWrite ACL CLUSTER_AUTHORIZATION_FAILED. Only these are
+#: probed further (a start failing for any other reason: unreachable, TLS, SASL, says nothing about it).
+_IDEMPOTENCE_REFUSALS: Final[tuple[type[BaseException], ...]] = (
+    UnknownError,
+    ClusterAuthorizationFailedError,
+)
 
 
 class Gateway:
@@ -129,6 +156,11 @@ class Gateway:
         self._producer: AIOKafkaProducer | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._producer_ready = asyncio.Event()
+        self._producer_problem: str | None = None
+        self._idempotence_note: str | None = None
+        self._lock = DataDirLock(config.data_dir)
+        self._sink_retry: dict[str, RetryPolicy] = {}
+        self.issuer: ReceiptIssuer | None = None
         self._runner: web.AppRunner | None = None
         self._databases: list[Database] = []
         self._sinks: list[Sink] = []
@@ -144,6 +176,14 @@ class Gateway:
         return self.trust.current.registry
 
     async def start(self) -> None:
+        self._lock.acquire()  # before anything is opened: a second process on this data_dir stops here
+        try:
+            await self._start()
+        except BaseException:
+            self._lock.release()
+            raise
+
+    async def _start(self) -> None:
         config = self.config
         self.schemas = SchemaStore.load(config.schemas)
         self.trust = self._live_registry()
@@ -178,13 +218,15 @@ class Gateway:
             signer=self.signer, registry=self.registry, schemas=self.schemas, outbox=self.outbox,
             metrics=self.metrics, batch_size=config.batch_size,
         )  # fmt: skip
+        await self._receipts(outbox_db)
         routes = await self._routes()
         self._sinks = list(dict.fromkeys(route.sink for route in routes))
         self.topics = readable_topics(self.registry, self.schemas, self.party)
         self.subscriber = Subscriber(
             party=self.party, verifier=self.verifier, inbox=self.inbox, routes=routes,
             dlq_topic=dlq_topic(self.party), metrics=self.metrics, retry=config.retry,
-            max_records=config.batch_size, commit_timeout=self.kafka.request_timeout_ms / 1000,
+            sink_retry=self._sink_retry, max_records=config.batch_size,
+            commit_timeout=self.kafka.request_timeout_ms / 1000, finished=self.issuer, receipts=self.ledger,
         )  # fmt: skip
         self.subscriber.use_verifier(self.verifier, stale_after=version.expires.timestamp())
         self.trust.on_change = self._registry_changed
@@ -207,6 +249,7 @@ class Gateway:
         supervise = self.supervisor.spawn
         supervise("sender", self._sender_loop, stop=self._closing, transient=_TRANSIENT)
         supervise("consumer", self._consumer_loop, stop=self._consume_stop, transient=_TRANSIENT)
+        self._spawn_delivery_tasks()
         if config.follow_registry:
             follow = functools.partial(self.trust.follow, self.kafka, self._consume_stop)
             supervise("registry", follow, stop=self._consume_stop, transient=_TRANSIENT)
@@ -220,6 +263,22 @@ class Gateway:
             supervise(_source_task(source), run, stop=self._intake_stop)
         _log.info("gateway started", party=self.party, ops_port=self.ops_port, reads=len(self.topics),
                   kafka=self.kafka.redacted())  # fmt: skip
+
+    async def _receipts(self, outbox_db: Database) -> None:
+        """The delivery ledger (receipts for our events) and, with ``[receipts] issue``, the issuer."""
+        config = self.config
+        self.ledger = DeliveryLedger(
+            outbox_db, party=self.party, registry=self.registry, metrics=self.metrics,
+            retention_seconds=config.receipts.retention_days * 86400.0,
+        )  # fmt: skip
+        await self.ledger.attach()
+        if config.receipts.issue:
+            self.issuer = ReceiptIssuer(
+                party=self.party, registry=self.registry, publish=self.publisher.publish,
+                journal=config.data_dir / JOURNAL_FILE, metrics=self.metrics,
+            )  # fmt: skip
+            await self.issuer.attach()
+            await self.issuer.flush()  # receipts a crash left in the journal
 
     async def _routes(self) -> list[Route]:
         """The subscriber's routes: extra routes, each configured agency sink behind the consent gate (with
@@ -237,6 +296,8 @@ class Gateway:
             sink = ConsentGate(
                 build_sink(sink_config.kind, sink_config.options, context), self.consent, withheld
             )
+            if sink_config.retry is not None:
+                self._sink_retry[sink.name] = sink_config.retry
             # consent changes and erasure requests reach every agency sink, whatever types it takes
             routes.append(Route(sink, (*sink_config.types, CONSENT_CHANGE)))
         if config.coordination is not None:
@@ -280,6 +341,9 @@ class Gateway:
         self.publisher.use_registry(registry, self.signer)
         if self.coordinator is not None:
             self.coordinator.registry = registry
+        self.ledger.registry = registry  # who may have received our events (receipts)
+        if self.issuer is not None:
+            self.issuer.registry = registry
         topics = readable_topics(registry, self.schemas, self.party)
         if topics != self.topics:
             _log.info("registry.topics_changed", party=self.party, reads=len(topics))
@@ -365,12 +429,34 @@ class Gateway:
             threshold_check("consumer-lag", lambda: self.subscriber.lag, ops.max_consumer_lag, "records"),
             self.supervisor.readiness_check("tasks"),
             ReadinessCheck("dead-letters", self._dead_letters_probe),
+            ReadinessCheck("producer", self._producer_probe),
+            ReadinessCheck("sinks", self._sinks_probe),
         ]
 
     async def _dead_letters_probe(self) -> str:
         if self.subscriber.stalled is not None:
             raise CheckFailed(self.subscriber.stalled)
         return "dead-letter topic writable"
+
+    async def _producer_probe(self) -> str:
+        """Ready once the producer has started (it may not while the broker refuses it)."""
+        if not self._producer_ready.is_set():
+            raise CheckFailed(self._producer_problem or "producer not started yet (connecting to the broker)")
+        return "started" + (f"; {self._idempotence_note}" if self._idempotence_note else "")
+
+    async def _sinks_probe(self) -> str:
+        """Not ready while a sink's circuit breaker is open or half-open (its system is down)."""
+        states = self.subscriber.sink_states()
+        down = [
+            f"{name} {state} for {outage:.0f}s after {failures} failure(s) "
+            f"({self.subscriber.health[name].last_error or 'unavailable'}), {waiting} partition(s) waiting"
+            for name, state, failures, outage, waiting in states
+            if state != "closed"
+        ]
+        if down:
+            raise CheckFailed("; ".join(down))
+        retrying = sum(1 for _, _, failures, _, _ in states if failures)
+        return f"{len(states)} sink(s) closed" + (f", {retrying} retrying" if retrying else "")
 
     # ---- background work ----------------------------------------------------------------------------
     async def _connect(
@@ -402,18 +488,101 @@ class Gateway:
         with the same producer and sends on from the outbox, which is the record of what is left.
         """
         if self._producer is None:
-            producer = await self._connect(
-                lambda: AIOKafkaProducer(**self.kafka.producer_kwargs()),
-                "producer",
-                give_up=lambda: self._send_stop.is_set() and self.outbox.depth == 0,  # nothing left to drain
-                wake=self._send_stop,
-            )
+            producer = await self._connect_producer()
             if producer is None:
                 return
             self._producer = producer
             await self._provision()
             self._producer_ready.set()
         await self.publisher.run_sender(self._producer, self._send_stop)
+
+    async def _connect_producer(self) -> AIOKafkaProducer | None:
+        """:meth:`_connect` for the producer, telling a broker that refuses idempotence from one that is away
+        (module docstring), and keeping :attr:`_producer_problem` for ``/readyz``."""
+        delay = 0.5
+        while not self._closing.is_set() and not (self._send_stop.is_set() and self.outbox.depth == 0):
+            producer = AIOKafkaProducer(**self.kafka.producer_kwargs())
+            try:
+                await producer.start()
+            except Exception as exc:  # noqa: BLE001 - broker not reachable, or refusing: retry or fall back
+                with contextlib.suppress(Exception):
+                    await producer.stop()
+                refusal = isinstance(exc, _IDEMPOTENCE_REFUSALS)
+                if self.kafka.idempotence and refusal and await self._refuses_idempotence(exc):
+                    if self._idempotence_fallback(exc):
+                        continue  # at once, without idempotence
+                    delay = 30.0  # said once; keep trying quietly (the broker may be upgraded)
+                else:
+                    self._producer_problem = f"producer cannot start ({type(exc).__name__})"
+                    _log.warning(
+                        "producer cannot connect; retrying", error=type(exc).__name__, retry_in=delay
+                    )
+                watch = [self._closing] if self._send_stop.is_set() else [self._closing, self._send_stop]
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(_wait_first(*watch), timeout=delay)
+                delay = max(delay, min(delay * 2, 10.0))
+                continue
+            self._producer_problem = None
+            return producer
+        return None
+
+    async def _refuses_idempotence(self, exc: BaseException) -> bool:
+        """The broker answered but refused an idempotent producer: one without idempotence starts."""
+        probe = AIOKafkaProducer(
+            **dataclasses.replace(self.kafka, enable_idempotence=False).producer_kwargs()
+        )
+        try:
+            await probe.start()
+        except Exception:  # noqa: BLE001 - then it is not about idempotence
+            return False
+        finally:
+            with contextlib.suppress(Exception):
+                await probe.stop()
+        return True
+
+    def _idempotence_fallback(self, exc: BaseException) -> bool:
+        """Say once that the broker refuses idempotent producing; True when producing goes on without it."""
+        refused = (
+            f"the broker refused an idempotent producer (InitProducerId: {type(exc).__name__}): it cannot do "
+            "idempotent producing (the embedded broker, Tansu) or the principal lacks IdempotentWrite"
+        )
+        if self.kafka.enable_idempotence is None:
+            _log.warning(
+                "kafka.idempotence_unsupported",
+                detail=f"{refused}; producing without idempotence (consumers deduplicate by source and id); "
+                "set kafka.enable_idempotence = false to say so",
+            )
+            self.kafka = dataclasses.replace(self.kafka, enable_idempotence=False)
+            self._idempotence_note = "without idempotence (the broker refused it)"
+            return True
+        if self._producer_problem is None or not self._producer_problem.startswith("the broker refused"):
+            _log.error(
+                "kafka.idempotence_unsupported",
+                detail=f"{refused}; kafka.enable_idempotence = true: not producing. Set it to false, or "
+                "grant IdempotentWrite / use a broker that supports it",
+            )
+        self._producer_problem = f"{refused}; kafka.enable_idempotence = true"
+        return False
+
+    def _spawn_delivery_tasks(self) -> None:
+        """The receipts sweep and the re-drive service (issue 13), supervised like every task."""
+        self.redrive = RedriveService(
+            data_dir=self.config.data_dir, kafka=self.kafka, dlq_topic=dlq_topic(self.party),
+            subscriber=self.subscriber, metrics=self.metrics, poll_seconds=self.config.redrive_poll_seconds,
+        )  # fmt: skip
+        self.supervisor.spawn("receipts", self._receipts_loop, stop=self._consume_stop)
+        self.supervisor.spawn("redrive", self._redrive_loop, stop=self._consume_stop, transient=_TRANSIENT)
+
+    async def _receipts_loop(self) -> None:
+        """Keep the unacknowledged/undelivered gauges current and prune old delivery records."""
+        receipts = self.config.receipts
+        while not self._consume_stop.is_set():
+            await self.ledger.sweep(unacknowledged_after=receipts.unacknowledged_after_seconds)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._consume_stop.wait(), timeout=receipts.sweep_seconds)
+
+    async def _redrive_loop(self) -> None:
+        await self.redrive.run(self._consume_stop)
 
     async def _provision(self) -> None:
         """Our topics exist; the dead-letter record bound knows the producer's and the DLQ topic's limits."""
@@ -510,7 +679,7 @@ class Gateway:
         await self.supervisor.stop([_source_task(source) for source in self.sources], deadline)
         # 2. stop the consume loop (it finishes and commits the batch in hand)
         self._consume_stop.set()
-        await self.supervisor.stop(["consumer", "coordination"], deadline)
+        await self.supervisor.stop(["redrive", "consumer", "coordination", "receipts"], deadline)
         # 3. drain the outbox
         self._send_stop.set()
         await self.supervisor.stop(["sender"], deadline)
@@ -531,8 +700,11 @@ class Gateway:
             await self.coordinator.stop()
         await self.outbox.wait_flushed()
         self.inbox.close()
+        if self.issuer is not None:
+            self.issuer.close()
         for db in self._databases:
             await db.close()
+        self._lock.release()
         _log.info("gateway stopped", party=self.party, outbox_left=self.outbox.depth)
 
     async def run_until_signalled(self) -> None:

@@ -3,8 +3,9 @@
 :class:`WebhookSink` POSTs to an agency endpoint with an ``Idempotency-Key`` header; ``409 Conflict`` means
 the endpoint already has this key, i.e. an earlier attempt succeeded, and counts as delivered. The endpoint
 is one configured URL or, where the agency's API names a record in the path, computed per event
-(:data:`UrlFor`) and checked like a configured one. Retries are the subscriber's
-(:func:`gateway.bus.delivery.deliver_with_retry`); this class only says whether a failure is retryable.
+(:data:`UrlFor`) and checked like a configured one. Retries are the subscriber's (its outage policy,
+:mod:`gateway.bus.breaker`); this class only says whether a failure is retryable and passes on the
+system's ``Retry-After`` (seconds or an HTTP date, RFC 9110 section 10.2.3).
 
 Error details name status codes and exception types only: a response body may echo the payload (names of
 victims) and the URL may carry a token, so neither is ever put into an error, a log line or a DLQ header.
@@ -17,6 +18,8 @@ import json
 import ssl as _ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any, Final, Literal
 
 import aiohttp
@@ -39,6 +42,7 @@ __all__ = [
     "client_options",
     "event_summary",
     "formulas_option",
+    "retry_after",
 ]
 
 _log = structlog.get_logger(__name__)
@@ -85,6 +89,23 @@ def client_options(options: Table) -> ClientOptions:
             except (OSError, _ssl.SSLError) as exc:
                 raise options.fail("cert_file", "cannot load the client certificate and key_file") from exc
     return ClientOptions(headers=headers, ssl=context)
+
+
+def retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Seconds a ``Retry-After`` header asks for: delay-seconds or an HTTP date (RFC 9110 section 10.2.3);
+    None when absent or unreadable (the backoff applies). A date in the past is 0."""
+    if value is None:
+        return None
+    text = value.strip()
+    if text.isdigit():
+        return float(int(text))
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
 UrlFor = Callable[[Accepted], str | URL]
@@ -139,7 +160,8 @@ class WebhookSink:
     overridden by configuration.
 
     Outcomes: 2xx delivered; 409 already delivered (the endpoint saw the idempotency key); 408, 425, 429,
-    5xx, timeouts and connection errors ``SinkError(retryable=True)``; redirects (not followed: personal
+    5xx, timeouts and connection errors ``SinkError(retryable=True)`` (with the response's ``Retry-After``,
+    when it has one, as ``retry_after``); redirects (not followed: personal
     data must not be re-sent to a URL nobody configured) and other 4xx ``SinkError(retryable=False)``.
 
     ``session`` lets the runtime share one connection pool; a session created here is created lazily (it
@@ -148,8 +170,8 @@ class WebhookSink:
 
     ``body`` replaces the body document for agencies whose system takes its own shape (an adapter's
     transform, e.g. ``adapters.kemensos``); headers and outcomes stay exactly as above. A ``GatewayError``
-    it raises propagates (:func:`deliver_with_retry` dead-letters it without retrying), so its detail must
-    not contain payload values.
+    it raises propagates (the subscriber dead-letters it as ``sink.refused``, never retried), so its detail
+    must not contain payload values.
 
     ``formulas`` (:mod:`gateway.contract.formulas`): with ``"flag"`` (the default) values pass unchanged and
     an event with spreadsheet-formula values gets ``X-Xchg-Formula-Cells: ["/json/pointer", ...]`` (``"*"``
@@ -160,7 +182,7 @@ class WebhookSink:
     API's update endpoint names the case); it is called on every attempt, before ``body``. A configured URL
     and every computed one pass the same check: an absolute http(s) URL, else
     ``GatewayError(config.invalid)`` (raised here for a configured URL, by :meth:`deliver` for a computed
-    one, which :func:`deliver_with_retry` dead-letters without a request); plain http to a host that is not
+    one, which the subscriber dead-letters without a request); plain http to a host that is not
     loopback is allowed but warned about (``webhook.plaintext_http``, once per origin). URLs are never put
     into an error or a log line.
     """
@@ -225,6 +247,7 @@ class WebhookSink:
                 allow_redirects=False,
             ) as response:
                 status = response.status
+                wait = retry_after(response.headers.get("Retry-After")) if status >= 400 else None
         except TimeoutError as exc:
             raise SinkError(f"sink {self.name}: timed out", retryable=True) from exc
         except aiohttp.ClientError as exc:  # connection refused/reset, TLS failure, server disconnected, ...
@@ -241,7 +264,10 @@ class WebhookSink:
             _log.info("webhook.already_delivered", sink=self.name, event_id=event.id, source=event.source)
             return
         raise SinkError(
-            f"sink {self.name}: HTTP {status}", retryable=is_retryable_status(status), status=status
+            f"sink {self.name}: HTTP {status}",
+            retryable=is_retryable_status(status),
+            status=status,
+            retry_after=wait,
         )
 
     async def close(self) -> None:

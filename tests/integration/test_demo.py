@@ -19,7 +19,9 @@ from adapters.simulators.iom import sample_rows
 from adapters.simulators.kemensos import SAMPLE_DROPS
 from adapters.simulators.kemlu import sarawak_cases
 from gateway.audit.checkpoint import Checkpoint, open_checkpoint
+from gateway.audit.leaf import Leaf
 from gateway.audit.note import verifier_from_vkey
+from gateway.audit.tiles import TileLog
 from gateway.cli.main import main
 from gateway.runtime.logs import configure_logging
 
@@ -64,7 +66,18 @@ async def test_demo_plays_the_scenario_and_leaks_nothing(tmp_path: Path, capture
     result = await run_scenario(directory=tmp_path / "demo", once=True, out=out)
 
     assert set(result.summary) == set(PARTIES)
-    assert all(row["rejected"] == 0 for row in result.summary.values())
+    # the one rejection is the forged delivery receipt, dead-lettered at the party it pretends to answer
+    assert {party: row["rejected"] for party, row in result.summary.items()} == {
+        party: int(party == "kemensos") for party in PARTIES
+    }
+    assert result.forged_receipt == "receipt.unknown-event"
+    # every event ended with a signed receipt from each running recipient, at its sender
+    assert set(result.deliveries) == set(PARTIES)
+    answered = [row for rows in result.deliveries.values() for row in rows.values()]
+    assert answered
+    assert all(row["waiting"] == 0 for row in answered)
+    assert sum(row["delivered"] for row in answered) > 10
+    assert "Signed delivery receipts, per sender" in out.getvalue()
     # Kemensos' case system got the embassy's referrals and plans, in its own shape, names unsealed
     kinds = {case["jenis_data"] for case in result.kemensos_cases}
     assert kinds == {"rujukan", "rencana_kepulangan"}
@@ -124,3 +137,18 @@ async def test_demo_plays_the_scenario_and_leaks_nothing(tmp_path: Path, capture
     bundles = (result.notary_log / "tile" / "entries").rglob("*")
     entries = b"".join(p.read_bytes() for p in bundles if p.is_file())
     assert sorted(s for s in personal if s.encode() in entries) == []
+
+    # non-repudiation of receipt: a referral KBRI Kuching published is proven published *and* received, each
+    # recipient's signed delivery receipt by an inclusion proof in the same signed log
+    with TileLog.open(result.notary_log, read_only=True) as log:
+        leaves = [Leaf.decode(entry) for entry in log.iter_entries(0, log.size)]
+    referral = next(
+        leaf for leaf in leaves if leaf.type == "id.trafficking.case.referral" and leaf.verdict == "accepted"
+    )
+    proofs = tmp_path / "proofs"
+    prove = ["audit", "prove", str(referral.id), "--log", str(result.notary_log), "--delivery"]
+    assert main([*prove, "--source", str(referral.source), "--out", str(proofs)]) == 0
+    delivered = sorted(p.name for p in proofs.glob("delivery.*.delivered.tlog-proof"))
+    assert "delivery.kemensos.delivered.tlog-proof" in delivered
+    for proof in [proofs / "publication.tlog-proof", *(proofs / name for name in delivered)]:
+        assert main(["audit", "check-receipt", str(proof), "--vkey", vkey]) == 0

@@ -21,6 +21,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import structlog.testing
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway import __version__
@@ -40,6 +41,7 @@ from tests.integration.exchange import (
     kafka_settings_for,
     kafka_table,
     received_ids,
+    start_node,
 )
 from tests.tls import make_ca
 from tests.world import example
@@ -48,7 +50,7 @@ KCH, READER = "kemlu.kbri-kuching", "kemensos"
 REFERRAL = "id.trafficking.case.referral"
 CHECKS = [
     "kafka", "signing-key", "registry", "registry-version", "schemas", "outbox-backlog", "consumer-lag",
-    "tasks", "dead-letters",
+    "tasks", "dead-letters", "producer", "sinks",
 ]  # fmt: skip
 
 
@@ -84,11 +86,11 @@ async def wait_ready(node: Node, *, status: int, within: float = 30.0) -> dict[s
         await asyncio.sleep(0.05)
 
 
-def assert_only_failing(body: dict[str, Any], failing: str) -> dict[str, Any]:
-    """``body`` is not ready because of ``failing`` alone; returns that check."""
+def assert_only_failing(body: dict[str, Any], failing: str, *, also: tuple[str, ...] = ()) -> dict[str, Any]:
+    """``body`` is not ready because of ``failing`` (and the checks ``also``) alone; returns that check."""
     assert body["ready"] is False
     checks = checks_of(body)
-    assert {name for name, c in checks.items() if not c["ok"]} == {failing}, body
+    assert {name for name, c in checks.items() if not c["ok"]} == {failing, *also}, body
     return checks[failing]
 
 
@@ -140,6 +142,46 @@ async def test_readyz_fails_while_the_broker_is_down_and_recovers(
         await embedded_broker.start()  # same port; memory storage starts empty
         body = await wait_ready(node, status=200)
         assert all(c["ok"] for c in checks_of(body).values())
+
+
+@pytest.mark.parametrize("setting", ["unset", "true"])
+async def test_a_broker_without_idempotent_producing_is_said_once_and_readyz_tells_the_truth(
+    tmp_path: Path, embedded_broker: EmbeddedBroker, setting: str
+) -> None:
+    """``gateway run`` against ``gateway broker`` (issue 13): the settings name a broker, so idempotence is on
+    by default, and the embedded broker refuses InitProducerId. Unset: one ``kafka.idempotence_unsupported``
+    line, then the gateway produces without it and is ready. Explicitly true: not ready, the ``producer``
+    check says why, and nothing is retried in a tight loop."""
+    table = kafka_table(embedded_settings(embedded_broker))
+    del table["enable_idempotence"]
+    if setting == "true":
+        table["enable_idempotence"] = True
+    sandbox = create_sandbox(
+        tmp_path, [READER], bootstrap_servers=[embedded_broker.bootstrap_servers],
+        settings={"kafka": table, "shutdown": {"timeout_seconds": 2.0}},
+    )  # fmt: skip
+    config = GatewayConfig.load(sandbox[READER].config)
+    assert config.kafka.idempotence is True
+    with structlog.testing.capture_logs() as logs:
+        node = await start_node(sandbox[READER])
+        try:
+            if setting == "unset":
+                body = await wait_ready(node, status=200)
+                assert checks_of(body)["producer"]["detail"].endswith(
+                    "without idempotence (the broker refused it)"
+                )
+                data = example("alert.shelter-capacity", "1.0")[0][1]
+                await node.gateway.publisher.publish("id.trafficking.alert.shelter-capacity", data)
+                await eventually(lambda: node.gateway.outbox.depth == 0, what="the alert on the broker")
+            else:
+                await eventually(lambda: any(e["event"] == "kafka.idempotence_unsupported" for e in logs),
+                                 what="the broker's refusal to be said")  # fmt: skip
+                body = await wait_ready(node, status=503)
+                producer = assert_only_failing(body, "producer")
+                assert "refused an idempotent producer" in producer["detail"]
+        finally:
+            await node.gateway.stop()
+    assert sum(1 for e in logs if e["event"] == "kafka.idempotence_unsupported") == 1
 
 
 async def test_readyz_fails_while_the_broker_is_frozen_and_recovers(
@@ -380,7 +422,7 @@ async def test_gateways_exchange_over_tls_and_a_wrong_ca_is_not_ready(
             tmp_path / "wrong-ca", ["iom"], wrong, overrides=overrides, publish_registry=False
         ) as others:
             body = await wait_ready(others["iom"], status=503)
-            kafka = assert_only_failing(body, "kafka")
+            kafka = assert_only_failing(body, "kafka", also=("producer",))  # it never started: not ready
             assert kafka["detail"].startswith(
                 f"kafka.tls.ca_file: TLS handshake with {tls_proxy.bootstrap_servers} failed: "
                 "certificate verify failed"
@@ -431,7 +473,7 @@ async def test_sasl_scram_settings_from_the_toml_reach_the_broker(
         assert "synthetic password" not in repr(kafka.redacted())
 
         body = await wait_ready(node, status=503)
-        check = assert_only_failing(body, "kafka")
+        check = assert_only_failing(body, "kafka", also=("producer",))  # the producer cannot start either
         assert check["detail"].startswith(
             f"kafka.sasl.mechanism: {tls_proxy.bootstrap_servers} does not accept it: [Error 33] "
             "UnsupportedSaslMechanismError"

@@ -2,13 +2,15 @@
 
 The log holds no case id (docs/AUDIT.md section 10); the auditor's records do (the record key). Every record
 of the case gets the receipt of its leaf, each verifiable with ``check-receipt``, listed in ``case.json``
-with an empty ``delivery`` slot per event for the recipients' signed receipts (issue 13). A record of the
+with a ``delivery`` list per event: the recipients' signed receipts for it in the log, each with its own
+inclusion proof. A record of the
 case that the signed log lacks, or that differs from its leaf, makes the command fail and is named.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -16,10 +18,11 @@ from typing import Any
 
 import pytest
 
-from gateway.audit.leaf import ConsumedRecord
+from gateway.audit.leaf import ConsumedRecord, Leaf, leaf_for_record, record_sha256
 from gateway.audit.records import write_records_dump
 from gateway.cli.main import main
-from tests.unit.audit._synthetic import Run, build_run, write_log
+from gateway.contract.receipt import RECEIPT_TYPE, receipt_data, receipt_id
+from tests.unit.audit._synthetic import KBRI, Run, build_run, write_log
 
 CASE = "KBRI-KCH-2020-000123"
 COUNT = 40
@@ -72,7 +75,7 @@ def test_every_event_of_the_case_gets_a_verifiable_receipt(
     for event in events:
         assert event["publication"]["verified"] is True
         assert event["record"]["matches_leaf"] is True
-        assert event["delivery"] == []  # the recipients' signed receipts: issue 13
+        assert event["delivery"] == []  # no receipt leaves in this log
         assert event["record"]["timestamp"].endswith("Z")
     capsys.readouterr()
     vkey = str(log.parent / "notary.vkey")
@@ -112,3 +115,55 @@ def test_event_id_and_case_are_exclusive(small: tuple[Run, Path], tmp_path: Path
     assert (
         main(["audit", "prove", "--case", CASE, "--log", str(log), "--out", str(tmp_path)]) == 2
     )  # no records
+
+
+def test_a_recipients_signed_receipt_is_proven_next_to_the_publication(
+    small: tuple[Run, Path], tmp_path: Path
+) -> None:
+    """Kemensos's signed delivery receipt for the case's referral is a leaf of the log: every logged copy of
+    that record gets it in its ``delivery`` list with an inclusion proof that ``check-receipt`` verifies; a
+    receipt naming another digest proves nothing."""
+    run, _ = small
+    referral = next(
+        r for r in run.records if r.key == CASE.encode() and r.topic == "xchg.kemlu.kbri-kuching.case.v1"
+    )
+    leaf = Leaf.decode(leaf_for_record(referral, run.verifier()).encode())
+    assert leaf.verdict == "accepted"
+
+    def receipt_record(offset: int, digest: str) -> ConsumedRecord:
+        data = receipt_data(
+            event_id=str(leaf.id), event_source=KBRI, event_type=leaf.type, digest=digest,
+            read_from=(referral.topic, referral.partition, referral.offset), outcome="delivered", reason=None,
+            finished_at="2026-12-01T08:00:00Z",
+        )  # fmt: skip
+        rid = receipt_id("kemensos", KBRI, str(leaf.id), "delivered", digest)
+        wire = run.world.event(RECEIPT_TYPE, data, by="kemensos", event_id=rid).to_kafka()
+        return ConsumedRecord(
+            topic="xchg.kemensos.delivery.v1", partition=0, offset=offset, timestamp=int(time.time() * 1000),
+            key=wire.key, value=wire.value, headers=tuple(wire.headers),
+        )  # fmt: skip
+
+    genuine = receipt_record(0, record_sha256(referral))
+    other = receipt_record(1, "0" * 64)  # signed, but for a record that was never logged
+    entries = [*run.entries, *(leaf_for_record(r, run.verifier()).encode() for r in (genuine, other))]
+    log = tmp_path / "signed-log"
+    write_log(log, entries, run.signer, sizes=(0, len(entries)))
+    (tmp_path / "notary.vkey").write_text(run.vkey)
+    code, manifest = _prove(run, log, tmp_path / "proofs")
+    assert code == 0
+    same = {
+        (r.topic, r.partition, r.offset) for r in run.records if record_sha256(r) == record_sha256(referral)
+    }
+    copies = [  # the very record the receipt names, wherever it was logged (other records: no receipt)
+        e for e in manifest["events"]
+        if (e["record"]["topic"], e["record"]["partition"], e["record"]["offset"]) in same
+    ]  # fmt: skip
+    assert copies
+    for event in manifest["events"]:
+        if event in copies:
+            [delivery] = event["delivery"]
+            assert (delivery["party"], delivery["outcome"]) == ("kemensos", "delivered")
+            proof = tmp_path / "proofs" / delivery["receipt"]
+            assert main(["audit", "check-receipt", str(proof), "--vkey", run.vkey]) == 0
+        else:
+            assert event["delivery"] == []

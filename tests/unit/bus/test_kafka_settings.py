@@ -470,7 +470,7 @@ def test_parse_topic_rejects(name: str, fragment: str) -> None:
     [
         ("Kemensos", "case", 1, "party id 'Kemensos' does not match"),
         ("kemensos.", "case", 1, "does not match"),
-        ("kemensos", "dlq", 1, "kind must be 'case' or 'alert'"),
+        ("kemensos", "dlq", 1, "kind must be one of case, alert, delivery"),
         ("kemensos", "case", 0, "major version must be an integer >= 1"),
         ("kemensos", "case", True, "major version must be an integer >= 1"),
         ("a" * 240, "case", 1, "longer than Kafka's 249 characters"),

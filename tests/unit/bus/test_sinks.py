@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import socket
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -17,6 +19,7 @@ from aiohttp.test_utils import TestServer
 from structlog.testing import capture_logs
 from yarl import URL
 
+import gateway.runtime.webhook as webhook_module
 from gateway.bus.delivery import RetryPolicy, SinkError, deliver_with_retry, is_retryable_status
 from gateway.contract.verify import Accepted
 from gateway.errors import GatewayError, Reason
@@ -59,6 +62,7 @@ class Endpoint:
     statuses: list[int]
     body: str = ""
     hang: bool = False
+    retry_after: str | None = None
     requests: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
     paths: list[str] = field(default_factory=list)
     url: str = ""
@@ -70,7 +74,10 @@ class Endpoint:
         if self.hang:
             await asyncio.Event().wait()  # never answers; the client's timeout must fire
         status = self.statuses[min(len(self.requests), len(self.statuses)) - 1]
-        return web.Response(status=status, text=self.body, headers={"Location": "http://127.0.0.1:9/x"})
+        headers = {"Location": "http://127.0.0.1:9/x"}
+        if self.retry_after is not None:
+            headers["Retry-After"] = self.retry_after
+        return web.Response(status=status, text=self.body, headers=headers)
 
 
 @pytest.fixture
@@ -184,7 +191,7 @@ async def test_400_is_not_retried(serve: Any, sink_factory: Any, accepted: Accep
         await deliver_with_retry(sink_factory(endpoint.url), accepted, NO_JITTER, sleep=sleeps)
     assert info.value.retryable is False
     assert info.value.status == 400
-    assert info.value.reason is Reason.SINK_FAILED
+    assert info.value.reason is Reason.SINK_REFUSED  # a permanent refusal, not an outage
     assert len(endpoint.requests) == 1
     assert sleeps.delays == []
 
@@ -252,6 +259,33 @@ async def test_status_classification(
     assert info.value.retryable is retryable
     assert is_retryable_status(status) is retryable
     assert len(endpoint.requests) == 1  # redirects are not followed
+
+
+RETRY_AFTER_CASES = [
+    (503, "120", 120.0),
+    (429, "Wed, 21 Oct 2015 07:28:00 GMT", 3600.0),  # an HTTP date, an hour after "now" below
+    (503, "Wed, 21 Oct 2015 05:00:00 GMT", 0.0),  # in the past: no wait of its own
+    (503, "soon", None),  # unreadable: the backoff applies
+    (503, None, None),
+]
+
+
+@pytest.mark.parametrize("case", RETRY_AFTER_CASES, ids=lambda c: f"{c[0]}-{c[1]}")
+async def test_retry_after_is_passed_on_in_seconds(
+    serve: Any,
+    sink_factory: Any,
+    accepted: Accepted,
+    case: tuple[int, str | None, float | None],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    status, header, expected = case
+    now = datetime(2015, 10, 21, 6, 28, tzinfo=UTC)
+    monkeypatch.setattr(webhook_module, "retry_after", functools.partial(webhook_module.retry_after, now=now))
+    endpoint = await serve(Endpoint([status], retry_after=header))
+    with pytest.raises(SinkError) as info:
+        await sink_factory(endpoint.url).deliver(accepted)
+    assert info.value.retryable is True
+    assert info.value.retry_after == expected
 
 
 async def test_connection_refused_is_retryable(sink_factory: Any, accepted: Accepted) -> None:

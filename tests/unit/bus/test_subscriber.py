@@ -13,30 +13,27 @@ docstring of :mod:`gateway.bus.subscriber` states the contract):
 * a failed commit is retried with the next one;
 * an event (``source``, ``id``) is delivered once, also when redelivered after a restart, while the same
   ``id`` from another source is another event;
-* a retryable sink error is retried as the ``RetryPolicy`` says, a non-retryable one (or an exhausted
-  retryable one) is dead-lettered as ``sink.failed`` and remembered in the inbox.
+* a permanent sink failure is dead-lettered at once as ``sink.refused`` and remembered in the inbox
+  (outages, where the sink fails transiently, are tests/unit/bus/test_outage.py).
 
-No test sleeps: retry delays go to a recording stand-in for ``asyncio.sleep`` and the dead-letter backoff
-is 0.
+No test sleeps: the dead-letter backoff is 0.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import sqlite3
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 from aiokafka import TopicPartition
 
-import gateway.bus.subscriber as subscriber_module
 from gateway.bus.database import Database
-from gateway.bus.delivery import RetryPolicy, SinkError, deliver_with_retry
+from gateway.bus.delivery import RetryPolicy, SinkError
 from gateway.bus.inbox import Inbox, Outcome
 from gateway.bus.metrics import GatewayMetrics
 from gateway.bus.subscriber import DLQ_HEADERS, Route, Subscriber
@@ -86,11 +83,15 @@ class ScriptedSink:
     failures: dict[str, list[Exception]] = field(default_factory=dict)
     delivered: list[str] = field(default_factory=list)
     attempts: Counter[str] = field(default_factory=Counter)
+    down: Exception | None = None
+    """While set, every delivery fails with it (the agency system is down)."""
 
     async def deliver(self, accepted: Accepted) -> None:
         event_id = accepted.event.id
         self.attempts[event_id] += 1
         self.calls.append(("deliver", event_id))
+        if self.down is not None:
+            raise self.down
         script = self.failures.get(event_id)
         if script:
             raise script.pop(0)
@@ -159,23 +160,35 @@ class Reader:
         await self.database.close()
 
 
-async def open_reader(directory: Path, world: World, *, retry: RetryPolicy | None = None) -> Reader:
+async def open_reader(
+    directory: Path,
+    world: World,
+    *,
+    retry: RetryPolicy | None = None,
+    clock: Callable[[], float] | None = None,
+    routes: Callable[[list[Call]], list[Route]] | None = None,
+) -> Reader:
+    """Kemensos's reader; ``routes(calls)`` replaces the one scripted sink taking every type (the first
+    route's sink is then :attr:`Reader.sink`)."""
     calls: list[Call] = []
     database = Database(directory / "inbox.db", durable=False)
     await database.open()
     inbox = RecordingInbox(database, calls)
     await inbox.attach()
-    sink = ScriptedSink(calls)
+    chosen = routes(calls) if routes is not None else [Route(ScriptedSink(calls))]
+    sink = chosen[0].sink
+    assert isinstance(sink, ScriptedSink)
     metrics = GatewayMetrics(party=READER)
     subscriber = Subscriber(
         party=READER,
         verifier=world.verifier(READER),
         inbox=inbox,
-        routes=[Route(sink)],
+        routes=chosen,
         dlq_topic=DLQ,
         metrics=metrics,
         retry=retry,
         error_backoff=0.0,  # the dead-letter retry loop's asyncio.sleep(0): no waiting in these tests
+        **({"clock": clock} if clock is not None else {}),
     )
     return Reader(subscriber, inbox, database, sink, FakeProducer(calls=calls), metrics, calls)
 
@@ -384,69 +397,7 @@ async def test_the_same_id_from_another_source_is_another_event(reader: Reader, 
     assert reader.metric("xchg_duplicates_total") == 0
 
 
-# ---- sink errors and the retry policy ---------------------------------------------------------------------
-
-
-@pytest.fixture
-def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """The delays the subscriber's delivery retries asked for; nothing actually waits."""
-    asked: list[float] = []
-
-    async def no_sleep(delay: float) -> None:
-        asked.append(delay)
-
-    retrying: Callable[..., Awaitable[None]] = functools.partial(deliver_with_retry, sleep=no_sleep)
-    monkeypatch.setattr(subscriber_module, "deliver_with_retry", retrying)
-    return asked
-
-
-#: Delays 1.5, 3.0, then capped at 4.0; no jitter, so the delays are exact.
-POLICY = RetryPolicy(attempts=4, base_delay=1.5, max_delay=4.0, jitter=0.0)
-
-
-def unavailable() -> SinkError:
-    return SinkError("sink kemensos-case-system: HTTP 503", retryable=True, status=503)
-
-
-async def test_a_retryable_sink_error_is_retried_per_the_retry_policy(
-    tmp_path: Path, world: World, sleeps: list[float]
-) -> None:
-    reader = await open_reader(tmp_path, world, retry=POLICY)
-    try:
-        event = alert(world, 1)
-        reader.sink.failures[event.id] = [unavailable(), unavailable(), unavailable()]
-        await reader.consume({TP: [FakeRecord.of(event, TP, 0)]})
-
-        assert reader.sink.attempts[event.id] == 4  # three failures, then delivered
-        assert sleeps == [1.5, 3.0, 4.0]
-        assert reader.sink.delivered == [event.id]
-        assert reader.dead_letters() == []
-        assert settled_outcomes(reader.database.path) == {event.id: "delivered"}
-        assert reader.metric("xchg_sink_failures_total", sink=reader.sink.name) == 3
-        assert reader.metric("xchg_delivered_total", sink=reader.sink.name) == 1
-    finally:
-        await reader.close()
-
-
-async def test_a_retryable_sink_error_that_persists_is_dead_lettered_after_the_attempts(
-    tmp_path: Path, world: World, sleeps: list[float]
-) -> None:
-    reader = await open_reader(tmp_path, world, retry=POLICY)
-    try:
-        event, after = alert(world, 1), alert(world, 2)
-        reader.sink.failures[event.id] = [unavailable() for _ in range(10)]
-        await reader.consume({TP: [FakeRecord.of(event, TP, 0), FakeRecord.of(after, TP, 1)]})
-
-        assert reader.sink.attempts[event.id] == POLICY.attempts
-        assert sleeps == [1.5, 3.0, 4.0]  # between the attempts, none after the last
-        [dead] = reader.dead_letters()
-        assert header(dead, "xchg-reason") == "sink.failed"
-        assert "HTTP 503" in header(dead, "xchg-detail")
-        assert dead.value == event.data
-        assert reader.sink.delivered == [after.id]
-        assert settled_outcomes(reader.database.path) == {event.id: "dead-lettered", after.id: "delivered"}
-    finally:
-        await reader.close()
+# ---- a permanent refusal ----------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -457,23 +408,20 @@ async def test_a_retryable_sink_error_that_persists_is_dead_lettered_after_the_a
     ],
     ids=["refused", "adapter-bug"],
 )
-async def test_a_non_retryable_sink_error_is_dead_lettered_at_once_as_sink_failed(
-    tmp_path: Path, world: World, sleeps: list[float], error: Exception, detail: str
+async def test_a_permanent_sink_failure_is_dead_lettered_at_once_as_sink_refused(
+    reader: Reader, world: World, error: Exception, detail: str
 ) -> None:
-    reader = await open_reader(tmp_path, world, retry=POLICY)
-    try:
-        event = alert(world, 1)
-        reader.sink.failures[event.id] = [error]
-        consumer = await reader.consume({TP: [FakeRecord.of(event, TP, 0)]})
+    event, after = alert(world, 1), alert(world, 2)
+    reader.sink.failures[event.id] = [error]
+    consumer = await reader.consume({TP: [FakeRecord.of(event, TP, 0), FakeRecord.of(after, TP, 1)]})
 
-        assert reader.sink.attempts[event.id] == 1
-        assert sleeps == []
-        [dead] = reader.dead_letters()
-        assert header(dead, "xchg-reason") == "sink.failed"
-        assert detail in header(dead, "xchg-detail")
-        assert reader.metric("xchg_dead_lettered_total", reason="sink.failed") == 1
-        assert reader.metric("xchg_rejected_total") == 0  # it passed verification: not a rejection
-        assert settled_outcomes(reader.database.path) == {event.id: "dead-lettered"}
-        assert consumer.commits == [{TP: 1}]
-    finally:
-        await reader.close()
+    assert reader.sink.attempts[event.id] == 1  # never retried: the system answered, it will not take it
+    [dead] = reader.dead_letters()
+    assert header(dead, "xchg-reason") == "sink.refused"
+    assert detail in header(dead, "xchg-detail")
+    assert reader.metric("xchg_dead_lettered_total", reason="sink.refused") == 1
+    assert reader.metric("xchg_rejected_total") == 0  # it passed verification: not a rejection
+    assert reader.sink.delivered == [after.id]
+    assert settled_outcomes(reader.database.path) == {event.id: "dead-lettered", after.id: "delivered"}
+    assert consumer.commits == [{TP: 2}]
+    assert reader.subscriber.sink_states() == [(reader.sink.name, "closed", 0, 0.0, 0)]

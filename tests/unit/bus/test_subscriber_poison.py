@@ -77,14 +77,15 @@ async def test_a_record_whose_handling_keeps_raising_is_dead_lettered_after_a_fe
     reader: Reader, world: World
 ) -> None:
     bad, good = alert(world, 1), alert(world, 2)
-    deliver = reader.subscriber._deliver
+    router = reader.subscriber.router
+    deliver = router.deliver
 
-    async def flaky(accepted: Any) -> None:
-        if accepted.event.id == bad.id:
+    async def flaky(pending: Any) -> Any:
+        if pending.accepted.event.id == bad.id:
             raise TypeError("a bug in a sink route")
-        await deliver(accepted)
+        return await deliver(pending)
 
-    reader.subscriber._deliver = flaky  # type: ignore[method-assign]
+    router.deliver = flaky  # type: ignore[method-assign]
     fetch = {TP: [FakeRecord.of(bad, TP, 0), FakeRecord.of(good, TP, 1)]}
     for _ in range(POISON_ATTEMPTS - 1):  # the supervisor restarts the loop; it reads the record again
         with pytest.raises(TypeError):

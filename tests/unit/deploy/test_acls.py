@@ -33,7 +33,7 @@ def expected_acls(registry: Registry, schemas: SchemaStore) -> set[Acl]:
             acls.add((principal, "topic", name, "Describe"))
             if any(party.may_publish(t) for t in types[(kind, major)]):
                 acls.add((principal, "topic", name, "Write"))
-        for operation in ("Read", "Write", "Describe"):
+        for operation in ("Read", "Write", "Describe", "Delete"):  # Delete: `gateway dlq purge`
             acls.add((principal, "topic", f"xchg.{party_id}.dlq.v1", operation))
         reads = {
             f"xchg.{other}.{kind}.v{major}"
@@ -113,7 +113,12 @@ def test_a_party_writes_only_its_own_topics(case: tuple[Registry, Rendered]) -> 
             continue
         assert parse_topic(acl.resource_name).party == acl.principal.removeprefix("User:xchg-"), acl
     ministry = {a.resource_name for a in rendered.acls_for("User:xchg-kemlu") if a.operation == "Write"}
-    assert ministry == {"xchg.kemlu.case.v1", "xchg.kemlu.alert.v1", "xchg.kemlu.dlq.v1"}
+    assert ministry == {
+        "xchg.kemlu.case.v1",
+        "xchg.kemlu.alert.v1",
+        "xchg.kemlu.delivery.v1",
+        "xchg.kemlu.dlq.v1",
+    }
     assert prefix_conflicts(registry)["kemlu"] == ["kemlu.kbri-kuala-lumpur", "kemlu.kbri-kuching"]
 
 

@@ -91,3 +91,33 @@ def test_mistakes_name_the_setting(
         GatewayConfig.load(EXAMPLE, document)
     assert caught.value.reason == Reason.CONFIG_INVALID
     assert fragment in caught.value.detail
+
+
+def test_outage_policy_receipts_and_redrive_settings(secrets: dict[str, object]) -> None:
+    config = GatewayConfig.load(EXAMPLE, secrets)
+    assert config.retry.horizon == 72 * 3600
+    assert config.retry.breaker_threshold == 5
+    assert config.receipts.issue is True
+    assert config.receipts.unacknowledged_after_seconds == 3600
+    document = dict(secrets)
+    document["retry"] = {"horizon_hours": 0.5, "max_delay": 2.0, "base_delay": 0.1}
+    document["sinks"] = [{"kind": "webhook", "url": "https://cs.example/x", "retry": {"horizon_hours": 168}}]
+    document["receipts"] = {"issue": False}
+    document["dlq"] = {"redrive_poll_seconds": 0.25}
+    config = GatewayConfig.load(EXAMPLE, document)
+    assert config.retry.horizon == 1800
+    sink_retry = config.sinks[0].retry
+    assert sink_retry is not None
+    assert sink_retry.horizon == 168 * 3600
+    assert sink_retry.max_delay == 2.0  # the rest laid over [retry]
+    assert config.receipts.issue is False
+    assert config.redrive_poll_seconds == 0.25
+    for bad, fragment in (
+        ({"retry": {"horizon_hours": 0}}, "horizon_hours"),
+        ({"retry": {"max_delay": 0.1, "base_delay": 1.0}}, "max_delay"),
+        ({"retry": {"breaker_treshold": 3}}, "breaker_treshold"),
+        ({"receipts": {"colour": 1}}, "colour"),
+    ):
+        with pytest.raises(GatewayError) as caught:
+            GatewayConfig.load(EXAMPLE, {**secrets, **bad})
+        assert fragment in caught.value.detail
