@@ -115,6 +115,11 @@ class GatewayConfig:
     outbox_max_backlog: int = 100_000
     max_event_age_days: int = 3660
     """Events timed longer ago are rejected (``time.out-of-range``; gateway/contract/instants.py)."""
+    outbox_retention_days: int = 7
+    """Days a sent event stays in the outbox (an id re-published within them is ignored), then deleted."""
+    inbox_retention_days: int = 30
+    """Delivery outcomes (``(source, id)`` only) are deleted after this many days: the deduplication window,
+    which must cover the exchange topics' retention (``gateway deploy render --retention-days``)."""
     batch_size: int = 500
     topic_partitions: int = 4
     topic_replication: int = 1
@@ -165,6 +170,8 @@ class GatewayConfig:
             ),
             outbox_max_backlog=limits.integer("outbox_max_backlog", 100_000, low=1, high=10**9),
             max_event_age_days=limits.integer("max_event_age_days", 3660, low=1, high=36_600),
+            outbox_retention_days=limits.integer("outbox_retention_days", 7, low=1, high=3660),
+            inbox_retention_days=limits.integer("inbox_retention_days", 30, low=1, high=3660),
             batch_size=limits.integer("batch_size", 500, low=1, high=100_000),
             topic_partitions=topics.integer("partitions", 4, low=1, high=1000),
             topic_replication=topics.integer("replication", 1, low=1, high=10),

@@ -208,9 +208,13 @@ class Gateway:
         for db in (outbox_db, inbox_db):
             await db.open()
             self._databases.append(db)
-        self.outbox = Outbox(outbox_db, max_backlog=config.outbox_max_backlog)
+        self.outbox = Outbox(
+            outbox_db,
+            max_backlog=config.outbox_max_backlog,
+            retention_seconds=config.outbox_retention_days * 86400.0,
+        )
         await self.outbox.attach()
-        self.inbox = Inbox(inbox_db)
+        self.inbox = Inbox(inbox_db, retention_seconds=config.inbox_retention_days * 86400.0)
         await self.inbox.attach()
         self.metrics.outbox_depth.set(self.outbox.depth)
 

@@ -121,3 +121,16 @@ def test_outage_policy_receipts_and_redrive_settings(secrets: dict[str, object])
         with pytest.raises(GatewayError) as caught:
             GatewayConfig.load(EXAMPLE, {**secrets, **bad})
         assert fragment in caught.value.detail
+
+
+def test_store_retention_settings(secrets: dict[str, object]) -> None:
+    """The outbox's and inbox's retention are configured in ``[limits]`` (defaults 7 and 30 days)."""
+    config = GatewayConfig.load(EXAMPLE, secrets)
+    assert (config.outbox_retention_days, config.inbox_retention_days) == (7, 30)
+    limits = {"outbox_max_backlog": 100_000, "outbox_retention_days": 14, "inbox_retention_days": 90}
+    config = GatewayConfig.load(EXAMPLE, {**secrets, "limits": limits})
+    assert (config.outbox_retention_days, config.inbox_retention_days) == (14, 90)
+    for key in ("outbox_retention_days", "inbox_retention_days"):
+        with pytest.raises(GatewayError) as caught:
+            GatewayConfig.load(EXAMPLE, {**secrets, "limits": {key: 0}})
+        assert key in caught.value.detail
