@@ -9,6 +9,7 @@ from typing import Any
 
 from gateway.cli._common import ENV_REGISTRY, ENV_SCHEMAS, load_registry, load_schemas
 from gateway.contract.policy import CHECKPOINT_TOPIC
+from gateway.errors import GatewayError, Reason
 
 __all__ = ["add_commands"]
 
@@ -41,6 +42,14 @@ def add_commands(sub: Any) -> None:
         help="retention of exchange and dead-letter topics in days; -1 keeps forever (default 30, the "
         "inbox de-duplication window)",
     )
+    render.add_argument(
+        "--retention-days-for",
+        action="append",
+        default=[],
+        metavar="KIND=DAYS",
+        help="retention of one topic kind (case, alert, delivery, dlq) in days, overriding --retention-days; "
+        "repeat per kind, e.g. --retention-days-for case=90",
+    )
     render.add_argument("--no-notary", action="store_true", help="leave out the audit notary's user")
     render.add_argument("--notary-user", default="xchg-notary")
     render.add_argument("--notary-group", default="xchg.notary")
@@ -69,7 +78,13 @@ def _deploy_render(args: argparse.Namespace) -> int:
     from gateway.deploy.strimzi import to_strimzi  # noqa: PLC0415 - deploy-only
 
     registry = load_registry(args)
-    retention = -1 if args.retention_days == -1 else args.retention_days * 86_400_000
+    retention = _retention_ms(args.retention_days)
+    by_kind: dict[str, int] = {}
+    for item in args.retention_days_for:
+        kind, equals, days = item.partition("=")
+        if not equals or not kind or not days.strip().lstrip("-").isdigit():
+            raise GatewayError(Reason.CONFIG_INVALID, f"--retention-days-for {item!r}: expected KIND=DAYS")
+        by_kind[kind.strip()] = _retention_ms(int(days))
     notary = NotarySpec(
         username=args.notary_user, group=args.notary_group, checkpoint_topic=args.notary_checkpoint_topic
     )
@@ -80,6 +95,7 @@ def _deploy_render(args: argparse.Namespace) -> int:
         replication=args.replication,
         min_insync=args.min_insync,
         retention_ms=retention,
+        retention_ms_by_kind=by_kind,
         notary=notary,
         with_notary=not args.no_notary,
     )
@@ -137,3 +153,8 @@ def _deploy_render(args: argparse.Namespace) -> int:
     for warning in rendered.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     return 0
+
+
+def _retention_ms(days: int) -> int:
+    """Days as Kafka's ``retention.ms``; -1 (keep for ever) stays -1."""
+    return -1 if days == -1 else days * 86_400_000

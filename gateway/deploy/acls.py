@@ -215,6 +215,11 @@ def _publishes(party: Party, schemas: SchemaStore, kind: str, major: int) -> boo
     )
 
 
+def _check_retention(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or (value < 3_600_000 and value != -1):
+        raise GatewayError(Reason.CONFIG_INVALID, f"deploy: {name} must be -1 (forever) or >= one hour")
+
+
 def _check_int(name: str, value: object, low: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise GatewayError(
@@ -270,15 +275,19 @@ def render(  # noqa: PLR0915 - one derivation, read top to bottom
     replication: int = 3,
     min_insync: int = 2,
     retention_ms: int = DEFAULT_RETENTION_MS,
+    retention_ms_by_kind: Mapping[str, int] | None = None,
     notary: NotarySpec | None = None,
     with_notary: bool = True,
 ) -> Rendered:
     """Derive topics, users and LITERAL ACLs from ``registry`` for the message majors in ``schemas``.
 
-    ``notary`` overrides the notary's names (default :class:`NotarySpec`); ``with_notary=False`` leaves the
-    notary out. Raises ``GatewayError(CONFIG_INVALID)`` for impossible settings (``min_insync`` above
-    ``replication``), a party whose user name or group collides with the notary's, or a checkpoint topic
-    name that is an exchange topic name.
+    ``retention_ms`` is every exchange and dead-letter topic's ``retention.ms``; ``retention_ms_by_kind``
+    overrides it per topic kind (``case``, ``alert``, ``delivery``, ``dlq``: keep cases only as long as the
+    law and the SOP need, alerts longer). ``notary`` overrides the notary's names (default
+    :class:`NotarySpec`); ``with_notary=False`` leaves the notary out. Raises
+    ``GatewayError(CONFIG_INVALID)`` for impossible settings (``min_insync`` above ``replication``, a
+    retention under an hour, a kind that names no topic), a party whose user name or group collides with
+    the notary's, or a checkpoint topic name that is an exchange topic name.
     """
     partitions = _check_int("partitions", partitions, 1)
     replication = _check_int("replication", replication, 1)
@@ -288,12 +297,10 @@ def render(  # noqa: PLR0915 - one derivation, read top to bottom
             Reason.CONFIG_INVALID,
             f"deploy: min_insync ({min_insync}) cannot exceed replication ({replication})",
         )
-    if (
-        isinstance(retention_ms, bool)
-        or not isinstance(retention_ms, int)
-        or (retention_ms < 3_600_000 and retention_ms != -1)
-    ):
-        raise GatewayError(Reason.CONFIG_INVALID, "deploy: retention_ms must be -1 (forever) or >= one hour")
+    _check_retention("retention_ms", retention_ms)
+    by_kind = dict(retention_ms_by_kind or {})
+    for kind, value in by_kind.items():
+        _check_retention(f"retention_ms for kind {kind!r}", value)
     spec = (notary or NotarySpec()) if with_notary else None
     majors = _majors(schemas)
     parties = sorted(registry.parties)
@@ -306,11 +313,11 @@ def render(  # noqa: PLR0915 - one derivation, read top to bottom
     if replication == 1:
         warnings.append("replication 1: losing one broker loses events; use 3 in production")
 
-    topic_config = {"min.insync.replicas": str(min_insync), "retention.ms": str(retention_ms)}
     topics: list[TopicSpec] = []
     for owner in parties:
         for name in own_topics(schemas, owner):
             role = parse_topic(name).kind
+            retention = by_kind.get(role, retention_ms)
             topics.append(
                 TopicSpec(
                     name=name,
@@ -318,9 +325,15 @@ def render(  # noqa: PLR0915 - one derivation, read top to bottom
                     role=role,
                     partitions=partitions,
                     replication=replication,
-                    config=dict(topic_config),
+                    config={"min.insync.replicas": str(min_insync), "retention.ms": str(retention)},
                 )
             )
+    unknown = sorted(set(by_kind) - {topic.role for topic in topics})
+    if unknown:
+        kinds = ", ".join(sorted({topic.role for topic in topics}))
+        raise GatewayError(
+            Reason.CONFIG_INVALID, f"deploy: no topic of kind {', '.join(unknown)}; the kinds are {kinds}"
+        )
 
     users: list[UserSpec] = []
     acls: set[AclEntry] = set()

@@ -161,3 +161,25 @@ def test_render_refuses_impossible_settings(schemas: SchemaStore) -> None:
     without = render(registry, schemas, with_notary=False)
     assert all(a.principal != NOTARY for a in without.acls)
     assert "xchg.notary.checkpoints.v1" not in without.topic_names()
+
+
+def test_retention_per_topic_kind(schemas: SchemaStore) -> None:
+    """Case topics can be kept for less time than alerts (privacy), dead letters for their own period; the
+    checkpoints and the registry stay for ever; a kind that names no topic is refused naming it."""
+    registry = Registry.load(SAMPLE)
+    day = 86_400_000
+    rendered = render(
+        registry, schemas, retention_ms=30 * day, retention_ms_by_kind={"case": 90 * day, "dlq": 14 * day}
+    )
+    retention = {t.name: t.config["retention.ms"] for t in rendered.topics}
+    kinds = {t.name: t.role for t in rendered.topics}
+    expected = {"case": str(90 * day), "dlq": str(14 * day), "checkpoints": "-1", "registry": "-1"}
+    assert {kinds[name] for name in retention} >= {"case", "alert", "dlq"}
+    for name, value in retention.items():
+        assert value == expected.get(kinds[name], str(30 * day)), name
+    with pytest.raises(GatewayError) as caught:
+        render(registry, schemas, retention_ms_by_kind={"cases": 90 * day})
+    assert "cases" in caught.value.detail
+    with pytest.raises(GatewayError) as caught:
+        render(registry, schemas, retention_ms_by_kind={"case": 60_000})
+    assert "kind 'case'" in caught.value.detail
