@@ -200,13 +200,7 @@ async def read_dead_letters(
     ListOffsets(latest), or the second one in a row (should the broker undercount the end: Tansu,
     multi-record batches; dead letters are written one record per batch).
     """
-    consumer = AIOKafkaConsumer(**kafka.consumer_kwargs(None))
-    try:
-        await consumer.start()
-    except KafkaError as exc:
-        raise GatewayError(
-            Reason.BUS_UNAVAILABLE, f"cannot reach the cluster ({type(exc).__name__})"
-        ) from exc
+    consumer = await _started_consumer(kafka)
     try:
         known = await _partitions(consumer, topic)
         wanted = sorted(known if partitions is None else set(partitions) & known)
@@ -282,8 +276,8 @@ async def purge(kafka: KafkaSettings, letters: Sequence[DeadLetter]) -> Mapping[
     return {tp.partition: int(offset) for tp, offset in result.items()}
 
 
-async def read_record(kafka: KafkaSettings, topic: str, partition: int, offset: int) -> OriginalRecord | None:
-    """The record at ``topic:partition:offset``, or None when it is gone (retention) or not there yet."""
+async def _started_consumer(kafka: KafkaSettings) -> AIOKafkaConsumer:
+    """A started consumer without a group; ``bus.unavailable`` when the cluster cannot be reached."""
     consumer = AIOKafkaConsumer(**kafka.consumer_kwargs(None))
     try:
         await consumer.start()
@@ -291,6 +285,12 @@ async def read_record(kafka: KafkaSettings, topic: str, partition: int, offset: 
         raise GatewayError(
             Reason.BUS_UNAVAILABLE, f"cannot reach the cluster ({type(exc).__name__})"
         ) from exc
+    return consumer
+
+
+async def read_record(kafka: KafkaSettings, topic: str, partition: int, offset: int) -> OriginalRecord | None:
+    """The record at ``topic:partition:offset``, or None when it is gone (retention) or not there yet."""
+    consumer = await _started_consumer(kafka)
     try:
         if partition not in await _partitions(consumer, topic):
             return None
