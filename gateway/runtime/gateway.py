@@ -460,7 +460,8 @@ class Gateway:
         if down:
             raise CheckFailed("; ".join(down))
         retrying = sum(1 for _, _, failures, _, _ in states if failures)
-        return f"{len(states)} sink(s) closed" + (f", {retrying} retrying" if retrying else "")
+        retries = f", {retrying} retrying" if retrying else ""
+        return f"{len(states)} sink(s), none down (circuit closed){retries}"
 
     # ---- background work ----------------------------------------------------------------------------
     async def _connect(
