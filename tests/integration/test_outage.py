@@ -11,8 +11,9 @@ Kemensos delivering to an HTTP case-system simulator) on a fresh embedded broker
    key's events in the order they were published.
 2. Kemensos restarts with a horizon of 3.6 s (``horizon_hours = 0.001``; the scale is the only difference
    from production); the system goes down again for 200 more alerts: past the horizon they are dead-lettered
-   as ``sink.failed``. It comes back, and ``gateway dlq redrive --reason sink.failed --apply`` delivers each
-   exactly once; running it again finds only duplicates.
+   as ``sink.failed``. It comes back; ``gateway dlq redrive --reason sink.failed --apply``, run while the
+   gateway is stopped, queues the request, which the gateway runs when it starts: each delivered exactly
+   once; running the command again (gateway up) finds only duplicates.
 
 Runs in about 35 s on two cores (measured: 35.4 s); marked ``slow``.
 """
@@ -219,10 +220,15 @@ async def test_an_outage_is_ridden_out_and_beyond_the_horizon_redrive_delivers_e
         assert "dry run: 200 dead letter(s)" in dry.stderr
         assert not (agency.received() & late_ids)  # a dry run delivers nothing
 
-        applied = await gateway_cli(*redrive, "--apply")
-        assert applied.returncode == 0, applied.stdout + applied.stderr
-        assert "200 delivered" in applied.stderr
-        assert agency.received() >= late_ids
+        # applied while the gateway is stopped: the request waits in data_dir and runs when it starts
+        reader.signal(signal.SIGTERM)
+        assert await reader.wait(SHUTDOWN_TIMEOUT + 5) == 0, reader.tail()
+        queued = await gateway_cli(*redrive, "--apply")
+        assert queued.returncode == 1, queued.stdout + queued.stderr
+        assert "no gateway runs on this data_dir" in queued.stderr
+        assert not (agency.received() & late_ids)
+        reader.start()
+        await eventually(lambda: agency.received() >= late_ids, timeout=90, what="the queued re-drive")
         counts = agency.counts()
         assert all(counts[event_id] == 1 for event_id in late_ids)
 
