@@ -37,7 +37,7 @@ from gateway.bus.delivery import Sink
 from gateway.contract.verify import Accepted
 from gateway.errors import Reason
 
-__all__ = ["CONSENT_CHANGE", "PURPOSES", "ConsentGate", "ConsentRegister", "ConsentState"]
+__all__ = ["CONSENT_CHANGE", "PURPOSES", "ConsentGate", "ConsentRegister", "ConsentState", "withholds"]
 
 _log = structlog.get_logger(__name__)
 
@@ -147,6 +147,17 @@ class ConsentRegister:
         return int(removed)
 
 
+def withholds(register: ConsentRegister, accepted: Accepted) -> bool:
+    """Whether the consent in ``register`` withholds ``accepted`` from agency systems (module docstring). A
+    consent change itself is never withheld. The subscriber asks too, after delivery, so that the event's
+    signed receipt says ``withheld`` rather than ``delivered``."""
+    event = accepted.event
+    if event.type == CONSENT_CHANGE or event.type not in PURPOSES:
+        return False
+    state = register.state(event.subject or "")
+    return state is not None and not state.permits(event.type, accepted.data.get("legal_basis"))
+
+
 class ConsentGate:
     """Wraps an agency sink with the rule of the module docstring (one gate per sink, one register)."""
 
@@ -171,8 +182,7 @@ class ConsentGate:
             await self._register.apply(event.source, event.id, accepted.data)
             await self.inner.deliver(accepted)  # the change, and an erasure request, always reach the agency
             return
-        state = self._register.state(event.subject or "") if event.type in PURPOSES else None
-        if state is not None and not state.permits(event.type, accepted.data.get("legal_basis")):
+        if withholds(self._register, accepted):
             self._withheld.labels(reason=str(Reason.PRIVACY_CONSENT_WITHDRAWN)).inc()
             _log.info(
                 "delivery withheld",

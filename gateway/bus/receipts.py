@@ -25,8 +25,9 @@ sets ``xchg_unacknowledged_events`` and ``xchg_undelivered_events``.
 
 Which receipts an event expects: from the recipients it is sealed for when it names any, else from every
 party the registry lets read its topic (the publisher records them). ``delivered`` means verified and handed
-to every sink that takes the type (an event a consent rule withholds counts as delivered: it was finished as
-the person wished).
+to every sink that takes the type; ``withheld`` means verified and deliberately not handed on, because the
+person withdrew or narrowed consent (``privacy.consent-withdrawn``): finished as the person wished, and said
+so rather than signed as delivered.
 """
 
 from __future__ import annotations
@@ -99,6 +100,9 @@ UPDATE sent_events SET pending = (
     WHERE e.value NOT IN (SELECT r.party FROM receipts AS r WHERE r.event_id = sent_events.event_id)
 ) WHERE event_id = ?
 """
+
+#: Outcomes after which a recipient has done what it should with an event.
+_FINISHED: Final = frozenset({"delivered", "withheld"})
 
 Publish = Callable[..., Awaitable[Envelope]]
 """``Publisher.publish`` (called with ``event_id=`` and ``internal=True``)."""
@@ -375,8 +379,8 @@ class DeliveryLedger:
             undelivered = dict(
                 connection.execute(
                     "SELECT r.outcome, count(DISTINCT r.event_id) FROM receipts AS r "
-                    "WHERE r.outcome != 'delivered' AND NOT EXISTS (SELECT 1 FROM receipts AS d "
-                    "WHERE d.event_id = r.event_id AND d.party = r.party AND d.outcome = 'delivered') "
+                    "WHERE r.outcome IN ('rejected', 'dead-lettered') AND NOT EXISTS (SELECT 1 FROM receipts "
+                    "AS d WHERE d.event_id = r.event_id AND d.party = r.party AND d.outcome = 'delivered') "
                     "GROUP BY r.outcome"
                 ).fetchall()
             )
@@ -385,7 +389,7 @@ class DeliveryLedger:
         late, undelivered = await self._db.run(work)
         self._metrics.unacknowledged.set(late)
         for outcome in OUTCOMES:
-            if outcome != "delivered":
+            if outcome in ("rejected", "dead-lettered"):
                 self._metrics.undelivered.labels(outcome=outcome).set(undelivered.get(outcome, 0))
         return late, undelivered
 
@@ -425,7 +429,8 @@ class EventDelivery:
     receipts: tuple[PartyReceipt, ...] = field(default=())
 
     def state(self) -> dict[str, str]:
-        """Per party (expected or heard from): ``delivered``, ``rejected``, ``dead-lettered`` or ``waiting``.
+        """Per party (expected or heard from): ``delivered``, ``withheld``, ``rejected``, ``dead-lettered`` or
+        ``waiting``.
 
         A party's ``delivered`` receipt wins over its earlier failures (a re-drive delivered the event)."""
         states: dict[str, str] = dict.fromkeys(self.expected, "waiting")
@@ -436,9 +441,9 @@ class EventDelivery:
 
     @property
     def complete(self) -> bool:
-        """Every expected party delivered it."""
+        """Every expected party finished it as it should: delivered, or withheld by the person's consent."""
         states = self.state()
-        return all(states.get(party) == "delivered" for party in self.expected)
+        return all(states.get(party) in _FINISHED for party in self.expected)
 
 
 def delivery_status(outbox_db: Path, event_id: str) -> EventDelivery | None:
@@ -488,10 +493,13 @@ def _delivery(row: Sequence[Any], receipts: Iterable[PartyReceipt]) -> EventDeli
 
 
 def summarise(deliveries: Sequence[EventDelivery]) -> Mapping[str, Mapping[str, int]]:
-    """Per party, how many of ``deliveries`` it delivered, rejected, dead-lettered or has not answered."""
+    """Per party, how many of ``deliveries`` it delivered, withheld, rejected, dead-lettered or has not
+    answered."""
     table: dict[str, dict[str, int]] = {}
     for delivery in deliveries:
         for party, state in delivery.state().items():
-            row = table.setdefault(party, {"delivered": 0, "rejected": 0, "dead-lettered": 0, "waiting": 0})
+            row = table.setdefault(
+                party, {"delivered": 0, "withheld": 0, "rejected": 0, "dead-lettered": 0, "waiting": 0}
+            )
             row[state] = row.get(state, 0) + 1
     return table

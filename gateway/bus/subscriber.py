@@ -167,6 +167,7 @@ class Subscriber:
         clock: Callable[[], float] = time.monotonic,
         finished: FinishedRecords | None = None,
         receipts: ReceiptsIn | None = None,
+        withholding: Callable[[Accepted], bool] | None = None,
     ) -> None:
         self.party = party
         self._verifier = verifier
@@ -180,6 +181,8 @@ class Subscriber:
         self._clock = clock
         self.finished = finished
         self.receipts = receipts
+        self.withholding = withholding
+        """Whether consent withheld a delivered event from the agency systems (its receipt then says so)."""
         self._done: dict[TopicPartition, int] = {}
         self._committed: dict[TopicPartition, int] = {}
         self._next: dict[TopicPartition, int] = {}  # the next offset to handle, per partition
@@ -456,7 +459,10 @@ class Subscriber:
             return
         self._metrics.delivery_latency.observe(max(0.0, time.time() - _event_timestamp(event.time)))
         _log.debug("delivered", **self._where(record, event))
-        self._report(record, event, "delivered", None)
+        if self.withholding is not None and self.withholding(head.accepted):
+            self._report(record, event, "withheld", str(Reason.PRIVACY_CONSENT_WITHDRAWN))
+        else:
+            self._report(record, event, "delivered", None)
         self._inbox.note(event.source, event.id, "delivered")  # before the next delivery: one-event window
 
     def _report(

@@ -3,10 +3,11 @@
 X-Road gives both sides of an exchange signed evidence of it; here the recipient gateway signs, for every
 event it finishes, an ``id.trafficking.delivery.receipt`` (``schemas/delivery.receipt/``): the event's
 ``source`` and ``id``, the digest of the Kafka record it read (:func:`record_digest`, the
-``record_sha256`` of the audit log's leaf for that record), where it read it, the outcome (``delivered``,
-``rejected`` or ``dead-lettered``) with the reason code, and the time. It is published like any event of
-the recipient (signed, to ``xchg.<recipient>.delivery.v1``, logged by the notary) and read by the sender,
-whose gateway matches it to its outbox (:mod:`gateway.bus.receipts`).
+``record_sha256`` of the audit log's leaf for that record), where it read it, the outcome (``delivered``;
+``withheld``: verified, but not handed to the agency system because the person withdrew or narrowed
+consent; ``rejected`` or ``dead-lettered``) with the reason code, and the time. It is published like any
+event of the recipient (signed, to ``xchg.<recipient>.delivery.v1``, logged by the notary) and read by the
+sender, whose gateway matches it to its outbox (:mod:`gateway.bus.receipts`).
 
 The receipt's CloudEvents ``id`` is derived (:func:`receipt_id`) from who issues it, the event, the outcome
 and the record digest, so a receipt issued again (a record read again after a crash, a re-drive) has the
@@ -39,7 +40,7 @@ __all__ = [
 ]
 
 RECEIPT_TYPE: Final = "id.trafficking.delivery.receipt"
-ReceiptOutcome = Literal["delivered", "rejected", "dead-lettered"]
+ReceiptOutcome = Literal["delivered", "withheld", "rejected", "dead-lettered"]
 OUTCOMES: Final[tuple[ReceiptOutcome, ...]] = get_args(ReceiptOutcome)
 
 #: The namespace of receipt ids (UUID version 5 of ``urn:id.trafficking:delivery-receipt``).

@@ -58,7 +58,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import ClusterAuthorizationFailedError, KafkaError, UnknownError
 
 from gateway.bus.admin import ensure_topics, max_message_bytes, refused_topics
-from gateway.bus.consent import CONSENT_CHANGE, ConsentGate, ConsentRegister
+from gateway.bus.consent import CONSENT_CHANGE, ConsentGate, ConsentRegister, withholds
 from gateway.bus.database import Database
 from gateway.bus.delivery import RetryPolicy, Sink
 from gateway.bus.inbox import Inbox
@@ -231,6 +231,7 @@ class Gateway:
             dlq_topic=dlq_topic(self.party), metrics=self.metrics, retry=config.retry,
             sink_retry=self._sink_retry, max_records=config.batch_size,
             commit_timeout=self.kafka.request_timeout_ms / 1000, finished=self.issuer, receipts=self.ledger,
+            withholding=functools.partial(withholds, self.consent),  # the receipt of a withheld event says so
         )  # fmt: skip
         self.subscriber.use_verifier(self.verifier, stale_after=version.expires.timestamp())
         self.trust.on_change = self._registry_changed

@@ -9,7 +9,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from gateway.bus.consent import ConsentGate, ConsentRegister
+from gateway.bus.consent import ConsentGate, ConsentRegister, withholds
 from gateway.bus.database import Database
 from gateway.contract.verify import Accepted
 from gateway.sandbox.memory import MemorySink
@@ -132,4 +132,20 @@ async def test_an_older_change_arriving_late_does_not_override_a_newer_one(
     assert state is not None
     assert state.scope == frozenset()
     assert len(sink.events) == 2  # both changes reach the agency system
+    await db.close()
+
+
+async def test_withholds_answers_as_the_gate_decides(world: World, tmp_path: Path) -> None:
+    """The subscriber asks :func:`withholds` for the receipt's outcome: it must agree with the gate."""
+    gate, sink, register, db, _ = await _gate(tmp_path)
+    before = _accepted(world, "case.shelter-admission", _admission(), by="kemensos")
+    change = _accepted(world, "case.consent-change", _change())
+    after = _accepted(world, "case.repatriation-plan", _plan())
+    answers = [withholds(register, before)]
+    await gate.deliver(before)
+    await gate.deliver(change)
+    answers += [withholds(register, change), withholds(register, after)]
+    await gate.deliver(after)
+    assert answers == [False, False, True]
+    assert [a.event.id for a in sink.events] == [before.event.id, change.event.id]
     await db.close()

@@ -182,3 +182,63 @@ async def test_the_ledger_takes_matching_receipts_refuses_the_rest_and_counts_th
         assert gauge(metrics) == 0
     finally:
         await database.close()
+
+
+async def test_a_withheld_receipt_finishes_the_event_and_is_not_counted_undelivered(tmp_path: Path) -> None:
+    """Consent withheld the event at one recipient, the other delivered it: the event is complete (nothing
+    is waiting), the state names ``withheld`` and the undelivered gauge does not count it; a rejection
+    would be counted."""
+    world = World.build()
+    database = Database(tmp_path / "outbox.db", durable=True)
+    await database.open()
+    outbox = Outbox(database)
+    await outbox.attach()
+    metrics = GatewayMetrics(party=KCH)
+    ledger = DeliveryLedger(database, party=KCH, registry=world.registry, metrics=metrics)
+    await ledger.attach()
+    try:
+        referral = example("case.referral", "1.0")[0][1]
+        events = [world.event("id.trafficking.case.referral", referral, by=KCH, recipients=["kemensos"])]
+        events.append(world.event("id.trafficking.case.referral", referral, by=KCH, recipients=["kemensos"]))
+        for event in events:
+            await outbox.put(CASES, event, expected=("kemensos", "iom"))
+
+        def receipt(event: Envelope, by: str, outcome: Any, reason: str | None) -> Accepted:
+            sent = delivery_status(tmp_path / "outbox.db", event.id)
+            assert sent is not None
+            digest = sent.record_sha256
+            data = receipt_data(
+                event_id=event.id, event_source=KCH, event_type=event.type, digest=digest,
+                read_from=(CASES, 0, 1), outcome=outcome, reason=reason, finished_at="2026-12-01T08:00:00Z",
+            )  # fmt: skip
+            signed = world.event(
+                RECEIPT_TYPE, data, by=by, event_id=receipt_id(by, KCH, event.id, outcome, digest)
+            )
+            wire = signed.to_kafka()
+            verdict = world.verifier(KCH).verify_kafka(
+                wire.value, wire.headers, wire.key, topic=topic_for(by, "delivery", 1)
+            )
+            assert isinstance(verdict, Accepted), verdict
+            return verdict
+
+        withheld, rejected = events
+        takes = [
+            receipt(withheld, "kemensos", "delivered", None),
+            receipt(withheld, "iom", "withheld", "privacy.consent-withdrawn"),
+            receipt(rejected, "kemensos", "delivered", None),
+            receipt(rejected, "iom", "rejected", "schema.invalid"),
+        ]
+        for taken in takes:
+            assert await ledger.take(taken) is None
+        await ledger.flush()
+        status = delivery_status(tmp_path / "outbox.db", withheld.id)
+        assert status is not None
+        assert status.state() == {"kemensos": "delivered", "iom": "withheld"}
+        assert status.complete
+        other = delivery_status(tmp_path / "outbox.db", rejected.id)
+        assert other is not None
+        assert not other.complete
+        late, undelivered = await ledger.sweep(unacknowledged_after=60, now=time.time() + 120)
+        assert (late, undelivered) == (0, {"rejected": 1})
+    finally:
+        await database.close()

@@ -425,3 +425,29 @@ async def test_a_permanent_sink_failure_is_dead_lettered_at_once_as_sink_refused
     assert settled_outcomes(reader.database.path) == {event.id: "dead-lettered", after.id: "delivered"}
     assert consumer.commits == [{TP: 2}]
     assert reader.subscriber.sink_states() == [(reader.sink.name, "closed", 0, 0.0, 0)]
+
+
+async def test_an_event_consent_withholds_is_receipted_withheld_not_delivered(
+    reader: Reader, world: World
+) -> None:
+    """The receipt of an event the consent gate kept from the agency system says ``withheld`` with
+    ``privacy.consent-withdrawn``: signed evidence never claims a delivery that did not happen."""
+    withheld, delivered = alert(world, 1), alert(world, 2)
+    told: list[tuple[str, str, str | None]] = []
+
+    class Told:
+        def finished(self, record: object, event: Envelope | None, outcome: str, reason: str | None) -> None:
+            assert event is not None
+            told.append((event.id, outcome, reason))
+
+        async def flush(self) -> None:
+            return None
+
+    reader.subscriber.finished = Told()
+    reader.subscriber.withholding = lambda accepted: accepted.event.id == withheld.id
+    await reader.consume({TP: [FakeRecord.of(withheld, TP, 0), FakeRecord.of(delivered, TP, 1)]})
+
+    assert told == [
+        (withheld.id, "withheld", "privacy.consent-withdrawn"),
+        (delivered.id, "delivered", None),
+    ]
