@@ -59,6 +59,46 @@ def alert(world: World) -> Envelope:
     return world.event("id.trafficking.alert.network", example("alert.network", "1.0")[0][1], by=KCH)
 
 
+def signed_receipt(
+    world: World,
+    event: Envelope,
+    by: str,
+    digest: str,
+    *,
+    outcome: Any = "delivered",
+    reason: str | None = None,
+    event_id: str | None = None,
+    read_from: tuple[str, int, int] = (CASES, 2, 41),
+) -> Accepted:
+    """``by``'s signed receipt for ``event`` (or another ``event_id``), accepted by KBRI Kuching."""
+    event_id = event.id if event_id is None else event_id
+    data = receipt_data(
+        event_id=event_id, event_source=KCH, event_type=event.type, digest=digest, read_from=read_from,
+        outcome=outcome, reason=reason, finished_at="2026-12-01T08:00:00Z",
+    )  # fmt: skip
+    signed = world.event(RECEIPT_TYPE, data, by=by, event_id=receipt_id(by, KCH, event_id, outcome, digest))
+    wire = signed.to_kafka()
+    verdict = world.verifier(KCH).verify_kafka(
+        wire.value, wire.headers, wire.key, topic=topic_for(by, "delivery", 1)
+    )
+    assert isinstance(verdict, Accepted), verdict
+    return verdict
+
+
+async def open_ledger(
+    tmp_path: Path, world: World
+) -> tuple[Database, Outbox, GatewayMetrics, DeliveryLedger]:
+    """KBRI Kuching's outbox database with its delivery ledger attached."""
+    database = Database(tmp_path / "outbox.db", durable=True)
+    await database.open()
+    outbox = Outbox(database)
+    await outbox.attach()
+    metrics = GatewayMetrics(party=KCH)
+    ledger = DeliveryLedger(database, party=KCH, registry=world.registry, metrics=metrics)
+    await ledger.attach()
+    return database, outbox, metrics, ledger
+
+
 async def test_a_receipt_is_journaled_then_published_and_a_crash_replays_it_once(tmp_path: Path) -> None:
     world = World.build()
     journal = tmp_path / "receipts.journal"
@@ -123,13 +163,7 @@ async def test_the_ledger_takes_matching_receipts_refuses_the_rest_and_counts_th
     tmp_path: Path,
 ) -> None:
     world = World.build()
-    database = Database(tmp_path / "outbox.db", durable=True)
-    await database.open()
-    outbox = Outbox(database)
-    await outbox.attach()
-    metrics = GatewayMetrics(party=KCH)
-    ledger = DeliveryLedger(database, party=KCH, registry=world.registry, metrics=metrics)
-    await ledger.attach()
+    database, outbox, metrics, ledger = await open_ledger(tmp_path, world)
     try:
         referral = example("case.referral", "1.0")[0][1]
         event = world.event("id.trafficking.case.referral", referral, by=KCH, recipients=["kemensos"])
@@ -142,20 +176,7 @@ async def test_the_ledger_takes_matching_receipts_refuses_the_rest_and_counts_th
         assert gauge(metrics) == 1
 
         def receipt(by: str, *, event_id: str = event.id, digest: str = sent.record_sha256) -> Accepted:
-            data = receipt_data(
-                event_id=event_id, event_source=KCH, event_type=event.type, digest=digest,
-                read_from=(CASES, 2, 41), outcome="delivered", reason=None,
-                finished_at="2026-12-01T08:00:00Z",
-            )  # fmt: skip
-            signed = world.event(
-                RECEIPT_TYPE, data, by=by, event_id=receipt_id(by, KCH, event_id, "delivered", digest)
-            )
-            wire = signed.to_kafka()
-            verdict = world.verifier(KCH).verify_kafka(
-                wire.value, wire.headers, wire.key, topic=topic_for(by, "delivery", 1)
-            )
-            assert isinstance(verdict, Accepted), verdict
-            return verdict
+            return signed_receipt(world, event, by, digest, event_id=event_id)
 
         # KBRI Kuala Lumpur may not read KBRI Kuching's case topic
         refused = [
@@ -189,13 +210,7 @@ async def test_a_withheld_receipt_finishes_the_event_and_is_not_counted_undelive
     is waiting), the state names ``withheld`` and the undelivered gauge does not count it; a rejection
     would be counted."""
     world = World.build()
-    database = Database(tmp_path / "outbox.db", durable=True)
-    await database.open()
-    outbox = Outbox(database)
-    await outbox.attach()
-    metrics = GatewayMetrics(party=KCH)
-    ledger = DeliveryLedger(database, party=KCH, registry=world.registry, metrics=metrics)
-    await ledger.attach()
+    database, outbox, _, ledger = await open_ledger(tmp_path, world)
     try:
         referral = example("case.referral", "1.0")[0][1]
         events = [world.event("id.trafficking.case.referral", referral, by=KCH, recipients=["kemensos"])]
@@ -206,20 +221,9 @@ async def test_a_withheld_receipt_finishes_the_event_and_is_not_counted_undelive
         def receipt(event: Envelope, by: str, outcome: Any, reason: str | None) -> Accepted:
             sent = delivery_status(tmp_path / "outbox.db", event.id)
             assert sent is not None
-            digest = sent.record_sha256
-            data = receipt_data(
-                event_id=event.id, event_source=KCH, event_type=event.type, digest=digest,
-                read_from=(CASES, 0, 1), outcome=outcome, reason=reason, finished_at="2026-12-01T08:00:00Z",
-            )  # fmt: skip
-            signed = world.event(
-                RECEIPT_TYPE, data, by=by, event_id=receipt_id(by, KCH, event.id, outcome, digest)
+            return signed_receipt(
+                world, event, by, sent.record_sha256, outcome=outcome, reason=reason, read_from=(CASES, 0, 1)
             )
-            wire = signed.to_kafka()
-            verdict = world.verifier(KCH).verify_kafka(
-                wire.value, wire.headers, wire.key, topic=topic_for(by, "delivery", 1)
-            )
-            assert isinstance(verdict, Accepted), verdict
-            return verdict
 
         withheld, rejected = events
         takes = [
