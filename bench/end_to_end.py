@@ -39,7 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -535,18 +535,33 @@ async def main_async(args: argparse.Namespace) -> None:
             await measure(f"{'raw aiokafka' if kind == 'raw' else kind}, full speed, 16 KiB batches", kind,
                           events, None, max_batch_bytes=_AIOKAFKA_DEFAULT_BATCH)  # fmt: skip
 
+    title = f"end to end, ~1 KB alerts (median run of {repetitions} at full speed)"
+    report("end_to_end", title, runs, args=args, facts=facts, events=events, paced=paced,
+           repetitions=repetitions)  # fmt: skip
+
+
+def report(
+    name: str,
+    title: str,
+    runs: Mapping[str, list[Outcome]],
+    *,
+    args: argparse.Namespace,
+    facts: Mapping[str, Any],
+    events: int,
+    paced: int,
+    repetitions: int,
+) -> None:
+    """Print the median run of each label and the gateway/raw throughput ratio; write ``bench/results``."""
     chosen = {label: sorted(outcomes, key=lambda o: o.events_per_second)[len(outcomes) // 2]
               for label, outcomes in runs.items()}  # the run with the median throughput  # fmt: skip
-    print_table(f"end to end, ~1 KB alerts (median run of {repetitions} at full speed)", _HEADERS,
-                [_row(label, outcome) for label, outcome in chosen.items()])  # fmt: skip
+    print_table(title, _HEADERS, [_row(label, outcome) for label, outcome in chosen.items()])
     raw = median(o.events_per_second for o in runs["raw aiokafka, full speed"])
     gateway = median(o.events_per_second for o in runs["gateway, full speed"])
     print(f"\ngateway / raw aiokafka throughput (medians): {gateway / raw:.2f}x")
-    path = write_results("end_to_end", {
-        "benchmark": "end_to_end", "quick": args.quick, "machine": facts, "events": events,
-        "paced_events": paced, "rate": args.rate, "concurrency": args.concurrency,
-        "repetitions": repetitions, "median_throughput": {"raw": raw, "gateway": gateway,
-                                                          "ratio": gateway / raw},
+    path = write_results(name, {
+        "benchmark": name, "quick": args.quick, "machine": facts, "events": events, "paced_events": paced,
+        "rate": args.rate, "concurrency": args.concurrency, "repetitions": repetitions,
+        "median_throughput": {"raw": raw, "gateway": gateway, "ratio": gateway / raw},
         "median_runs": {label: asdict(o) for label, o in chosen.items()},
         "all_runs": {label: [asdict(o) for o in outcomes] for label, outcomes in runs.items()},
     })  # fmt: skip

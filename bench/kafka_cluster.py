@@ -24,12 +24,11 @@ import asyncio
 import shutil
 import tempfile
 from collections.abc import Sequence
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Final
 
-from bench._common import PUBLISHER, READER, argument_parser, machine, median, print_table, write_results
-from bench.end_to_end import _HEADERS, Outcome, Target, _row, _signed_records, run_once
+from bench._common import PUBLISHER, READER, argument_parser, machine
+from bench.end_to_end import Outcome, Target, _signed_records, report, run_once
 from gateway.bus.kafka import KAFKA_FETCH_MAX_WAIT_MS, KafkaSettings
 from gateway.deploy.acls import group_for
 from gateway.sandbox.deployment import SAMPLE_REGISTRY
@@ -104,21 +103,8 @@ async def main_async(args: argparse.Namespace) -> None:
             cluster.stop()
             shutil.rmtree(root, ignore_errors=True)
 
-    chosen = {label: sorted(outcomes, key=lambda o: o.events_per_second)[len(outcomes) // 2]
-              for label, outcomes in runs.items()}  # the run with the median throughput  # fmt: skip
     title = f"end to end on 3-node Apache Kafka (SASL_SSL, RF 3), ~1 KB alerts (median of {repetitions})"
-    print_table(title, _HEADERS, [_row(label, outcome) for label, outcome in chosen.items()])
-    raw = median(o.events_per_second for o in runs["raw aiokafka, full speed"])
-    gateway = median(o.events_per_second for o in runs["gateway, full speed"])
-    print(f"\ngateway / raw aiokafka throughput (medians): {gateway / raw:.2f}x")
-    path = write_results(NAME, {
-        "benchmark": NAME, "quick": args.quick, "machine": facts, "events": events, "paced_events": paced,
-        "rate": args.rate, "concurrency": args.concurrency, "repetitions": repetitions,
-        "median_throughput": {"raw": raw, "gateway": gateway, "ratio": gateway / raw},
-        "median_runs": {label: asdict(o) for label, o in chosen.items()},
-        "all_runs": {label: [asdict(o) for o in outcomes] for label, outcomes in runs.items()},
-    })  # fmt: skip
-    print(f"wrote {path}")
+    report(NAME, title, runs, args=args, facts=facts, events=events, paced=paced, repetitions=repetitions)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
