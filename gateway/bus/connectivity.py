@@ -3,18 +3,21 @@
 Used by ``/readyz`` (:mod:`gateway.runtime.ops`) and by the integration tests; kept apart from
 :mod:`gateway.bus.kafka` (the settings) because it talks to the network. :func:`broker_refusal` turns the
 broker's authorisation errors (its ACLs at work) into ``GatewayError(BUS_NOT_AUTHORIZED)`` for the publisher,
-the subscriber and topic provisioning.
+the subscriber and topic provisioning. :func:`refuses_idempotence` tells a broker that refuses idempotent
+producers from one that is away.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import ssl
 
 from gateway.bus.kafka import KafkaSettings, split_server
 from gateway.errors import GatewayError, Reason
 
-__all__ = ["broker_refusal", "check_connection"]
+__all__ = ["broker_refusal", "check_connection", "refuses_idempotence"]
 
 
 def _fail(field_name: str, message: str) -> GatewayError:
@@ -105,6 +108,22 @@ async def check_connection(settings: KafkaSettings) -> tuple[str, ...]:
         return tuple(advertised)
     finally:
         await client.close()
+
+
+async def refuses_idempotence(settings: KafkaSettings) -> bool:
+    """After an idempotent producer failed to start: True when a producer without idempotence starts, so
+    the broker answered but refused idempotence (not the network, TLS or SASL)."""
+    from aiokafka import AIOKafkaProducer  # noqa: PLC0415 -- keep importing settings cheap
+
+    probe = AIOKafkaProducer(**dataclasses.replace(settings, enable_idempotence=False).producer_kwargs())
+    try:
+        await probe.start()
+    except Exception:  # noqa: BLE001 - then it is not about idempotence
+        return False
+    finally:
+        with contextlib.suppress(Exception):
+            await probe.stop()
+    return True
 
 
 def broker_refusal(exc: BaseException, operation: str) -> GatewayError | None:

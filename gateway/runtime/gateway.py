@@ -58,6 +58,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import ClusterAuthorizationFailedError, KafkaError, UnknownError
 
 from gateway.bus.admin import ensure_topics, max_message_bytes, refused_topics
+from gateway.bus.connectivity import refuses_idempotence
 from gateway.bus.consent import CONSENT_CHANGE, ConsentGate, ConsentRegister, withholds
 from gateway.bus.database import Database
 from gateway.bus.delivery import RetryPolicy, Sink
@@ -514,7 +515,7 @@ class Gateway:
                 with contextlib.suppress(Exception):
                     await producer.stop()
                 refusal = isinstance(exc, _IDEMPOTENCE_REFUSALS)
-                if self.kafka.idempotence and refusal and await self._refuses_idempotence(exc):
+                if self.kafka.idempotence and refusal and await refuses_idempotence(self.kafka):
                     if self._idempotence_fallback(exc):
                         continue  # at once, without idempotence
                     delay = 30.0  # said once; keep trying quietly (the broker may be upgraded)
@@ -531,20 +532,6 @@ class Gateway:
             self._producer_problem = None
             return producer
         return None
-
-    async def _refuses_idempotence(self, exc: BaseException) -> bool:
-        """The broker answered but refused an idempotent producer: one without idempotence starts."""
-        probe = AIOKafkaProducer(
-            **dataclasses.replace(self.kafka, enable_idempotence=False).producer_kwargs()
-        )
-        try:
-            await probe.start()
-        except Exception:  # noqa: BLE001 - then it is not about idempotence
-            return False
-        finally:
-            with contextlib.suppress(Exception):
-                await probe.stop()
-        return True
 
     def _idempotence_fallback(self, exc: BaseException) -> bool:
         """Say once that the broker refuses idempotent producing; True when producing goes on without it."""
