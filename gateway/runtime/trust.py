@@ -26,8 +26,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -43,6 +41,7 @@ from gateway.contract.policy import REGISTRY_TOPIC
 from gateway.contract.registry_chain import Anchor, Outcome, RegistryChain
 from gateway.contract.registry_version import RegistryVersion
 from gateway.errors import GatewayError, Reason
+from gateway.runtime.dropfolder import write_atomically
 from gateway.runtime.ops import CheckFailed, ReadinessCheck
 
 __all__ = ["LiveRegistry", "Refusal"]
@@ -51,7 +50,6 @@ _log = structlog.get_logger(__name__)
 
 _VERSIONS: Final = "versions"
 _POSITION: Final = "position.json"
-_FILE_MODE: Final = 0o600
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,18 +260,7 @@ def _serial_hint(raw: bytes) -> int:
 
 def _write_atomically(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _FILE_MODE)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            temporary.unlink()
-        raise
+    write_atomically(path, data)
 
 
 def _iso(instant: datetime) -> str:
