@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import ipaddress
 import os
 import shutil
@@ -84,6 +85,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if _HERE in Path(str(item.path)).resolve().parents:
             item.add_marker(pytest.mark.integration)
     items.sort(key=lambda item: item.get_closest_marker("kafka_cluster") is not None)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item: pytest.Item) -> None:
+    """Collect a ``kafka_cluster`` test's garbage once its fixtures, event loop included, are torn down.
+
+    An aiokafka client can drop a connection object without closing its socket when a node dies under it
+    (test_kafka_failover.py); the socket is closed when the object is garbage-collected, and the warning
+    that comes with it belongs to the test that dropped it. Left to the collector's own timing it fires in a
+    later test or at the end of the session (after the loop is closed), where ``filterwarnings = error``
+    fails the run with no test to blame. Collected here, before pytest's own ``trylast`` teardown hook
+    reports unraisable exceptions (hooks of the same priority run newest plugin first), it is reported
+    against this test, under this test's warning filters: an unexpected leak fails the test that leaked.
+    """
+    if item.get_closest_marker("kafka_cluster") is not None:
+        gc.collect()
 
 
 def _external_kafka() -> str | None:

@@ -19,9 +19,7 @@ Marked ``kafka_cluster`` and ``slow``; needs a cluster this session started (ski
 from __future__ import annotations
 
 import asyncio
-import gc
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -37,7 +35,8 @@ pytestmark = [
     pytest.mark.slow,
     # After a node is killed, aiokafka can drop a connection object without closing its socket (seen once,
     # in the active-controller case: a socket to a surviving node, garbage-collected unclosed). What these
-    # tests assert -- every event delivered exactly once -- does not depend on it.
+    # tests assert -- every event delivered exactly once -- does not depend on it. The conftest collects each
+    # test's garbage in its teardown, so the warning is raised (and ignored) here, not in a later test.
     pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
 ]
 
@@ -48,15 +47,6 @@ EVENTS = 10_000
 PHASES = ((0, 3_000), (3_000, 7_000), (7_000, EVENTS))
 KILL_AT, RESTART_AT = 2_000, 5_000
 CONCURRENCY = 200
-
-
-@pytest.fixture(autouse=True)
-def _finalize_dropped_connections() -> Iterator[None]:
-    """Collect this test's garbage in its own teardown, under this module's warning filter (above): left to
-    the garbage collector's own timing, aiokafka's dropped sockets would be finalized in a later test or at
-    the end of the session, where ``filterwarnings = error`` fails the run."""
-    yield
-    gc.collect()
 
 
 def alert(index: int) -> dict[str, object]:
