@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
@@ -27,6 +26,7 @@ import structlog
 from gateway.bus.connectivity import broker_refusal
 from gateway.bus.metrics import GatewayMetrics
 from gateway.bus.outbox import Outbox, OutboxEntry
+from gateway.bus.wait import wait_any
 from gateway.contract.envelope import Envelope
 from gateway.contract.policy import event_topic
 from gateway.contract.registry import Registry
@@ -181,7 +181,7 @@ class Publisher:
                 if stop.is_set():
                     return
                 self.outbox.wakeup.clear()
-                await _wait_any(self.outbox.wakeup, stop, seconds=1.0)
+                await wait_any(self.outbox.wakeup, stop, seconds=1.0)
                 continue
             sent, failure = await self._send(producer, batch)
             if sent:
@@ -238,17 +238,3 @@ class Publisher:
 
 def _header(headers: Sequence[tuple[str, bytes]], name: str) -> str:
     return next((value.decode("utf-8") for key, value in headers if key == name), "")
-
-
-async def _wait_any(*events: asyncio.Event, seconds: float) -> bool:
-    """Wait until any event is set or ``seconds`` pass; True if an event was set."""
-    waiters = [asyncio.ensure_future(e.wait()) for e in events]
-    try:
-        done, _ = await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
-        for waiter in waiters:
-            with contextlib.suppress(asyncio.CancelledError):
-                await waiter
-    return bool(done)

@@ -25,12 +25,9 @@ One process per ``data_dir`` (:mod:`gateway.runtime.lock`): ``start`` takes its 
 anything else and ``stop`` releases it last; a second gateway on the same folder stops at once with
 ``gateway.already-running``.
 
-Readiness tells the truth about the producer: ``/readyz`` check ``producer`` fails until it has started.
-A broker that refuses idempotent producing (the embedded Tansu broker answers InitProducerId with an
-error) is detected once — a producer without idempotence is tried — and said in one log line
-(``kafka.idempotence_unsupported``): with ``kafka.enable_idempotence`` unset the gateway then produces
-without it (consumers deduplicate anyway); set to ``true`` it stays unready, saying why, instead of
-retrying in a loop.
+Readiness tells the truth about the producer (:mod:`gateway.runtime.producer`): ``/readyz`` check
+``producer`` fails until it has started, and a broker that refuses idempotent producing is said once, in
+one log line, instead of being retried in a loop.
 
 Delivery receipts (:mod:`gateway.bus.receipts`): the subscriber reports every finished record to the
 receipt issuer (``[receipts] issue``), receipts for our own events go to the delivery ledger in the outbox
@@ -49,16 +46,15 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
 import aiohttp
 import structlog
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.errors import ClusterAuthorizationFailedError, KafkaError, UnknownError
+from aiokafka.errors import KafkaError
 
 from gateway.bus.admin import ensure_topics, max_message_bytes, refused_topics
-from gateway.bus.connectivity import refuses_idempotence
 from gateway.bus.consent import CONSENT_CHANGE, ConsentGate, ConsentRegister, withholds
 from gateway.bus.database import Database
 from gateway.bus.delivery import RetryPolicy, Sink
@@ -69,6 +65,7 @@ from gateway.bus.outbox import Outbox
 from gateway.bus.publisher import Publisher
 from gateway.bus.receipts import JOURNAL_FILE, DeliveryLedger, ReceiptIssuer
 from gateway.bus.subscriber import CommitOnRevoke, Route, Subscriber
+from gateway.bus.wait import wait_any
 from gateway.contract.keys import SealingKey, SigningKey
 from gateway.contract.policy import dlq_topic, own_topics, readable_topics
 from gateway.contract.registry import Registry
@@ -97,6 +94,7 @@ from gateway.runtime.ops import (
     threshold_check,
 )
 from gateway.runtime.plugins import PluginContext, build_sink, build_source
+from gateway.runtime.producer import ProducerLink, close_producer
 from gateway.runtime.redrive import RedriveService
 from gateway.runtime.signals import stop_on_signals
 from gateway.runtime.sources import Source
@@ -111,13 +109,6 @@ _log = structlog.get_logger(__name__)
 
 #: The broker being away: a supervised task restarts, but this never makes /healthz fail.
 _TRANSIENT: tuple[type[BaseException], ...] = (KafkaError, ConnectionError)
-#: How InitProducerId refuses an idempotent producer: the embedded broker (Tansu) answers
-#: UNKNOWN_SERVER_ERROR, Kafka without the IdempotentWrite ACL CLUSTER_AUTHORIZATION_FAILED. Only these are
-#: probed further (a start failing for any other reason: unreachable, TLS, SASL, says nothing about it).
-_IDEMPOTENCE_REFUSALS: Final[tuple[type[BaseException], ...]] = (
-    UnknownError,
-    ClusterAuthorizationFailedError,
-)
 
 
 class Gateway:
@@ -156,9 +147,7 @@ class Gateway:
         )  # fmt: skip
         self._producer: AIOKafkaProducer | None = None
         self._consumer: AIOKafkaConsumer | None = None
-        self._producer_ready = asyncio.Event()
-        self._producer_problem: str | None = None
-        self._idempotence_note: str | None = None
+        self._producer_link = ProducerLink(self.kafka)
         self._lock = DataDirLock(config.data_dir)
         self._sink_retry: dict[str, RetryPolicy] = {}
         self.issuer: ReceiptIssuer | None = None
@@ -435,7 +424,7 @@ class Gateway:
             threshold_check("consumer-lag", lambda: self.subscriber.lag, ops.max_consumer_lag, "records"),
             self.supervisor.readiness_check("tasks"),
             ReadinessCheck("dead-letters", self._dead_letters_probe),
-            ReadinessCheck("producer", self._producer_probe),
+            ReadinessCheck("producer", self._producer_link.probe),
             ReadinessCheck("sinks", self._sinks_probe),
         ]
 
@@ -443,12 +432,6 @@ class Gateway:
         if self.subscriber.stalled is not None:
             raise CheckFailed(self.subscriber.stalled)
         return "dead-letter topic writable"
-
-    async def _producer_probe(self) -> str:
-        """Ready once the producer has started (it may not while the broker refuses it)."""
-        if not self._producer_ready.is_set():
-            raise CheckFailed(self._producer_problem or "producer not started yet (connecting to the broker)")
-        return "started" + (f"; {self._idempotence_note}" if self._idempotence_note else "")
 
     async def _sinks_probe(self) -> str:
         """Not ready while a sink's circuit breaker is open or half-open (its system is down)."""
@@ -481,8 +464,7 @@ class Gateway:
                     await client.stop()
                 _log.warning(f"{what} cannot connect; retrying", error=type(exc).__name__, retry_in=delay)
                 watch = [self._closing] if wake.is_set() else [self._closing, wake]  # a set event would spin
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(_wait_first(*watch), timeout=delay)
+                await wait_any(*watch, seconds=delay)
                 delay = min(delay * 2, 10.0)
                 continue
             return client
@@ -495,67 +477,16 @@ class Gateway:
         with the same producer and sends on from the outbox, which is the record of what is left.
         """
         if self._producer is None:
-            producer = await self._connect_producer()
+            producer = await self._producer_link.start(
+                self._closing, self._send_stop, left=lambda: self.outbox.depth
+            )
             if producer is None:
                 return
+            self.kafka = self._producer_link.kafka  # without idempotence if the broker refused it
             self._producer = producer
             await self._provision()
-            self._producer_ready.set()
+            self._producer_link.ready.set()
         await self.publisher.run_sender(self._producer, self._send_stop)
-
-    async def _connect_producer(self) -> AIOKafkaProducer | None:
-        """:meth:`_connect` for the producer, telling a broker that refuses idempotence from one that is away
-        (module docstring), and keeping :attr:`_producer_problem` for ``/readyz``."""
-        delay = 0.5
-        while not self._closing.is_set() and not (self._send_stop.is_set() and self.outbox.depth == 0):
-            producer = AIOKafkaProducer(**self.kafka.producer_kwargs())
-            try:
-                await producer.start()
-            except Exception as exc:  # noqa: BLE001 - broker not reachable, or refusing: retry or fall back
-                with contextlib.suppress(Exception):
-                    await producer.stop()
-                refusal = isinstance(exc, _IDEMPOTENCE_REFUSALS)
-                if self.kafka.idempotence and refusal and await refuses_idempotence(self.kafka):
-                    if self._idempotence_fallback(exc):
-                        continue  # at once, without idempotence
-                    delay = 30.0  # said once; keep trying quietly (the broker may be upgraded)
-                else:
-                    self._producer_problem = f"producer cannot start ({type(exc).__name__})"
-                    _log.warning(
-                        "producer cannot connect; retrying", error=type(exc).__name__, retry_in=delay
-                    )
-                watch = [self._closing] if self._send_stop.is_set() else [self._closing, self._send_stop]
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(_wait_first(*watch), timeout=delay)
-                delay = max(delay, min(delay * 2, 10.0))
-                continue
-            self._producer_problem = None
-            return producer
-        return None
-
-    def _idempotence_fallback(self, exc: BaseException) -> bool:
-        """Say once that the broker refuses idempotent producing; True when producing goes on without it."""
-        refused = (
-            f"the broker refused an idempotent producer (InitProducerId: {type(exc).__name__}): it cannot do "
-            "idempotent producing (the embedded broker, Tansu) or the principal lacks IdempotentWrite"
-        )
-        if self.kafka.enable_idempotence is None:
-            _log.warning(
-                "kafka.idempotence_unsupported",
-                detail=f"{refused}; producing without idempotence (consumers deduplicate by source and id); "
-                "set kafka.enable_idempotence = false to say so",
-            )
-            self.kafka = dataclasses.replace(self.kafka, enable_idempotence=False)
-            self._idempotence_note = "without idempotence (the broker refused it)"
-            return True
-        if self._producer_problem is None or not self._producer_problem.startswith("the broker refused"):
-            _log.error(
-                "kafka.idempotence_unsupported",
-                detail=f"{refused}; kafka.enable_idempotence = true: not producing. Set it to false, or "
-                "grant IdempotentWrite / use a broker that supports it",
-            )
-        self._producer_problem = f"{refused}; kafka.enable_idempotence = true"
-        return False
 
     def _spawn_delivery_tasks(self) -> None:
         """The receipts sweep and the re-drive service (issue 13), supervised like every task."""
@@ -604,11 +535,11 @@ class Gateway:
         """
         while not self.topics:
             _log.info("this party reads no topics", party=self.party)
-            await _wait_first(self._resubscribe, self._consume_stop)
+            await wait_any(self._resubscribe, self._consume_stop)
             if self._consume_stop.is_set():
                 return
             self._resubscribe.clear()
-        await _wait_first(self._producer_ready, self._consume_stop)
+        await wait_any(self._producer_link.ready, self._consume_stop)
         if self._consume_stop.is_set():
             return
         consumer = await self._connect(
@@ -621,7 +552,7 @@ class Gateway:
             return
         self._consumer = consumer
         listener = CommitOnRevoke(self.subscriber, consumer)
-        assert self._producer is not None  # noqa: S101 - set before _producer_ready
+        assert self._producer is not None  # noqa: S101 - set before the link is ready
         try:
             while not self._consume_stop.is_set():
                 self._resubscribe.clear()
@@ -682,8 +613,7 @@ class Gateway:
             with contextlib.suppress(Exception):
                 await self._consumer.stop()
         if self._producer is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._producer.stop(), timeout=max(1.0, deadline - time.monotonic()))
+            await close_producer(self._producer, seconds=max(1.0, deadline - time.monotonic()))
         for sink in self._sinks:
             with contextlib.suppress(Exception):
                 await sink.close()
@@ -727,16 +657,5 @@ def _source_task(source: Source) -> str:
 
 async def _set_when_first(target: asyncio.Event, *events: asyncio.Event) -> None:
     """Set ``target`` as soon as one of ``events`` is set."""
-    await _wait_first(*events)
+    await wait_any(*events)
     target.set()
-
-
-async def _wait_first(*events: asyncio.Event) -> None:
-    """Wait until one of ``events`` is set (the waiters are cancelled and awaited)."""
-    waiters = [asyncio.create_task(event.wait()) for event in events]
-    try:
-        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
-        await asyncio.gather(*waiters, return_exceptions=True)

@@ -23,6 +23,7 @@ from gateway.bus.connectivity import check_connection
 from gateway.bus.kafka import KafkaSettings, TlsSettings
 from gateway.contract.policy import dlq_topic, parse_topic, topic_for
 from gateway.errors import GatewayError, Reason
+from gateway.runtime.producer import close_producer
 from gateway.sandbox.broker import EmbeddedBroker, free_port
 from tests.integration.conftest import TlsProxy, make_ca
 
@@ -179,6 +180,35 @@ async def test_send_in_flight_while_broker_frozen_completes_after_resume(
         if embedded_broker.paused:
             embedded_broker.resume()
         await producer.stop()
+
+
+async def test_a_producer_that_cannot_flush_in_time_is_closed_anyway(
+    embedded_broker: EmbeddedBroker, unique_topic: TopicFactory
+) -> None:
+    """``close_producer`` (the gateway's shutdown): a send the frozen broker cannot acknowledge keeps
+    ``AIOKafkaProducer.stop`` waiting; past the bound its sender task is stopped and every connection closed,
+    where a cancelled ``stop`` alone would leave them open."""
+    settings = plain_settings(embedded_broker.bootstrap_servers)
+    topic = unique_topic("cls")
+    await ensure_topics(settings.admin_kwargs(), [topic], partitions=1, replication=1)
+    producer = AIOKafkaProducer(**settings.producer_kwargs())
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, b"before", key=b"k")
+        embedded_broker.pause()
+        in_flight = asyncio.ensure_future(producer.send_and_wait(topic, b"during", key=b"k"))
+        connections = list(producer.client._conns.values())  # what must end up closed
+        assert any(conn.connected() for conn in connections)
+        async with asyncio.timeout(10):
+            await close_producer(producer, seconds=0.5)
+        assert not [conn for conn in connections if conn.connected()]
+        assert not [conn for conn in producer.client._conns.values() if conn.connected()]
+        assert producer._sender.sender_task.done()
+    finally:
+        if embedded_broker.paused:
+            embedded_broker.resume()
+    in_flight.cancel()  # never acknowledged: a gateway's outbox still holds it and sends it again
+    await asyncio.gather(in_flight, return_exceptions=True)
 
 
 async def test_send_that_timed_out_while_frozen_is_still_written(
