@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 
 from gateway.audit.auditor import Auditor
 from gateway.audit.leaf import ConsumedRecord
 from gateway.audit.report import AuditReport
+from gateway.bus.admin import partitions_of
 from gateway.bus.kafka import KafkaSettings
 from gateway.contract.policy import REGISTRY_TOPIC
 
@@ -48,16 +48,9 @@ async def read_kafka_records(
     admin = AIOKafkaAdminClient(**kafka.admin_kwargs())
     await admin.start()
     try:
-        names = sorted(
-            t for t in await admin.list_topics() if t in topics or (compiled and compiled.fullmatch(t))
+        partitions = await partitions_of(
+            admin, lambda t: t in topics or bool(compiled and compiled.fullmatch(t))
         )
-        partitions: list[Any] = []
-        if names:
-            for entry in await admin.describe_topics(names):
-                if entry.get("error_code", 0) == 0:
-                    partitions.extend(
-                        TopicPartition(entry["topic"], p["partition"]) for p in entry["partitions"]
-                    )
     finally:
         await admin.close()
     if not partitions:

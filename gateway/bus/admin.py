@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -137,6 +137,25 @@ async def ensure_topics(
             )
         states[name] = TopicState(name, have_partitions, have_replication, name in created)
     return states
+
+
+async def partitions_of(admin: Any, select: Callable[[str], bool]) -> list[Any]:
+    """Every partition (``TopicPartition``) of the topics the cluster lists that ``select`` keeps, with the
+    started admin client ``admin``; a topic the cluster refuses to describe is left out.
+
+    Lists before it describes: describing a missing topic makes Tansu create it. (Not a consumer's
+    ``topics()`` plus ``partitions_for_topic``: ``topics()`` does not load the topics into the consumer's own
+    metadata, so on Kafka the partitions come back unknown.)
+    """
+    from aiokafka.structs import TopicPartition  # noqa: PLC0415 -- see _error_name
+
+    names = sorted(name for name in await admin.list_topics() if select(name))
+    found: list[Any] = []
+    if names:
+        for entry in await admin.describe_topics(names):
+            if entry.get("error_code", 0) == 0:
+                found.extend(TopicPartition(entry["topic"], p["partition"]) for p in entry["partitions"])
+    return found
 
 
 async def max_message_bytes(admin_kwargs: Mapping[str, Any], topics: Iterable[str]) -> dict[str, int]:

@@ -30,6 +30,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 from aiokafka.errors import KafkaError
 
+from gateway.bus.admin import partitions_of
+from gateway.bus.connectivity import broker_refusal
 from gateway.bus.deadletter import BOUNDED_HEADERS, DLQ_HEADERS
 from gateway.bus.kafka import KafkaSettings
 from gateway.contract.instants import parse_instant
@@ -200,12 +202,12 @@ async def read_dead_letters(
     ListOffsets(latest), or the second one in a row (should the broker undercount the end: Tansu,
     multi-record batches; dead letters are written one record per batch).
     """
+    known = await _partitions(kafka, topic)
+    wanted = sorted(known if partitions is None else set(partitions) & known)
+    if not wanted:
+        return []
     consumer = await _started_consumer(kafka)
     try:
-        known = await _partitions(consumer, topic)
-        wanted = sorted(known if partitions is None else set(partitions) & known)
-        if not wanted:
-            return []
         tps = [TopicPartition(topic, p) for p in wanted]
         consumer.assign(tps)
         earliest = await consumer.beginning_offsets(tps)
@@ -242,18 +244,27 @@ async def read_dead_letters(
         await consumer.stop()
 
 
-async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
-    topics = await consumer.topics()  # lists, never creates (a describe would create it on Tansu)
-    if topic not in topics:
-        return set()
-    return set(consumer.partitions_for_topic(topic) or ())
+async def _partitions(kafka: KafkaSettings, topic: str) -> set[int]:
+    """The partitions of ``topic``; none when the cluster does not list it (to this principal)."""
+    admin = AIOKafkaAdminClient(**kafka.admin_kwargs())
+    try:
+        await admin.start()
+        return {tp.partition for tp in await partitions_of(admin, lambda name: name == topic)}
+    except (KafkaError, OSError) as exc:
+        raise GatewayError(
+            Reason.BUS_UNAVAILABLE, f"cannot list the partitions of {topic} ({type(exc).__name__})"
+        ) from exc
+    finally:
+        await admin.close()
 
 
 async def purge(kafka: KafkaSettings, letters: Sequence[DeadLetter]) -> Mapping[int, int]:
     """Delete, per partition, every record up to and including the last of ``letters`` (the caller passes
     the letters before a time, which are a prefix of each partition). Returns partition -> new start offset.
 
-    Raises ``GatewayError(bus.unavailable)`` when the broker cannot delete records (Tansu)."""
+    Raises ``GatewayError(bus.not-authorized)`` when the broker's ACLs refuse this principal the deletion
+    (the detail names the topic), ``GatewayError(bus.unavailable)`` when the broker cannot delete records
+    (Tansu) or cannot be reached. Either way nothing was deleted."""
     cut: dict[TopicPartition, int] = {}
     for letter in letters:
         tp = TopicPartition(letter.topic, letter.partition)
@@ -263,8 +274,19 @@ async def purge(kafka: KafkaSettings, letters: Sequence[DeadLetter]) -> Mapping[
     admin = AIOKafkaAdminClient(**kafka.admin_kwargs())
     try:
         await admin.start()
+        hidden = {tp.topic for tp in cut} - set(await admin.list_topics())
+        if hidden:  # Kafka hides a topic the principal may not Describe: it would say "no leader"
+            raise GatewayError(
+                Reason.BUS_NOT_AUTHORIZED,
+                f"topic {', '.join(sorted(hidden))} is not visible to this client's principal: the broker's "
+                "ACLs do not let it Describe (nor Delete from) that topic (gateway deploy render derives "
+                "them from the registry); nothing was deleted",
+            )
         result = await admin.delete_records({tp: RecordsToDelete(offset) for tp, offset in cut.items()})
     except (KafkaError, OSError) as exc:
+        refusal = broker_refusal(exc, "Delete")
+        if refusal is not None:
+            raise refusal from exc
         raise GatewayError(
             Reason.BUS_UNAVAILABLE,
             f"the broker did not delete the records ({type(exc).__name__}): nothing was deleted (the "
@@ -290,10 +312,10 @@ async def _started_consumer(kafka: KafkaSettings) -> AIOKafkaConsumer:
 
 async def read_record(kafka: KafkaSettings, topic: str, partition: int, offset: int) -> OriginalRecord | None:
     """The record at ``topic:partition:offset``, or None when it is gone (retention) or not there yet."""
+    if partition not in await _partitions(kafka, topic):
+        return None
     consumer = await _started_consumer(kafka)
     try:
-        if partition not in await _partitions(consumer, topic):
-            return None
         tp = TopicPartition(topic, partition)
         consumer.assign([tp])
         if not (await consumer.beginning_offsets([tp]))[tp] <= offset:

@@ -8,6 +8,8 @@ On the session's 3-node cluster (``kafka_cluster``: SASL_SSL, SCRAM-SHA-512, Sta
 * writing into another party's topic is refused, and the gateway names it ``bus.not-authorized`` (a gateway
   started with another party's Kafka user logs that, for its sender and for the topics it may not read);
 * a wrong SCRAM password and a CA that did not sign the brokers are refused with the setting named;
+* ``gateway dlq list`` and ``purge`` work on Kafka with a party's own user (DeleteRecords, which the embedded
+  broker lacks), and another party's user is refused the purge;
 * implementations we did not write read what we write: Kafka's own console consumer, with a party's SCRAM
   credentials over TLS, and the CloudEvents SDK's Kafka binding, which decodes our records into CloudEvents
   with the attributes we signed.
@@ -23,7 +25,7 @@ import json
 import os
 import subprocess
 import sys
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -36,14 +38,16 @@ from cloudevents.core.bindings.kafka import KafkaMessage, from_binary_event
 
 from gateway.bus.admin import refused_topics
 from gateway.bus.connectivity import broker_refusal, check_connection
+from gateway.bus.dlq import purge, read_dead_letters
 from gateway.bus.kafka import KafkaSettings, SaslSettings, TlsSettings
+from gateway.cli.main import main
 from gateway.contract.envelope import Envelope
 from gateway.contract.policy import REGISTRY_TOPIC, dlq_topic, own_topics, readable_topics, topic_for
 from gateway.contract.registry import Registry
 from gateway.contract.schemas import SchemaStore
 from gateway.errors import GatewayError, Reason
 from gateway.sandbox.deployment import SAMPLE_REGISTRY
-from tests.integration.exchange import eventually, exchange
+from tests.integration.exchange import eventually, exchange, metric_total
 from tests.kafka.cluster import KAFKA_BIN, KAFKA_LIB, KAFKA_VERSION, ClusterDeployment
 from tests.paths import REPO
 from tests.tls import make_ca
@@ -367,3 +371,62 @@ async def test_the_cluster_benchmark_runs_at_smoke_size(
     runs = document["median_runs"]
     assert runs
     assert all(run["delivered"] == run["events"] for run in runs.values())
+
+
+async def test_gateway_dlq_purge_deletes_a_partys_old_dead_letters_and_only_its_own(
+    kafka_cluster: ClusterDeployment, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``gateway dlq purge`` on Kafka (DeleteRecords, which the embedded broker lacks): run with Kemensos's
+    configuration (its own SCRAM user, which the rendered ACLs let delete from its own dead-letter topic),
+    it deletes the dead letters from before the cut and keeps the later one; another party's user is refused
+    the same deletion and nothing is deleted."""
+    await kafka_cluster.truncate()
+    admin = kafka_cluster.admin()
+    reader = "kemensos"
+    async with exchange(tmp_path, [KCH, reader], admin) as nodes:
+        config = str(nodes[reader].sandbox.config)
+        producer = AIOKafkaProducer(**admin.producer_kwargs())
+        await producer.start()
+        try:
+
+            async def dead_letter(values: list[bytes], total: int) -> None:
+                for value in values:  # not an event: the reader dead-letters each
+                    await producer.send_and_wait(topic_for(KCH, "case", 1), value, key=b"case-purge")
+                await eventually(
+                    lambda: metric_total(nodes[reader], "xchg_dead_lettered_total") >= total,
+                    what=f"{total} dead letters",
+                )
+
+            await dead_letter([b"not an event 1", b"not an event 2", b"not an event 3"], 3)
+            # dead-letter times are whole seconds: the cut is the next second, the fourth comes after it
+            cut = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1)
+            await asyncio.sleep((cut - datetime.now(UTC)).total_seconds())
+            await dead_letter([b"not an event 4"], 4)
+        finally:
+            await producer.stop()
+
+        async def listing() -> list[dict[str, Any]]:
+            capsys.readouterr()
+            assert await asyncio.to_thread(main, ["dlq", "list", "--config", config, "--json"]) == 0
+            return [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+
+        before = await listing()
+        assert len(before) == 4
+        old = [letter for letter in before if datetime.fromisoformat(letter["dead_lettered_at"]) < cut]
+        assert len(old) == 3
+
+        letters = await read_dead_letters(kafka_cluster.party(reader), dlq_topic(reader))
+        with pytest.raises(GatewayError) as refused:  # Kuching's user may not delete Kemensos's records
+            await purge(kafka_cluster.party(KCH), letters)
+        assert refused.value.reason == Reason.BUS_NOT_AUTHORIZED
+        assert dlq_topic(reader) in refused.value.detail
+        assert len(await listing()) == 4
+
+        purge_command = ["dlq", "purge", "--config", config, "--before", cut.isoformat(), "--yes"]
+        assert await asyncio.to_thread(main, purge_command) == 0
+        cuts = capsys.readouterr().out
+        assert "now starts at offset" in cuts
+        after = await listing()
+        assert [letter["position"] for letter in after] == [
+            letter["position"] for letter in before if letter not in old
+        ]

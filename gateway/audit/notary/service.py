@@ -36,7 +36,7 @@ from gateway.audit.notary.config import NotaryConfig
 from gateway.audit.note import Ed25519Signer, Note, NoteSignature, open_note, sign_note, verifier_from_vkey
 from gateway.audit.proof import create_proof
 from gateway.audit.tiles import TileLog
-from gateway.bus.admin import ensure_topics
+from gateway.bus.admin import ensure_topics, partitions_of
 from gateway.bus.kafka import KafkaSettings
 from gateway.contract.keys import SigningKey
 from gateway.contract.policy import REGISTRY_TOPIC, exchange_topics
@@ -297,14 +297,13 @@ class Notary:
         admin, consumer = self._admin, self._consumer
         if admin is None or consumer is None:  # set by _consume before it calls us
             raise GatewayError(Reason.BUS_UNAVAILABLE, "notary: not connected")
-        names = sorted(t for t in await admin.list_topics() if self._pattern.fullmatch(t))
-        if self._chain.current is None:  # nothing can be judged before a registry version is logged
-            names = [name for name in names if name == REGISTRY_TOPIC]
-        wanted: set[TopicPartition] = set()
-        if names:
-            for entry in await admin.describe_topics(names):
-                if entry.get("error_code", 0) == 0:
-                    wanted.update(TopicPartition(entry["topic"], p["partition"]) for p in entry["partitions"])
+        judging = self._chain.current is not None  # nothing can be judged before a registry version is logged
+        wanted: set[TopicPartition] = set(
+            await partitions_of(
+                admin, lambda t: bool(self._pattern.fullmatch(t)) and (judging or t == REGISTRY_TOPIC)
+            )
+        )
+        names = {tp.topic for tp in wanted}
         if wanted != self._assigned:
             consumer.assign(sorted(wanted, key=lambda t: (t.topic, t.partition)))
             for tp in wanted:
