@@ -106,6 +106,8 @@ class Coordinator:
             self.metrics.declare(step.id for step in self.sop.steps)
         self._fact_fields = self.sop.fact_fields if self.sop is not None else frozenset()
         self._published_periods: dict[str, str] = {}
+        self.latest_statistics: Statistics | None = None
+        """The last completed period's statistics, as last computed (the status page charts them)."""
         self._last_prune = 0.0
         self._lock = asyncio.Lock()
         self._pending: list[tuple[TimelineEntry, Mapping[str, Any], asyncio.Future[str | None]]] = []
@@ -312,6 +314,7 @@ class Coordinator:
     async def publish_statistics(self, period: Period) -> Statistics | None:
         """Compute ``period``; write the report files and publish ``alert.statistics`` when they changed."""
         stats = await self.statistics(period)
+        self.latest_statistics = stats
         digest = stats.digest()
         if self._published_periods.get(period.label) == digest:
             return None

@@ -36,7 +36,16 @@ from gateway.coordination.projection import AGE_BANDS, RANKS
 from gateway.coordination.store import Store
 from gateway.coordination.suppression import MIN_CELL, SUPPRESSED, CountTable, PublishedTable, suppress
 
-__all__ = ["STAT_TYPE", "Period", "Statistics", "compute", "month_of", "statistics_alert_id"]
+__all__ = [
+    "HATCH_DEFS",
+    "STAT_TYPE",
+    "Period",
+    "Statistics",
+    "bar_chart",
+    "compute",
+    "month_of",
+    "statistics_alert_id",
+]
 
 STAT_TYPE: Final = "id.trafficking.alert.statistics"
 _SEXES: Final = ("Feminine", "Masculine", "Other", "Unknown")
@@ -45,6 +54,7 @@ _OPEN_STAGES: Final = tuple(
     stage for stage, rank in sorted(RANKS.items(), key=lambda x: x[1]) if stage != "closure"
 )
 _OUTCOMES: Final = ("on-time", "late", "overdue")
+_HATCH: Final = "xchg-suppressed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,13 +143,11 @@ class Statistics:
             f"<h1>{html.escape(self.party)}: {self.period.label}</h1>",
             f"<p>Counts of persons below {MIN_CELL} and the cells that would reveal them are shown as "
             "<em>suppressed</em>.</p>",
-            "<svg width='0' height='0'><defs>"
-            "<pattern id='h' width='6' height='6' patternUnits='userSpaceOnUse'>"
-            "<path d='M0 6L6 0' stroke='#999'/></pattern></defs></svg>",
+            HATCH_DEFS,
         ]
         for table in self.tables:
             parts.append(f"<h2>{html.escape(table.id)}</h2>")
-            parts.append(_svg_bars(table))
+            parts.append(bar_chart(table))
             parts.append(_html_table(table))
         if self.shelters:
             parts.append(
@@ -156,7 +164,16 @@ class Statistics:
         return "".join(parts)
 
 
-def _svg_bars(table: PublishedTable) -> str:
+#: The hatch a suppressed cell's bar is drawn with (:func:`bar_chart`); once per HTML page that shows bars.
+HATCH_DEFS: Final = (
+    f"<svg width='0' height='0' aria-hidden='true'><defs><pattern id='{_HATCH}' width='6' height='6' "
+    "patternUnits='userSpaceOnUse'><path d='M0 6L6 0' stroke='#999'/></pattern></defs></svg>"
+)
+
+
+def bar_chart(table: PublishedTable) -> str:
+    """``table`` as a horizontal bar chart (inline SVG, no script): one bar per cell, a suppressed cell as
+    a hatched bar labelled ``suppressed``, never a number. The page must hold :data:`HATCH_DEFS` once."""
     labels = [(f"{r} / {c}" if table.rows else c) for r in (table.rows or ("",)) for c in table.columns]
     values = [v for row in table.cells for v in row]
     top = max([v for v in values if isinstance(v, int)] + [MIN_CELL])
@@ -167,13 +184,17 @@ def _svg_bars(table: PublishedTable) -> str:
         if isinstance(value, int):
             width, fill, text = 300 * value / top, "#4a7ab5", str(value)
         else:
-            width, fill, text = 300 * MIN_CELL / top, "url(#h)", SUPPRESSED
+            width, fill, text = 300 * MIN_CELL / top, f"url(#{_HATCH})", SUPPRESSED
         bars.append(
             f"<text x='0' y='{y + 12}' font-size='11'>{html.escape(label)}</text>"
             f"<rect x='220' y='{y}' width='{width:.1f}' height='14' fill='{fill}'/>"
             f"<text x='{225 + width:.1f}' y='{y + 12}' font-size='11'>{text}</text>"
         )
-    return f"<svg width='620' height='{height}' role='img'>{''.join(bars)}</svg>"
+    return (
+        f"<svg width='620' height='{height}' viewBox='0 0 620 {height}' role='img' "
+        f"aria-label='{html.escape(table.id, quote=True)}'>"
+        f"{''.join(bars)}</svg>"
+    )
 
 
 def _html_table(table: PublishedTable) -> str:

@@ -404,6 +404,7 @@ class Gateway:
             history=History(interval=ops.status_interval, span=max(3600.0, ops.status_interval)),
             refresh_seconds=max(1, round(ops.status_interval)),
             checkpoint=_notary_checkpoint(ops.notary_url) if ops.notary_url else None,
+            statistics=lambda: self.coordinator.latest_statistics if self.coordinator is not None else None,
         )
 
     def _checks(self) -> list[ReadinessCheck]:

@@ -50,6 +50,7 @@ from gateway.contract.keys import PublicKey, SigningKey
 from gateway.contract.registry import Registry
 from gateway.contract.schemas import SchemaStore
 from gateway.contract.sign import EventSigner
+from gateway.coordination.statistics import Statistics
 from gateway.errors import GatewayError, Reason
 from gateway.runtime.catalogue import negotiate
 from gateway.runtime.status import (
@@ -187,6 +188,8 @@ class StatusOptions:
     page: StatusPage = field(default_factory=StatusPage)
     sample: bool = True
     """Run the sampler task (tests record snapshots themselves)."""
+    statistics: Callable[[], Statistics | None] = lambda: None
+    """The coordination component's last completed period (charted in the SOP section); None: none yet."""
 
 
 def _alive() -> Sequence[Mapping[str, object]]:
@@ -281,7 +284,7 @@ async def _status(request: web.Request) -> web.Response:
         party=metrics.party, version=version, now=options.now(), snapshot=snapshot,
         history=options.history, facts=options.facts(),
         checks=[(r.name, r.ok, r.detail) for r in results], failing_tasks=list(app[_LIVENESS]()),
-        checkpoint=checkpoint, refresh_seconds=options.refresh_seconds,
+        checkpoint=checkpoint, refresh_seconds=options.refresh_seconds, statistics=options.statistics(),
     )  # fmt: skip
     fragment = request.query.get("fragment") == "1"
     text = options.page.render(view, lang, fragment=fragment)

@@ -35,6 +35,7 @@ from typing import Any, Final
 
 from prometheus_client import CollectorRegistry
 
+from gateway.coordination.statistics import Statistics
 from gateway.runtime.catalogue import Catalogue
 from gateway.runtime.status_sop import sop_section
 
@@ -190,6 +191,8 @@ class StatusView:
     checkpoint: CheckpointInfo | bool | None = False
     """The notary's checkpoint; ``None`` when the notary did not answer; ``False`` when none is configured."""
     refresh_seconds: int = 15
+    statistics: Statistics | None = None
+    """The last completed period's suppressed statistics tables (charted in the SOP section), if any."""
 
 
 @dataclass(slots=True)
@@ -225,6 +228,9 @@ class _Page:
     # -- helpers
     def t(self, key: str, **fields: Any) -> str:
         return _e(self.catalogue.text(key, self.lang, **fields))
+
+    def has(self, key: str) -> bool:
+        return key in self.catalogue.texts
 
     def number(self, value: float, decimals: int = 0) -> str:
         text = f"{value:,.{decimals}f}"

@@ -1,12 +1,15 @@
-"""The status page's "Case coordination (SOP)" section, built only from the coordination layer's metrics.
+"""The status page's "Case coordination (SOP)" section: the coordination layer's metrics, and the charts of
+the last completed month's (suppressed) statistics tables.
 
 :func:`sop_section` is called by :mod:`gateway.runtime.status` with its page (the catalogue, number format
 and metric marking of one rendering). It reads the series :class:`gateway.coordination.metrics.
 CoordinationMetrics` exports: per SOP step the steps open and overdue (gauges), the escalations and the
 resolutions in time or late (counters), the compliance that follows from them, a chart of the overdue steps
 over the last hour (from the page's :class:`~gateway.runtime.status.History`), and when the monthly
-statistics were last published. A gateway without a ``[coordination]`` table exports none of them: the
-section then says there is nothing to show yet.
+statistics were last published; then one bar chart per statistics table of the last completed month
+(``StatusView.statistics``: the same suppressed tables as the signed ``alert.statistics``, so no count of 1
+to 10 persons is drawn). A gateway without a ``[coordination]`` table exports none of them: the section then
+says there is nothing to show yet.
 
 Compliance is ``met / (met + escalations)``: a step counts as complied with when it was closed in time, as
 breached when the engine found it overdue (closed late since, or still open). Both are counters of this
@@ -21,6 +24,9 @@ import html
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final, Protocol
+
+from gateway.coordination.statistics import HATCH_DEFS, bar_chart
+from gateway.coordination.suppression import MIN_CELL
 
 if TYPE_CHECKING:
     from gateway.runtime.status import StatusView
@@ -46,6 +52,8 @@ class Page(Protocol):
     def view(self) -> StatusView: ...
 
     def t(self, key: str, **fields: Any) -> str: ...
+
+    def has(self, key: str) -> bool: ...
 
     def number(self, value: float, decimals: int = 0) -> str: ...
 
@@ -153,7 +161,25 @@ def _statistics(page: Page) -> str:
             time=datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M"),
             count="@@count@@",
         ).replace("@@count@@", page.metric(SOP_METRICS["published"], {}, count))
-    return f'<p class="sop-statistics">{page.t("sop_statistics")}: {shown}</p>'
+    return f'<p class="sop-statistics">{page.t("sop_statistics")}: {shown}</p>{_statistics_charts(page)}'
+
+
+def _statistics_charts(page: Page) -> str:
+    """The last completed period's tables as bar charts: suppressed counts, never below 11 (a suppressed cell
+    is a hatched bar labelled as such). Titles from the catalogue; a table it does not name shows its id."""
+    stats = page.view.statistics
+    if stats is None or not stats.tables:
+        return ""
+    figures = []
+    for table in stats.tables:
+        key = f"stat_{table.id}"
+        title = page.t(key) if page.has(key) else _e(table.id)
+        figures.append(
+            f'<figure class="chart bars" data-table="{_e(table.id)}"><figcaption>{title}</figcaption>'
+            f"{bar_chart(table)}</figure>"
+        )
+    caption = page.t("sop_statistics_charts", period=stats.period.label, minimum=MIN_CELL)
+    return f'<p class="note">{caption}</p>{HATCH_DEFS}<div class="charts">{"".join(figures)}</div>'
 
 
 def _e(value: object) -> str:

@@ -21,6 +21,7 @@ from gateway.coordination.clock import ManualClock
 from gateway.coordination.config import CoordinationConfig
 from gateway.coordination.metrics import CoordinationMetrics
 from gateway.coordination.service import Coordinator
+from gateway.coordination.statistics import Statistics
 from gateway.coordination.store import Store
 from gateway.runtime.catalogue import LANGUAGES, Catalogue, negotiate
 from gateway.runtime.ops import CheckFailed, ReadinessCheck, StatusOptions, build_ops_app
@@ -221,11 +222,13 @@ def test_static_files_are_packaged() -> None:
     assert Path(REPO / "gateway" / "runtime" / "console_catalogue.toml").is_file()
 
 
-def _sop_page(metrics: GatewayMetrics, lang: str, history: History | None = None) -> str:
+def _sop_page(
+    metrics: GatewayMetrics, lang: str, history: History | None = None, statistics: Statistics | None = None
+) -> str:
     view = StatusView(
         party="kemensos", version="1.0", now=NOW, snapshot=read_metrics(metrics.registry),
         history=history or History(interval=15.0, clock=lambda: 0.0), facts=StatusFacts(),
-        checks=[], failing_tasks=[],
+        checks=[], failing_tasks=[], statistics=statistics,
     )  # fmt: skip
     return StatusPage().render(view, lang, fragment=True)
 
@@ -311,6 +314,61 @@ async def test_the_coordination_section_of_a_gateway_never_names_a_case(tmp_path
                          r'data-value="1.0"', section), lang  # fmt: skip
         assert "KBRI-KCH" not in page
         assert "000777" not in page
+
+
+async def test_the_last_months_statistics_are_charted_suppressed_in_both_languages(
+    tmp_path: Path, world: World
+) -> None:
+    """The charts come from the coordination component's last computed month: one per table, titled in
+    the reader's language; no bar shows a count below 11 (the three men of the month are suppressed, and
+    so is what would reveal them), and no case id or name reaches the page."""
+    metrics = GatewayMetrics(party="kemensos")
+    clock = ManualClock(datetime(2020, 8, 5, tzinfo=UTC))
+    store = Store.sqlite(tmp_path / "coordination.db")
+    await store.open()
+    coordinator = Coordinator(
+        CoordinationConfig(profiles=True, statistics=True), party="kemensos", registry=world.registry,
+        schemas=world.schemas, clock=clock, store=store, metrics=CoordinationMetrics(metrics.registry),
+    )  # fmt: skip
+    try:
+        for n in range(17):  # 14 women, 3 men
+            gender, born = ("Feminine", "1985-01-01") if n < 14 else ("Masculine", "2001-01-01")
+            payload = {
+                "case_id": f"KBRI-KCH-2020-{n:06d}", "cas_ReferredOrganisation": "kemensos",
+                "vic_TypeOfExploitation": ["ForcedLabour"],
+                "trafficking_events": [{"hte_Type": "Exploitation", "hte_Country": "MY"}],
+                "identity": {"prs_FirstName": "Contoh", "prs_Gender": gender, "prs_Birthdate": born,
+                             "prs_Citizenship": ["ID"]},
+            }  # fmt: skip
+            await coordinator.record(
+                event_type="id.trafficking.case.referral", source="kemlu.kbri-kuching",
+                event_id=str(uuid.uuid4()), subject=payload["case_id"], time="2020-08-10T08:00:00Z",
+                clear={k: v for k, v in payload.items() if k != "identity"}, payload=payload,
+            )  # fmt: skip
+        assert coordinator.latest_statistics is None
+        clock.advance(days=30)  # September: August is complete
+        await coordinator.tick()
+    finally:
+        await store.close()
+    stats = coordinator.latest_statistics
+    assert stats is not None
+    assert stats.period.label == "2020-08"
+    for lang, title in (
+        ("en", "Cases referred, by sex and age band"),
+        ("id", "Kasus yang dirujuk, menurut jenis kelamin dan kelompok umur"),
+    ):
+        section = _section(_sop_page(metrics, lang, statistics=stats))
+        charted = re.findall(r'<figure class="chart bars" data-table="([^"]+)">', section)
+        assert charted == [table.id for table in stats.tables], lang
+        assert title in section, lang
+        assert "2020-08" in section
+        shown = [int(n) for n in re.findall(r"<text[^>]*>(\d+)</text>", section)]
+        assert shown, lang
+        assert [n for n in shown if 0 < n < 11] == [], lang  # no published count of 1 to 10 persons
+        assert 17 in shown  # the month's referrals, still open at its end
+        assert "suppressed" in section  # the men's cells, and the women's that would reveal them
+        assert "KBRI-KCH" not in section
+        assert "Contoh" not in section
 
 
 def test_without_coordination_the_section_has_nothing_to_show() -> None:
