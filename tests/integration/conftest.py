@@ -65,6 +65,22 @@ ENV_VAR = "XCHG_TEST_KAFKA"
 _HERE = Path(__file__).resolve().parent
 CLUSTER_MODULES = frozenset({"test_exchange.py", "test_dead_letters.py"})
 """Modules whose ``isolated_kafka`` tests also run, unchanged, on the Apache Kafka cluster."""
+KAFKA_CONNECTION_FINALIZED = (  # no ':' in the message: it separates a filter's fields ('.' stands in)
+    r"Exception ignored in. <(function "
+    r"(AIOKafkaConnection|_SSLProtocolTransport|StreamWriter|_SelectorTransport)\.__del__|socket\.socket )"
+    ":pytest.PytestUnraisableExceptionWarning"
+)
+"""A warning filter for the ``kafka_cluster`` tests: a TLS connection to the cluster that aiokafka dropped
+without closing, finalized by the garbage collector (which closes its socket).
+
+Seen, rarely, against the 3-node cluster over TLS and never on the embedded broker: aiokafka's client
+bootstrap leaves its bootstrap connection open when cancelled between connecting and asking for metadata
+(the readiness check bounds it with a timeout), and a connection that finishes its TLS and SCRAM handshake
+after its client was closed (a shutdown racing a reconnect, or a node killed under it) is stored in the
+closed client. Every client the gateway starts is closed; what these tests assert (delivery, ACLs, exactly
+once) does not depend on it. Only these finalizers are ignored: any other unraisable exception still fails
+the test, and :func:`pytest_runtest_teardown` finalizes each test's garbage under that test's filters.
+"""
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -84,6 +100,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if _HERE in Path(str(item.path)).resolve().parents:
             item.add_marker(pytest.mark.integration)
+        if item.get_closest_marker("kafka_cluster") is not None:
+            item.add_marker(pytest.mark.filterwarnings(f"ignore:{KAFKA_CONNECTION_FINALIZED}"))
     items.sort(key=lambda item: item.get_closest_marker("kafka_cluster") is not None)
 
 
@@ -119,16 +137,18 @@ def _open_sockets(loop: asyncio.AbstractEventLoop) -> int:
 def pytest_runtest_teardown(item: pytest.Item) -> None:
     """Collect a ``kafka_cluster`` test's garbage once its fixtures, event loop included, are torn down.
 
-    An aiokafka client can drop a connection object without closing its socket when a node dies under it
-    (test_kafka_failover.py); the socket is closed when the object is garbage-collected, and the warning
-    that comes with it belongs to the test that dropped it. Left to the collector's own timing it fires in a
-    later test or at the end of the session (after the loop is closed), where ``filterwarnings = error``
-    fails the run with no test to blame. Collected here, before pytest's own ``trylast`` teardown hook
-    reports unraisable exceptions (hooks of the same priority run newest plugin first), it is reported
-    against this test, under this test's warning filters: an unexpected leak fails the test that leaked.
+    A connection aiokafka dropped (:data:`KAFKA_CONNECTION_FINALIZED`) is closed when it is
+    garbage-collected, and the warning that comes with it belongs to the test that dropped it. Left to the
+    collector's own timing it fires in a later test or at the end of the session, where no test's filters
+    apply and ``filterwarnings = error`` fails the run with no test to blame. Collected here, before
+    pytest's own ``trylast`` teardown hook reports unraisable exceptions (hooks of the same priority run
+    newest plugin first), it is reported against this test, under this test's filters. Until nothing more
+    is freed (at most three rounds): a finalized connection frees its transport and socket.
     """
     if item.get_closest_marker("kafka_cluster") is not None:
-        gc.collect()
+        for _ in range(3):
+            if not gc.collect():
+                break
 
 
 def _external_kafka() -> str | None:

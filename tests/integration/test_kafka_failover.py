@@ -33,11 +33,8 @@ from tests.world import example
 pytestmark = [
     pytest.mark.kafka_cluster,
     pytest.mark.slow,
-    # After a node is killed, aiokafka can drop a connection object without closing its socket (seen once,
-    # in the active-controller case: a socket to a surviving node, garbage-collected unclosed). What these
-    # tests assert -- every event delivered exactly once -- does not depend on it. The conftest collects each
-    # test's garbage in its teardown, so the warning is raised (and ignored) here, not in a later test.
-    pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
+    # After a node is killed, aiokafka can drop a connection without closing its socket: the conftest's
+    # KAFKA_CONNECTION_FINALIZED filter covers it, as for every kafka_cluster test.
 ]
 
 KCH, READER = "kemlu.kbri-kuching", "kemensos"
