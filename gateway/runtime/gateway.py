@@ -460,6 +460,10 @@ class Gateway:
             client = factory()
             try:
                 await client.start()
+            except asyncio.CancelledError:  # stopping while connecting: leave no client behind
+                with contextlib.suppress(Exception):
+                    await client.stop()
+                raise
             except Exception as exc:  # noqa: BLE001 - broker not reachable yet: retry
                 with contextlib.suppress(Exception):
                     await client.stop()

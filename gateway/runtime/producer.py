@@ -68,6 +68,10 @@ class ProducerLink:
             producer = AIOKafkaProducer(**self.kafka.producer_kwargs())
             try:
                 await producer.start()
+            except asyncio.CancelledError:  # the gateway stops while connecting: leave no client behind
+                with contextlib.suppress(Exception):
+                    await producer.stop()
+                raise
             except Exception as exc:  # noqa: BLE001 - broker not reachable, or refusing: retry or fall back
                 with contextlib.suppress(Exception):
                     await producer.stop()
