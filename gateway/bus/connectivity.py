@@ -13,11 +13,12 @@ import asyncio
 import contextlib
 import dataclasses
 import ssl
+from typing import Any
 
 from gateway.bus.kafka import KafkaSettings, split_server
 from gateway.errors import GatewayError, Reason
 
-__all__ = ["broker_refusal", "check_connection", "refuses_idempotence"]
+__all__ = ["broker_refusal", "check_connection", "refuses_idempotence", "start_client"]
 
 
 def _fail(field_name: str, message: str) -> GatewayError:
@@ -108,6 +109,17 @@ async def check_connection(settings: KafkaSettings) -> tuple[str, ...]:
         return tuple(advertised)
     finally:
         await client.close()
+
+
+async def start_client(client: Any) -> None:
+    """``client.start()`` for an aiokafka producer, consumer or the like; when it fails or is cancelled, the
+    client is stopped before the error goes on: a half-started client keeps its connections and tasks."""
+    try:
+        await client.start()
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await client.stop()
+        raise
 
 
 async def refuses_idempotence(settings: KafkaSettings) -> bool:

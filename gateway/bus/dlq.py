@@ -31,7 +31,7 @@ from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 from aiokafka.errors import KafkaError
 
 from gateway.bus.admin import partitions_of
-from gateway.bus.connectivity import broker_refusal
+from gateway.bus.connectivity import broker_refusal, start_client
 from gateway.bus.deadletter import BOUNDED_HEADERS, DLQ_HEADERS
 from gateway.bus.kafka import KafkaSettings
 from gateway.contract.instants import parse_instant
@@ -302,7 +302,7 @@ async def _started_consumer(kafka: KafkaSettings) -> AIOKafkaConsumer:
     """A started consumer without a group; ``bus.unavailable`` when the cluster cannot be reached."""
     consumer = AIOKafkaConsumer(**kafka.consumer_kwargs(None))
     try:
-        await consumer.start()
+        await start_client(consumer)
     except KafkaError as exc:
         raise GatewayError(
             Reason.BUS_UNAVAILABLE, f"cannot reach the cluster ({type(exc).__name__})"

@@ -55,6 +55,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from gateway.bus.admin import ensure_topics, max_message_bytes, refused_topics
+from gateway.bus.connectivity import start_client
 from gateway.bus.consent import CONSENT_CHANGE, ConsentGate, ConsentRegister, withholds
 from gateway.bus.database import Database
 from gateway.bus.delivery import RetryPolicy, Sink
@@ -459,14 +460,8 @@ class Gateway:
         while not self._closing.is_set() and not give_up():
             client = factory()
             try:
-                await client.start()
-            except asyncio.CancelledError:  # stopping while connecting: leave no client behind
-                with contextlib.suppress(Exception):
-                    await client.stop()
-                raise
+                await start_client(client)  # stopped again if it fails or the gateway stops meanwhile
             except Exception as exc:  # noqa: BLE001 - broker not reachable yet: retry
-                with contextlib.suppress(Exception):
-                    await client.stop()
                 _log.warning(f"{what} cannot connect; retrying", error=type(exc).__name__, retry_in=delay)
                 watch = [self._closing] if wake.is_set() else [self._closing, wake]  # a set event would spin
                 await wait_any(*watch, seconds=delay)

@@ -22,7 +22,7 @@ import structlog
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import ClusterAuthorizationFailedError, UnknownError
 
-from gateway.bus.connectivity import refuses_idempotence
+from gateway.bus.connectivity import refuses_idempotence, start_client
 from gateway.bus.kafka import KafkaSettings
 from gateway.bus.wait import wait_any
 from gateway.runtime.ops import CheckFailed
@@ -67,14 +67,8 @@ class ProducerLink:
         while not closing.is_set() and not (stop.is_set() and left() == 0):
             producer = AIOKafkaProducer(**self.kafka.producer_kwargs())
             try:
-                await producer.start()
-            except asyncio.CancelledError:  # the gateway stops while connecting: leave no client behind
-                with contextlib.suppress(Exception):
-                    await producer.stop()
-                raise
+                await start_client(producer)  # stopped again if it fails or the gateway stops meanwhile
             except Exception as exc:  # noqa: BLE001 - broker not reachable, or refusing: retry or fall back
-                with contextlib.suppress(Exception):
-                    await producer.stop()
                 refusal = isinstance(exc, _IDEMPOTENCE_REFUSALS)
                 if self.kafka.idempotence and refusal and await refuses_idempotence(self.kafka):
                     if self._fall_back(exc):
