@@ -7,10 +7,12 @@ with sleeps; the one negative check ("not done while the broker is frozen") wait
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import stat
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -157,16 +159,31 @@ async def test_group_member_resumes_after_committed_offset(
 # -- broker process control ------------------------------------------------------------------------------
 
 
-async def test_send_in_flight_while_broker_frozen_completes_after_resume(
-    embedded_broker: EmbeddedBroker, unique_topic: TopicFactory
-) -> None:
-    settings = plain_settings(embedded_broker.bootstrap_servers)
-    topic = unique_topic("frz")
+@contextlib.asynccontextmanager
+async def producer_past_one_record(
+    broker: EmbeddedBroker, topic: str, **overrides: Any
+) -> AsyncIterator[AIOKafkaProducer]:
+    """A started producer that has written b"before" to the new one-partition ``topic`` (so it is connected
+    to the partition leader); on exit the broker is resumed if the test left it paused, then the producer
+    stopped."""
+    settings = plain_settings(broker.bootstrap_servers)
     await ensure_topics(settings.admin_kwargs(), [topic], partitions=1, replication=1)
-    producer = AIOKafkaProducer(**settings.producer_kwargs())
+    producer = AIOKafkaProducer(**{**settings.producer_kwargs(), **overrides})
     await producer.start()
     try:
         await producer.send_and_wait(topic, b"before", key=b"k")
+        yield producer
+    finally:
+        if broker.paused:
+            broker.resume()
+        await producer.stop()
+
+
+async def test_send_in_flight_while_broker_frozen_completes_after_resume(
+    embedded_broker: EmbeddedBroker, unique_topic: TopicFactory
+) -> None:
+    topic = unique_topic("frz")
+    async with producer_past_one_record(embedded_broker, topic) as producer:
         embedded_broker.pause()
         assert embedded_broker.paused
         in_flight = asyncio.ensure_future(producer.send_and_wait(topic, b"during", key=b"k"))
@@ -176,10 +193,6 @@ async def test_send_in_flight_while_broker_frozen_completes_after_resume(
         async with asyncio.timeout(10):
             meta = await in_flight
         assert meta.offset == 1
-    finally:
-        if embedded_broker.paused:
-            embedded_broker.resume()
-        await producer.stop()
 
 
 async def test_a_producer_that_cannot_flush_in_time_is_closed_anyway(
@@ -188,13 +201,8 @@ async def test_a_producer_that_cannot_flush_in_time_is_closed_anyway(
     """``close_producer`` (the gateway's shutdown): a send the frozen broker cannot acknowledge keeps
     ``AIOKafkaProducer.stop`` waiting; past the bound its sender task is stopped and every connection closed,
     where a cancelled ``stop`` alone would leave them open."""
-    settings = plain_settings(embedded_broker.bootstrap_servers)
     topic = unique_topic("cls")
-    await ensure_topics(settings.admin_kwargs(), [topic], partitions=1, replication=1)
-    producer = AIOKafkaProducer(**settings.producer_kwargs())
-    await producer.start()
-    try:
-        await producer.send_and_wait(topic, b"before", key=b"k")
+    async with producer_past_one_record(embedded_broker, topic) as producer:  # its stop: a no-op by then
         embedded_broker.pause()
         in_flight = asyncio.ensure_future(producer.send_and_wait(topic, b"during", key=b"k"))
         connections = list(producer.client._conns.values())  # what must end up closed
@@ -204,9 +212,6 @@ async def test_a_producer_that_cannot_flush_in_time_is_closed_anyway(
         assert not [conn for conn in connections if conn.connected()]
         assert not [conn for conn in producer.client._conns.values() if conn.connected()]
         assert producer._sender.sender_task.done()
-    finally:
-        if embedded_broker.paused:
-            embedded_broker.resume()
     in_flight.cancel()  # never acknowledged: a gateway's outbox still holds it and sends it again
     await asyncio.gather(in_flight, return_exceptions=True)
 
@@ -217,21 +222,13 @@ async def test_send_that_timed_out_while_frozen_is_still_written(
     """Why consumers must deduplicate: a failed send is not proof that nothing was written."""
     settings = plain_settings(embedded_broker.bootstrap_servers)
     topic = unique_topic("dup")
-    await ensure_topics(settings.admin_kwargs(), [topic], partitions=1, replication=1)
-    producer = AIOKafkaProducer(**{**settings.producer_kwargs(), "request_timeout_ms": 1_000})
-    await producer.start()
-    try:
-        await producer.send_and_wait(topic, b"before", key=b"k")  # connected to the partition leader
+    async with producer_past_one_record(embedded_broker, topic, request_timeout_ms=1_000) as producer:
         embedded_broker.pause()
         with pytest.raises(RequestTimedOutError):
             async with asyncio.timeout(10):
                 await producer.send_and_wait(topic, b"maybe", key=b"k")
         embedded_broker.resume()
         await producer.send_and_wait(topic, b"after", key=b"k")
-    finally:
-        if embedded_broker.paused:
-            embedded_broker.resume()
-        await producer.stop()
     consumer = AIOKafkaConsumer(**settings.consumer_kwargs(None))
     await consumer.start()
     try:
